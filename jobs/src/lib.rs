@@ -1,0 +1,16 @@
+//! Shared by the web (`api`) and worker (`worker`) processes: everything about jobs and the
+//! domain they act on. Only this crate talks to PostgreSQL.
+//!
+//! # Layout
+//! - [`config`]: reading the environment; [`config::Secret`] for credentials.
+//! - [`db`]: connecting and migrating.
+//! - [`queue`]: the durable pipeline — queue names, enqueue, the effect protocol, retries,
+//!   dead letters, maintenance and the apalis backend that feeds workers.
+//! - [`metrics`]: job counters of worker processes, flushed to the database.
+//! - [`telegram`]: the `notifications` payload, the Bot API client, the shared send pace.
+
+pub mod config;
+pub mod db;
+pub mod metrics;
+pub mod queue;
+pub mod telegram;

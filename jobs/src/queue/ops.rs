@@ -1,0 +1,208 @@
+//! What ops can see and do: queue statistics, dead jobs, retry and discard.
+//!
+//! Shared by the `/v1/ops/jobs` endpoints and the `worker jobs` CLI so both behave the same.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgPool, QueryBuilder, Postgres};
+
+use super::Queue;
+
+/// DeadFilter selects dead jobs.
+#[derive(Debug, Clone, Default)]
+pub struct DeadFilter {
+    pub queue: Option<Queue>,
+    /// Only jobs dead for at least this long.
+    pub older_than: Option<Duration>,
+    /// Only jobs dead for at most this long.
+    pub newer_than: Option<Duration>,
+}
+
+impl DeadFilter {
+    fn push_where(&self, sql: &mut QueryBuilder<Postgres>) {
+        sql.push(" WHERE state = 'dead'");
+        if let Some(queue) = self.queue {
+            sql.push(" AND queue = ").push_bind(queue.name());
+        }
+        if let Some(age) = self.older_than {
+            sql.push(" AND finished_at <= now() - make_interval(secs => ").push_bind(age.as_secs_f64()).push(")");
+        }
+        if let Some(age) = self.newer_than {
+            sql.push(" AND finished_at >= now() - make_interval(secs => ").push_bind(age.as_secs_f64()).push(")");
+        }
+    }
+}
+
+/// DeadJob is one line of a dead-job listing.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct DeadJob {
+    pub id: i64,
+    pub queue: String,
+    pub logical_key: String,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub created_at: DateTime<Utc>,
+    pub died_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+}
+
+/// JobDetail is everything known about one job.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct JobDetail {
+    pub id: i64,
+    pub queue: String,
+    pub logical_key: String,
+    pub state: String,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub run_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub locked_by: Option<String>,
+    pub payload: serde_json::Value,
+    /// Every recorded failure, oldest first: `{attempt, at, kind, error}`.
+    pub errors: serde_json::Value,
+}
+
+/// QueueStats is the state of one queue right now.
+#[derive(Debug, Clone, Serialize, PartialEq, sqlx::FromRow)]
+pub struct QueueStats {
+    pub queue: String,
+    /// Due now, waiting for a worker.
+    pub pending: i64,
+    /// Running on a worker.
+    pub running: i64,
+    /// Waiting for a later `run_at`: retries in backoff and deferred jobs.
+    pub scheduled: i64,
+    pub dead: i64,
+    /// Seconds the longest-waiting due job has waited; 0 when none is due.
+    pub oldest_pending_age_seconds: f64,
+}
+
+/// Change says what a retry or discard of one job did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Done,
+    NotFound,
+    /// The job is in a state the change does not apply to.
+    WrongState(String),
+}
+
+/// The most dead jobs one listing returns.
+pub const LIST_LIMIT_MAX: i64 = 500;
+
+/// Statistics for every queue, including empty ones.
+pub async fn queue_stats(pool: &PgPool) -> Result<Vec<QueueStats>, sqlx::Error> {
+    let names: Vec<&str> = Queue::ALL.iter().map(|q| q.name()).collect();
+    sqlx::query_as(
+        "SELECT q.queue,
+                count(*) FILTER (WHERE j.state = 'pending' AND j.run_at <= now()) AS pending,
+                count(*) FILTER (WHERE j.state = 'running') AS running,
+                count(*) FILTER (WHERE j.state = 'pending' AND j.run_at > now()) AS scheduled,
+                count(*) FILTER (WHERE j.state = 'dead') AS dead,
+                coalesce(extract(epoch FROM now() - min(j.run_at)
+                         FILTER (WHERE j.state = 'pending' AND j.run_at <= now()))::float8, 0) AS oldest_pending_age_seconds
+         FROM unnest($1::text[]) WITH ORDINALITY AS q (queue, ord)
+         LEFT JOIN jobs j ON j.queue = q.queue AND j.state IN ('pending', 'running', 'dead')
+         GROUP BY q.queue, q.ord
+         ORDER BY q.ord",
+    )
+    .bind(&names)
+    .fetch_all(pool)
+    .await
+}
+
+/// Dead jobs matching `filter`, most recently dead first, at most `limit`, before id `before`
+/// (the last id of the previous page) when given.
+pub async fn list_dead(pool: &PgPool, filter: &DeadFilter, limit: i64, before: Option<i64>) -> Result<Vec<DeadJob>, sqlx::Error> {
+    let mut sql = QueryBuilder::new(
+        "SELECT id, queue, logical_key, attempt, max_attempts, created_at, finished_at AS died_at,
+                errors -> -1 ->> 'error' AS last_error
+         FROM jobs",
+    );
+    filter.push_where(&mut sql);
+    if let Some(before) = before {
+        sql.push(" AND id < ").push_bind(before);
+    }
+    sql.push(" ORDER BY id DESC LIMIT ").push_bind(limit.clamp(1, LIST_LIMIT_MAX));
+    sql.build_query_as().fetch_all(pool).await
+}
+
+/// Everything about job `id`, in any state.
+pub async fn show(pool: &PgPool, id: i64) -> Result<Option<JobDetail>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, queue, logical_key, state, attempt, max_attempts, run_at, created_at, finished_at,
+                locked_by, payload, errors
+         FROM jobs WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// The SET clause of a retry: due now with a fresh round of attempts; its history is kept.
+const RETRY_SET: &str = "UPDATE jobs SET state = 'pending', run_at = now(), attempt = 0, finished_at = NULL";
+
+/// Puts dead job `id` back in its queue, due now, with a fresh round of attempts.
+pub async fn retry(pool: &PgPool, id: i64) -> Result<Change, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let mut sql = QueryBuilder::new(RETRY_SET);
+    sql.push(" WHERE state = 'dead' AND id = ").push_bind(id);
+    let changed = sql.build().execute(&mut *tx).await?;
+    if changed.rows_affected() == 1 {
+        wake_workers(&mut tx).await?;
+    }
+    let change = change_of(&mut tx, id, changed.rows_affected()).await?;
+    tx.commit().await?;
+    Ok(change)
+}
+
+/// Puts every dead job matching `filter` back in its queue; returns how many.
+pub async fn retry_matching(pool: &PgPool, filter: &DeadFilter) -> Result<u64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let mut sql = QueryBuilder::new(RETRY_SET);
+    filter.push_where(&mut sql);
+    let n = sql.build().execute(&mut *tx).await?.rows_affected();
+    if n > 0 {
+        wake_workers(&mut tx).await?;
+    }
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// The SET clause of a discard: kept for the record, never run, pruned with finished jobs.
+const DISCARD_SET: &str = "UPDATE jobs SET state = 'discarded', finished_at = now()";
+
+/// Discards job `id` if it is dead or waiting to run.
+pub async fn discard(pool: &PgPool, id: i64) -> Result<Change, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let mut sql = QueryBuilder::new(DISCARD_SET);
+    sql.push(" WHERE state IN ('dead', 'pending') AND id = ").push_bind(id);
+    let changed = sql.build().execute(&mut *tx).await?;
+    let change = change_of(&mut tx, id, changed.rows_affected()).await?;
+    tx.commit().await?;
+    Ok(change)
+}
+
+/// Discards every dead job matching `filter`; returns how many.
+pub async fn discard_matching(pool: &PgPool, filter: &DeadFilter) -> Result<u64, sqlx::Error> {
+    let mut sql = QueryBuilder::new(DISCARD_SET);
+    filter.push_where(&mut sql);
+    Ok(sql.build().execute(pool).await?.rows_affected())
+}
+
+async fn change_of(conn: &mut sqlx::PgConnection, id: i64, rows: u64) -> Result<Change, sqlx::Error> {
+    if rows == 1 {
+        return Ok(Change::Done);
+    }
+    let state: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1").bind(id).fetch_optional(conn).await?;
+    Ok(state.map_or(Change::NotFound, Change::WrongState))
+}
+
+/// Wakes idle workers: jobs made due by an UPDATE fire no insert trigger.
+async fn wake_workers(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify('paygate_jobs', 'retry')").execute(conn).await?;
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! Telegram: the messages we send, the Bot API client, and what we record about chats.
+//!
+//! # Layout
+//! - [`SendMessage`]: the `notifications` queue's payload.
+//! - [`client`]: the Bot API client (teloxide-core) and how its errors map to job outcomes.
+//! - [`pace`]: the send-rate limiter shared by every worker process.
+//! - [`store`]: deliveries and unreachable chats.
+
+pub mod client;
+pub mod pace;
+pub mod store;
+
+use serde::{Deserialize, Serialize};
+
+use crate::queue::{JobPayload, Queue};
+
+/// SendMessage is one Telegram message to one chat: the `notifications` queue's job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendMessage {
+    pub chat_id: i64,
+    pub text: String,
+    #[serde(default)]
+    pub parse_mode: Option<ParseMode>,
+    /// Rows of inline buttons under the message.
+    #[serde(default)]
+    pub buttons: Vec<Vec<Button>>,
+}
+
+impl JobPayload for SendMessage {
+    const QUEUE: Queue = Queue::Notifications;
+}
+
+/// ParseMode is how Telegram reads a message's formatting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParseMode {
+    Html,
+    MarkdownV2,
+}
+
+/// Button is an inline button: it opens `url` or sends `callback_data` back to the bot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Button {
+    pub text: String,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub callback_data: Option<String>,
+}
+
+/// The longest message text Telegram accepts, in characters.
+pub const MAX_TEXT_CHARS: usize = 4096;
+/// The longest callback data Telegram accepts, in bytes.
+pub const MAX_CALLBACK_DATA_BYTES: usize = 64;
+
+impl SendMessage {
+    /// Checks what Telegram would refuse, so that a bad request is refused at the door rather
+    /// than dying in the queue.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.text.trim().is_empty() {
+            return Err("text must not be empty".into());
+        }
+        if self.text.chars().count() > MAX_TEXT_CHARS {
+            return Err(format!("text is longer than {MAX_TEXT_CHARS} characters"));
+        }
+        if self.chat_id == 0 {
+            return Err("chat_id must not be 0".into());
+        }
+        for button in self.buttons.iter().flatten() {
+            if button.text.trim().is_empty() {
+                return Err("every button needs a text".into());
+            }
+            match (&button.url, &button.callback_data) {
+                (Some(url), None) => {
+                    let parsed = reqwest::Url::parse(url).map_err(|e| format!("button url {url:?}: {e}"))?;
+                    if !matches!(parsed.scheme(), "https" | "http" | "tg") {
+                        return Err(format!("button url {url:?} must be https, http or tg"));
+                    }
+                }
+                (None, Some(data)) if !data.is_empty() && data.len() <= MAX_CALLBACK_DATA_BYTES => {}
+                (None, Some(_)) => return Err(format!("callback_data must be 1 to {MAX_CALLBACK_DATA_BYTES} bytes")),
+                _ => return Err("every button needs exactly one of url and callback_data".into()),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message() -> SendMessage {
+        SendMessage { chat_id: 42, text: "hello".into(), parse_mode: None, buttons: vec![] }
+    }
+
+    #[test]
+    fn a_plain_message_is_valid() {
+        assert_eq!(message().validate(), Ok(()));
+    }
+
+    #[test]
+    fn empty_and_oversized_texts_are_refused() {
+        assert!(SendMessage { text: " ".into(), ..message() }.validate().is_err());
+        assert!(SendMessage { text: "x".repeat(4097), ..message() }.validate().is_err());
+        assert_eq!(SendMessage { text: "é".repeat(4096), ..message() }.validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_button_needs_exactly_one_action() {
+        let with = |url: Option<&str>, data: Option<&str>| SendMessage {
+            buttons: vec![vec![Button { text: "Go".into(), url: url.map(Into::into), callback_data: data.map(Into::into) }]],
+            ..message()
+        };
+        assert_eq!(with(Some("https://t.me/bot?start=promo1"), None).validate(), Ok(()));
+        assert_eq!(with(None, Some("promo:1")).validate(), Ok(()));
+        assert!(with(None, None).validate().is_err());
+        assert!(with(Some("https://x"), Some("y")).validate().is_err());
+        assert!(with(Some("javascript:alert(1)"), None).validate().is_err());
+        assert!(with(None, Some(&"d".repeat(65))).validate().is_err());
+    }
+
+    #[test]
+    fn payloads_from_before_a_deploy_still_decode() {
+        let old: SendMessage = serde_json::from_str(r#"{"chat_id": 1, "text": "hi"}"#).unwrap();
+        assert_eq!(old.parse_mode, None);
+        assert!(old.buttons.is_empty());
+    }
+}

@@ -1,0 +1,64 @@
+//! What we record about Telegram chats and deliveries.
+
+use sqlx::PgConnection;
+
+/// Delivery is the record of one notification job's message.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Delivery {
+    pub chat_id: i64,
+    /// `sent` or `unreachable`.
+    pub status: String,
+    pub message_id: Option<i64>,
+}
+
+/// The delivery recorded for notification `logical_key`, if any.
+pub async fn delivery(conn: &mut PgConnection, logical_key: &str) -> Result<Option<Delivery>, sqlx::Error> {
+    sqlx::query_as("SELECT chat_id, status, message_id FROM telegram_deliveries WHERE logical_key = $1")
+        .bind(logical_key)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Records the delivery of notification `logical_key` by job `job_id`.
+pub async fn record_delivery(
+    conn: &mut PgConnection,
+    logical_key: &str,
+    job_id: i64,
+    chat_id: i64,
+    message_id: Option<i64>,
+) -> Result<(), sqlx::Error> {
+    let status = if message_id.is_some() { "sent" } else { "unreachable" };
+    sqlx::query(
+        "INSERT INTO telegram_deliveries (logical_key, chat_id, status, message_id, job_id)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(logical_key)
+    .bind(chat_id)
+    .bind(status)
+    .bind(message_id)
+    .bind(job_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Why `chat_id` is unreachable, if it is.
+pub async fn unreachable_reason(conn: &mut PgConnection, chat_id: i64) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT unreachable_reason FROM telegram_chats WHERE chat_id = $1 AND unreachable_at IS NOT NULL")
+        .bind(chat_id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Marks `chat_id` unreachable: no more sends until the user talks to the bot again.
+pub async fn mark_unreachable(conn: &mut PgConnection, chat_id: i64, reason: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO telegram_chats (chat_id, unreachable_at, unreachable_reason) VALUES ($1, now(), $2)
+         ON CONFLICT (chat_id) DO UPDATE SET unreachable_at = now(), unreachable_reason = excluded.unreachable_reason",
+    )
+    .bind(chat_id)
+    .bind(reason)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,8 @@
+//! Local stand-ins for the outside world, used by the tests, the local run and the benchmark.
+//!
+//! # Layout
+//! - [`postgres`]: throwaway PostgreSQL clusters and per-test databases.
+//! - [`telegram`]: a fake Telegram Bot API server on loopback that records what it is sent.
+
+pub mod postgres;
+pub mod telegram;
