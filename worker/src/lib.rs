@@ -1,0 +1,12 @@
+//! The worker dyno.
+//!
+//! # Layout
+//! - [`config`]: the environment it reads.
+//! - [`startup`]: `worker run` — the apalis workers, the job listener, maintenance, shutdown.
+//! - [`handlers`]: one module per queue.
+//! - [`cli`]: `worker jobs …`, the ops commands for dead jobs and queue statistics.
+
+pub mod cli;
+pub mod config;
+pub mod handlers;
+pub mod startup;

@@ -23,6 +23,7 @@ use apalis_core::task::Task;
 use apalis_core::task::builder::TaskBuilder;
 use apalis_core::task::task_id::TaskId;
 use apalis_core::worker::context::WorkerContext;
+use backon::{ExponentialBuilder, Retryable};
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedReceiver;
 use sqlx::PgPool;
@@ -75,31 +76,9 @@ impl<T> JobStore<T> {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct FetchedRow {
-    id: i64,
-    logical_key: String,
-    attempt: i32,
-    max_attempts: i32,
-    payload: serde_json::Value,
-}
-
-impl<T: JobPayload> Persistence for JobStore<T> {
-    type Compact = Job<T>;
-    type Response = ();
-    type Error = BackendError;
-
-    async fn register(&mut self, worker: &WorkerContext) -> Result<(), BackendError> {
-        maintenance::register_worker(&self.pool, worker.name(), &[self.queue.name()]).await?;
-        Ok(())
-    }
-
-    async fn heartbeat(&mut self, worker: &WorkerContext) -> Result<(), BackendError> {
-        maintenance::heartbeat(&self.pool, worker.name()).await?;
-        Ok(())
-    }
-
-    async fn fetch_next(&mut self, worker: &WorkerContext) -> Result<Vec<Task<Job<T>>>, BackendError> {
+impl<T: JobPayload> JobStore<T> {
+    /// Takes up to a batch of due jobs for `worker`, oldest due first.
+    async fn fetch(&self, worker: &str) -> Result<Vec<Task<Job<T>>>, sqlx::Error> {
         // The inner SELECT is planned knowing its LIMIT, so it walks the partial index from the
         // front however deep the backlog is (apalis-postgres's get_jobs does not: DESIGN.md).
         let mut rows: Vec<FetchedRow> = sqlx::query_as(
@@ -113,7 +92,7 @@ impl<T: JobPayload> Persistence for JobStore<T> {
              RETURNING id, logical_key, attempt, max_attempts, payload",
         )
         .bind(self.queue.name())
-        .bind(worker.name())
+        .bind(worker)
         .bind(self.batch_size)
         .fetch_all(&self.pool)
         .await?;
@@ -136,6 +115,51 @@ impl<T: JobPayload> Persistence for JobStore<T> {
             }
         }
         Ok(tasks)
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct FetchedRow {
+    id: i64,
+    logical_key: String,
+    attempt: i32,
+    max_attempts: i32,
+    payload: serde_json::Value,
+}
+
+impl<T: JobPayload> Persistence for JobStore<T> {
+    type Compact = Job<T>;
+    type Response = ();
+    type Error = BackendError;
+
+    // Database failures below are absorbed rather than returned: apalis stops a worker on a
+    // backend error, and a worker should ride out a database restart instead.
+
+    async fn register(&mut self, worker: &WorkerContext) -> Result<(), BackendError> {
+        let queues = [self.queue.name()];
+        (|| maintenance::register_worker(&self.pool, worker.name(), &queues))
+            .retry(ExponentialBuilder::default().with_max_delay(Duration::from_secs(30)).without_max_times())
+            .notify(|e, wait| tracing::warn!(worker = worker.name(), error = %e, ?wait, "cannot register worker"))
+            .await?;
+        Ok(())
+    }
+
+    async fn heartbeat(&mut self, worker: &WorkerContext) -> Result<(), BackendError> {
+        if let Err(e) = maintenance::heartbeat(&self.pool, worker.name()).await {
+            tracing::warn!(worker = worker.name(), error = %e, "heartbeat failed");
+        }
+        Ok(())
+    }
+
+    async fn fetch_next(&mut self, worker: &WorkerContext) -> Result<Vec<Task<Job<T>>>, BackendError> {
+        match self.fetch(worker.name()).await {
+            Ok(tasks) => Ok(tasks),
+            Err(e) => {
+                tracing::warn!(worker = worker.name(), error = %e, "fetching jobs failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Ok(Vec::new())
+            }
+        }
     }
 
     async fn reenqueue_abandoned(&mut self, tasks: Vec<Task<Job<T>>>, _: &WorkerContext) -> Result<u64, BackendError> {

@@ -1,0 +1,3 @@
+//! End-to-end tests: real PostgreSQL, the fake Bot API on loopback, the worker as it runs.
+
+mod notifications;

@@ -1,0 +1,95 @@
+//! Test harness: a fresh database, the fake Bot API, and worker processes, in-process or real.
+
+use std::time::{Duration, Instant};
+
+use jobs::config::Secret;
+use jobs::queue::{Enqueued, NewJob, enqueue};
+use jobs::telegram::SendMessage;
+use jobs::telegram::pace::Pace;
+use sandbox::telegram::{FakeTelegram, Limits};
+use sqlx::PgPool;
+use tokio::sync::oneshot;
+
+/// The bot token the tests configure; the fake refuses any other.
+pub const BOT_TOKEN: &str = "123456:test-token";
+
+/// World is one test's database and fake Bot API.
+pub struct World {
+    pub database_url: String,
+    pub pool: PgPool,
+    pub telegram: FakeTelegram,
+}
+
+impl World {
+    /// A fresh database and a fake Bot API enforcing `limits`.
+    pub async fn new(limits: Limits) -> World {
+        let database_url = sandbox::postgres::test_database().await;
+        let pool = jobs::db::connect(&database_url, 10).await.expect("connecting to the test database");
+        let telegram = FakeTelegram::start(BOT_TOKEN, limits).await;
+        World { database_url, pool, telegram }
+    }
+
+    /// A worker configuration pointing at this world, sending at `per_second`.
+    pub fn worker_config(&self, per_second: f64) -> worker::config::Config {
+        worker::config::Config {
+            database_url: self.database_url.clone(),
+            database_pool_size: 20,
+            concurrency: 20,
+            telegram_bot_token: Secret::new(BOT_TOKEN),
+            telegram_api_url: self.telegram.url().to_string(),
+            telegram_pace: Pace { per_second, ..Pace::TELEGRAM_DEFAULT },
+            job_retention: Duration::from_secs(3600),
+            instance: "test".into(),
+        }
+    }
+
+    /// Starts `worker run` inside this process; stop it with [`InProcessWorker::stop`].
+    pub fn start_worker(&self, config: worker::config::Config) -> InProcessWorker {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(worker::startup::run(config, async move {
+            let _ = stopped.await;
+        }));
+        InProcessWorker { stop: Some(stop), task }
+    }
+
+    /// Enqueues a notification with `key`, as a producer would.
+    pub async fn notify(&self, key: &str, chat_id: i64, text: &str) -> Enqueued {
+        let message = SendMessage { chat_id, text: text.into(), parse_mode: None, buttons: vec![] };
+        let mut tx = self.pool.begin().await.unwrap();
+        let enqueued = enqueue(&mut tx, &NewJob::new(&message, key)).await.unwrap();
+        tx.commit().await.unwrap();
+        enqueued
+    }
+
+    /// Waits until `sql` (a single count) returns `want`, or panics after `timeout`.
+    pub async fn wait_for_count(&self, sql: &str, want: i64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string())).fetch_one(&self.pool).await.unwrap();
+            if n == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "waited {timeout:?} for `{sql}` to be {want}, it is {n}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The state, attempt and errors of job `id`.
+    pub async fn job(&self, id: i64) -> (String, i32, serde_json::Value) {
+        sqlx::query_as("SELECT state, attempt, errors FROM jobs WHERE id = $1").bind(id).fetch_one(&self.pool).await.unwrap()
+    }
+}
+
+/// InProcessWorker is a `worker run` on this test's runtime.
+pub struct InProcessWorker {
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl InProcessWorker {
+    /// Signals shutdown (as SIGTERM does) and waits for the worker to exit cleanly.
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.expect("the worker task panicked").expect("the worker failed");
+    }
+}

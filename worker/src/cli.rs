@@ -1,0 +1,116 @@
+//! `worker jobs …`: what ops can do about queues and dead jobs from a one-off dyno
+//! (`heroku run worker jobs dead`). The same operations back the `/v1/ops/jobs` endpoints.
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use jobs::queue::Queue;
+use jobs::queue::ops::{self, Change, DeadFilter};
+use sqlx::PgPool;
+
+/// JobsCommand is one of the `worker jobs` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Pending, running, scheduled and dead jobs per queue, and the oldest pending job's age.
+    Stats,
+    /// Lists dead jobs, most recently dead first.
+    Dead {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Shows one job: state, payload and every recorded error.
+    Show { id: i64 },
+    /// Puts a dead job (or with --all, every dead job matching the filter) back in its queue.
+    Retry(Target),
+    /// Discards a dead or waiting job (or with --all, every dead job matching the filter).
+    Discard(Target),
+}
+
+/// Target is one job by id, or every dead job matching a filter.
+#[derive(Debug, Args)]
+pub struct Target {
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    id: Option<i64>,
+    /// Every dead job matching the filter.
+    #[arg(long)]
+    all: bool,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+/// FilterArgs selects dead jobs.
+#[derive(Debug, Args)]
+pub struct FilterArgs {
+    /// Only this queue.
+    #[arg(long)]
+    queue: Option<Queue>,
+    /// Only jobs dead for at least this long, e.g. 30m, 2h, 7d.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    older_than: Option<Duration>,
+    /// Only jobs dead for at most this long.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    newer_than: Option<Duration>,
+}
+
+impl From<&FilterArgs> for DeadFilter {
+    fn from(f: &FilterArgs) -> DeadFilter {
+        DeadFilter { queue: f.queue, older_than: f.older_than, newer_than: f.newer_than }
+    }
+}
+
+/// Runs `command`, printing its result to stdout.
+pub async fn run(pool: &PgPool, command: JobsCommand) -> anyhow::Result<()> {
+    match command {
+        JobsCommand::Stats => {
+            println!("{:<14} {:>9} {:>9} {:>9} {:>9} {:>12}", "queue", "pending", "running", "scheduled", "dead", "oldest(s)");
+            for s in ops::queue_stats(pool).await? {
+                println!(
+                    "{:<14} {:>9} {:>9} {:>9} {:>9} {:>12.1}",
+                    s.queue, s.pending, s.running, s.scheduled, s.dead, s.oldest_pending_age_seconds
+                );
+            }
+        }
+        JobsCommand::Dead { filter, limit } => {
+            let dead = ops::list_dead(pool, &DeadFilter::from(&filter), limit, None).await?;
+            println!("{:>10}  {:<14} {:<25} {:>8}  {:<36}", "id", "queue", "died at", "attempts", "last error");
+            for j in &dead {
+                println!(
+                    "{:>10}  {:<14} {:<25} {:>8}  {}",
+                    j.id,
+                    j.queue,
+                    j.died_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                    format!("{}/{}", j.attempt, j.max_attempts),
+                    j.last_error.as_deref().unwrap_or("-")
+                );
+            }
+            println!("{} dead job(s)", dead.len());
+        }
+        JobsCommand::Show { id } => match ops::show(pool, id).await? {
+            Some(job) => println!("{}", serde_json::to_string_pretty(&job)?),
+            None => anyhow::bail!("no job {id}"),
+        },
+        JobsCommand::Retry(target) => match target.id {
+            Some(id) => report(id, "retried", ops::retry(pool, id).await?)?,
+            None => println!("{} job(s) retried", ops::retry_matching(pool, &DeadFilter::from(&target.filter)).await?),
+        },
+        JobsCommand::Discard(target) => match target.id {
+            Some(id) => report(id, "discarded", ops::discard(pool, id).await?)?,
+            None => println!("{} job(s) discarded", ops::discard_matching(pool, &DeadFilter::from(&target.filter)).await?),
+        },
+    }
+    Ok(())
+}
+
+fn report(id: i64, done: &str, change: Change) -> anyhow::Result<()> {
+    match change {
+        Change::Done => {
+            println!("job {id} {done}");
+            Ok(())
+        }
+        Change::NotFound => anyhow::bail!("no job {id}"),
+        Change::WrongState(state) => anyhow::bail!("job {id} is {state}; only dead jobs can be {done}"),
+    }
+}

@@ -1,0 +1,49 @@
+//! The worker's configuration, from the environment only.
+
+use std::time::Duration;
+
+use jobs::config::{ConfigError, Secret, optional, parsed_or, required};
+use jobs::telegram::client::DEFAULT_API_URL;
+use jobs::telegram::pace::Pace;
+
+/// Config is everything `worker run` needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: String,
+    pub database_pool_size: u32,
+    /// Jobs one queue's worker runs at once in this process.
+    pub concurrency: usize,
+    pub telegram_bot_token: Secret,
+    pub telegram_api_url: String,
+    pub telegram_pace: Pace,
+    /// How long completed and discarded jobs are kept.
+    pub job_retention: Duration,
+    /// Names this process's workers; `DYNO` on Heroku, else the host name.
+    pub instance: String,
+}
+
+impl Config {
+    /// Reads the configuration; the error names the first bad variable.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        let per_second: f64 = parsed_or("TELEGRAM_MESSAGES_PER_SECOND", 30.0)?;
+        if !(per_second > 0.0 && per_second <= 1000.0) {
+            return Err(ConfigError { var: "TELEGRAM_MESSAGES_PER_SECOND", problem: "must be more than 0 and at most 1000".into() });
+        }
+        let concurrency: usize = parsed_or("WORKER_CONCURRENCY", 20)?;
+        if concurrency == 0 {
+            return Err(ConfigError { var: "WORKER_CONCURRENCY", problem: "must be at least 1".into() });
+        }
+        Ok(Config {
+            database_url: required("DATABASE_URL")?,
+            database_pool_size: parsed_or("DATABASE_POOL_SIZE", 20)?,
+            concurrency,
+            telegram_bot_token: Secret::required("TELEGRAM_BOT_TOKEN", 1)?,
+            telegram_api_url: optional("TELEGRAM_API_URL").unwrap_or_else(|| DEFAULT_API_URL.to_string()),
+            telegram_pace: Pace { per_second, ..Pace::TELEGRAM_DEFAULT },
+            job_retention: Duration::from_secs(3600 * parsed_or::<u64>("JOB_RETENTION_HOURS", 168)?),
+            instance: optional("DYNO").unwrap_or_else(|| {
+                std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "worker".into())
+            }),
+        })
+    }
+}

@@ -1,0 +1,3 @@
+//! One handler per queue: the apalis-facing function that runs an attempt of a job.
+
+pub mod notifications;

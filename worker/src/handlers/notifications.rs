@@ -1,0 +1,100 @@
+//! The `notifications` queue: one Telegram message to one chat.
+//!
+//! Order of an attempt: a message already recorded as delivered is not sent again; an unreachable
+//! chat is not sent to; the send waits for a slot of the shared pace; the message goes out; the
+//! delivery, ledger row and job completion commit together.
+//!
+//! The remaining crash window: a worker that dies after Telegram accepted the message and before
+//! that commit leaves the job to be run again, and the message is sent a second time. Telegram
+//! offers no idempotency key for sendMessage, so this window (one HTTP response plus one commit)
+//! can be narrowed but not closed. A send that times out is retried too, and may likewise have
+//! been delivered.
+
+use std::sync::Arc;
+
+use apalis_core::error::BoxDynError;
+use apalis_core::task::data::Data;
+use chrono::Utc;
+use jobs::metrics::JobStats;
+use jobs::queue::effect::Begun;
+use jobs::queue::outcome::run_attempt;
+use jobs::queue::{Completed, EffectTx, Job, JobError};
+use jobs::telegram::SendMessage;
+use jobs::telegram::client::{SendError, TelegramClient};
+use jobs::telegram::pace::{Pace, Slot};
+use jobs::telegram::store;
+use sqlx::PgPool;
+
+/// Notifier is what the notifications handler needs.
+#[derive(Debug, Clone)]
+pub struct Notifier {
+    pub pool: PgPool,
+    pub stats: Arc<JobStats>,
+    pub telegram: TelegramClient,
+    pub pace: Pace,
+}
+
+/// Runs one attempt of a notification job.
+pub async fn handle(job: Job<SendMessage>, notifier: Data<Notifier>) -> Result<(), BoxDynError> {
+    let notifier = &*notifier;
+    run_attempt(&notifier.pool, &notifier.stats, job, |job| deliver(notifier, job)).await?;
+    Ok(())
+}
+
+async fn deliver(notifier: &Notifier, job: Job<SendMessage>) -> Result<Completed, JobError> {
+    let pool = &notifier.pool;
+    let message = &job.payload;
+    {
+        let mut conn = pool.acquire().await?;
+        if store::delivery(&mut conn, &job.logical_key).await?.is_some() {
+            return complete(pool, &job, async |_| Ok(())).await;
+        }
+        if let Some(reason) = store::unreachable_reason(&mut conn, message.chat_id).await? {
+            tracing::info!(job = job.id, chat = message.chat_id, reason, "chat unreachable, not sending");
+            return complete(pool, &job, async |tx| record(tx, &job, None).await).await;
+        }
+    }
+    match notifier.pace.reserve(pool, message.chat_id).await? {
+        Slot::NotBefore(at) => return Err(JobError::RetryAfter { delay: until(at), reason: None }),
+        Slot::Granted(at) => tokio::time::sleep(until(at)).await,
+    }
+    match notifier.telegram.send_message(message).await {
+        Ok(message_id) => complete(pool, &job, async |tx| record(tx, &job, Some(message_id)).await).await,
+        Err(SendError::Unreachable(reason)) => {
+            tracing::info!(job = job.id, chat = message.chat_id, reason, "chat unreachable, marking it");
+            complete(pool, &job, async |tx| {
+                store::mark_unreachable(tx.conn(), message.chat_id, &reason).await?;
+                record(tx, &job, None).await
+            })
+            .await
+        }
+        Err(SendError::RetryAfter(wait)) => {
+            Pace::hold_chat(pool, message.chat_id, Utc::now() + wait).await?;
+            Err(JobError::RetryAfter { delay: wait, reason: Some(format!("Telegram asked to wait {wait:?}")) })
+        }
+        Err(SendError::Permanent(e)) => Err(JobError::Terminal(e)),
+        Err(SendError::Transient(e)) => Err(JobError::Retryable(e)),
+    }
+}
+
+async fn record(tx: &mut EffectTx, job: &Job<SendMessage>, message_id: Option<i64>) -> Result<(), sqlx::Error> {
+    store::record_delivery(tx.conn(), &job.logical_key, job.id, job.payload.chat_id, message_id).await
+}
+
+/// Applies `effect` through the job's effect transaction, once.
+async fn complete<F>(pool: &PgPool, job: &Job<SendMessage>, effect: F) -> Result<Completed, JobError>
+where
+    F: AsyncFnOnce(&mut EffectTx) -> Result<(), sqlx::Error>,
+{
+    match EffectTx::begin(pool, job).await? {
+        Begun::AlreadyApplied(done) => Ok(done),
+        Begun::Fresh(mut tx) => {
+            effect(&mut tx).await?;
+            Ok(tx.commit().await?)
+        }
+    }
+}
+
+fn until(at: chrono::DateTime<Utc>) -> std::time::Duration {
+    (at - Utc::now()).to_std().unwrap_or_default()
+}

@@ -1,0 +1,72 @@
+//! The worker binary: `worker [run]`, `worker migrate`, `worker jobs …`.
+
+use clap::{Parser, Subcommand};
+use worker::cli::JobsCommand;
+use worker::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(name = "worker", about = "paygate's worker dyno: drains the job queues; also migrates and runs ops commands")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the workers of every queue until SIGTERM (the default).
+    Run,
+    /// Applies the database migrations, then exits (the release phase).
+    Migrate,
+    /// Inspects queues and dead jobs; retries or discards them.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logs();
+    let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
+    match runtime.block_on(run(cli.command.unwrap_or(Command::Run))) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("worker: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run => {
+            let config = Config::from_env()?;
+            worker::startup::run(config, shutdown_signal()).await
+        }
+        Command::Migrate => {
+            let pool = jobs::db::connect(&jobs::config::required("DATABASE_URL")?, 2).await?;
+            jobs::db::migrate(&pool).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Jobs(command) => {
+            let pool = jobs::db::connect(&jobs::config::required("DATABASE_URL")?, 2).await?;
+            worker::cli::run(&pool, command).await
+        }
+    }
+}
+
+/// Resolves on SIGTERM (Heroku's stop) or Ctrl-C.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn init_logs() {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,127 @@
+//! `worker run`: one apalis worker per queue, the job listener, and maintenance, until shutdown.
+//!
+//! Shutdown (SIGTERM on Heroku, which kills 30 s later): workers stop taking jobs and their
+//! running jobs get [`GRACE`] to finish; jobs still running then, and jobs fetched but not
+//! started, are handed back to their queues with the attempt unspent, and the process exits.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis::prelude::{Monitor, WorkerBuilder, WorkerBuilderExt};
+use backon::{ExponentialBuilder, Retryable};
+use jobs::metrics::JobStats;
+use jobs::queue::backend::{FetchSettings, QueueBackend, Wakeups};
+use jobs::queue::{Queue, maintenance};
+use jobs::telegram::SendMessage;
+use jobs::telegram::client::TelegramClient;
+use jobs::telegram::pace::Pace;
+use sqlx::PgPool;
+
+use crate::config::Config;
+use crate::handlers::notifications::{self, Notifier};
+
+/// How long running jobs may take to finish after shutdown begins: under Heroku's 30 s.
+pub const GRACE: Duration = Duration::from_secs(20);
+/// How often a worker records that it is alive.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How long a silent worker is presumed alive; its jobs are rescued after this.
+pub const WORKER_TIMEOUT: Duration = Duration::from_secs(20);
+/// How often an idle worker looks for jobs that became due by time.
+pub const POLL_FALLBACK: Duration = Duration::from_secs(1);
+
+/// Runs every queue's worker until `shutdown` resolves, then hands back what is unfinished.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let pool = jobs::db::connect(&config.database_url, config.database_pool_size).await?;
+    let stats = Arc::new(JobStats::default());
+    // Unique per process, so that orphan rescue can tell this process's jobs from others'.
+    let process = format!("{}-{}-{}", config.instance, std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..6]);
+    let mut wakeups = Wakeups::new(POLL_FALLBACK);
+    let settings = FetchSettings { batch_size: config.concurrency as i64, heartbeat: HEARTBEAT };
+
+    let notifier = Notifier {
+        pool: pool.clone(),
+        stats: stats.clone(),
+        telegram: TelegramClient::new(&config.telegram_bot_token, &config.telegram_api_url).map_err(anyhow::Error::msg)?,
+        pace: config.telegram_pace,
+    };
+    let notifications_name = worker_name(&process, Queue::Notifications);
+    let notifications_wakeup = std::sync::Mutex::new(Some(wakeups.subscribe(Queue::Notifications)));
+    let (p, n, concurrency) = (pool.clone(), notifier.clone(), config.concurrency);
+    let monitor = Monitor::new()
+        .register(move |_| {
+            // A restarted worker (after a backend error) polls on its fallback tick alone.
+            let wakeup = notifications_wakeup.lock().unwrap().take().unwrap_or_else(|| Wakeups::new(POLL_FALLBACK).subscribe(Queue::Notifications));
+            WorkerBuilder::new(notifications_name.as_str())
+                .backend(QueueBackend::<SendMessage>::new(p.clone(), settings, wakeup))
+                .concurrency(concurrency)
+                .data(n.clone())
+                .build(notifications::handle)
+        })
+        .should_restart(|worker, error| {
+            tracing::error!(worker = worker.name(), %error, "worker stopped, restarting it");
+            true
+        })
+        .with_terminator(async { tokio::time::sleep(GRACE).await });
+    let names = vec![worker_name(&process, Queue::Notifications)];
+
+    tokio::spawn(wakeups.listen(pool.clone()));
+    let maintenance = tokio::spawn(maintain(pool.clone(), stats.clone(), config.job_retention));
+    tracing::info!(process, queues = ?names, "worker running");
+    monitor
+        .run_with_signal(async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing running jobs");
+            Ok(())
+        })
+        .await?;
+
+    maintenance.abort();
+    for name in &names {
+        let handed_back = maintenance::hand_back(&pool, name).await?;
+        if handed_back > 0 {
+            tracing::warn!(worker = name, handed_back, "unfinished jobs handed back to their queues");
+        }
+    }
+    stats.flush(&pool).await?;
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+fn worker_name(process: &str, queue: Queue) -> String {
+    format!("{process}:{queue}")
+}
+
+/// Rescues orphans, prunes finished jobs and flushes counters, every few seconds, forever. Each
+/// step is safe to run in every process at once.
+async fn maintain(pool: PgPool, stats: Arc<JobStats>, retention: Duration) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut round: u64 = 0;
+    loop {
+        tick.tick().await;
+        round += 1;
+        match maintenance::rescue_orphans(&pool, WORKER_TIMEOUT).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(rescued = n, "jobs of stopped workers handed to others"),
+            Err(e) => tracing::warn!(error = %e, "orphan rescue failed"),
+        }
+        if let Err(e) = stats.flush(&pool).await {
+            tracing::warn!(error = %e, "flushing job metrics failed");
+        }
+        // Pruning deletes in batches; once a minute is plenty.
+        if round % 12 == 1 {
+            let pruned = (|| maintenance::prune_finished(&pool, retention))
+                .retry(ExponentialBuilder::default().with_max_times(3))
+                .await;
+            match pruned {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(pruned = n, "finished jobs pruned"),
+                Err(e) => tracing::warn!(error = %e, "pruning finished jobs failed"),
+            }
+            if let Err(e) = Pace::prune(&pool).await {
+                tracing::warn!(error = %e, "pruning send slots failed");
+            }
+        }
+    }
+}
