@@ -23,7 +23,10 @@ pub fn optional(var: &'static str) -> Option<String> {
 
 /// The value of `var`, which must be set.
 pub fn required(var: &'static str) -> Result<String, ConfigError> {
-    optional(var).ok_or_else(|| ConfigError { var, problem: "is not set".into() })
+    optional(var).ok_or_else(|| ConfigError {
+        var,
+        problem: "is not set".into(),
+    })
 }
 
 /// `var` parsed as a `T`, or `default` when it is unset.
@@ -44,9 +47,10 @@ where
     T: FromStr,
     T::Err: fmt::Display,
 {
-    raw.trim()
-        .parse()
-        .map_err(|e| ConfigError { var, problem: format!("is malformed ({e}): {:?}", raw.trim()) })
+    raw.trim().parse().map_err(|e| ConfigError {
+        var,
+        problem: format!("is malformed ({e}): {:?}", raw.trim()),
+    })
 }
 
 /// Secret is a credential read from the environment. Its Debug and Display show no part of it,
@@ -64,7 +68,10 @@ impl Secret {
     pub fn required(var: &'static str, min_len: usize) -> Result<Secret, ConfigError> {
         let value = required(var)?;
         if value.len() < min_len {
-            return Err(ConfigError { var, problem: format!("is too short (at least {min_len} characters)") });
+            return Err(ConfigError {
+                var,
+                problem: format!("is too short (at least {min_len} characters)"),
+            });
         }
         Ok(Secret(value))
     }
@@ -109,6 +116,9 @@ mod tests {
     fn a_malformed_value_names_the_variable() {
         let err = parse::<u16>("PORT", "eighty").unwrap_err();
         assert_eq!(err.var, "PORT");
-        assert!(err.to_string().starts_with("configuration error: PORT is malformed"), "{err}");
+        assert!(
+            err.to_string().starts_with("configuration error: PORT is malformed"),
+            "{err}"
+        );
     }
 }

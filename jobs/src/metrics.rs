@@ -30,7 +30,13 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 5] = [Counter::Processed, Counter::Failed, Counter::Retried, Counter::Deferred, Counter::Dead];
+    pub const ALL: [Counter; 5] = [
+        Counter::Processed,
+        Counter::Failed,
+        Counter::Retried,
+        Counter::Deferred,
+        Counter::Dead,
+    ];
 
     /// The counter's name in `job_metrics`.
     pub const fn name(self) -> &'static str {
@@ -61,11 +67,17 @@ pub struct JobStats {
 
 impl JobStats {
     fn of(&self, queue: Queue) -> &QueueStats {
-        &self.queues[Queue::ALL.iter().position(|q| *q == queue).expect("every queue is in ALL")]
+        &self.queues[Queue::ALL
+            .iter()
+            .position(|q| *q == queue)
+            .expect("every queue is in ALL")]
     }
 
     fn add(&self, queue: Queue, counter: Counter) {
-        let i = Counter::ALL.iter().position(|c| *c == counter).expect("every counter is in ALL");
+        let i = Counter::ALL
+            .iter()
+            .position(|c| *c == counter)
+            .expect("every counter is in ALL");
         self.of(queue).counters[i].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -95,7 +107,8 @@ impl JobStats {
     pub fn observe_duration(&self, queue: Queue, elapsed: Duration) {
         let q = self.of(queue);
         q.duration_count.fetch_add(1, Ordering::Relaxed);
-        q.duration_sum_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        q.duration_sum_micros
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
         let secs = elapsed.as_secs_f64();
         for (bound, bucket) in DURATION_BUCKETS.iter().zip(&q.duration_buckets) {
             if secs <= *bound {

@@ -37,19 +37,36 @@ async fn add(pool: &PgPool, job: NewJob) -> Enqueued {
 
 async fn fetch(pool: &PgPool, worker: &str, n: i64) -> Vec<Job<Touch>> {
     let mut store = JobStore::<Touch>::new_for_tests(pool.clone(), n);
-    store.fetch_next(&WorkerContext::new(worker)).await.unwrap().into_iter().map(|t| t.args).collect()
+    store
+        .fetch_next(&WorkerContext::new(worker))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.args)
+        .collect()
 }
 
 async fn state(pool: &PgPool, id: i64) -> (String, i32, serde_json::Value) {
-    sqlx::query_as("SELECT state, attempt, errors FROM jobs WHERE id = $1").bind(id).fetch_one(pool).await.unwrap()
+    sqlx::query_as("SELECT state, attempt, errors FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 /// The job's effect: one row in a table made for the test, through the effect protocol.
 async fn apply(pool: &PgPool, job: &Job<Touch>) -> jobs::queue::Completed {
-    sqlx::query("CREATE TABLE IF NOT EXISTS touches (n bigint)").execute(pool).await.unwrap();
+    sqlx::query("CREATE TABLE IF NOT EXISTS touches (n bigint)")
+        .execute(pool)
+        .await
+        .unwrap();
     match EffectTx::begin(pool, job).await.unwrap() {
         Begun::Fresh(mut tx) => {
-            sqlx::query("INSERT INTO touches VALUES ($1)").bind(job.payload.n).execute(tx.conn()).await.unwrap();
+            sqlx::query("INSERT INTO touches VALUES ($1)")
+                .bind(job.payload.n)
+                .execute(tx.conn())
+                .await
+                .unwrap();
             tx.commit().await.unwrap()
         }
         Begun::AlreadyApplied(done) => done,
@@ -57,7 +74,10 @@ async fn apply(pool: &PgPool, job: &Job<Touch>) -> jobs::queue::Completed {
 }
 
 async fn touches(pool: &PgPool) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM touches").fetch_one(pool).await.unwrap()
+    sqlx::query_scalar("SELECT count(*) FROM touches")
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -67,7 +87,10 @@ async fn a_second_enqueue_of_the_same_logical_job_is_a_no_op() {
     let second = add(&pool, NewJob::new(&Touch { n: 2 }, "k1")).await;
     assert!(matches!(first, Enqueued::New(_)));
     assert_eq!(second, Enqueued::Duplicate(first.id()));
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs").fetch_one(&pool).await.unwrap();
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(count, 1);
 }
 
@@ -86,11 +109,19 @@ async fn fetch_takes_due_jobs_in_order_once_and_counts_the_attempt() {
     for n in 0..5 {
         add(&pool, NewJob::new(&Touch { n }, format!("k{n}"))).await;
     }
-    add(&pool, NewJob::new(&Touch { n: 99 }, "later").run_at(chrono::Utc::now() + chrono::Duration::hours(1))).await;
+    add(
+        &pool,
+        NewJob::new(&Touch { n: 99 }, "later").run_at(chrono::Utc::now() + chrono::Duration::hours(1)),
+    )
+    .await;
     let a = fetch(&pool, "a", 3).await;
     let b = fetch(&pool, "b", 3).await;
     assert_eq!(a.iter().map(|j| j.payload.n).collect::<Vec<_>>(), [0, 1, 2]);
-    assert_eq!(b.iter().map(|j| j.payload.n).collect::<Vec<_>>(), [3, 4], "the scheduled job is not due");
+    assert_eq!(
+        b.iter().map(|j| j.payload.n).collect::<Vec<_>>(),
+        [3, 4],
+        "the scheduled job is not due"
+    );
     assert!(a.iter().chain(&b).all(|j| j.attempt == 1));
     assert!(fetch(&pool, "c", 3).await.is_empty());
 }
@@ -106,7 +137,10 @@ async fn running_a_job_twice_applies_its_effect_once() {
     assert_eq!(state(&pool, job.id).await.0, "completed");
     // A re-enqueue after the job row is pruned is refused by the ledger.
     maintenance::prune_finished(&pool, Duration::ZERO).await.unwrap();
-    assert_eq!(add(&pool, NewJob::new(&Touch { n: 7 }, "k")).await, Enqueued::Duplicate(None));
+    assert_eq!(
+        add(&pool, NewJob::new(&Touch { n: 7 }, "k")).await,
+        Enqueued::Duplicate(None)
+    );
 }
 
 #[tokio::test]
@@ -114,7 +148,10 @@ async fn two_runs_racing_on_one_job_apply_it_once() {
     let pool = pool().await;
     add(&pool, NewJob::new(&Touch { n: 7 }, "k")).await;
     let job = fetch(&pool, "w", 1).await.pop().unwrap();
-    sqlx::query("CREATE TABLE touches (n bigint)").execute(&pool).await.unwrap();
+    sqlx::query("CREATE TABLE touches (n bigint)")
+        .execute(&pool)
+        .await
+        .unwrap();
     let runs = (0..8).map(|_| {
         let (pool, job) = (pool.clone(), job.clone());
         tokio::spawn(async move {
@@ -132,9 +169,11 @@ async fn a_retryable_failure_is_scheduled_with_backoff_and_recorded() {
     let pool = pool().await;
     let id = add(&pool, NewJob::new(&Touch { n: 1 }, "k")).await.id().unwrap();
     let job = fetch(&pool, "w", 1).await.pop().unwrap();
-    run_attempt(&pool, &JobStats::default(), job, |_| async { Err(JobError::Retryable("provider 503".into())) })
-        .await
-        .unwrap();
+    run_attempt(&pool, &JobStats::default(), job, |_| async {
+        Err(JobError::Retryable("provider 503".into()))
+    })
+    .await
+    .unwrap();
     let (st, attempt, errors) = state(&pool, id).await;
     assert_eq!((st.as_str(), attempt), ("pending", 1));
     assert_eq!(errors[0]["error"], "provider 503");
@@ -153,12 +192,19 @@ async fn retry_after_does_not_burn_an_attempt_and_a_panic_is_a_failure() {
     let pool = pool().await;
     let id = add(&pool, NewJob::new(&Touch { n: 1 }, "k")).await.id().unwrap();
     let job = fetch(&pool, "w", 1).await.pop().unwrap();
-    let deferred = JobError::RetryAfter { delay: Duration::ZERO, reason: Some("429".into()) };
-    run_attempt(&pool, &JobStats::default(), job, |_| async move { Err(deferred) }).await.unwrap();
+    let deferred = JobError::RetryAfter {
+        delay: Duration::ZERO,
+        reason: Some("429".into()),
+    };
+    run_attempt(&pool, &JobStats::default(), job, |_| async move { Err(deferred) })
+        .await
+        .unwrap();
     assert_eq!(state(&pool, id).await.1, 0);
     let job = fetch(&pool, "w", 1).await.pop().unwrap();
     assert_eq!(job.attempt, 1);
-    run_attempt(&pool, &JobStats::default(), job, |_| async { panic!("bug") }).await.unwrap();
+    run_attempt(&pool, &JobStats::default(), job, |_| async { panic!("bug") })
+        .await
+        .unwrap();
     let (st, attempt, errors) = state(&pool, id).await;
     assert_eq!((st.as_str(), attempt), ("pending", 1));
     assert_eq!(errors[1]["error"], "handler panicked: bug");
@@ -167,33 +213,67 @@ async fn retry_after_does_not_burn_an_attempt_and_a_panic_is_a_failure() {
 #[tokio::test]
 async fn the_last_failure_kills_the_job_and_ops_can_retry_or_discard_it() {
     let pool = pool().await;
-    let id = add(&pool, NewJob::new(&Touch { n: 1 }, "k").max_attempts(2)).await.id().unwrap();
+    let id = add(&pool, NewJob::new(&Touch { n: 1 }, "k").max_attempts(2))
+        .await
+        .id()
+        .unwrap();
     for attempt in 1..=2 {
-        sqlx::query("UPDATE jobs SET run_at = now() WHERE id = $1").bind(id).execute(&pool).await.unwrap();
+        sqlx::query("UPDATE jobs SET run_at = now() WHERE id = $1")
+            .bind(id)
+            .execute(&pool)
+            .await
+            .unwrap();
         let job = fetch(&pool, "w", 1).await.pop().unwrap();
         let error = format!("failure {attempt}");
-        run_attempt(&pool, &JobStats::default(), job, |_| async move { Err(JobError::Retryable(error)) }).await.unwrap();
+        run_attempt(&pool, &JobStats::default(), job, |_| async move {
+            Err(JobError::Retryable(error))
+        })
+        .await
+        .unwrap();
     }
     let (st, _, errors) = state(&pool, id).await;
     assert_eq!(st, "dead");
     assert_eq!(errors.as_array().unwrap().len(), 2, "every attempt's error is kept");
 
-    let dead = ops::list_dead(&pool, &DeadFilter { queue: Some(Queue::Tracking), ..Default::default() }, 10, None).await.unwrap();
+    let dead = ops::list_dead(
+        &pool,
+        &DeadFilter {
+            queue: Some(Queue::Tracking),
+            ..Default::default()
+        },
+        10,
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].last_error.as_deref(), Some("failure 2"));
-    let other = DeadFilter { queue: Some(Queue::Notifications), ..Default::default() };
+    let other = DeadFilter {
+        queue: Some(Queue::Notifications),
+        ..Default::default()
+    };
     assert!(ops::list_dead(&pool, &other, 10, None).await.unwrap().is_empty());
-    let old = DeadFilter { older_than: Some(Duration::from_secs(3600)), ..Default::default() };
+    let old = DeadFilter {
+        older_than: Some(Duration::from_secs(3600)),
+        ..Default::default()
+    };
     assert!(ops::list_dead(&pool, &old, 10, None).await.unwrap().is_empty());
 
     let stats = ops::queue_stats(&pool).await.unwrap();
     assert_eq!(stats.iter().find(|s| s.queue == "tracking").unwrap().dead, 1);
 
     assert_eq!(ops::retry(&pool, id).await.unwrap(), Change::Done);
-    assert_eq!(ops::retry(&pool, id).await.unwrap(), Change::WrongState("pending".into()));
+    assert_eq!(
+        ops::retry(&pool, id).await.unwrap(),
+        Change::WrongState("pending".into())
+    );
     let job = fetch(&pool, "w", 1).await.pop().unwrap();
     assert_eq!(job.attempt, 1, "a retried job gets a fresh round of attempts");
-    run_attempt(&pool, &JobStats::default(), job, |_| async { Err(JobError::Terminal("400".into())) }).await.unwrap();
+    run_attempt(&pool, &JobStats::default(), job, |_| async {
+        Err(JobError::Terminal("400".into()))
+    })
+    .await
+    .unwrap();
     assert_eq!(state(&pool, id).await.0, "dead", "a terminal error skips the retries");
     assert_eq!(ops::discard(&pool, id).await.unwrap(), Change::Done);
     assert_eq!(ops::discard(&pool, 999_999).await.unwrap(), Change::NotFound);
@@ -206,14 +286,28 @@ async fn retry_matching_and_discard_matching_follow_the_filter() {
         add(&pool, NewJob::new(&Touch { n }, format!("k{n}"))).await;
     }
     for job in fetch(&pool, "w", 3).await {
-        run_attempt(&pool, &JobStats::default(), job, |_| async { Err(JobError::Terminal("no".into())) }).await.unwrap();
+        run_attempt(&pool, &JobStats::default(), job, |_| async {
+            Err(JobError::Terminal("no".into()))
+        })
+        .await
+        .unwrap();
     }
-    let none = DeadFilter { queue: Some(Queue::Refunds), ..Default::default() };
+    let none = DeadFilter {
+        queue: Some(Queue::Refunds),
+        ..Default::default()
+    };
     assert_eq!(ops::retry_matching(&pool, &none).await.unwrap(), 0);
-    let tracking = DeadFilter { queue: Some(Queue::Tracking), ..Default::default() };
+    let tracking = DeadFilter {
+        queue: Some(Queue::Tracking),
+        ..Default::default()
+    };
     assert_eq!(ops::retry_matching(&pool, &tracking).await.unwrap(), 3);
     for job in fetch(&pool, "w", 3).await {
-        run_attempt(&pool, &JobStats::default(), job, |_| async { Err(JobError::Terminal("no".into())) }).await.unwrap();
+        run_attempt(&pool, &JobStats::default(), job, |_| async {
+            Err(JobError::Terminal("no".into()))
+        })
+        .await
+        .unwrap();
     }
     assert_eq!(ops::discard_matching(&pool, &DeadFilter::default()).await.unwrap(), 3);
 }
@@ -224,22 +318,35 @@ async fn a_silent_workers_jobs_are_rescued_and_a_stopping_worker_hands_back() {
     for n in 0..4 {
         add(&pool, NewJob::new(&Touch { n }, format!("k{n}"))).await;
     }
-    maintenance::register_worker(&pool, "dead-one", &["tracking"]).await.unwrap();
-    maintenance::register_worker(&pool, "live-one", &["tracking"]).await.unwrap();
+    maintenance::register_worker(&pool, "dead-one", &["tracking"])
+        .await
+        .unwrap();
+    maintenance::register_worker(&pool, "live-one", &["tracking"])
+        .await
+        .unwrap();
     let lost = fetch(&pool, "dead-one", 2).await;
     let kept = fetch(&pool, "live-one", 2).await;
     sqlx::query("UPDATE job_workers SET last_seen = now() - interval '1 minute' WHERE name = 'dead-one'")
         .execute(&pool)
         .await
         .unwrap();
-    assert_eq!(maintenance::rescue_orphans(&pool, Duration::from_secs(30)).await.unwrap(), 2);
+    assert_eq!(
+        maintenance::rescue_orphans(&pool, Duration::from_secs(30))
+            .await
+            .unwrap(),
+        2
+    );
     let (st, attempt, errors) = state(&pool, lost[0].id).await;
     assert_eq!((st.as_str(), attempt), ("pending", 1));
     assert_eq!(errors[0]["kind"], "orphaned");
     assert_eq!(state(&pool, kept[0].id).await.0, "running");
 
     assert_eq!(maintenance::hand_back(&pool, "live-one").await.unwrap(), 2);
-    assert_eq!(state(&pool, kept[0].id).await.1, 0, "a handed-back attempt is not counted");
+    assert_eq!(
+        state(&pool, kept[0].id).await.1,
+        0,
+        "a handed-back attempt is not counted"
+    );
     assert_eq!(fetch(&pool, "w", 10).await.len(), 4);
 }
 
@@ -254,7 +361,10 @@ async fn an_undecodable_payload_kills_only_its_job() {
     assert_eq!(fetched.len(), 1);
     let (st, _, errors) = state(&pool, bad_id).await;
     assert_eq!(st, "dead");
-    assert!(errors[0]["error"].as_str().unwrap().starts_with("undecodable payload"), "{errors}");
+    assert!(
+        errors[0]["error"].as_str().unwrap().starts_with("undecodable payload"),
+        "{errors}"
+    );
 }
 
 #[tokio::test]
@@ -263,6 +373,11 @@ async fn finished_jobs_are_pruned_after_the_retention() {
     add(&pool, NewJob::new(&Touch { n: 1 }, "k")).await;
     let job = fetch(&pool, "w", 1).await.pop().unwrap();
     let _ = apply(&pool, &job).await;
-    assert_eq!(maintenance::prune_finished(&pool, Duration::from_secs(3600)).await.unwrap(), 0);
+    assert_eq!(
+        maintenance::prune_finished(&pool, Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        0
+    );
     assert_eq!(maintenance::prune_finished(&pool, Duration::ZERO).await.unwrap(), 1);
 }

@@ -50,7 +50,17 @@ impl TempCluster {
 
         let mut initdb = Command::new(bin.join("initdb"));
         initdb
-            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync", "-D"])
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+                "-D",
+            ])
             .arg(&data);
         run_as(&mut initdb, owner);
         let out = initdb.output().context("running initdb")?;
@@ -66,7 +76,11 @@ impl TempCluster {
             "-c shared_buffers=256MB".into(),
         ];
         if durability == Durability::Fast {
-            settings.extend(["-c fsync=off".into(), "-c synchronous_commit=off".into(), "-c full_page_writes=off".into()]);
+            settings.extend([
+                "-c fsync=off".into(),
+                "-c synchronous_commit=off".into(),
+                "-c full_page_writes=off".into(),
+            ]);
         }
         let script = format!(
             "'{postgres}' -D '{data}' -p {port} {settings} >'{dir}/log' 2>&1 & pid=$!\n\
@@ -78,14 +92,24 @@ impl TempCluster {
             settings = settings.join(" "),
         );
         let mut guard = Command::new("sh");
-        guard.arg("-c").arg(script).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null());
+        guard
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         // The guard must outlive a Ctrl-C of the dev runner long enough to clean up.
         guard.process_group(0);
         run_as(&mut guard, owner);
         let mut guard = guard.spawn().context("starting postgres")?;
         let guard_stdin = guard.stdin.take().expect("piped stdin");
 
-        let cluster = TempCluster { port, dir, _guard_stdin: guard_stdin, _guard: guard };
+        let cluster = TempCluster {
+            port,
+            dir,
+            _guard_stdin: guard_stdin,
+            _guard: guard,
+        };
         cluster.wait_ready(Duration::from_secs(30))?;
         Ok(cluster)
     }
@@ -138,13 +162,18 @@ fn postgres_bindir() -> anyhow::Result<PathBuf> {
     versions.sort();
     match versions.pop() {
         Some((_, bin)) => Ok(bin),
-        None => bail!("no PostgreSQL server binaries found (install them: apt-get install -y postgresql), or set DATABASE_URL"),
+        None => bail!(
+            "no PostgreSQL server binaries found (install them: apt-get install -y postgresql), or set DATABASE_URL"
+        ),
     }
 }
 
 /// The uid and gid to run the server as: `postgres` when we are root, ourselves otherwise.
 fn server_owner() -> anyhow::Result<Option<(u32, u32)>> {
-    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.trim_ascii() == b"0")?;
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.trim_ascii() == b"0")?;
     if !is_root {
         return Ok(None);
     }
@@ -176,7 +205,8 @@ fn test_server_url() -> &'static str {
         .get_or_init(|| match std::env::var("DATABASE_URL") {
             Ok(url) if !url.is_empty() => (None, url),
             _ => {
-                let cluster = TempCluster::start(Durability::Fast).expect("starting a throwaway PostgreSQL for the tests");
+                let cluster =
+                    TempCluster::start(Durability::Fast).expect("starting a throwaway PostgreSQL for the tests");
                 let url = cluster.url("postgres");
                 (Some(cluster), url)
             }
@@ -198,8 +228,13 @@ pub async fn test_database() -> String {
             create_database(server, &name, None).await;
             let url = with_database(server, &name);
             // A connection of its own: the pools of tests live in other runtimes.
-            let mut conn = PgConnection::connect(&url).await.expect("connecting to the template database");
-            sqlx::migrate!("../migrations").run(&mut conn).await.expect("migrating the template database");
+            let mut conn = PgConnection::connect(&url)
+                .await
+                .expect("connecting to the template database");
+            sqlx::migrate!("../migrations")
+                .run(&mut conn)
+                .await
+                .expect("migrating the template database");
             conn.close().await.expect("closing the template connection");
             name
         })
@@ -210,12 +245,16 @@ pub async fn test_database() -> String {
 }
 
 async fn create_database(server: &str, name: &str, template: Option<&str>) {
-    let mut conn = PgConnection::connect(server).await.expect("connecting to the test server");
+    let mut conn = PgConnection::connect(server)
+        .await
+        .expect("connecting to the test server");
     let sql = match template {
         Some(t) => format!("CREATE DATABASE {name} TEMPLATE {t}"),
         None => format!("CREATE DATABASE {name}"),
     };
-    conn.execute(sqlx::AssertSqlSafe(sql)).await.expect("creating a test database");
+    conn.execute(sqlx::AssertSqlSafe(sql))
+        .await
+        .expect("creating a test database");
     conn.close().await.ok();
 }
 
@@ -244,7 +283,10 @@ mod tests {
     #[test]
     fn with_database_replaces_only_the_database_name() {
         assert_eq!(with_database("postgres://u:p@h:5/app", "t_1"), "postgres://u:p@h:5/t_1");
-        assert_eq!(with_database("postgres://u@h/app?sslmode=require", "x"), "postgres://u@h/x?sslmode=require");
+        assert_eq!(
+            with_database("postgres://u@h/app?sslmode=require", "x"),
+            "postgres://u@h/x?sslmode=require"
+        );
         assert_eq!(with_database("postgres://u@h:5", "x"), "postgres://u@h:5/x");
     }
 }

@@ -36,7 +36,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { per_second: 30.0, tolerance: Duration::from_millis(50) }
+        Limits {
+            per_second: 30.0,
+            tolerance: Duration::from_millis(50),
+        }
     }
 }
 
@@ -78,7 +81,9 @@ impl Drop for FakeTelegram {
 impl FakeTelegram {
     /// Starts a fake for the bot with `token` on a free loopback port.
     pub async fn start(token: &str, limits: Limits) -> FakeTelegram {
-        Self::start_on("127.0.0.1:0", token, limits).await.expect("starting the fake Bot API")
+        Self::start_on("127.0.0.1:0", token, limits)
+            .await
+            .expect("starting the fake Bot API")
     }
 
     /// Starts a fake on `addr`.
@@ -87,7 +92,10 @@ impl FakeTelegram {
             token: token.to_string(),
             limits,
             started: Instant::now(),
-            state: Mutex::new(State { next_message_id: 1, ..State::default() }),
+            state: Mutex::new(State {
+                next_message_id: 1,
+                ..State::default()
+            }),
         });
         let acceptor = TcpListener::bind(addr).into_acceptor().await?;
         let port = acceptor.local_addr()[0].as_socket_addr().expect("a TCP address").port();
@@ -98,7 +106,11 @@ impl FakeTelegram {
         let server = tokio::spawn(async move {
             let _ = Server::new_with_acceptor(acceptor).run(app).await;
         });
-        Ok(FakeTelegram { url: format!("http://127.0.0.1:{port}"), shared, server })
+        Ok(FakeTelegram {
+            url: format!("http://127.0.0.1:{port}"),
+            shared,
+            server,
+        })
     }
 
     /// The base URL to configure as the Bot API's (`TELEGRAM_API_URL`).
@@ -123,7 +135,14 @@ impl FakeTelegram {
 
     /// The next send to `chat_id` gets a 429 asking to retry after `seconds`.
     pub fn throttle_next(&self, chat_id: i64, seconds: u64) {
-        self.shared.state.lock().unwrap().throttle_next.entry(chat_id).or_default().push(seconds);
+        self.shared
+            .state
+            .lock()
+            .unwrap()
+            .throttle_next
+            .entry(chat_id)
+            .or_default()
+            .push(seconds);
     }
 }
 
@@ -139,11 +158,17 @@ fn error(code: u16, description: &str, retry_after: Option<u64>) -> poem::Respon
 }
 
 fn ok(result: Value) -> poem::Response {
-    poem::Response::builder().content_type("application/json").body(json!({"ok": true, "result": result}).to_string())
+    poem::Response::builder()
+        .content_type("application/json")
+        .body(json!({"ok": true, "result": result}).to_string())
 }
 
 #[handler]
-fn bot_method(Path((bot, method)): Path<(String, String)>, body: Json<Value>, shared: Data<&Arc<Shared>>) -> poem::Response {
+fn bot_method(
+    Path((bot, method)): Path<(String, String)>,
+    body: Json<Value>,
+    shared: Data<&Arc<Shared>>,
+) -> poem::Response {
     if bot.strip_prefix("bot") != Some(shared.token.as_str()) {
         return error(401, "Unauthorized", None);
     }
@@ -162,16 +187,29 @@ fn send_message(shared: &Shared, body: &Value) -> poem::Response {
     };
     let now = Instant::now();
     let mut state = shared.state.lock().unwrap();
-    if let Some(seconds) = state.throttle_next.get_mut(&chat_id).and_then(|q| (!q.is_empty()).then(|| q.remove(0))) {
+    if let Some(seconds) = state
+        .throttle_next
+        .get_mut(&chat_id)
+        .and_then(|q| (!q.is_empty()).then(|| q.remove(0)))
+    {
         return error(429, &format!("Too Many Requests: retry after {seconds}"), Some(seconds));
     }
     if state.blocked.contains(&chat_id) {
         return error(403, "Forbidden: bot was blocked by the user", None);
     }
-    let chat_gap = if chat_id < 0 { Duration::from_secs(3) } else { Duration::from_secs(1) };
+    let chat_gap = if chat_id < 0 {
+        Duration::from_secs(3)
+    } else {
+        Duration::from_secs(1)
+    };
     let tolerance = shared.limits.tolerance;
-    let too_soon_for_chat = state.last_to_chat.get(&chat_id).is_some_and(|last| now.duration_since(*last) + tolerance < chat_gap);
-    state.recent.retain(|t| now.duration_since(*t) < Duration::from_secs(1) - tolerance);
+    let too_soon_for_chat = state
+        .last_to_chat
+        .get(&chat_id)
+        .is_some_and(|last| now.duration_since(*last) + tolerance < chat_gap);
+    state
+        .recent
+        .retain(|t| now.duration_since(*t) < Duration::from_secs(1) - tolerance);
     let too_many_for_bot = state.recent.len() as f64 >= shared.limits.per_second.ceil();
     if too_soon_for_chat || too_many_for_bot {
         state.rate_limited += 1;
@@ -189,7 +227,10 @@ fn send_message(shared: &Shared, body: &Value) -> poem::Response {
         reply_markup: body.get("reply_markup").cloned(),
         at_ms: now.duration_since(shared.started).as_millis() as u64,
     });
-    let date = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let date = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let chat = if chat_id > 0 {
         json!({"id": chat_id, "type": "private", "first_name": "Sandbox"})
     } else {

@@ -12,13 +12,28 @@ async fn an_enqueued_notification_is_sent_once_and_recorded() {
     let world = World::new(Limits::default()).await;
     let worker = world.start_worker(world.worker_config(30.0));
     let job = world.notify("n1", 42, "hello").await.id().unwrap();
-    world.wait_for_count("SELECT count(*) FROM telegram_deliveries WHERE status = 'sent'", 1, WAIT).await;
-    world.wait_for_count(&format!("SELECT count(*) FROM jobs WHERE id = {job} AND state = 'completed'"), 1, WAIT).await;
+    world
+        .wait_for_count(
+            "SELECT count(*) FROM telegram_deliveries WHERE status = 'sent'",
+            1,
+            WAIT,
+        )
+        .await;
+    world
+        .wait_for_count(
+            &format!("SELECT count(*) FROM jobs WHERE id = {job} AND state = 'completed'"),
+            1,
+            WAIT,
+        )
+        .await;
     let sent = world.telegram.messages();
     assert_eq!(sent.len(), 1);
     assert_eq!((sent[0].chat_id, sent[0].text.as_str()), (42, "hello"));
     // The same logical notification again: not queued, not sent.
-    assert!(matches!(world.notify("n1", 42, "hello").await, jobs::queue::Enqueued::Duplicate(_)));
+    assert!(matches!(
+        world.notify("n1", 42, "hello").await,
+        jobs::queue::Enqueued::Duplicate(_)
+    ));
     worker.stop().await;
     assert_eq!(world.telegram.messages().len(), 1);
 }
@@ -29,13 +44,31 @@ async fn a_blocked_chat_is_marked_unreachable_and_not_retried() {
     world.telegram.block(7);
     let worker = world.start_worker(world.worker_config(30.0));
     let job = world.notify("n1", 7, "promo").await.id().unwrap();
-    world.wait_for_count("SELECT count(*) FROM telegram_chats WHERE chat_id = 7 AND unreachable_at IS NOT NULL", 1, WAIT).await;
-    world.wait_for_count(&format!("SELECT count(*) FROM jobs WHERE id = {job} AND state = 'completed'"), 1, WAIT).await;
+    world
+        .wait_for_count(
+            "SELECT count(*) FROM telegram_chats WHERE chat_id = 7 AND unreachable_at IS NOT NULL",
+            1,
+            WAIT,
+        )
+        .await;
+    world
+        .wait_for_count(
+            &format!("SELECT count(*) FROM jobs WHERE id = {job} AND state = 'completed'"),
+            1,
+            WAIT,
+        )
+        .await;
     let (_, attempt, errors) = world.job(job).await;
     assert_eq!((attempt, errors), (1, serde_json::json!([])));
     // Later messages to the chat are not even attempted.
     let later = world.notify("n2", 7, "promo 2").await.id().unwrap();
-    world.wait_for_count(&format!("SELECT count(*) FROM jobs WHERE id = {later} AND state = 'completed'"), 1, WAIT).await;
+    world
+        .wait_for_count(
+            &format!("SELECT count(*) FROM jobs WHERE id = {later} AND state = 'completed'"),
+            1,
+            WAIT,
+        )
+        .await;
     worker.stop().await;
     assert!(world.telegram.messages().is_empty());
     let statuses: Vec<String> = sqlx::query_scalar("SELECT status FROM telegram_deliveries ORDER BY logical_key")
@@ -51,7 +84,13 @@ async fn telegrams_retry_after_is_obeyed_without_burning_an_attempt() {
     world.telegram.throttle_next(9, 1);
     let worker = world.start_worker(world.worker_config(30.0));
     let job = world.notify("n1", 9, "hi").await.id().unwrap();
-    world.wait_for_count(&format!("SELECT count(*) FROM jobs WHERE id = {job} AND state = 'completed'"), 1, WAIT).await;
+    world
+        .wait_for_count(
+            &format!("SELECT count(*) FROM jobs WHERE id = {job} AND state = 'completed'"),
+            1,
+            WAIT,
+        )
+        .await;
     worker.stop().await;
     let (_, attempt, errors) = world.job(job).await;
     assert_eq!(attempt, 1, "the throttled attempt was given back");
@@ -63,7 +102,11 @@ async fn telegrams_retry_after_is_obeyed_without_burning_an_attempt() {
 async fn sends_keep_telegrams_per_chat_and_global_pace() {
     // 6 messages to one chat and 20 to others, at 10 a second overall: the fake refuses any
     // send that breaks a limit, so a 429 would show here.
-    let world = World::new(Limits { per_second: 10.0, ..Limits::default() }).await;
+    let world = World::new(Limits {
+        per_second: 10.0,
+        ..Limits::default()
+    })
+    .await;
     for i in 0..6 {
         world.notify(&format!("same-{i}"), 1, "same chat").await;
     }
@@ -71,9 +114,17 @@ async fn sends_keep_telegrams_per_chat_and_global_pace() {
         world.notify(&format!("other-{i}"), 100 + i, "other chats").await;
     }
     let worker = world.start_worker(world.worker_config(10.0));
-    world.wait_for_count("SELECT count(*) FROM telegram_deliveries", 26, Duration::from_secs(60)).await;
+    world
+        .wait_for_count("SELECT count(*) FROM telegram_deliveries", 26, Duration::from_secs(60))
+        .await;
     worker.stop().await;
     assert_eq!(world.telegram.rate_limited(), 0, "no send broke Telegram's limits");
-    let same: Vec<u64> = world.telegram.messages().iter().filter(|m| m.chat_id == 1).map(|m| m.at_ms).collect();
+    let same: Vec<u64> = world
+        .telegram
+        .messages()
+        .iter()
+        .filter(|m| m.chat_id == 1)
+        .map(|m| m.at_ms)
+        .collect();
     assert_eq!(same.len(), 6);
 }

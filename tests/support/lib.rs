@@ -24,9 +24,15 @@ impl World {
     /// A fresh database and a fake Bot API enforcing `limits`.
     pub async fn new(limits: Limits) -> World {
         let database_url = sandbox::postgres::test_database().await;
-        let pool = jobs::db::connect(&database_url, 10).await.expect("connecting to the test database");
+        let pool = jobs::db::connect(&database_url, 10)
+            .await
+            .expect("connecting to the test database");
         let telegram = FakeTelegram::start(BOT_TOKEN, limits).await;
-        World { database_url, pool, telegram }
+        World {
+            database_url,
+            pool,
+            telegram,
+        }
     }
 
     /// A worker configuration pointing at this world, sending at `per_second`.
@@ -37,7 +43,10 @@ impl World {
             concurrency: 20,
             telegram_bot_token: Secret::new(BOT_TOKEN),
             telegram_api_url: self.telegram.url().to_string(),
-            telegram_pace: Pace { per_second, ..Pace::TELEGRAM_DEFAULT },
+            telegram_pace: Pace {
+                per_second,
+                ..Pace::TELEGRAM_DEFAULT
+            },
             job_retention: Duration::from_secs(3600),
             instance: "test".into(),
         }
@@ -54,7 +63,12 @@ impl World {
 
     /// Enqueues a notification with `key`, as a producer would.
     pub async fn notify(&self, key: &str, chat_id: i64, text: &str) -> Enqueued {
-        let message = SendMessage { chat_id, text: text.into(), parse_mode: None, buttons: vec![] };
+        let message = SendMessage {
+            chat_id,
+            text: text.into(),
+            parse_mode: None,
+            buttons: vec![],
+        };
         let mut tx = self.pool.begin().await.unwrap();
         let enqueued = enqueue(&mut tx, &NewJob::new(&message, key)).await.unwrap();
         tx.commit().await.unwrap();
@@ -65,18 +79,28 @@ impl World {
     pub async fn wait_for_count(&self, sql: &str, want: i64, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
-            let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string())).fetch_one(&self.pool).await.unwrap();
+            let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+                .fetch_one(&self.pool)
+                .await
+                .unwrap();
             if n == want {
                 return;
             }
-            assert!(Instant::now() < deadline, "waited {timeout:?} for `{sql}` to be {want}, it is {n}");
+            assert!(
+                Instant::now() < deadline,
+                "waited {timeout:?} for `{sql}` to be {want}, it is {n}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     /// The state, attempt and errors of job `id`.
     pub async fn job(&self, id: i64) -> (String, i32, serde_json::Value) {
-        sqlx::query_as("SELECT state, attempt, errors FROM jobs WHERE id = $1").bind(id).fetch_one(&self.pool).await.unwrap()
+        sqlx::query_as("SELECT state, attempt, errors FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
     }
 }
 
@@ -90,6 +114,9 @@ impl InProcessWorker {
     /// Signals shutdown (as SIGTERM does) and waits for the worker to exit cleanly.
     pub async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
-        self.task.await.expect("the worker task panicked").expect("the worker failed");
+        self.task
+            .await
+            .expect("the worker task panicked")
+            .expect("the worker failed");
     }
 }

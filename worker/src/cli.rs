@@ -57,7 +57,11 @@ pub struct FilterArgs {
 
 impl From<&FilterArgs> for DeadFilter {
     fn from(f: &FilterArgs) -> DeadFilter {
-        DeadFilter { queue: f.queue, older_than: f.older_than, newer_than: f.newer_than }
+        DeadFilter {
+            queue: f.queue,
+            older_than: f.older_than,
+            newer_than: f.newer_than,
+        }
     }
 }
 
@@ -65,7 +69,10 @@ impl From<&FilterArgs> for DeadFilter {
 pub async fn run(pool: &PgPool, command: JobsCommand) -> anyhow::Result<()> {
     match command {
         JobsCommand::Stats => {
-            println!("{:<14} {:>9} {:>9} {:>9} {:>9} {:>12}", "queue", "pending", "running", "scheduled", "dead", "oldest(s)");
+            println!(
+                "{:<14} {:>9} {:>9} {:>9} {:>9} {:>12}",
+                "queue", "pending", "running", "scheduled", "dead", "oldest(s)"
+            );
             for s in ops::queue_stats(pool).await? {
                 println!(
                     "{:<14} {:>9} {:>9} {:>9} {:>9} {:>12.1}",
@@ -75,7 +82,10 @@ pub async fn run(pool: &PgPool, command: JobsCommand) -> anyhow::Result<()> {
         }
         JobsCommand::Dead { filter, limit } => {
             let dead = ops::list_dead(pool, &DeadFilter::from(&filter), limit, None).await?;
-            println!("{:>10}  {:<14} {:<25} {:>8}  {:<36}", "id", "queue", "died at", "attempts", "last error");
+            println!(
+                "{:>10}  {:<14} {:<25} {:>8}  {:<36}",
+                "id", "queue", "died at", "attempts", "last error"
+            );
             for j in &dead {
                 println!(
                     "{:>10}  {:<14} {:<25} {:>8}  {}",
@@ -94,11 +104,17 @@ pub async fn run(pool: &PgPool, command: JobsCommand) -> anyhow::Result<()> {
         },
         JobsCommand::Retry(target) => match target.id {
             Some(id) => report(id, "retried", ops::retry(pool, id).await?)?,
-            None => println!("{} job(s) retried", ops::retry_matching(pool, &DeadFilter::from(&target.filter)).await?),
+            None => println!(
+                "{} job(s) retried",
+                ops::retry_matching(pool, &DeadFilter::from(&target.filter)).await?
+            ),
         },
         JobsCommand::Discard(target) => match target.id {
             Some(id) => report(id, "discarded", ops::discard(pool, id).await?)?,
-            None => println!("{} job(s) discarded", ops::discard_matching(pool, &DeadFilter::from(&target.filter)).await?),
+            None => println!(
+                "{} job(s) discarded",
+                ops::discard_matching(pool, &DeadFilter::from(&target.filter)).await?
+            ),
         },
     }
     Ok(())

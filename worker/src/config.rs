@@ -27,11 +27,17 @@ impl Config {
     pub fn from_env() -> Result<Config, ConfigError> {
         let per_second: f64 = parsed_or("TELEGRAM_MESSAGES_PER_SECOND", 30.0)?;
         if !(per_second > 0.0 && per_second <= 1000.0) {
-            return Err(ConfigError { var: "TELEGRAM_MESSAGES_PER_SECOND", problem: "must be more than 0 and at most 1000".into() });
+            return Err(ConfigError {
+                var: "TELEGRAM_MESSAGES_PER_SECOND",
+                problem: "must be more than 0 and at most 1000".into(),
+            });
         }
         let concurrency: usize = parsed_or("WORKER_CONCURRENCY", 20)?;
         if concurrency == 0 {
-            return Err(ConfigError { var: "WORKER_CONCURRENCY", problem: "must be at least 1".into() });
+            return Err(ConfigError {
+                var: "WORKER_CONCURRENCY",
+                problem: "must be at least 1".into(),
+            });
         }
         Ok(Config {
             database_url: required("DATABASE_URL")?,
@@ -39,10 +45,15 @@ impl Config {
             concurrency,
             telegram_bot_token: Secret::required("TELEGRAM_BOT_TOKEN", 1)?,
             telegram_api_url: optional("TELEGRAM_API_URL").unwrap_or_else(|| DEFAULT_API_URL.to_string()),
-            telegram_pace: Pace { per_second, ..Pace::TELEGRAM_DEFAULT },
+            telegram_pace: Pace {
+                per_second,
+                ..Pace::TELEGRAM_DEFAULT
+            },
             job_retention: Duration::from_secs(3600 * parsed_or::<u64>("JOB_RETENTION_HOURS", 168)?),
             instance: optional("DYNO").unwrap_or_else(|| {
-                std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "worker".into())
+                std::fs::read_to_string("/etc/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_else(|_| "worker".into())
             }),
         })
     }

@@ -5,7 +5,10 @@ use worker::cli::JobsCommand;
 use worker::config::Config;
 
 #[derive(Debug, Parser)]
-#[command(name = "worker", about = "paygate's worker dyno: drains the job queues; also migrates and runs ops commands")]
+#[command(
+    name = "worker",
+    about = "paygate's worker dyno: drains the job queues; also migrates and runs ops commands"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -56,7 +59,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
 
 /// Resolves on SIGTERM (Heroku's stop) or Ctrl-C.
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing the SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}

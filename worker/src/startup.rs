@@ -35,14 +35,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let pool = jobs::db::connect(&config.database_url, config.database_pool_size).await?;
     let stats = Arc::new(JobStats::default());
     // Unique per process, so that orphan rescue can tell this process's jobs from others'.
-    let process = format!("{}-{}-{}", config.instance, std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..6]);
+    let process = format!(
+        "{}-{}-{}",
+        config.instance,
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..6]
+    );
     let mut wakeups = Wakeups::new(POLL_FALLBACK);
-    let settings = FetchSettings { batch_size: config.concurrency as i64, heartbeat: HEARTBEAT };
+    let settings = FetchSettings {
+        batch_size: config.concurrency as i64,
+        heartbeat: HEARTBEAT,
+    };
 
     let notifier = Notifier {
         pool: pool.clone(),
         stats: stats.clone(),
-        telegram: TelegramClient::new(&config.telegram_bot_token, &config.telegram_api_url).map_err(anyhow::Error::msg)?,
+        telegram: TelegramClient::new(&config.telegram_bot_token, &config.telegram_api_url)
+            .map_err(anyhow::Error::msg)?,
         pace: config.telegram_pace,
     };
     let notifications_name = worker_name(&process, Queue::Notifications);
@@ -51,7 +60,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let monitor = Monitor::new()
         .register(move |_| {
             // A restarted worker (after a backend error) polls on its fallback tick alone.
-            let wakeup = notifications_wakeup.lock().unwrap().take().unwrap_or_else(|| Wakeups::new(POLL_FALLBACK).subscribe(Queue::Notifications));
+            let wakeup = notifications_wakeup
+                .lock()
+                .unwrap()
+                .take()
+                .unwrap_or_else(|| Wakeups::new(POLL_FALLBACK).subscribe(Queue::Notifications));
             WorkerBuilder::new(notifications_name.as_str())
                 .backend(QueueBackend::<SendMessage>::new(p.clone(), settings, wakeup))
                 .concurrency(concurrency)
@@ -80,7 +93,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     for name in &names {
         let handed_back = maintenance::hand_back(&pool, name).await?;
         if handed_back > 0 {
-            tracing::warn!(worker = name, handed_back, "unfinished jobs handed back to their queues");
+            tracing::warn!(
+                worker = name,
+                handed_back,
+                "unfinished jobs handed back to their queues"
+            );
         }
     }
     stats.flush(&pool).await?;

@@ -51,7 +51,12 @@ pub struct JobStore<T> {
 
 impl<T> Clone for JobStore<T> {
     fn clone(&self) -> Self {
-        JobStore { pool: self.pool.clone(), queue: self.queue, batch_size: self.batch_size, _payload: PhantomData }
+        JobStore {
+            pool: self.pool.clone(),
+            queue: self.queue,
+            batch_size: self.batch_size,
+            _payload: PhantomData,
+        }
     }
 }
 
@@ -72,7 +77,12 @@ impl<T> JobStore<T> {
     where
         T: JobPayload,
     {
-        JobStore { pool, queue: T::QUEUE, batch_size, _payload: PhantomData }
+        JobStore {
+            pool,
+            queue: T::QUEUE,
+            batch_size,
+            _payload: PhantomData,
+        }
     }
 }
 
@@ -138,7 +148,11 @@ impl<T: JobPayload> Persistence for JobStore<T> {
     async fn register(&mut self, worker: &WorkerContext) -> Result<(), BackendError> {
         let queues = [self.queue.name()];
         (|| maintenance::register_worker(&self.pool, worker.name(), &queues))
-            .retry(ExponentialBuilder::default().with_max_delay(Duration::from_secs(30)).without_max_times())
+            .retry(
+                ExponentialBuilder::default()
+                    .with_max_delay(Duration::from_secs(30))
+                    .without_max_times(),
+            )
             .notify(|e, wait| tracing::warn!(worker = worker.name(), error = %e, ?wait, "cannot register worker"))
             .await?;
         Ok(())
@@ -212,8 +226,19 @@ pub struct QueueBackend<T: JobPayload> {
 impl<T: JobPayload> QueueBackend<T> {
     /// A backend for `T`'s queue that wakes on `wakeups` (see [`Wakeups`]).
     pub fn new(pool: PgPool, settings: FetchSettings, wakeups: Wakeup) -> PollWith<QueueBackend<T>, Wakeup> {
-        let store = JobStore { pool, queue: T::QUEUE, batch_size: settings.batch_size.max(1), _payload: PhantomData };
-        PollWith::new(QueueBackend { persisted: Persisted::new(store), heartbeat: settings.heartbeat }, wakeups)
+        let store = JobStore {
+            pool,
+            queue: T::QUEUE,
+            batch_size: settings.batch_size.max(1),
+            _payload: PhantomData,
+        };
+        PollWith::new(
+            QueueBackend {
+                persisted: Persisted::new(store),
+                heartbeat: settings.heartbeat,
+            },
+            wakeups,
+        )
     }
 }
 
@@ -225,7 +250,11 @@ impl<T: JobPayload> Backend for QueueBackend<T> {
         self.persisted.poll_ready(cx, worker, self.heartbeat)
     }
 
-    fn poll_next(&mut self, cx: &mut Context<'_>, worker: &WorkerContext) -> Poll<Option<Result<Self::Task, BackendError>>> {
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        worker: &WorkerContext,
+    ) -> Poll<Option<Result<Self::Task, BackendError>>> {
         self.persisted.poll_next(cx, worker)
     }
 
@@ -284,7 +313,10 @@ pub struct Wakeups {
 impl Wakeups {
     /// A hub whose wakeups fall back to a tick every `fallback`.
     pub fn new(fallback: Duration) -> Wakeups {
-        Wakeups { subscribers: Vec::new(), fallback }
+        Wakeups {
+            subscribers: Vec::new(),
+            fallback,
+        }
     }
 
     /// A wakeup for a worker of `queue`.
@@ -293,7 +325,10 @@ impl Wakeups {
         self.subscribers.push((queue, tx));
         let mut fallback = tokio::time::interval(self.fallback);
         fallback.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Wakeup { notifications: rx, fallback }
+        Wakeup {
+            notifications: rx,
+            fallback,
+        }
     }
 
     /// Listens until the process ends. A payload naming a queue wakes that queue's workers; any

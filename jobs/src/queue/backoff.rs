@@ -65,7 +65,10 @@ mod tests {
     fn jitter_spreads_a_quarter_either_way() {
         assert_eq!(P.delay(2, 0.0), Duration::from_millis(7500));
         let top = P.delay(2, 0.999_999);
-        assert!(top > Duration::from_millis(12_499) && top < Duration::from_millis(12_500), "{top:?}");
+        assert!(
+            top > Duration::from_millis(12_499) && top < Duration::from_millis(12_500),
+            "{top:?}"
+        );
         assert!(P.delay(2, 0.25) < P.delay(2, 0.75));
     }
 

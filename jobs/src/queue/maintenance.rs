@@ -46,9 +46,14 @@ pub async fn hand_back(pool: &PgPool, name: &str) -> Result<u64, sqlx::Error> {
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    sqlx::query("DELETE FROM job_workers WHERE name = $1").bind(name).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM job_workers WHERE name = $1")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
     if n > 0 {
-        sqlx::query("SELECT pg_notify('paygate_jobs', 'handed_back')").execute(&mut *tx).await?;
+        sqlx::query("SELECT pg_notify('paygate_jobs', 'handed_back')")
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     Ok(n)
@@ -86,7 +91,9 @@ pub async fn rescue_orphans(pool: &PgPool, worker_timeout: Duration) -> Result<u
         .execute(&mut *tx)
         .await?;
     if n > 0 {
-        sqlx::query("SELECT pg_notify('paygate_jobs', 'rescued')").execute(&mut *tx).await?;
+        sqlx::query("SELECT pg_notify('paygate_jobs', 'rescued')")
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     Ok(n)

@@ -83,7 +83,10 @@ impl FromStr for Queue {
     type Err = UnknownQueue;
 
     fn from_str(s: &str) -> Result<Queue, UnknownQueue> {
-        Queue::ALL.into_iter().find(|q| q.name() == s).ok_or_else(|| UnknownQueue(s.to_string()))
+        Queue::ALL
+            .into_iter()
+            .find(|q| q.name() == s)
+            .ok_or_else(|| UnknownQueue(s.to_string()))
     }
 }
 
@@ -113,7 +116,17 @@ mod tests {
     #[test]
     fn queue_wire_names_are_pinned() {
         let names: Vec<&str> = Queue::ALL.iter().map(|q| q.name()).collect();
-        assert_eq!(names, ["entitlements", "refunds", "notifications", "broadcasts", "checkout", "tracking"]);
+        assert_eq!(
+            names,
+            [
+                "entitlements",
+                "refunds",
+                "notifications",
+                "broadcasts",
+                "checkout",
+                "tracking"
+            ]
+        );
         for q in Queue::ALL {
             assert_eq!(serde_json::to_value(q).unwrap(), q.name());
             assert_eq!(q.name().parse::<Queue>(), Ok(q));
@@ -122,7 +135,10 @@ mod tests {
 
     #[test]
     fn an_unknown_queue_name_is_refused() {
-        assert_eq!("Notifications".parse::<Queue>(), Err(UnknownQueue("Notifications".into())));
+        assert_eq!(
+            "Notifications".parse::<Queue>(),
+            Err(UnknownQueue("Notifications".into()))
+        );
         assert!("".parse::<Queue>().is_err());
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{PgPool, QueryBuilder, Postgres};
+use sqlx::{PgPool, Postgres, QueryBuilder};
 
 use super::Queue;
 
@@ -27,10 +27,14 @@ impl DeadFilter {
             sql.push(" AND queue = ").push_bind(queue.name());
         }
         if let Some(age) = self.older_than {
-            sql.push(" AND finished_at <= now() - make_interval(secs => ").push_bind(age.as_secs_f64()).push(")");
+            sql.push(" AND finished_at <= now() - make_interval(secs => ")
+                .push_bind(age.as_secs_f64())
+                .push(")");
         }
         if let Some(age) = self.newer_than {
-            sql.push(" AND finished_at >= now() - make_interval(secs => ").push_bind(age.as_secs_f64()).push(")");
+            sql.push(" AND finished_at >= now() - make_interval(secs => ")
+                .push_bind(age.as_secs_f64())
+                .push(")");
         }
     }
 }
@@ -116,7 +120,12 @@ pub async fn queue_stats(pool: &PgPool) -> Result<Vec<QueueStats>, sqlx::Error> 
 
 /// Dead jobs matching `filter`, most recently dead first, at most `limit`, before id `before`
 /// (the last id of the previous page) when given.
-pub async fn list_dead(pool: &PgPool, filter: &DeadFilter, limit: i64, before: Option<i64>) -> Result<Vec<DeadJob>, sqlx::Error> {
+pub async fn list_dead(
+    pool: &PgPool,
+    filter: &DeadFilter,
+    limit: i64,
+    before: Option<i64>,
+) -> Result<Vec<DeadJob>, sqlx::Error> {
     let mut sql = QueryBuilder::new(
         "SELECT id, queue, logical_key, attempt, max_attempts, created_at, finished_at AS died_at,
                 errors -> -1 ->> 'error' AS last_error
@@ -126,7 +135,8 @@ pub async fn list_dead(pool: &PgPool, filter: &DeadFilter, limit: i64, before: O
     if let Some(before) = before {
         sql.push(" AND id < ").push_bind(before);
     }
-    sql.push(" ORDER BY id DESC LIMIT ").push_bind(limit.clamp(1, LIST_LIMIT_MAX));
+    sql.push(" ORDER BY id DESC LIMIT ")
+        .push_bind(limit.clamp(1, LIST_LIMIT_MAX));
     sql.build_query_as().fetch_all(pool).await
 }
 
@@ -197,12 +207,17 @@ async fn change_of(conn: &mut sqlx::PgConnection, id: i64, rows: u64) -> Result<
     if rows == 1 {
         return Ok(Change::Done);
     }
-    let state: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1").bind(id).fetch_optional(conn).await?;
+    let state: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
     Ok(state.map_or(Change::NotFound, Change::WrongState))
 }
 
 /// Wakes idle workers: jobs made due by an UPDATE fire no insert trigger.
 async fn wake_workers(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify('paygate_jobs', 'retry')").execute(conn).await?;
+    sqlx::query("SELECT pg_notify('paygate_jobs', 'retry')")
+        .execute(conn)
+        .await?;
     Ok(())
 }

@@ -40,7 +40,11 @@ impl From<sqlx::Error> for JobError {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Transition {
     /// Back to `pending`, due after `delay`; `refund` gives the attempt back.
-    Retry { delay: Duration, refund: bool, error: Option<String> },
+    Retry {
+        delay: Duration,
+        refund: bool,
+        error: Option<String>,
+    },
     /// To `dead`, kept for ops with its history.
     Dead { error: String },
 }
@@ -51,13 +55,17 @@ impl Transition {
     pub fn after(attempt: i32, max_attempts: i32, policy: &RetryPolicy, error: &JobError, jitter: f64) -> Transition {
         match error {
             JobError::Terminal(e) => Transition::Dead { error: e.clone() },
-            JobError::RetryAfter { delay, reason } => {
-                Transition::Retry { delay: *delay, refund: true, error: reason.clone() }
-            }
+            JobError::RetryAfter { delay, reason } => Transition::Retry {
+                delay: *delay,
+                refund: true,
+                error: reason.clone(),
+            },
             JobError::Retryable(e) if attempt >= max_attempts => Transition::Dead { error: e.clone() },
-            JobError::Retryable(e) => {
-                Transition::Retry { delay: policy.delay(attempt, jitter), refund: false, error: Some(e.clone()) }
-            }
+            JobError::Retryable(e) => Transition::Retry {
+                delay: policy.delay(attempt, jitter),
+                refund: false,
+                error: Some(e.clone()),
+            },
         }
     }
 }
@@ -72,11 +80,18 @@ where
 {
     let (id, queue, attempt, max_attempts) = (job.id, job.queue, job.attempt, job.max_attempts);
     let started = Instant::now();
-    let result = AssertUnwindSafe(tokio::time::timeout(ATTEMPT_TIMEOUT, handler(job))).catch_unwind().await;
+    let result = AssertUnwindSafe(tokio::time::timeout(ATTEMPT_TIMEOUT, handler(job)))
+        .catch_unwind()
+        .await;
     let result = match result {
         Ok(Ok(result)) => result,
-        Ok(Err(_)) => Err(JobError::Retryable(format!("attempt timed out after {ATTEMPT_TIMEOUT:?}"))),
-        Err(panic) => Err(JobError::Retryable(format!("handler panicked: {}", panic_message(&panic)))),
+        Ok(Err(_)) => Err(JobError::Retryable(format!(
+            "attempt timed out after {ATTEMPT_TIMEOUT:?}"
+        ))),
+        Err(panic) => Err(JobError::Retryable(format!(
+            "handler panicked: {}",
+            panic_message(&panic)
+        ))),
     };
     stats.observe_duration(queue, started.elapsed());
     let error = match result {
@@ -155,7 +170,14 @@ mod tests {
     #[test]
     fn a_retryable_failure_with_attempts_left_is_retried_on_the_schedule() {
         let t = Transition::after(3, 15, &P, &JobError::Retryable("boom".into()), 0.5);
-        assert_eq!(t, Transition::Retry { delay: Duration::from_secs(20), refund: false, error: Some("boom".into()) });
+        assert_eq!(
+            t,
+            Transition::Retry {
+                delay: Duration::from_secs(20),
+                refund: false,
+                error: Some("boom".into())
+            }
+        );
     }
 
     #[test]
@@ -167,13 +189,28 @@ mod tests {
     #[test]
     fn a_terminal_failure_skips_the_retries() {
         let t = Transition::after(1, 15, &P, &JobError::Terminal("400 bad".into()), 0.5);
-        assert_eq!(t, Transition::Dead { error: "400 bad".into() });
+        assert_eq!(
+            t,
+            Transition::Dead {
+                error: "400 bad".into()
+            }
+        );
     }
 
     #[test]
     fn retry_after_burns_no_attempt_even_on_the_last_one() {
-        let e = JobError::RetryAfter { delay: Duration::from_secs(7), reason: Some("429".into()) };
+        let e = JobError::RetryAfter {
+            delay: Duration::from_secs(7),
+            reason: Some("429".into()),
+        };
         let t = Transition::after(15, 15, &P, &e, 0.5);
-        assert_eq!(t, Transition::Retry { delay: Duration::from_secs(7), refund: true, error: Some("429".into()) });
+        assert_eq!(
+            t,
+            Transition::Retry {
+                delay: Duration::from_secs(7),
+                refund: true,
+                error: Some("429".into())
+            }
+        );
     }
 }

@@ -50,7 +50,9 @@ impl TelegramClient {
             .tcp_nodelay(true)
             .build()
             .map_err(|e| e.to_string())?;
-        Ok(TelegramClient { bot: Bot::with_client(token.expose(), http).set_api_url(url) })
+        Ok(TelegramClient {
+            bot: Bot::with_client(token.expose(), http).set_api_url(url),
+        })
     }
 
     /// Sends `message` and returns Telegram's message id.

@@ -91,7 +91,12 @@ mod tests {
     use super::*;
 
     fn message() -> SendMessage {
-        SendMessage { chat_id: 42, text: "hello".into(), parse_mode: None, buttons: vec![] }
+        SendMessage {
+            chat_id: 42,
+            text: "hello".into(),
+            parse_mode: None,
+            buttons: vec![],
+        }
     }
 
     #[test]
@@ -101,15 +106,40 @@ mod tests {
 
     #[test]
     fn empty_and_oversized_texts_are_refused() {
-        assert!(SendMessage { text: " ".into(), ..message() }.validate().is_err());
-        assert!(SendMessage { text: "x".repeat(4097), ..message() }.validate().is_err());
-        assert_eq!(SendMessage { text: "é".repeat(4096), ..message() }.validate(), Ok(()));
+        assert!(
+            SendMessage {
+                text: " ".into(),
+                ..message()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            SendMessage {
+                text: "x".repeat(4097),
+                ..message()
+            }
+            .validate()
+            .is_err()
+        );
+        assert_eq!(
+            SendMessage {
+                text: "é".repeat(4096),
+                ..message()
+            }
+            .validate(),
+            Ok(())
+        );
     }
 
     #[test]
     fn a_button_needs_exactly_one_action() {
         let with = |url: Option<&str>, data: Option<&str>| SendMessage {
-            buttons: vec![vec![Button { text: "Go".into(), url: url.map(Into::into), callback_data: data.map(Into::into) }]],
+            buttons: vec![vec![Button {
+                text: "Go".into(),
+                url: url.map(Into::into),
+                callback_data: data.map(Into::into),
+            }]],
             ..message()
         };
         assert_eq!(with(Some("https://t.me/bot?start=promo1"), None).validate(), Ok(()));

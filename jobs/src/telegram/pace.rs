@@ -30,11 +30,18 @@ pub enum Slot {
 
 impl Pace {
     /// Telegram's documented limit for ordinary bots.
-    pub const TELEGRAM_DEFAULT: Pace = Pace { per_second: 30.0, max_wait: Duration::from_secs(2) };
+    pub const TELEGRAM_DEFAULT: Pace = Pace {
+        per_second: 30.0,
+        max_wait: Duration::from_secs(2),
+    };
 
     /// The gap a chat needs between two messages: groups (negative ids) get 20 a minute.
     pub fn chat_interval(chat_id: i64) -> Duration {
-        if chat_id < 0 { Duration::from_secs(3) } else { Duration::from_secs(1) }
+        if chat_id < 0 {
+            Duration::from_secs(3)
+        } else {
+            Duration::from_secs(1)
+        }
     }
 
     /// Reserves the earliest send time for `chat_id`.
@@ -49,7 +56,11 @@ impl Pace {
         .bind(self.max_wait.as_secs_f64())
         .fetch_one(pool)
         .await?;
-        Ok(if granted { Slot::Granted(at) } else { Slot::NotBefore(at) })
+        Ok(if granted {
+            Slot::Granted(at)
+        } else {
+            Slot::NotBefore(at)
+        })
     }
 
     /// Holds back `chat_id` until `until`: Telegram asked us to wait (429 `retry_after`).
@@ -67,9 +78,13 @@ impl Pace {
 
     /// Deletes chat slots that have not been used for an hour.
     pub async fn prune(pool: &PgPool) -> Result<u64, sqlx::Error> {
-        Ok(sqlx::query("DELETE FROM telegram_send_slots WHERE key <> 'global' AND next_at < now() - interval '1 hour'")
+        Ok(
+            sqlx::query(
+                "DELETE FROM telegram_send_slots WHERE key <> 'global' AND next_at < now() - interval '1 hour'",
+            )
             .execute(pool)
             .await?
-            .rows_affected())
+            .rows_affected(),
+        )
     }
 }

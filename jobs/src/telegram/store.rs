@@ -44,10 +44,12 @@ pub async fn record_delivery(
 
 /// Why `chat_id` is unreachable, if it is.
 pub async fn unreachable_reason(conn: &mut PgConnection, chat_id: i64) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT unreachable_reason FROM telegram_chats WHERE chat_id = $1 AND unreachable_at IS NOT NULL")
-        .bind(chat_id)
-        .fetch_optional(conn)
-        .await
+    sqlx::query_scalar(
+        "SELECT unreachable_reason FROM telegram_chats WHERE chat_id = $1 AND unreachable_at IS NOT NULL",
+    )
+    .bind(chat_id)
+    .fetch_optional(conn)
+    .await
 }
 
 /// Marks `chat_id` unreachable: no more sends until the user talks to the bot again.

@@ -50,18 +50,33 @@ async fn deliver(notifier: &Notifier, job: Job<SendMessage>) -> Result<Completed
             return complete(pool, &job, async |_| Ok(())).await;
         }
         if let Some(reason) = store::unreachable_reason(&mut conn, message.chat_id).await? {
-            tracing::info!(job = job.id, chat = message.chat_id, reason, "chat unreachable, not sending");
+            tracing::info!(
+                job = job.id,
+                chat = message.chat_id,
+                reason,
+                "chat unreachable, not sending"
+            );
             return complete(pool, &job, async |tx| record(tx, &job, None).await).await;
         }
     }
     match notifier.pace.reserve(pool, message.chat_id).await? {
-        Slot::NotBefore(at) => return Err(JobError::RetryAfter { delay: until(at), reason: None }),
+        Slot::NotBefore(at) => {
+            return Err(JobError::RetryAfter {
+                delay: until(at),
+                reason: None,
+            });
+        }
         Slot::Granted(at) => tokio::time::sleep(until(at)).await,
     }
     match notifier.telegram.send_message(message).await {
         Ok(message_id) => complete(pool, &job, async |tx| record(tx, &job, Some(message_id)).await).await,
         Err(SendError::Unreachable(reason)) => {
-            tracing::info!(job = job.id, chat = message.chat_id, reason, "chat unreachable, marking it");
+            tracing::info!(
+                job = job.id,
+                chat = message.chat_id,
+                reason,
+                "chat unreachable, marking it"
+            );
             complete(pool, &job, async |tx| {
                 store::mark_unreachable(tx.conn(), message.chat_id, &reason).await?;
                 record(tx, &job, None).await
@@ -70,7 +85,10 @@ async fn deliver(notifier: &Notifier, job: Job<SendMessage>) -> Result<Completed
         }
         Err(SendError::RetryAfter(wait)) => {
             Pace::hold_chat(pool, message.chat_id, Utc::now() + wait).await?;
-            Err(JobError::RetryAfter { delay: wait, reason: Some(format!("Telegram asked to wait {wait:?}")) })
+            Err(JobError::RetryAfter {
+                delay: wait,
+                reason: Some(format!("Telegram asked to wait {wait:?}")),
+            })
         }
         Err(SendError::Permanent(e)) => Err(JobError::Terminal(e)),
         Err(SendError::Transient(e)) => Err(JobError::Retryable(e)),
