@@ -1,3 +1,4 @@
 //! End-to-end tests: real PostgreSQL, the fake Bot API on loopback, the worker as it runs.
 
+mod crash;
 mod notifications;

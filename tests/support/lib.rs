@@ -104,6 +104,63 @@ impl World {
     }
 }
 
+impl World {
+    /// Starts `worker run` as a separate process, as a worker dyno runs, sending at `per_second`.
+    pub fn spawn_worker_process(&self, per_second: f64) -> std::process::Child {
+        std::process::Command::new(binary("worker"))
+            .arg("run")
+            .env("DATABASE_URL", &self.database_url)
+            .env("TELEGRAM_BOT_TOKEN", BOT_TOKEN)
+            .env("TELEGRAM_API_URL", self.telegram.url())
+            .env("TELEGRAM_MESSAGES_PER_SECOND", per_second.to_string())
+            .env(
+                "RUST_LOG",
+                std::env::var("WORKER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("starting the worker binary")
+    }
+}
+
+/// The path of workspace binary `name`, built beside this test binary by `cargo test`.
+pub fn binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/e2e-… → target/<profile>/<name>
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("a target directory")
+        .join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run the whole suite with `cargo test`, or `cargo build -p {name}` first",
+        path.display()
+    );
+    path
+}
+
+/// Sends `signal` (e.g. "KILL", "TERM") to `child`.
+pub fn signal(child: &std::process::Child, signal: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{signal} failed");
+}
+
+/// Waits for `child` to exit without blocking the runtime, which serves the fake Bot API the
+/// child may still be talking to.
+pub async fn exited(child: &mut std::process::Child) -> std::process::ExitStatus {
+    loop {
+        if let Some(status) = child.try_wait().expect("waiting for a child process") {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// InProcessWorker is a `worker run` on this test's runtime.
 pub struct InProcessWorker {
     stop: Option<oneshot::Sender<()>>,

@@ -1,0 +1,67 @@
+//! The worker binary as ops and the platform run it.
+
+use std::process::Command;
+
+fn worker() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_worker"));
+    cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd
+}
+
+#[test]
+fn a_missing_variable_stops_start_up_with_one_line_naming_it() {
+    let out = worker().arg("run").output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.trim(), "worker: configuration error: DATABASE_URL is not set");
+}
+
+#[test]
+fn a_malformed_variable_is_named_too() {
+    let out = worker()
+        .arg("run")
+        .env("DATABASE_URL", "postgres://nowhere/x")
+        .env("TELEGRAM_BOT_TOKEN", "1:x")
+        .env("WORKER_CONCURRENCY", "lots")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr
+            .trim()
+            .starts_with("worker: configuration error: WORKER_CONCURRENCY is malformed"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1);
+}
+
+#[tokio::test]
+async fn migrate_is_idempotent_and_jobs_commands_work_on_an_empty_database() {
+    let url = sandbox::postgres::test_database().await;
+    for _ in 0..2 {
+        let out = worker().arg("migrate").env("DATABASE_URL", &url).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = worker()
+        .args(["jobs", "stats"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success());
+    assert_eq!(stdout.lines().count(), 7, "a header and six queues:\n{stdout}");
+    let out = worker()
+        .args(["jobs", "retry", "12345"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(String::from_utf8(out.stderr).unwrap().trim(), "worker: no job 12345");
+    let out = worker()
+        .args(["jobs", "dead", "--queue", "nope"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "an unknown queue is refused");
+}
