@@ -156,6 +156,22 @@ impl JobStats {
     }
 }
 
+/// Total is one `job_metrics` row: everything every worker process has flushed for one queue and
+/// metric.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct Total {
+    pub queue: String,
+    pub metric: String,
+    pub value: f64,
+}
+
+/// Every total in `job_metrics`.
+pub async fn totals(pool: &PgPool) -> Result<Vec<Total>, sqlx::Error> {
+    sqlx::query_as("SELECT queue, metric, value FROM job_metrics")
+        .fetch_all(pool)
+        .await
+}
+
 /// A count taken out of its cell for a flush: (cell, queue, metric, count).
 type Taken<'a> = (&'a AtomicU64, Queue, String, u64);
 

@@ -1,0 +1,410 @@
+//! `/v1/ops`: what operators see and do with the queues — statistics, dead jobs, retry and
+//! discard, one by one or in bulk. The same operations as the `worker jobs` CLI, through
+//! [`jobs::queue::ops`].
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use jobs::queue::Queue;
+use jobs::queue::ops::{self, Change, DeadFilter, LIST_LIMIT_MAX};
+use poem::web::Data;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use sqlx::PgPool;
+
+use super::Tag;
+use super::json_string::JsonString;
+use crate::auth::AdminAuth;
+use crate::error::{Problem, ProblemDetails};
+
+/// OpsApi serves `/v1/ops/queues` and `/v1/ops/jobs/...`.
+#[derive(Debug, Clone, Copy)]
+pub struct OpsApi;
+
+/// How many dead jobs a listing returns unless told.
+pub const LIST_LIMIT_DEFAULT: i64 = 50;
+
+/// QueueStats is the state of one queue right now.
+#[derive(Debug, Object)]
+pub struct QueueStats {
+    /// The queue's name.
+    pub queue: String,
+    /// Jobs due now, waiting for a worker.
+    pub pending: i64,
+    /// Jobs running on a worker.
+    pub running: i64,
+    /// Jobs waiting for a later time: retries in backoff and deferred jobs.
+    pub scheduled: i64,
+    /// Jobs that exhausted their attempts.
+    pub dead: i64,
+    /// Seconds the longest-waiting due job has waited; 0 when none is due.
+    pub oldest_pending_age_seconds: f64,
+}
+
+impl From<ops::QueueStats> for QueueStats {
+    fn from(s: ops::QueueStats) -> QueueStats {
+        QueueStats {
+            queue: s.queue,
+            pending: s.pending,
+            running: s.running,
+            scheduled: s.scheduled,
+            dead: s.dead,
+            oldest_pending_age_seconds: s.oldest_pending_age_seconds,
+        }
+    }
+}
+
+/// DeadJob is a job that exhausted its attempts.
+#[derive(Debug, Object)]
+pub struct DeadJob {
+    pub id: i64,
+    pub queue: String,
+    /// The job's logical identity, also its idempotency key toward providers.
+    pub logical_key: String,
+    /// Attempts made in its last round.
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub created_at: DateTime<Utc>,
+    /// When its last attempt failed.
+    pub died_at: DateTime<Utc>,
+    /// The error of its last attempt.
+    pub last_error: Option<String>,
+}
+
+impl From<ops::DeadJob> for DeadJob {
+    fn from(j: ops::DeadJob) -> DeadJob {
+        DeadJob {
+            id: j.id,
+            queue: j.queue,
+            logical_key: j.logical_key,
+            attempt: j.attempt,
+            max_attempts: j.max_attempts,
+            created_at: j.created_at,
+            died_at: j.died_at,
+            last_error: j.last_error,
+        }
+    }
+}
+
+/// DeadJobPage is one page of a dead-job listing, most recently dead first.
+#[derive(Debug, Object)]
+pub struct DeadJobPage {
+    pub jobs: Vec<DeadJob>,
+    /// Pass as `before` for the next page; null on the last page.
+    pub next_before: Option<i64>,
+}
+
+/// JobDetail is everything known about one job.
+#[derive(Debug, Object)]
+pub struct JobDetail {
+    pub id: i64,
+    pub queue: String,
+    /// The job's logical identity, also its idempotency key toward providers.
+    pub logical_key: String,
+    /// One of `pending`, `running`, `completed`, `dead`, `discarded`.
+    pub state: String,
+    /// Attempts started in the current round.
+    pub attempt: i32,
+    pub max_attempts: i32,
+    /// When the job may next run.
+    pub run_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    /// When it completed, died or was discarded.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The worker running it, while it runs.
+    pub locked_by: Option<String>,
+    /// The job's payload, as its handler reads it.
+    pub payload: serde_json::Value,
+    /// Every recorded failure, oldest first: `{attempt, at, kind, error}`.
+    pub errors: serde_json::Value,
+}
+
+impl From<ops::JobDetail> for JobDetail {
+    fn from(j: ops::JobDetail) -> JobDetail {
+        JobDetail {
+            id: j.id,
+            queue: j.queue,
+            logical_key: j.logical_key,
+            state: j.state,
+            attempt: j.attempt,
+            max_attempts: j.max_attempts,
+            run_at: j.run_at,
+            created_at: j.created_at,
+            finished_at: j.finished_at,
+            locked_by: j.locked_by,
+            payload: j.payload,
+            errors: j.errors,
+        }
+    }
+}
+
+/// JobChanged is a job's state after a retry or discard.
+#[derive(Debug, Object)]
+pub struct JobChanged {
+    pub id: i64,
+    /// The new state: `pending` after a retry, `discarded` after a discard.
+    pub state: String,
+}
+
+/// DeadJobFilter selects dead jobs for a bulk change; every field narrows, none means all.
+#[derive(Debug, Default, Object)]
+#[oai(deny_unknown_fields)]
+pub struct DeadJobFilter {
+    /// Only jobs of this queue.
+    pub queue: Option<JsonString>,
+    /// Only jobs dead for at least this many seconds.
+    #[oai(validator(minimum(value = "0")))]
+    pub older_than_seconds: Option<i64>,
+    /// Only jobs dead for at most this many seconds.
+    #[oai(validator(minimum(value = "0")))]
+    pub newer_than_seconds: Option<i64>,
+}
+
+/// BulkChanged says how many jobs a bulk retry or discard changed.
+#[derive(Debug, Object)]
+pub struct BulkChanged {
+    pub count: u64,
+}
+
+/// ShowResponse is one job, or why not.
+#[derive(ApiResponse)]
+pub enum ShowResponse {
+    /// The job.
+    #[oai(status = 200)]
+    Ok(Json<JobDetail>),
+    /// No job has this id (`not-found`).
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<ProblemDetails>),
+}
+
+/// ChangeResponse is the outcome of a retry or discard of one job.
+#[derive(ApiResponse)]
+pub enum ChangeResponse {
+    /// The job changed state.
+    #[oai(status = 200)]
+    Ok(Json<JobChanged>),
+    /// No job has this id (`not-found`).
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<ProblemDetails>),
+    /// The job is in a state the change does not apply to (`conflict`); the detail names it.
+    #[oai(status = 409, content_type = "application/problem+json")]
+    Conflict(Json<ProblemDetails>),
+}
+
+/// The queue named `name`, or an `invalid-request` problem listing the queues.
+fn queue_named(name: Option<&str>) -> Result<Option<Queue>, Problem> {
+    name.map(|n| n.parse::<Queue>().map_err(|e| Problem::invalid_request(e.to_string())))
+        .transpose()
+}
+
+fn seconds(s: Option<i64>) -> Option<Duration> {
+    s.map(|s| Duration::from_secs(s.unsigned_abs()))
+}
+
+impl DeadJobFilter {
+    fn parse(&self) -> Result<DeadFilter, Problem> {
+        Ok(DeadFilter {
+            queue: queue_named(self.queue.as_deref())?,
+            older_than: seconds(self.older_than_seconds),
+            newer_than: seconds(self.newer_than_seconds),
+        })
+    }
+}
+
+/// The answer to a change of job `id`: its new state is `done_state` when it changed.
+fn change_response(id: i64, change: Change, done_state: &str, applies_to: &str) -> ChangeResponse {
+    match change {
+        Change::Done => ChangeResponse::Ok(Json(JobChanged {
+            id,
+            state: done_state.into(),
+        })),
+        Change::NotFound => ChangeResponse::NotFound(Json(Problem::not_found(format!("no job {id}")).body())),
+        Change::WrongState(state) => ChangeResponse::Conflict(Json(
+            Problem::conflict(format!(
+                "job {id} is {state}; only {applies_to} jobs can be changed this way"
+            ))
+            .body(),
+        )),
+    }
+}
+
+#[OpenApi(prefix_path = "/v1/ops", tag = "Tag::Ops")]
+impl OpsApi {
+    /// Queue statistics
+    ///
+    /// Every queue, including empty ones.
+    #[oai(path = "/queues", method = "get", operation_id = "list_queues")]
+    async fn queues(&self, _auth: AdminAuth, pool: Data<&PgPool>) -> Result<Json<Vec<QueueStats>>, Problem> {
+        let stats = ops::queue_stats(&pool).await?;
+        Ok(Json(stats.into_iter().map(QueueStats::from).collect()))
+    }
+
+    /// List dead jobs
+    ///
+    /// Most recently dead first, a page at a time: pass `next_before` as `before` for the next.
+    #[oai(path = "/jobs/dead", method = "get", operation_id = "list_dead_jobs")]
+    #[allow(clippy::too_many_arguments)] // one per query parameter
+    async fn list_dead(
+        &self,
+        _auth: AdminAuth,
+        pool: Data<&PgPool>,
+        /// Only jobs of this queue: entitlements, refunds, notifications, broadcasts, checkout
+        /// or tracking.
+        queue: Query<Option<String>>,
+        /// Only jobs dead for at least this many seconds.
+        #[oai(validator(minimum(value = "0")))]
+        older_than_seconds: Query<Option<i64>>,
+        /// Only jobs dead for at most this many seconds.
+        #[oai(validator(minimum(value = "0")))]
+        newer_than_seconds: Query<Option<i64>>,
+        /// The most jobs to return, 1 to 500.
+        #[oai(default = "default_limit", validator(minimum(value = "1"), maximum(value = "500")))]
+        limit: Query<i64>,
+        /// Only jobs with a smaller id: the previous page's `next_before`.
+        #[oai(validator(minimum(value = "0")))]
+        before: Query<Option<i64>>,
+    ) -> Result<Json<DeadJobPage>, Problem> {
+        let filter = DeadJobFilter {
+            queue: queue.0.map(JsonString),
+            older_than_seconds: older_than_seconds.0,
+            newer_than_seconds: newer_than_seconds.0,
+        }
+        .parse()?;
+        let limit = limit.0.clamp(1, LIST_LIMIT_MAX);
+        let jobs = ops::list_dead(&pool, &filter, limit, before.0).await?;
+        let next_before = if jobs.len() as i64 == limit {
+            jobs.last().map(|j| j.id)
+        } else {
+            None
+        };
+        Ok(Json(DeadJobPage {
+            jobs: jobs.into_iter().map(DeadJob::from).collect(),
+            next_before,
+        }))
+    }
+
+    /// Retry dead jobs
+    ///
+    /// Puts every dead job matching the filter back in its queue, due now, with a fresh round
+    /// of attempts.
+    #[oai(path = "/jobs/dead/retry", method = "post", operation_id = "retry_dead_jobs")]
+    async fn retry_dead(
+        &self,
+        _auth: AdminAuth,
+        pool: Data<&PgPool>,
+        filter: Json<DeadJobFilter>,
+    ) -> Result<Json<BulkChanged>, Problem> {
+        let count = ops::retry_matching(&pool, &filter.parse()?).await?;
+        tracing::info!(count, "dead jobs retried");
+        Ok(Json(BulkChanged { count }))
+    }
+
+    /// Discard dead jobs
+    ///
+    /// Discards every dead job matching the filter: kept for the record, never run.
+    #[oai(path = "/jobs/dead/discard", method = "post", operation_id = "discard_dead_jobs")]
+    async fn discard_dead(
+        &self,
+        _auth: AdminAuth,
+        pool: Data<&PgPool>,
+        filter: Json<DeadJobFilter>,
+    ) -> Result<Json<BulkChanged>, Problem> {
+        let count = ops::discard_matching(&pool, &filter.parse()?).await?;
+        tracing::info!(count, "dead jobs discarded");
+        Ok(Json(BulkChanged { count }))
+    }
+
+    /// Show a job
+    ///
+    /// Everything known about one job, in any state.
+    #[oai(path = "/jobs/:id", method = "get", operation_id = "show_job")]
+    async fn show(
+        &self,
+        _auth: AdminAuth,
+        pool: Data<&PgPool>,
+        /// The job's id. Not an integer: 400 `invalid-request`.
+        id: Path<i64>,
+    ) -> Result<ShowResponse, Problem> {
+        Ok(match ops::show(&pool, id.0).await? {
+            Some(job) => ShowResponse::Ok(Json(job.into())),
+            None => ShowResponse::NotFound(Json(Problem::not_found(format!("no job {}", id.0)).body())),
+        })
+    }
+
+    /// Retry a dead job
+    ///
+    /// Puts a dead job back in its queue, due now, with a fresh round of attempts; 409
+    /// `conflict` if it is not dead.
+    #[oai(path = "/jobs/:id/retry", method = "post", operation_id = "retry_job")]
+    async fn retry(
+        &self,
+        _auth: AdminAuth,
+        pool: Data<&PgPool>,
+        /// The job's id. Not an integer: 400 `invalid-request`.
+        id: Path<i64>,
+    ) -> Result<ChangeResponse, Problem> {
+        let change = ops::retry(&pool, id.0).await?;
+        if change == Change::Done {
+            tracing::info!(job_id = id.0, "dead job retried");
+        }
+        Ok(change_response(id.0, change, "pending", "dead"))
+    }
+
+    /// Discard a job
+    ///
+    /// Discards a dead or pending job: it is kept for the record and never runs; 409
+    /// `conflict` in any other state.
+    #[oai(path = "/jobs/:id/discard", method = "post", operation_id = "discard_job")]
+    async fn discard(
+        &self,
+        _auth: AdminAuth,
+        pool: Data<&PgPool>,
+        /// The job's id. Not an integer: 400 `invalid-request`.
+        id: Path<i64>,
+    ) -> Result<ChangeResponse, Problem> {
+        let change = ops::discard(&pool, id.0).await?;
+        if change == Change::Done {
+            tracing::info!(job_id = id.0, "job discarded");
+        }
+        Ok(change_response(id.0, change, "discarded", "dead or pending"))
+    }
+}
+
+fn default_limit() -> i64 {
+    LIST_LIMIT_DEFAULT
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ProblemKind;
+
+    #[test]
+    fn the_documented_limit_maximum_is_the_queue_s() {
+        // The `maximum` validator of `limit` is a literal; keep it in step with jobs.
+        assert_eq!(LIST_LIMIT_MAX, 500);
+    }
+
+    #[test]
+    fn an_unknown_queue_is_an_invalid_request_listing_the_queues() {
+        let problem = queue_named(Some("email")).unwrap_err();
+        assert_eq!(problem.kind, ProblemKind::InvalidRequest);
+        for q in Queue::ALL {
+            assert!(problem.detail.contains(q.name()), "{}", problem.detail);
+        }
+        assert_eq!(queue_named(Some("refunds")), Ok(Some(Queue::Refunds)));
+        assert_eq!(queue_named(None), Ok(None));
+    }
+
+    #[test]
+    fn a_conflict_names_the_current_state() {
+        let ChangeResponse::Conflict(Json(body)) =
+            change_response(7, Change::WrongState("pending".into()), "pending", "dead")
+        else {
+            panic!("expected a conflict");
+        };
+        assert_eq!(body.status, 409);
+        assert!(body.detail.contains("job 7 is pending"), "{}", body.detail);
+    }
+}

@@ -1,0 +1,160 @@
+//! Building the app and serving it until told to stop.
+//!
+//! [`Application::build`] connects to the database and binds the port (0 picks a free one, for
+//! tests), so that every start-up failure happens there; [`Application::run_until_stopped`]
+//! serves until the shutdown future resolves, then stops accepting and lets in-flight requests
+//! finish, within Heroku's 30 s grace.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use poem::endpoint::BoxEndpoint;
+use poem::http::header;
+use poem::listener::TcpAcceptor;
+use poem::middleware::{CatchPanic, SizeLimit, SizeLimitEndpoint};
+use poem::{Endpoint, EndpointExt, IntoResponse, Middleware, Request, Response, Route, Server};
+use sqlx::PgPool;
+
+use crate::auth::AdminToken;
+use crate::config::Config;
+use crate::error::{self, Problem};
+use crate::metrics::{self, HttpMetrics};
+use crate::routes;
+use crate::telemetry::{RequestLog, RouteTable};
+
+/// The largest request body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// How long in-flight requests may take to finish after a shutdown signal: inside Heroku's
+/// 30 s between SIGTERM and SIGKILL.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
+
+/// Application is the web process, built and bound, not yet serving.
+pub struct Application {
+    port: u16,
+    acceptor: TcpAcceptor,
+    app: BoxEndpoint<'static, Response>,
+}
+
+impl Application {
+    /// Connects to the database, binds `config.host:config.port` and builds the routes.
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let pool = jobs::db::connect(config.database_url.expose(), config.database_pool_size)
+            .await
+            .context("connecting to the database (DATABASE_URL)")?;
+        let addr = SocketAddr::new(config.host, config.port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        let port = listener.local_addr().context("reading the bound address")?.port();
+        let acceptor = TcpAcceptor::from_tokio(listener).context("accepting on the bound socket")?;
+        metrics::install();
+        Ok(Application {
+            port,
+            acceptor,
+            app: app(pool, AdminToken(config.admin_token)),
+        })
+    }
+
+    /// The port the app listens on: the bound one when the config asked for 0.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting connections and waits up to
+    /// [`SHUTDOWN_GRACE`] for in-flight requests.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(self.app, shutdown, Some(SHUTDOWN_GRACE))
+            .await
+    }
+}
+
+/// The whole app: routes, then (inside out) the body limit, panic and error conversion to
+/// problems, HTTP metrics, and the request id and log line.
+pub fn app(pool: PgPool, admin_token: AdminToken) -> BoxEndpoint<'static, Response> {
+    let service = routes::service();
+    let route_table = RouteTable::new(
+        routes::templates().into_iter().chain(["/openapi.json".to_string()]),
+        ["/docs".to_string()],
+    );
+    Route::new()
+        .at("/openapi.json", service.spec_endpoint())
+        .nest("/docs", service.swagger_ui())
+        .nest("/", service)
+        .with(BodyLimit)
+        .with(CatchPanic::new().with_handler(panicked))
+        .catch_all_error(error::from_error)
+        .with(HttpMetrics)
+        .with(RequestLog::new(route_table))
+        .data(pool)
+        .data(admin_token)
+        .boxed()
+}
+
+fn panicked(payload: Box<dyn std::any::Any + Send>) -> Response {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into());
+    Problem::internal(&std::io::Error::other(format!("handler panicked: {message}"))).into_response()
+}
+
+/// BodyLimit applies poem's [`SizeLimit`] of [`MAX_BODY_BYTES`] to requests that carry a
+/// body. `SizeLimit` alone would also refuse every body-less GET for lacking a
+/// `Content-Length`; a body without one (chunked) is still refused, with 411.
+struct BodyLimit;
+
+impl<E: Endpoint + 'static> Middleware<E> for BodyLimit {
+    type Output = BodyLimitEndpoint<E>;
+
+    fn transform(&self, inner: E) -> Self::Output {
+        let inner = Arc::new(inner);
+        BodyLimitEndpoint {
+            limited: SizeLimit::new(MAX_BODY_BYTES).transform(inner.clone()),
+            plain: inner,
+        }
+    }
+}
+
+struct BodyLimitEndpoint<E> {
+    limited: SizeLimitEndpoint<Arc<E>>,
+    plain: Arc<E>,
+}
+
+impl<E: Endpoint + 'static> Endpoint for BodyLimitEndpoint<E> {
+    type Output = E::Output;
+
+    async fn call(&self, req: Request) -> poem::Result<Self::Output> {
+        let has_body =
+            req.headers().contains_key(header::CONTENT_LENGTH) || req.headers().contains_key(header::TRANSFER_ENCODING);
+        if has_body {
+            self.limited.call(req).await
+        } else {
+            self.plain.call(req).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use poem::http::StatusCode;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_is_an_internal_problem_without_its_message() {
+        let resp = panicked(Box::new("index out of bounds: secret=42"));
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], error::CONTENT_TYPE);
+        let body = resp.into_body().into_string().await.unwrap();
+        assert!(
+            body.contains("urn:paygate:problem:internal") && !body.contains("secret"),
+            "{body}"
+        );
+    }
+}

@@ -1,0 +1,248 @@
+//! The caller's mistakes: each is a problem+json with the right status, and writes nothing.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{TOKEN, TestApp, assert_problem, spawn_app};
+
+const NOTIFY: &str = "/v1/ops/notifications";
+
+async fn post_raw(app: &TestApp, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+    app.client
+        .post(app.url(path))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn malformed_json_is_an_invalid_request() {
+    let app = spawn_app().await;
+    let resp = post_raw(&app, NOTIFY, r#"{"chat_id": 1, "text": "hi""#).await;
+    assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-request").await;
+    assert_eq!(app.job_count().await, 0);
+}
+
+#[tokio::test]
+async fn wrong_types_missing_and_unknown_fields_are_invalid_requests() {
+    let app = spawn_app().await;
+    for body in [
+        json!({"chat_id": "one", "text": "hi"}),
+        json!({"chat_id": 1.5, "text": "hi"}),
+        json!({"chat_id": 1, "text": 7}),
+        json!({"text": "hi"}),
+        json!({"chat_id": 1}),
+        json!({"chat_id": 1, "text": "hi", "parse_mode": "markdown"}),
+        json!({"chat_id": 1, "text": "hi", "parse_mod": "html"}),
+        json!({"chat_id": 1, "text": "hi", "buttons": [{"text": "Go", "url": "https://x"}]}),
+        json!([1, 2]),
+    ] {
+        let resp = app.post_admin(NOTIFY, &body).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{body}");
+        assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-request").await;
+    }
+    assert_eq!(app.job_count().await, 0);
+}
+
+#[tokio::test]
+async fn a_notification_telegram_would_refuse_is_an_invalid_notification() {
+    let app = spawn_app().await;
+    let cases = [
+        (json!({"chat_id": 1, "text": ""}), "text must not be empty"),
+        (json!({"chat_id": 1, "text": "   "}), "text must not be empty"),
+        (json!({"chat_id": 0, "text": "hi"}), "chat_id"),
+        (json!({"chat_id": 1, "text": "x".repeat(4097)}), "4096"),
+        (
+            json!({"chat_id": 1, "text": "hi", "buttons": [[{"text": "Go"}]]}),
+            "exactly one",
+        ),
+        (
+            json!({"chat_id": 1, "text": "hi", "buttons": [[{"text": "Go", "url": "javascript:alert(1)"}]]}),
+            "https",
+        ),
+    ];
+    for (body, says) in cases {
+        let resp = app.post_admin(NOTIFY, &body).send().await.unwrap();
+        let problem = assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-notification").await;
+        assert!(problem["detail"].as_str().unwrap().contains(says), "{problem}");
+    }
+    assert_eq!(app.job_count().await, 0);
+}
+
+#[tokio::test]
+async fn a_body_over_64_kib_is_too_large() {
+    let app = spawn_app().await;
+    let body = json!({"chat_id": 1, "text": "x".repeat(64 * 1024)}).to_string();
+    let resp = post_raw(&app, NOTIFY, body).await;
+    assert_problem(resp, StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large").await;
+    assert_eq!(app.job_count().await, 0);
+}
+
+#[tokio::test]
+async fn a_body_just_under_the_limit_is_read() {
+    let app = spawn_app().await;
+    // Valid JSON of about 60 KiB, refused for its text only after it was read and parsed.
+    let body = json!({"chat_id": 1, "text": "x".repeat(60 * 1024)});
+    let resp = app.post_admin(NOTIFY, &body).send().await.unwrap();
+    assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-notification").await;
+}
+
+#[tokio::test]
+async fn a_chunked_body_without_length_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = spawn_app().await;
+    let body = r#"{"chat_id": 1, "text": "hi"}"#;
+    let request = format!(
+        "POST {NOTIFY} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(app.address.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 411"), "{answer}");
+    assert!(
+        answer.to_lowercase().contains("content-type: application/problem+json"),
+        "{answer}"
+    );
+    assert!(answer.contains("urn:paygate:problem:length-required"), "{answer}");
+    assert_eq!(app.job_count().await, 0);
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_json_is_an_unsupported_media_type() {
+    let app = spawn_app().await;
+    let resp = app
+        .client
+        .post(app.url(NOTIFY))
+        .bearer_auth(TOKEN)
+        .header("content-type", "text/plain")
+        .body("hi")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(resp, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type").await;
+    assert_eq!(app.job_count().await, 0);
+}
+
+#[tokio::test]
+async fn a_malformed_idempotency_key_is_an_invalid_request() {
+    let app = spawn_app().await;
+    let body = json!({"chat_id": 1, "text": "hi"});
+    for key in ["has space", &"k".repeat(201)] {
+        let resp = app
+            .post_admin(NOTIFY, &body)
+            .header("idempotency-key", key)
+            .send()
+            .await
+            .unwrap();
+        let problem = assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-request").await;
+        assert!(
+            problem["detail"].as_str().unwrap().contains("Idempotency-Key"),
+            "{problem}"
+        );
+    }
+    assert_eq!(app.job_count().await, 0);
+}
+
+#[tokio::test]
+async fn bad_dead_job_filters_are_invalid_requests() {
+    let app = spawn_app().await;
+    let dead = app.dead_job("notifications", 10.0).await;
+    for query in [
+        "queue=email",
+        "queue=Notifications",
+        "limit=-1",
+        "limit=0",
+        "limit=501",
+        "limit=ten",
+        "older_than_seconds=-5",
+        "newer_than_seconds=-1",
+        "before=-3",
+    ] {
+        let resp = app
+            .get_admin(&format!("/v1/ops/jobs/dead?{query}"))
+            .send()
+            .await
+            .unwrap();
+        let problem = assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-request").await;
+        if query.starts_with("queue") {
+            let detail = problem["detail"].as_str().unwrap();
+            assert!(
+                detail.contains("notifications") && detail.contains("entitlements"),
+                "lists the queues: {detail}"
+            );
+        }
+    }
+    for body in [
+        json!({"queue": "email"}),
+        json!({"older_than_seconds": -1}),
+        json!({"queue": 3}),
+        json!({"nope": true}),
+    ] {
+        for action in ["retry", "discard"] {
+            let resp = app
+                .post_admin(&format!("/v1/ops/jobs/dead/{action}"), &body)
+                .send()
+                .await
+                .unwrap();
+            assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-request").await;
+        }
+    }
+    assert_eq!(app.state_of(dead).await, "dead", "nothing changed");
+}
+
+#[tokio::test]
+async fn a_job_id_that_is_not_an_integer_is_an_invalid_request() {
+    let app = spawn_app().await;
+    let resp = app.get_admin("/v1/ops/jobs/abc").send().await.unwrap();
+    assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-request").await;
+    let resp = app
+        .post_admin("/v1/ops/jobs/abc/retry", &json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-request").await;
+}
+
+#[tokio::test]
+async fn an_unknown_route_is_not_found() {
+    let app = spawn_app().await;
+    for path in ["/nope", "/v1/ops", "/v1/ops/jobs/1/explode", "/health/x"] {
+        let resp = app.get_admin(path).send().await.unwrap();
+        assert_problem(resp, StatusCode::NOT_FOUND, "not-found").await;
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_method_is_not_allowed() {
+    let app = spawn_app().await;
+    let resp = app.client.delete(app.url("/health")).send().await.unwrap();
+    assert_problem(resp, StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed").await;
+    let resp = app.get_admin(NOTIFY).send().await.unwrap();
+    assert_problem(resp, StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed").await;
+}
+
+#[tokio::test]
+async fn a_database_failure_is_an_internal_problem_without_its_cause() {
+    let app = spawn_app().await;
+    // Breaks the table under the running app: its queries now fail in the database.
+    sqlx::query("ALTER TABLE jobs RENAME TO jobs_gone")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let resp = app.get_admin("/v1/ops/jobs/1").send().await.unwrap();
+    let problem: Value = assert_problem(resp, StatusCode::INTERNAL_SERVER_ERROR, "internal").await;
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        !detail.contains("jobs") && !detail.contains("relation"),
+        "the cause stays in the logs: {detail}"
+    );
+}

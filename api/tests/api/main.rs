@@ -1,0 +1,12 @@
+//! The web process over HTTP against a real PostgreSQL: each test builds its own app on a free
+//! port with its own database. One test binary, so the suite links once.
+
+mod auth;
+mod dead_jobs;
+mod errors;
+mod health;
+mod helpers;
+mod lifecycle;
+mod metrics;
+mod notifications;
+mod request_id;

@@ -1,0 +1,109 @@
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{TestApp, spawn_app};
+
+async fn scrape(app: &TestApp) -> String {
+    let resp = app.get("/metrics").send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "text/plain; version=0.0.4");
+    resp.text().await.unwrap()
+}
+
+/// The value of the sample `series` (name and labels exactly as rendered) in `text`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+// One test for everything the database feeds: the gauges and counters live in the process-wide
+// recorder, and apps of other tests in this process publish their own databases' values.
+#[tokio::test]
+async fn metrics_show_http_traffic_and_the_job_pipeline() {
+    let app = spawn_app().await;
+    let resp = app
+        .post_admin("/v1/ops/notifications", &json!({"chat_id": 7, "text": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    app.get("/nope/12345").send().await.unwrap();
+    app.get_admin("/v1/ops/jobs/424242").send().await.unwrap();
+    sqlx::query(
+        "INSERT INTO job_metrics (queue, metric, value) VALUES
+           ('notifications', 'processed', 987654), ('notifications', 'dead', 3),
+           ('notifications', 'duration_count', 5), ('notifications', 'duration_sum_micros', 2500000),
+           ('notifications', 'duration_le_0.1', 2), ('notifications', 'duration_le_1', 4),
+           ('notifications', 'duration_le_30', 5)",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+
+    let text = scrape(&app).await;
+
+    let posted = r#"http_requests_total{method="POST",route="/v1/ops/notifications",status="202"}"#;
+    assert!(sample(&text, posted).is_some_and(|n| n >= 1.0), "{posted} in\n{text}");
+    assert!(
+        text.contains(r#"route="unmatched""#),
+        "unknown routes are unmatched:\n{text}"
+    );
+    assert!(!text.contains("12345"), "no path ends up in a label");
+    assert!(
+        text.contains(r#"http_requests_total{method="GET",route="/v1/ops/jobs/{id}",status="404"}"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("http_request_duration_seconds_bucket{"),
+        "HTTP durations are a histogram:\n{text}"
+    );
+
+    assert_eq!(
+        sample(&text, r#"paygate_queue_jobs{queue="notifications",state="pending"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, r#"paygate_queue_jobs{queue="refunds",state="dead"}"#),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            r#"paygate_queue_oldest_pending_age_seconds{queue="notifications"}"#
+        )
+        .is_some(),
+        "{text}"
+    );
+
+    assert_eq!(
+        sample(&text, r#"paygate_jobs_processed_total{queue="notifications"}"#),
+        Some(987654.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, r#"paygate_jobs_dead_total{queue="notifications"}"#),
+        Some(3.0),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE paygate_job_duration_seconds histogram"), "{text}");
+    for (series, value) in [
+        (
+            r#"paygate_job_duration_seconds_bucket{queue="notifications",le="0.1"}"#,
+            2.0,
+        ),
+        (
+            r#"paygate_job_duration_seconds_bucket{queue="notifications",le="1"}"#,
+            4.0,
+        ),
+        (
+            r#"paygate_job_duration_seconds_bucket{queue="notifications",le="+Inf"}"#,
+            5.0,
+        ),
+        (r#"paygate_job_duration_seconds_sum{queue="notifications"}"#, 2.5),
+        (r#"paygate_job_duration_seconds_count{queue="notifications"}"#, 5.0),
+    ] {
+        assert_eq!(sample(&text, series), Some(value), "{series} in\n{text}");
+    }
+}

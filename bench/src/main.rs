@@ -1,0 +1,447 @@
+//! `cargo run --release -p bench`: measures the job pipeline against PostgreSQL itself.
+//!
+//! Shared machines are noisy, so every figure is printed with its ratio to a baseline taken in the
+//! same run against the same server: (a) single-row INSERT commits per second from the same number
+//! of connections. Then (b) enqueue rate through `jobs::queue::enqueue`, one job per transaction;
+//! (c) drain rate of N pre-inserted trivial jobs through the full worker stack (our apalis backend,
+//! apalis workers, `run_attempt`, the effect ledger), at N = 10,000 and 200,000 with one and two
+//! worker processes; (d) enqueue-to-start latency with idle workers, p50 and p99.
+//!
+//! The trivial job has no effect of its own: its ledger row and completion are written by the
+//! batching `Completer`, as for any handler whose work happens outside the database. Jobs with a
+//! database effect use one `EffectTx` each (ledger, effect row, completion in one commit); their
+//! drain rate is measured too, at the smaller backlog, and the latency run uses them.
+
+use std::io::{BufRead, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use apalis::prelude::{Monitor, WorkerBuilder, WorkerBuilderExt};
+use apalis_core::error::BoxDynError;
+use apalis_core::task::data::Data;
+use clap::{Parser, Subcommand};
+use jobs::metrics::JobStats;
+use jobs::queue::backend::{FetchSettings, QueueBackend, Wakeups};
+use jobs::queue::effect::{Begun, Completer};
+use jobs::queue::outcome::run_attempt;
+use jobs::queue::{EffectTx, Job, JobError, JobPayload, NewJob, Queue, enqueue, enqueue_many};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+
+#[derive(Debug, Parser)]
+#[command(about = "Benchmarks the job pipeline against a baseline taken in the same run")]
+struct Cli {
+    #[command(subcommand)]
+    role: Option<Role>,
+    /// Connections (and tasks) for the baseline and the enqueue run.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Seconds each rate is measured for.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Backlog sizes to drain.
+    #[arg(long, value_delimiter = ',', default_values_t = [10_000, 200_000])]
+    backlogs: Vec<i64>,
+    /// Backlog of jobs with a per-job effect transaction to drain.
+    #[arg(long, default_value_t = 10_000)]
+    effect_backlog: i64,
+    /// Jobs one worker process runs at once (and fetches at once).
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Latency samples.
+    #[arg(long, default_value_t = 300)]
+    samples: usize,
+}
+
+#[derive(Debug, Subcommand)]
+enum Role {
+    /// Internal: one worker process of the drain run; starts draining on a line on stdin.
+    DrainWorker {
+        #[arg(long)]
+        database_url: String,
+        #[arg(long)]
+        concurrency: usize,
+    },
+}
+
+/// BenchJob is the trivial job: its effect is its ledger row, plus a latency sample when timed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct BenchJob {
+    /// Microseconds since the epoch at enqueue, for latency runs; 0 otherwise.
+    sent_at_us: i64,
+    /// Whether the job writes an effect row of its own through a per-job effect transaction;
+    /// otherwise its only effect is its ledger row, written by the batching completer.
+    effect: bool,
+}
+
+impl JobPayload for BenchJob {
+    // The bench runs on a database of its own; it borrows a queue that has no handler yet.
+    const QUEUE: Queue = Queue::Tracking;
+}
+
+#[derive(Clone)]
+struct Ctx {
+    pool: PgPool,
+    stats: Arc<JobStats>,
+    completer: Completer,
+}
+
+async fn handle(job: Job<BenchJob>, ctx: Data<Ctx>) -> Result<(), BoxDynError> {
+    let started_us = now_us();
+    let (pool, completer) = (ctx.pool.clone(), ctx.completer.clone());
+    run_attempt(&ctx.pool, &ctx.stats, job, |job| async move {
+        if !job.payload.effect {
+            // No effect of its own: its ledger row and completion, batched with others.
+            return completer.complete(&job).await.map_err(JobError::Retryable);
+        }
+        match EffectTx::begin(&pool, &job).await? {
+            Begun::AlreadyApplied(done) => Ok(done),
+            Begun::Fresh(mut tx) => {
+                sqlx::query("INSERT INTO bench_effects (latency_us) VALUES ($1)")
+                    .bind((job.payload.sent_at_us > 0).then(|| started_us - job.payload.sent_at_us))
+                    .execute(tx.conn())
+                    .await?;
+                Ok(tx.commit().await?)
+            }
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+fn now_us() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as i64
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Role::DrainWorker {
+        database_url,
+        concurrency,
+    }) = cli.role
+    {
+        return drain_worker(&database_url, concurrency).await;
+    }
+
+    let (_cluster, server) = match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => (None, url),
+        _ => {
+            let cluster = sandbox::postgres::TempCluster::start(sandbox::postgres::Durability::Production)?;
+            let url = cluster.url("postgres");
+            (Some(cluster), url)
+        }
+    };
+    let db = format!("bench_{}", uuid::Uuid::new_v4().simple());
+    let admin = jobs::db::connect(&server, 1).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+        .execute(&admin)
+        .await?;
+    let url = sandbox::postgres::with_database(&server, &db);
+    let pool = jobs::db::connect(&url, (cli.connections + 4) as u32).await?;
+    jobs::db::migrate(&pool).await?;
+    sqlx::query("CREATE TABLE bench_rows (n bigint NOT NULL, at timestamptz NOT NULL DEFAULT now())")
+        .execute(&pool)
+        .await?;
+    sqlx::query("CREATE TABLE bench_effects (latency_us bigint)")
+        .execute(&pool)
+        .await?;
+    let version: String = sqlx::query_scalar("SHOW server_version").fetch_one(&pool).await?;
+    let fsync: String = sqlx::query_scalar("SHOW fsync").fetch_one(&pool).await?;
+    let synchronous_commit: String = sqlx::query_scalar("SHOW synchronous_commit").fetch_one(&pool).await?;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    println!(
+        "paygate bench: PostgreSQL {version}, {cores} cores, fsync {fsync}, synchronous_commit {synchronous_commit}, \
+         {} connections, {} s per rate, {} jobs at once per worker process",
+        cli.connections, cli.seconds, cli.concurrency
+    );
+
+    let window = Duration::from_secs(cli.seconds);
+    let baseline = rate(cli.connections, window, {
+        let pool = pool.clone();
+        move |n| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query("INSERT INTO bench_rows (n) VALUES ($1)")
+                    .bind(n)
+                    .execute(&pool)
+                    .await?;
+                Ok(())
+            }
+        }
+    })
+    .await?;
+    println!(
+        "{:<66} {:>10.0}/s   1.00x",
+        "(a) baseline: single-row INSERT commits", baseline
+    );
+
+    let enqueued = rate(cli.connections, window, {
+        let pool = pool.clone();
+        move |_| {
+            let pool = pool.clone();
+            async move {
+                let mut tx = pool.begin().await?;
+                enqueue(
+                    &mut tx,
+                    &NewJob::new(
+                        &BenchJob {
+                            sent_at_us: 0,
+                            effect: false,
+                        },
+                        uuid::Uuid::new_v4().to_string(),
+                    ),
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+        }
+    })
+    .await?;
+    println!(
+        "{:<66} {:>10.0}/s   {:.2}x",
+        "(b) enqueue: one job per transaction",
+        enqueued,
+        enqueued / baseline
+    );
+    reset(&pool).await?;
+
+    let mut drains: Vec<(i64, bool)> = cli.backlogs.iter().map(|&b| (b, false)).collect();
+    drains.push((cli.effect_backlog, true));
+    for (backlog, effect) in drains {
+        for processes in [1, 2] {
+            let jobs_per_second = drain(&pool, &url, backlog, effect, processes, cli.concurrency).await?;
+            let kind = if effect {
+                "jobs with an effect transaction each"
+            } else {
+                "trivial jobs"
+            };
+            let label = format!("(c) drain {backlog} {kind}, {processes} process(es)");
+            println!(
+                "{label:<66} {:>10.0}/s   {:.2}x",
+                jobs_per_second,
+                jobs_per_second / baseline
+            );
+            reset(&pool).await?;
+        }
+    }
+
+    let (p50, p99) = latency(&pool, &url, cli.samples).await?;
+    println!(
+        "{:<66} {:>8.2} ms p50, {:.2} ms p99",
+        "(d) enqueue-to-start latency, idle worker", p50, p99
+    );
+    println!(
+        "{:<66} {:>8.2} ms",
+        "    for scale: one baseline INSERT commit per connection",
+        1000.0 * cli.connections as f64 / baseline
+    );
+    Ok(())
+}
+
+/// Runs `op` from `tasks` tasks for `window`; returns completed operations per second.
+async fn rate<F, Fut>(tasks: usize, window: Duration, op: F) -> anyhow::Result<f64>
+where
+    F: Fn(i64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let started = Instant::now();
+    let deadline = started + window;
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let op = op.clone();
+        handles.push(tokio::spawn(async move {
+            let mut n: i64 = 0;
+            while Instant::now() < deadline {
+                op(t as i64 * 1_000_000_000 + n).await?;
+                n += 1;
+            }
+            anyhow::Ok(n)
+        }));
+    }
+    let mut total = 0;
+    for h in handles {
+        total += h.await??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn reset(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::query("TRUNCATE jobs, effect_ledger, job_workers, bench_effects")
+        .execute(pool)
+        .await?;
+    sqlx::query("VACUUM ANALYZE jobs").execute(pool).await?;
+    Ok(())
+}
+
+/// Pre-inserts `backlog` jobs, starts `processes` worker processes, and returns jobs per second
+/// from their start signal until the queue is empty.
+async fn drain(
+    pool: &PgPool,
+    url: &str,
+    backlog: i64,
+    effect: bool,
+    processes: usize,
+    concurrency: usize,
+) -> anyhow::Result<f64> {
+    let mut conn = pool.acquire().await?;
+    for chunk in (0..backlog).collect::<Vec<_>>().chunks(10_000) {
+        let jobs: Vec<NewJob> = chunk
+            .iter()
+            .map(|n| NewJob::new(&BenchJob { sent_at_us: 0, effect }, format!("drain-{n}")))
+            .collect();
+        enqueue_many(&mut conn, &jobs).await?;
+    }
+    drop(conn);
+    sqlx::query("VACUUM ANALYZE jobs").execute(pool).await?;
+    let mut children = spawn_workers(url, processes, concurrency)?;
+    let started = Instant::now();
+    for child in &mut children {
+        writeln!(child.stdin.as_mut().unwrap(), "go")?;
+    }
+    loop {
+        let left: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM jobs WHERE state IN ('pending', 'running'))")
+            .fetch_one(pool)
+            .await?;
+        if !left {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = started.elapsed();
+    stop(children)?;
+    let done: i64 = sqlx::query_scalar("SELECT count(*) FROM effect_ledger")
+        .fetch_one(pool)
+        .await?;
+    anyhow::ensure!(done == backlog, "drained {done} of {backlog} jobs");
+    Ok(backlog as f64 / elapsed.as_secs_f64())
+}
+
+/// Enqueues `samples` jobs one at a time to one idle worker process, each after the previous one
+/// ran; returns the p50 and p99 of enqueue-commit-to-handler-start in milliseconds.
+async fn latency(pool: &PgPool, url: &str, samples: usize) -> anyhow::Result<(f64, f64)> {
+    let mut children = spawn_workers(url, 1, 8)?;
+    writeln!(children[0].stdin.as_mut().unwrap(), "go")?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in 0..samples {
+        let mut tx = pool.begin().await?;
+        // The clock is read as late as possible: the commit that follows is part of the latency.
+        enqueue(
+            &mut tx,
+            &NewJob::new(
+                &BenchJob {
+                    sent_at_us: now_us(),
+                    effect: true,
+                },
+                format!("latency-{i}"),
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        loop {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM bench_effects")
+                .fetch_one(pool)
+                .await?;
+            if n as usize > i {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // Let the worker go idle again.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop(children)?;
+    let micros: Vec<i64> = sqlx::query_scalar("SELECT latency_us FROM bench_effects ORDER BY latency_us")
+        .fetch_all(pool)
+        .await?;
+    let pick = |q: f64| micros[((micros.len() as f64 - 1.0) * q).round() as usize] as f64 / 1000.0;
+    Ok((pick(0.5), pick(0.99)))
+}
+
+fn spawn_workers(url: &str, processes: usize, concurrency: usize) -> anyhow::Result<Vec<Child>> {
+    let exe = std::env::current_exe()?;
+    let mut children = Vec::new();
+    for _ in 0..processes {
+        let mut child = Command::new(&exe)
+            .args([
+                "drain-worker",
+                "--database-url",
+                url,
+                "--concurrency",
+                &concurrency.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting a worker process")?;
+        // Wait until it is connected, so that process start-up is not measured.
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line)?;
+        anyhow::ensure!(line.trim() == "ready", "worker process said {line:?}");
+        children.push(child);
+    }
+    Ok(children)
+}
+
+fn stop(children: Vec<Child>) -> anyhow::Result<()> {
+    for mut child in children {
+        drop(child.stdin.take());
+        child.wait()?;
+    }
+    Ok(())
+}
+
+/// One worker process: the same backend, worker and attempt runner as `worker run`, on the bench
+/// job. Starts on a line on stdin, stops when stdin closes.
+async fn drain_worker(url: &str, concurrency: usize) -> anyhow::Result<()> {
+    let pool = jobs::db::connect(url, concurrency as u32 + 4).await?;
+    let ctx = Ctx {
+        pool: pool.clone(),
+        stats: Arc::new(JobStats::default()),
+        completer: Completer::start(pool.clone()),
+    };
+    let mut wakeups = Wakeups::new(Duration::from_secs(1));
+    let wakeup = std::sync::Mutex::new(Some(wakeups.subscribe(Queue::Tracking)));
+    let name = format!("bench-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+    let settings = FetchSettings {
+        batch_size: concurrency as i64,
+        heartbeat: Duration::from_secs(5),
+    };
+    let p = pool.clone();
+    let monitor = Monitor::new().register(move |_| {
+        let wakeup = wakeup
+            .lock()
+            .unwrap()
+            .take()
+            .unwrap_or_else(|| Wakeups::new(Duration::from_secs(1)).subscribe(Queue::Tracking));
+        WorkerBuilder::new(name.as_str())
+            .backend(QueueBackend::<BenchJob>::new(p.clone(), settings, wakeup))
+            .concurrency(concurrency)
+            .data(ctx.clone())
+            .build(handle)
+    });
+    tokio::spawn(wakeups.listen(pool.clone()));
+    let (go, started) = tokio::sync::oneshot::channel::<()>();
+    let (eof, closed) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        let mut line = String::new();
+        let _ = stdin.lock().read_line(&mut line);
+        let _ = go.send(());
+        let _ = stdin.lock().read_line(&mut line);
+        let _ = eof.send(());
+    });
+    println!("ready");
+    std::io::stdout().flush()?;
+    let _ = started.await;
+    monitor
+        .run_with_signal(async move {
+            let _ = closed.await;
+            Ok(())
+        })
+        .await?;
+    Ok(())
+}
