@@ -403,7 +403,7 @@ async fn drain_worker(url: &str, concurrency: usize) -> anyhow::Result<()> {
         stats: Arc::new(JobStats::default()),
         completer: Completer::start(pool.clone()),
     };
-    let mut wakeups = Wakeups::new(Duration::from_secs(1));
+    let mut wakeups = Wakeups::new(worker::startup::POLL_FALLBACK);
     let wakeup = std::sync::Mutex::new(Some(wakeups.subscribe(Queue::Tracking)));
     let name = format!("bench-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
     let settings = FetchSettings {
@@ -416,7 +416,7 @@ async fn drain_worker(url: &str, concurrency: usize) -> anyhow::Result<()> {
             .lock()
             .unwrap()
             .take()
-            .unwrap_or_else(|| Wakeups::new(Duration::from_secs(1)).subscribe(Queue::Tracking));
+            .unwrap_or_else(|| Wakeups::new(worker::startup::POLL_FALLBACK).subscribe(Queue::Tracking));
         WorkerBuilder::new(name.as_str())
             .backend(QueueBackend::<BenchJob>::new(p.clone(), settings, wakeup))
             .concurrency(concurrency)

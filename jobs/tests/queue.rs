@@ -381,3 +381,45 @@ async fn finished_jobs_are_pruned_after_the_retention() {
     );
     assert_eq!(maintenance::prune_finished(&pool, Duration::ZERO).await.unwrap(), 1);
 }
+
+#[tokio::test]
+async fn an_enqueue_wakes_workers_only_when_its_queue_had_nothing_due() {
+    let pool = pool().await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await.unwrap();
+    listener.listen("paygate_jobs").await.unwrap();
+    let quiet = Duration::from_millis(300);
+
+    add(&pool, NewJob::new(&Touch { n: 1 }, "first")).await;
+    let woken = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(woken.payload(), "tracking");
+
+    // A job is already due: whoever drains the queue will find this one too.
+    add(&pool, NewJob::new(&Touch { n: 2 }, "second")).await;
+    assert!(
+        tokio::time::timeout(quiet, listener.recv()).await.is_err(),
+        "no NOTIFY while a job is due"
+    );
+
+    // A job that is not due yet wakes nobody.
+    fetch(&pool, "w", 10).await;
+    add(
+        &pool,
+        NewJob::new(&Touch { n: 3 }, "later").run_at(chrono::Utc::now() + chrono::Duration::hours(1)),
+    )
+    .await;
+    assert!(
+        tokio::time::timeout(quiet, listener.recv()).await.is_err(),
+        "no NOTIFY for a scheduled job"
+    );
+
+    // Nothing due again: the next enqueue wakes the workers.
+    add(&pool, NewJob::new(&Touch { n: 4 }, "fourth")).await;
+    let woken = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(woken.payload(), "tracking");
+}

@@ -27,8 +27,10 @@ pub const GRACE: Duration = Duration::from_secs(20);
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
 /// How long a silent worker is presumed alive; its jobs are rescued after this.
 pub const WORKER_TIMEOUT: Duration = Duration::from_secs(20);
-/// How often an idle worker looks for jobs that became due by time.
-pub const POLL_FALLBACK: Duration = Duration::from_secs(1);
+/// How often an idle worker looks for jobs without being woken: jobs that became due by time
+/// (retries, deferrals), and the few enqueues that send no NOTIFY (see the migration
+/// `notify_only_idle_queues`). It bounds their wait; an empty fetch costs one index probe.
+pub const POLL_FALLBACK: Duration = Duration::from_millis(100);
 
 /// Runs every queue's worker until `shutdown` resolves, then hands back what is unfinished.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {

@@ -281,8 +281,8 @@ impl<T: JobPayload> BackendConfig for QueueBackend<T> {
 }
 
 /// Wakeup wakes one idle worker: on every NOTIFY for its queue, and on a fallback tick that
-/// catches jobs that became due by time (retries, deferrals) and notifications lost while the
-/// listener reconnected.
+/// catches jobs that became due by time (retries, deferrals), enqueues that sent no NOTIFY
+/// because the queue already had jobs due, and notifications lost while the listener reconnected.
 #[derive(Debug)]
 pub struct Wakeup {
     notifications: UnboundedReceiver<()>,
