@@ -14,13 +14,6 @@ async fn enqueue_to_distinct_chats(world: &World) {
     }
 }
 
-async fn count(world: &World, sql: &str) -> i64 {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
-        .fetch_one(&world.pool)
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_worker_killed_mid_batch_loses_no_effect_and_doubles_none() {
     let world = World::new(Limits {
@@ -32,14 +25,14 @@ async fn a_worker_killed_mid_batch_loses_no_effect_and_doubles_none() {
 
     let mut first = world.spawn_worker_process(300.0);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while count(&world, "SELECT count(*) FROM telegram_deliveries").await < 100 {
+    while world.count("SELECT count(*) FROM telegram_deliveries").await < 100 {
         assert!(Instant::now() < deadline, "the first worker made no progress");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     signal(&first, "KILL");
     exited(&mut first).await;
-    let orphaned = count(&world, "SELECT count(*) FROM jobs WHERE state = 'running'").await;
-    let done_at_kill = count(&world, "SELECT count(*) FROM telegram_deliveries").await;
+    let orphaned = world.count("SELECT count(*) FROM jobs WHERE state = 'running'").await;
+    let done_at_kill = world.count("SELECT count(*) FROM telegram_deliveries").await;
     assert!(done_at_kill < JOBS, "the kill came too late to test anything");
 
     // A second worker finishes the queue, rescuing the first one's running jobs within a minute.
@@ -57,12 +50,14 @@ async fn a_worker_killed_mid_batch_loses_no_effect_and_doubles_none() {
     assert!(exited(&mut second).await.success());
 
     // Effects: exactly one ledger row and one delivery record per job, none lost, none doubled.
-    assert_eq!(count(&world, "SELECT count(*) FROM effect_ledger").await, JOBS);
+    assert_eq!(world.count("SELECT count(*) FROM effect_ledger").await, JOBS);
     assert_eq!(
-        count(&world, "SELECT count(DISTINCT logical_key) FROM telegram_deliveries").await,
+        world
+            .count("SELECT count(DISTINCT logical_key) FROM telegram_deliveries")
+            .await,
         JOBS
     );
-    assert_eq!(count(&world, "SELECT count(*) FROM telegram_deliveries").await, JOBS);
+    assert_eq!(world.count("SELECT count(*) FROM telegram_deliveries").await, JOBS);
     // Messages: every chat got its message. Only a job in flight at the kill can have been sent
     // twice (the documented window between Telegram's answer and our commit).
     let sent = world.telegram.messages();
@@ -105,22 +100,20 @@ async fn sigterm_hands_back_unfinished_work_and_exits_in_time() {
         stopping.elapsed()
     );
     assert_eq!(
-        count(&world, "SELECT count(*) FROM jobs WHERE state = 'running'").await,
+        world.count("SELECT count(*) FROM jobs WHERE state = 'running'").await,
         0,
         "nothing left running"
     );
     assert_eq!(
-        count(&world, "SELECT count(*) FROM job_workers").await,
+        world.count("SELECT count(*) FROM job_workers").await,
         0,
         "the worker deregistered"
     );
-    assert!(count(&world, "SELECT count(*) FROM jobs WHERE state = 'pending'").await > 0);
+    assert!(world.count("SELECT count(*) FROM jobs WHERE state = 'pending'").await > 0);
     assert_eq!(
-        count(
-            &world,
-            "SELECT count(*) FROM jobs WHERE state = 'pending' AND attempt > 0"
-        )
-        .await,
+        world
+            .count("SELECT count(*) FROM jobs WHERE state = 'pending' AND attempt > 0")
+            .await,
         0,
         "handed-back jobs keep their attempts"
     );

@@ -19,13 +19,7 @@ async fn an_enqueued_notification_is_sent_once_and_recorded() {
             WAIT,
         )
         .await;
-    world
-        .wait_for_count(
-            &format!("SELECT count(*) FROM jobs WHERE id = {job} AND state = 'completed'"),
-            1,
-            WAIT,
-        )
-        .await;
+    world.wait_for_job(job, "completed", WAIT).await;
     let sent = world.telegram.messages();
     assert_eq!(sent.len(), 1);
     assert_eq!((sent[0].chat_id, sent[0].text.as_str()), (42, "hello"));
@@ -51,24 +45,12 @@ async fn a_blocked_chat_is_marked_unreachable_and_not_retried() {
             WAIT,
         )
         .await;
-    world
-        .wait_for_count(
-            &format!("SELECT count(*) FROM jobs WHERE id = {job} AND state = 'completed'"),
-            1,
-            WAIT,
-        )
-        .await;
+    world.wait_for_job(job, "completed", WAIT).await;
     let (_, attempt, errors) = world.job(job).await;
     assert_eq!((attempt, errors), (1, serde_json::json!([])));
     // Later messages to the chat are not even attempted.
     let later = world.notify("n2", 7, "promo 2").await.id().unwrap();
-    world
-        .wait_for_count(
-            &format!("SELECT count(*) FROM jobs WHERE id = {later} AND state = 'completed'"),
-            1,
-            WAIT,
-        )
-        .await;
+    world.wait_for_job(later, "completed", WAIT).await;
     worker.stop().await;
     assert!(world.telegram.messages().is_empty());
     let statuses: Vec<String> = sqlx::query_scalar("SELECT status FROM telegram_deliveries ORDER BY logical_key")
@@ -84,13 +66,7 @@ async fn telegrams_retry_after_is_obeyed_without_burning_an_attempt() {
     world.telegram.throttle_next(9, 1);
     let worker = world.start_worker(world.worker_config(30.0));
     let job = world.notify("n1", 9, "hi").await.id().unwrap();
-    world
-        .wait_for_count(
-            &format!("SELECT count(*) FROM jobs WHERE id = {job} AND state = 'completed'"),
-            1,
-            WAIT,
-        )
-        .await;
+    world.wait_for_job(job, "completed", WAIT).await;
     worker.stop().await;
     let (_, attempt, errors) = world.job(job).await;
     assert_eq!(attempt, 1, "the throttled attempt was given back");

@@ -75,14 +75,25 @@ impl World {
         enqueued
     }
 
+    /// The result of `sql`, a query returning one count.
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Waits until job `id` is in `state`, or panics after `timeout`.
+    pub async fn wait_for_job(&self, id: i64, state: &str, timeout: Duration) {
+        let sql = format!("SELECT count(*) FROM jobs WHERE id = {id} AND state = '{state}'");
+        self.wait_for_count(&sql, 1, timeout).await;
+    }
+
     /// Waits until `sql` (a single count) returns `want`, or panics after `timeout`.
     pub async fn wait_for_count(&self, sql: &str, want: i64, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
-            let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
-                .fetch_one(&self.pool)
-                .await
-                .unwrap();
+            let n = self.count(sql).await;
             if n == want {
                 return;
             }
