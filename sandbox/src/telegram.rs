@@ -21,6 +21,8 @@ pub struct SentMessage {
     pub text: String,
     pub parse_mode: Option<String>,
     pub reply_markup: Option<Value>,
+    /// The sender's `User-Agent`.
+    pub user_agent: Option<String>,
     /// Milliseconds since the fake started.
     pub at_ms: u64,
 }
@@ -166,6 +168,7 @@ fn ok(result: Value) -> poem::Response {
 #[handler]
 fn bot_method(
     Path((bot, method)): Path<(String, String)>,
+    headers: &poem::http::HeaderMap,
     body: Json<Value>,
     shared: Data<&Arc<Shared>>,
 ) -> poem::Response {
@@ -173,12 +176,18 @@ fn bot_method(
         return error(401, "Unauthorized", None);
     }
     match method.to_ascii_lowercase().as_str() {
-        "sendmessage" => send_message(&shared, &body),
+        "sendmessage" => {
+            let user_agent = headers
+                .get("user-agent")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            send_message(&shared, &body, user_agent)
+        }
         _ => error(404, "Not Found: method not found", None),
     }
 }
 
-fn send_message(shared: &Shared, body: &Value) -> poem::Response {
+fn send_message(shared: &Shared, body: &Value, user_agent: Option<String>) -> poem::Response {
     let Some(chat_id) = body["chat_id"].as_i64() else {
         return error(400, "Bad Request: chat not found", None);
     };
@@ -225,6 +234,7 @@ fn send_message(shared: &Shared, body: &Value) -> poem::Response {
         text: text.to_string(),
         parse_mode: body["parse_mode"].as_str().map(str::to_string),
         reply_markup: body.get("reply_markup").cloned(),
+        user_agent,
         at_ms: now.duration_since(shared.started).as_millis() as u64,
     });
     let date = SystemTime::now()

@@ -8,6 +8,11 @@ use sandbox::telegram::Limits;
 
 const JOBS: i64 = 600;
 
+/// Starts a worker process running the current worker code (see tests/Cargo.toml).
+fn spawn_worker(world: &World, per_second: f64) -> std::process::Child {
+    world.spawn_worker_process(env!("CARGO_BIN_EXE_worker-under-test"), per_second)
+}
+
 async fn enqueue_to_distinct_chats(world: &World) {
     for i in 0..JOBS {
         world.notify(&format!("crash-{i}"), 1000 + i, "hello").await;
@@ -23,7 +28,7 @@ async fn a_worker_killed_mid_batch_loses_no_effect_and_doubles_none() {
     .await;
     enqueue_to_distinct_chats(&world).await;
 
-    let mut first = world.spawn_worker_process(300.0);
+    let mut first = spawn_worker(&world, 300.0);
     let deadline = Instant::now() + Duration::from_secs(30);
     while world.count("SELECT count(*) FROM telegram_deliveries").await < 100 {
         assert!(Instant::now() < deadline, "the first worker made no progress");
@@ -37,7 +42,7 @@ async fn a_worker_killed_mid_batch_loses_no_effect_and_doubles_none() {
 
     // A second worker finishes the queue, rescuing the first one's running jobs within a minute.
     let killed_at = Instant::now();
-    let mut second = world.spawn_worker_process(300.0);
+    let mut second = spawn_worker(&world, 300.0);
     world
         .wait_for_count(
             "SELECT count(*) FROM jobs WHERE state = 'completed'",
@@ -82,7 +87,7 @@ async fn sigterm_hands_back_unfinished_work_and_exits_in_time() {
     .await;
     enqueue_to_distinct_chats(&world).await;
     // Slow enough that work is still queued and running when the signal comes.
-    let mut worker = world.spawn_worker_process(50.0);
+    let mut worker = spawn_worker(&world, 50.0);
     world
         .wait_for_count(
             "SELECT least(count(*), 20) FROM telegram_deliveries",
@@ -117,4 +122,32 @@ async fn sigterm_hands_back_unfinished_work_and_exits_in_time() {
         0,
         "handed-back jobs keep their attempts"
     );
+}
+
+#[tokio::test]
+async fn two_worker_processes_share_one_send_pace() {
+    // 30 messages, 3 to each of 10 chats, at 10 a second overall, from two processes: the fake
+    // refuses (429) any send that breaks the bot-wide or per-chat limit, as Telegram does.
+    let world = World::new(Limits {
+        per_second: 10.0,
+        ..Limits::default()
+    })
+    .await;
+    for i in 0..30 {
+        world.notify(&format!("paced-{i}"), 500 + i % 10, "paced").await;
+    }
+    let mut first = spawn_worker(&world, 10.0);
+    let mut second = spawn_worker(&world, 10.0);
+    world
+        .wait_for_count("SELECT count(*) FROM telegram_deliveries", 30, Duration::from_secs(60))
+        .await;
+    for worker in [&mut first, &mut second] {
+        signal(worker, "TERM");
+        assert!(exited(worker).await.success());
+    }
+    assert_eq!(world.telegram.rate_limited(), 0, "no send broke Telegram's limits");
+    let sent = world.telegram.messages();
+    assert_eq!(sent.len(), 30);
+    let senders: HashSet<_> = sent.iter().map(|m| m.user_agent.clone()).collect();
+    assert_eq!(senders.len(), 2, "both processes sent: {senders:?}");
 }

@@ -116,9 +116,10 @@ impl World {
 }
 
 impl World {
-    /// Starts `worker run` as a separate process, as a worker dyno runs, sending at `per_second`.
-    pub fn spawn_worker_process(&self, per_second: f64) -> std::process::Child {
-        std::process::Command::new(binary("worker"))
+    /// Starts `worker run` from binary `worker` as a separate process, as a worker dyno runs it,
+    /// sending at `per_second`. `WORKER_LOG` sets its log filter.
+    pub fn spawn_worker_process(&self, worker: &str, per_second: f64) -> std::process::Child {
+        std::process::Command::new(worker)
             .arg("run")
             .env("DATABASE_URL", &self.database_url)
             .env("TELEGRAM_BOT_TOKEN", BOT_TOKEN)
@@ -132,23 +133,6 @@ impl World {
             .spawn()
             .expect("starting the worker binary")
     }
-}
-
-/// The path of workspace binary `name`, built beside this test binary by `cargo test`.
-pub fn binary(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    // target/<profile>/deps/e2e-… → target/<profile>/<name>
-    let path = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("a target directory")
-        .join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: run the whole suite with `cargo test`, or `cargo build -p {name}` first",
-        path.display()
-    );
-    path
 }
 
 /// Sends `signal` (e.g. "KILL", "TERM") to `child`.

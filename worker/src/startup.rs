@@ -52,8 +52,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let notifier = Notifier {
         pool: pool.clone(),
         stats: stats.clone(),
-        telegram: TelegramClient::new(&config.telegram_bot_token, &config.telegram_api_url)
-            .map_err(anyhow::Error::msg)?,
+        telegram: TelegramClient::new(
+            &config.telegram_bot_token,
+            &config.telegram_api_url,
+            &format!("paygate-worker/{process}"),
+        )
+        .map_err(anyhow::Error::msg)?,
         pace: config.telegram_pace,
     };
     let notifications_name = worker_name(&process, Queue::Notifications);

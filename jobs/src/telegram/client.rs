@@ -39,8 +39,9 @@ pub enum SendError {
 }
 
 impl TelegramClient {
-    /// A client for the bot with `token`, talking to `api_url`.
-    pub fn new(token: &Secret, api_url: &str) -> Result<TelegramClient, String> {
+    /// A client for the bot with `token`, talking to `api_url`, introducing itself as
+    /// `user_agent` (the worker process's name, so that a request can be traced to its sender).
+    pub fn new(token: &Secret, api_url: &str, user_agent: &str) -> Result<TelegramClient, String> {
         let url = reqwest::Url::parse(api_url.trim_end_matches('/')).map_err(|e| format!("{api_url:?}: {e}"))?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
@@ -48,6 +49,7 @@ impl TelegramClient {
             // worker slot for long.
             .timeout(Duration::from_secs(20))
             .tcp_nodelay(true)
+            .user_agent(user_agent)
             .build()
             .map_err(|e| e.to_string())?;
         Ok(TelegramClient {
