@@ -14,7 +14,9 @@ BEGIN
     WHERE NOT EXISTS (
         SELECT 1 FROM jobs j
         WHERE j.queue = q.queue AND j.state = 'pending' AND j.run_at <= now()
-          AND j.id NOT IN (SELECT id FROM inserted));
+          -- NOT EXISTS, not NOT IN: NOT IN over a transition table larger than work_mem is
+          -- planned as a nested loop, quadratic in the size of a bulk enqueue.
+          AND NOT EXISTS (SELECT 1 FROM inserted i WHERE i.id = j.id));
     RETURN NULL;
 END
 $$;

@@ -423,3 +423,33 @@ async fn an_enqueue_wakes_workers_only_when_its_queue_had_nothing_due() {
         .unwrap();
     assert_eq!(woken.payload(), "tracking");
 }
+
+#[tokio::test]
+async fn a_stale_attempts_failure_does_not_move_a_job_another_worker_has_taken() {
+    let pool = pool().await;
+    let id = add(&pool, NewJob::new(&Touch { n: 1 }, "k")).await.id().unwrap();
+    let stale = fetch(&pool, "slow-worker", 1).await.pop().unwrap();
+    // The slow worker is presumed dead and its job handed to another.
+    sqlx::query("UPDATE jobs SET state = 'pending', locked_by = NULL WHERE id = $1")
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let current = fetch(&pool, "other-worker", 1).await.pop().unwrap();
+    assert_eq!(current.id, id);
+    run_attempt(&pool, &JobStats::default(), stale, |_| async {
+        Err(JobError::Terminal("late".into()))
+    })
+    .await
+    .unwrap();
+    let (state, locked_by): (String, Option<String>) =
+        sqlx::query_as("SELECT state, locked_by FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (state.as_str(), locked_by.as_deref()),
+        ("running", Some("other-worker"))
+    );
+}

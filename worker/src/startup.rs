@@ -85,7 +85,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let names = vec![worker_name(&process, Queue::Notifications)];
 
     tokio::spawn(wakeups.listen(pool.clone()));
-    let maintenance = tokio::spawn(maintain(pool.clone(), stats.clone(), config.job_retention));
+    let maintenance = tokio::spawn(maintain(
+        pool.clone(),
+        stats.clone(),
+        config.job_retention,
+        names.clone(),
+    ));
     tracing::info!(process, queues = ?names, "worker running");
     monitor
         .run_with_signal(async move {
@@ -115,15 +120,24 @@ fn worker_name(process: &str, queue: Queue) -> String {
     format!("{process}:{queue}")
 }
 
-/// Rescues orphans, prunes finished jobs and flushes counters, every few seconds, forever. Each
-/// step is safe to run in every process at once.
-async fn maintain(pool: PgPool, stats: Arc<JobStats>, retention: Duration) {
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
+/// Heartbeats this process's workers, rescues orphans, prunes finished jobs and flushes counters,
+/// every [`HEARTBEAT`], until aborted after the hand-back. Each step is safe to run in every
+/// process at once.
+///
+/// The heartbeat is sent from here rather than by apalis's backend, which skips it while fetched
+/// jobs wait for a slot and during shutdown: a busy worker must not look dead.
+async fn maintain(pool: PgPool, stats: Arc<JobStats>, retention: Duration, workers: Vec<String>) {
+    let mut tick = tokio::time::interval(HEARTBEAT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut round: u64 = 0;
     loop {
         tick.tick().await;
         round += 1;
+        for worker in &workers {
+            if let Err(e) = maintenance::heartbeat(&pool, worker).await {
+                tracing::warn!(worker, error = %e, "heartbeat failed");
+            }
+        }
         match maintenance::rescue_orphans(&pool, WORKER_TIMEOUT).await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(rescued = n, "jobs of stopped workers handed to others"),

@@ -117,11 +117,18 @@ impl<T: JobPayload> JobStore<T> {
                         logical_key: row.logical_key,
                         attempt: row.attempt,
                         max_attempts: row.max_attempts,
+                        worker: worker.to_string(),
                         payload,
                     };
                     tasks.push(TaskBuilder::new(job).task_id(TaskId::Int(row.id as u64)).build());
                 }
-                Err(e) => bury_undecodable(&self.pool, row.id, &e.to_string()).await?,
+                Err(e) => {
+                    // A failed burial must not strand the rest of the batch: the row stays
+                    // running and is rescued as stuck later.
+                    if let Err(db) = bury_undecodable(&self.pool, row.id, &e.to_string()).await {
+                        tracing::error!(job = row.id, error = %db, "could not mark an undecodable job dead");
+                    }
+                }
             }
         }
         Ok(tasks)
@@ -176,14 +183,20 @@ impl<T: JobPayload> Persistence for JobStore<T> {
         }
     }
 
-    async fn reenqueue_abandoned(&mut self, tasks: Vec<Task<Job<T>>>, _: &WorkerContext) -> Result<u64, BackendError> {
+    async fn reenqueue_abandoned(
+        &mut self,
+        tasks: Vec<Task<Job<T>>>,
+        worker: &WorkerContext,
+    ) -> Result<u64, BackendError> {
         // Fetched but never started (the worker is stopping): back to the queue, attempt unspent.
         let ids: Vec<i64> = tasks.iter().map(|t| t.args.id).collect();
+        // Only rows still ours: a rescued job may already belong to another worker.
         let n = sqlx::query(
             "UPDATE jobs SET state = 'pending', attempt = greatest(attempt - 1, 0), locked_by = NULL, locked_at = NULL
-             WHERE id = ANY($1) AND state = 'running'",
+             WHERE id = ANY($1) AND state = 'running' AND locked_by = $2",
         )
         .bind(&ids)
+        .bind(worker.name())
         .execute(&self.pool)
         .await?
         .rows_affected();

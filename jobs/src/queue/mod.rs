@@ -106,6 +106,9 @@ pub struct Job<T> {
     /// This attempt's number, 1 for the first.
     pub attempt: i32,
     pub max_attempts: i32,
+    /// The worker that fetched this attempt: failures are recorded only while the job is still
+    /// this worker's, so a stale attempt cannot move a job another worker has since taken.
+    pub worker: String,
     pub payload: T,
 }
 

@@ -79,6 +79,7 @@ where
     Fut: Future<Output = Result<Completed, JobError>>,
 {
     let (id, queue, attempt, max_attempts) = (job.id, job.queue, job.attempt, job.max_attempts);
+    let worker = job.worker.clone();
     let started = Instant::now();
     let result = AssertUnwindSafe(tokio::time::timeout(ATTEMPT_TIMEOUT, handler(job)))
         .catch_unwind()
@@ -107,7 +108,7 @@ where
         Transition::Retry { .. } => tracing::warn!(job = id, %queue, attempt, %error, "job failed, will retry"),
         Transition::Dead { .. } => tracing::error!(job = id, %queue, attempt, %error, "job dead"),
     }
-    record(pool, id, &error, &transition).await?;
+    record(pool, id, &worker, &error, &transition).await?;
     match transition {
         Transition::Retry { refund: true, .. } => stats.deferred(queue),
         Transition::Retry { .. } => stats.retried(queue),
@@ -116,8 +117,14 @@ where
     Ok(())
 }
 
-/// Writes `transition` for running job `id`.
-async fn record(pool: &PgPool, id: i64, error: &JobError, transition: &Transition) -> Result<(), sqlx::Error> {
+/// Writes `transition` for job `id` if `worker` is still running it.
+async fn record(
+    pool: &PgPool,
+    id: i64,
+    worker: &str,
+    error: &JobError,
+    transition: &Transition,
+) -> Result<(), sqlx::Error> {
     let kind = match error {
         JobError::Retryable(_) => "retryable",
         JobError::RetryAfter { .. } => "retry_after",
@@ -140,7 +147,7 @@ async fn record(pool: &PgPool, id: i64, error: &JobError, transition: &Transitio
                  errors || jsonb_build_array(jsonb_build_object(
                      'attempt', attempt, 'at', now(), 'kind', $6::text, 'error', $5::text)),
                  '$[last - 49 to last]') END
-         WHERE id = $1 AND state = 'running'",
+         WHERE id = $1 AND state = 'running' AND locked_by = $7",
     )
     .bind(id)
     .bind(state)
@@ -148,6 +155,7 @@ async fn record(pool: &PgPool, id: i64, error: &JobError, transition: &Transitio
     .bind(i32::from(refund))
     .bind(message)
     .bind(kind)
+    .bind(worker)
     .execute(pool)
     .await?;
     Ok(())

@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 /// Pace is the configured send pace.
@@ -19,13 +18,14 @@ pub struct Pace {
     pub max_wait: Duration,
 }
 
-/// Slot is the answer to a reservation.
+/// Slot is the answer to a reservation. Waits are measured by the database's clock, the one
+/// the slots are kept in, so a worker whose clock is off neither sends early nor spins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Slot {
-    /// Send at this time (now or shortly).
-    Granted(DateTime<Utc>),
-    /// Nothing reserved; come back at this time.
-    NotBefore(DateTime<Utc>),
+    /// Send after this wait (zero or short).
+    Granted(Duration),
+    /// Nothing reserved; come back after this wait.
+    NotBefore(Duration),
 }
 
 impl Pace {
@@ -46,8 +46,9 @@ impl Pace {
 
     /// Reserves the earliest send time for `chat_id`.
     pub async fn reserve(&self, pool: &PgPool, chat_id: i64) -> Result<Slot, sqlx::Error> {
-        let (granted, at): (bool, DateTime<Utc>) = sqlx::query_as(
-            "SELECT granted, at FROM telegram_reserve_send(
+        let (granted, wait): (bool, f64) = sqlx::query_as(
+            "SELECT granted, greatest(extract(epoch FROM at - clock_timestamp()), 0)::float8
+             FROM telegram_reserve_send(
                  $1, make_interval(secs => $2), make_interval(secs => $3), make_interval(secs => $4))",
         )
         .bind(chat_id)
@@ -56,21 +57,22 @@ impl Pace {
         .bind(self.max_wait.as_secs_f64())
         .fetch_one(pool)
         .await?;
+        let wait = Duration::from_secs_f64(wait);
         Ok(if granted {
-            Slot::Granted(at)
+            Slot::Granted(wait)
         } else {
-            Slot::NotBefore(at)
+            Slot::NotBefore(wait)
         })
     }
 
-    /// Holds back `chat_id` until `until`: Telegram asked us to wait (429 `retry_after`).
-    pub async fn hold_chat(pool: &PgPool, chat_id: i64, until: DateTime<Utc>) -> Result<(), sqlx::Error> {
+    /// Holds back `chat_id` for `wait`: Telegram asked us to (429 `retry_after`).
+    pub async fn hold_chat(pool: &PgPool, chat_id: i64, wait: Duration) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "INSERT INTO telegram_send_slots (key, next_at) VALUES ('chat:' || $1, $2)
+            "INSERT INTO telegram_send_slots (key, next_at) VALUES ('chat:' || $1, clock_timestamp() + make_interval(secs => $2))
              ON CONFLICT (key) DO UPDATE SET next_at = greatest(telegram_send_slots.next_at, excluded.next_at)",
         )
         .bind(chat_id)
-        .bind(until)
+        .bind(wait.as_secs_f64())
         .execute(pool)
         .await?;
         Ok(())

@@ -5,16 +5,19 @@
 //! delivery, ledger row and job completion commit together.
 //!
 //! The remaining crash window: a worker that dies after Telegram accepted the message and before
-//! that commit leaves the job to be run again, and the message is sent a second time. Telegram
+//! that commit (or whose database stays unreachable for the ~50 s the record is retried) leaves
+//! the job to be run again, and the message is sent a second time. Telegram
 //! offers no idempotency key for sendMessage, so this window (one HTTP response plus one commit)
 //! can be narrowed but not closed. A send that times out is retried too, and may likewise have
 //! been delivered.
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use apalis_core::error::BoxDynError;
 use apalis_core::task::data::Data;
-use chrono::Utc;
+use backon::{ExponentialBuilder, Retryable};
 use jobs::metrics::JobStats;
 use jobs::queue::effect::Begun;
 use jobs::queue::outcome::run_attempt;
@@ -60,16 +63,27 @@ async fn deliver(notifier: &Notifier, job: Job<SendMessage>) -> Result<Completed
         }
     }
     match notifier.pace.reserve(pool, message.chat_id).await? {
-        Slot::NotBefore(at) => {
+        Slot::NotBefore(wait) => {
             return Err(JobError::RetryAfter {
-                delay: until(at),
+                delay: wait,
                 reason: None,
             });
         }
-        Slot::Granted(at) => tokio::time::sleep(until(at)).await,
+        Slot::Granted(wait) => tokio::time::sleep(wait).await,
     }
     match notifier.telegram.send_message(message).await {
-        Ok(message_id) => complete(pool, &job, async |tx| record(tx, &job, Some(message_id)).await).await,
+        Ok(message_id) => {
+            // Telegram has the message now: a database hiccup must not lead to a second send, so
+            // the record is retried here (about 50 s in all) before the attempt is given up.
+            (|| complete(pool, &job, async |tx| record(tx, &job, Some(message_id)).await))
+                .retry(
+                    ExponentialBuilder::default()
+                        .with_min_delay(Duration::from_millis(200))
+                        .with_max_times(8),
+                )
+                .notify(|e, wait| tracing::warn!(job = job.id, error = %e, ?wait, "recording a sent message failed"))
+                .await
+        }
         Err(SendError::Unreachable(reason)) => {
             tracing::info!(
                 job = job.id,
@@ -84,7 +98,7 @@ async fn deliver(notifier: &Notifier, job: Job<SendMessage>) -> Result<Completed
             .await
         }
         Err(SendError::RetryAfter(wait)) => {
-            Pace::hold_chat(pool, message.chat_id, Utc::now() + wait).await?;
+            Pace::hold_chat(pool, message.chat_id, wait).await?;
             Err(JobError::RetryAfter {
                 delay: wait,
                 reason: Some(format!("Telegram asked to wait {wait:?}")),
@@ -111,8 +125,4 @@ where
             Ok(tx.commit().await?)
         }
     }
-}
-
-fn until(at: chrono::DateTime<Utc>) -> std::time::Duration {
-    (at - Utc::now()).to_std().unwrap_or_default()
 }
