@@ -7,10 +7,14 @@
 //! - [`queue`]: the durable pipeline — queue names, enqueue, the effect protocol, retries,
 //!   dead letters, maintenance and the apalis backend that feeds workers.
 //! - [`metrics`]: job counters of worker processes, flushed to the database.
+//! - [`billing`]: plans, entitlements, Stripe events, checkout and portal requests, refunds.
+//! - [`stripe`]: the Stripe API client, webhook signatures, the event objects billing reads.
 //! - [`telegram`]: the `notifications` payload, the Bot API client, the shared send pace.
 
+pub mod billing;
 pub mod config;
 pub mod db;
 pub mod metrics;
 pub mod queue;
+pub mod stripe;
 pub mod telegram;

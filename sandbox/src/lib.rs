@@ -2,7 +2,11 @@
 //!
 //! # Layout
 //! - [`postgres`]: throwaway PostgreSQL clusters and per-test databases.
+//! - [`stripe`]: a fake Stripe API on loopback that records what it is sent; webhook events and
+//!   their signatures.
 //! - [`telegram`]: a fake Telegram Bot API server on loopback that records what it is sent.
 
 pub mod postgres;
+pub mod stripe;
+pub mod stripe_events;
 pub mod telegram;

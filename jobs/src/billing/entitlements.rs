@@ -1,0 +1,259 @@
+//! Entitlements: what a user may use, one row per source of payment, with its full history.
+//!
+//! A provider module (Stripe here, Telegram Stars next) derives the state a source should be in
+//! from everything it knows about that source, and hands it to [`set`]. `set` writes it only if it
+//! differs from what is stored, and records every change with its cause in `entitlement_changes`.
+//! Because the derived state is a function of accumulated facts, not of arrival order, replaying
+//! or reordering provider events ends in the same row.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+
+use crate::queue::NewJob;
+use crate::telegram::SendMessage;
+
+/// Status is where an entitlement stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Usable until `expires_at`.
+    Active,
+    /// Paused by a dispute or an unpaid subscription; may come back.
+    Suspended,
+    /// Ended early: cancelled, refunded.
+    Revoked,
+}
+
+impl Status {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Status::Active => "active",
+            Status::Suspended => "suspended",
+            Status::Revoked => "revoked",
+        }
+    }
+
+    fn parse(name: &str) -> Status {
+        match name {
+            "active" => Status::Active,
+            "suspended" => Status::Suspended,
+            _ => Status::Revoked,
+        }
+    }
+}
+
+/// State is what an entitlement should be, as a provider derives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct State {
+    pub user_id: i64,
+    pub plan: String,
+    pub entitlement: String,
+    pub status: Status,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub renews: bool,
+}
+
+/// Entitlement is a stored entitlement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Entitlement {
+    pub id: i64,
+    pub user_id: i64,
+    pub source: String,
+    pub plan: String,
+    pub entitlement: String,
+    pub status: Status,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub renews: bool,
+    pub updated_at: DateTime<Utc>,
+}
+
+type Row = (i64, i64, String, String, String, String, Option<DateTime<Utc>>, bool, DateTime<Utc>);
+
+macro_rules! columns {
+    () => {
+        "id, user_id, source, plan, entitlement, status, expires_at, renews, updated_at"
+    };
+}
+
+impl From<Row> for Entitlement {
+    fn from(r: Row) -> Entitlement {
+        Entitlement {
+            id: r.0,
+            user_id: r.1,
+            source: r.2,
+            plan: r.3,
+            entitlement: r.4,
+            status: Status::parse(&r.5),
+            expires_at: r.6,
+            renews: r.7,
+            updated_at: r.8,
+        }
+    }
+}
+
+impl Entitlement {
+    fn state(&self) -> State {
+        State {
+            user_id: self.user_id,
+            plan: self.plan.clone(),
+            entitlement: self.entitlement.clone(),
+            status: self.status,
+            expires_at: self.expires_at,
+            renews: self.renews,
+        }
+    }
+}
+
+/// Changed is a change [`set`] made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changed {
+    pub entitlement: Entitlement,
+    /// What it was before; `None` when the entitlement was created.
+    pub before: Option<State>,
+    /// The id of the `entitlement_changes` row recording it.
+    pub change_id: i64,
+}
+
+/// Makes the entitlement of `source` be `state`, recording the change and its `cause`. Returns
+/// `None` when it already was. Call it inside the effect transaction of the job that learnt the
+/// state, which serialises writers of one source through the row lock.
+pub async fn set(
+    conn: &mut PgConnection,
+    source: &str,
+    state: &State,
+    cause: &str,
+) -> Result<Option<Changed>, sqlx::Error> {
+    let current: Option<Row> = sqlx::query_as(concat!("SELECT ", columns!(), " FROM entitlements WHERE source = $1 FOR UPDATE"))
+    .bind(source)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let before = current.map(|row| Entitlement::from(row).state());
+    if before.as_ref() == Some(state) {
+        return Ok(None);
+    }
+    let row: Row = sqlx::query_as(concat!("INSERT INTO entitlements (user_id, source, plan, entitlement, status, expires_at, renews)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (source) DO UPDATE SET
+             user_id = excluded.user_id, plan = excluded.plan, entitlement = excluded.entitlement,
+             status = excluded.status, expires_at = excluded.expires_at, renews = excluded.renews,
+             updated_at = now()
+         RETURNING ", columns!()))
+    .bind(state.user_id)
+    .bind(source)
+    .bind(&state.plan)
+    .bind(&state.entitlement)
+    .bind(state.status.name())
+    .bind(state.expires_at)
+    .bind(state.renews)
+    .fetch_one(&mut *conn)
+    .await?;
+    let entitlement = Entitlement::from(row);
+    let change_id: i64 = sqlx::query_scalar(
+        "INSERT INTO entitlement_changes (entitlement_id, status, expires_at, renews, cause)
+         VALUES ($1, $2, $3, $4, $5) RETURNING id",
+    )
+    .bind(entitlement.id)
+    .bind(state.status.name())
+    .bind(state.expires_at)
+    .bind(state.renews)
+    .bind(cause)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(Some(Changed {
+        entitlement,
+        before,
+        change_id,
+    }))
+}
+
+/// The entitlements of `user_id` that are usable now.
+pub async fn active_for(pool: &PgPool, user_id: i64) -> Result<Vec<Entitlement>, sqlx::Error> {
+    let rows: Vec<Row> = sqlx::query_as(concat!("SELECT ", columns!(), " FROM entitlements
+         WHERE user_id = $1 AND status = 'active' AND expires_at > now()
+         ORDER BY expires_at DESC, id"))
+    .bind(user_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(Entitlement::from).collect())
+}
+
+/// The entitlement of `source`.
+pub async fn of_source(conn: &mut PgConnection, source: &str) -> Result<Option<Entitlement>, sqlx::Error> {
+    let row: Option<Row> = sqlx::query_as(concat!("SELECT ", columns!(), " FROM entitlements WHERE source = $1"))
+        .bind(source)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.map(Entitlement::from))
+}
+
+/// ChangeRecord is one row of an entitlement's history.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ChangeRecord {
+    pub status: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub renews: bool,
+    pub cause: String,
+}
+
+/// The history of the entitlement of `source`, oldest first.
+pub async fn history(conn: &mut PgConnection, source: &str) -> Result<Vec<ChangeRecord>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT c.status, c.expires_at, c.renews, c.cause
+         FROM entitlement_changes c JOIN entitlements e ON e.id = c.entitlement_id
+         WHERE e.source = $1 ORDER BY c.id",
+    )
+    .bind(source)
+    .fetch_all(conn)
+    .await
+}
+
+/// The message telling the user about `change`, as a `notifications` job keyed by the change, so
+/// that each change is told once. `None` when the change is not worth a message (nothing a user
+/// would notice changed).
+pub fn notification(change: &Changed, plan_name: &str, why: Option<&str>) -> Option<NewJob> {
+    let e = &change.entitlement;
+    let until = e
+        .expires_at
+        .map(|at| at.format("%Y-%m-%d").to_string())
+        .unwrap_or_default();
+    let before = change.before.as_ref();
+    let text = match (before.map(|b| b.status), e.status) {
+        (None | Some(Status::Revoked), Status::Active) => {
+            format!("✅ Your {plan_name} access is active until {until}. Thank you!")
+        }
+        (Some(Status::Suspended), Status::Active) => format!("✅ Your {plan_name} access is restored until {until}."),
+        (Some(Status::Active), Status::Active) => {
+            let b = before?;
+            if e.expires_at > b.expires_at {
+                format!("🔄 Your {plan_name} access is renewed until {until}.")
+            } else if b.renews && !e.renews {
+                format!("Your {plan_name} plan will not renew. Your access lasts until {until}.")
+            } else if !b.renews && e.renews {
+                format!("🔄 Your {plan_name} plan will renew on {until}.")
+            } else {
+                return None;
+            }
+        }
+        (_, Status::Suspended) if before.map(|b| b.status) != Some(Status::Suspended) => {
+            format!(
+                "⏸ Your {plan_name} access is suspended{}.",
+                why.map(|w| format!(": {w}")).unwrap_or_default()
+            )
+        }
+        (Some(Status::Active | Status::Suspended), Status::Revoked) => {
+            format!(
+                "Your {plan_name} access has ended{}.",
+                why.map(|w| format!(": {w}")).unwrap_or_default()
+            )
+        }
+        _ => return None,
+    };
+    let message = SendMessage {
+        chat_id: e.user_id,
+        text,
+        parse_mode: None,
+        buttons: Vec::new(),
+    };
+    Some(NewJob::new(&message, format!("entitlement_change:{}", change.change_id)))
+}

@@ -1,0 +1,166 @@
+//! Plans: what can be bought, at which price from which provider, and what it entitles to.
+//!
+//! Plans are configuration, read from `PLANS` (JSON) or the file `PLANS_FILE` names:
+//!
+//! ```json
+//! {"pro_monthly": {"name": "Pro", "entitlement": "pro", "period_days": 30,
+//!                  "stripe_price": "price_1Pgc…", "stars_price": 250}}
+//! ```
+
+use std::collections::BTreeMap;
+
+use chrono::Duration;
+use serde::Deserialize;
+
+use crate::config::{self, ConfigError};
+
+/// Plan is one thing a user can subscribe to.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    /// What users see, e.g. in notifications.
+    pub name: String,
+    /// The access the plan gives; several plans may give the same.
+    pub entitlement: String,
+    /// The length of one paid period.
+    pub period_days: u32,
+    /// The Stripe Price of the plan, when it can be bought through Stripe.
+    #[serde(default)]
+    pub stripe_price: Option<String>,
+    /// The price in Telegram Stars, when it can be bought with Stars.
+    #[serde(default)]
+    pub stars_price: Option<u32>,
+}
+
+impl Plan {
+    /// The length of one paid period.
+    pub fn period(&self) -> Duration {
+        Duration::days(i64::from(self.period_days))
+    }
+}
+
+/// Plans is the configured catalogue, by plan code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plans(BTreeMap<String, Plan>);
+
+impl Plans {
+    /// Reads `PLANS`, or the file named by `PLANS_FILE`.
+    pub fn from_env() -> Result<Plans, ConfigError> {
+        if let Some(json) = config::optional("PLANS") {
+            return Plans::parse(&json).map_err(|problem| ConfigError { var: "PLANS", problem });
+        }
+        let path = config::required("PLANS_FILE").map_err(|_| ConfigError {
+            var: "PLANS",
+            problem: "is not set (nor is PLANS_FILE)".into(),
+        })?;
+        let json = std::fs::read_to_string(&path).map_err(|e| ConfigError {
+            var: "PLANS_FILE",
+            problem: format!("cannot be read ({e}): {path:?}"),
+        })?;
+        Plans::parse(&json).map_err(|problem| ConfigError {
+            var: "PLANS_FILE",
+            problem,
+        })
+    }
+
+    /// Parses and checks a catalogue.
+    pub fn parse(json: &str) -> Result<Plans, String> {
+        let plans: BTreeMap<String, Plan> =
+            serde_json::from_str(json).map_err(|e| format!("is not a valid plan catalogue: {e}"))?;
+        if plans.is_empty() {
+            return Err("names no plan".into());
+        }
+        for (code, plan) in &plans {
+            let fault = |what: &str| Err(format!("plan {code:?}: {what}"));
+            if code.is_empty()
+                || code.len() > 64
+                || !code
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+            {
+                return fault("a code is 1 to 64 of a-z, 0-9, '_' and '-'");
+            }
+            if plan.entitlement.trim().is_empty() || plan.name.trim().is_empty() {
+                return fault("name and entitlement must not be empty");
+            }
+            if plan.period_days == 0 {
+                return fault("period_days must be at least 1");
+            }
+            if plan.stripe_price.as_deref().is_some_and(|p| !p.starts_with("price_")) {
+                return fault("stripe_price must be a Stripe Price id (price_…)");
+            }
+            if plan.stars_price == Some(0) {
+                return fault("stars_price must be at least 1");
+            }
+        }
+        Ok(Plans(plans))
+    }
+
+    /// The plan with this code.
+    pub fn get(&self, code: &str) -> Option<&Plan> {
+        self.0.get(code)
+    }
+
+    /// The plan whose Stripe Price is `price`, with its code.
+    pub fn by_stripe_price(&self, price: &str) -> Option<(&str, &Plan)> {
+        self.0
+            .iter()
+            .find(|(_, plan)| plan.stripe_price.as_deref() == Some(price))
+            .map(|(code, plan)| (code.as_str(), plan))
+    }
+
+    /// Every plan, by code.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Plan)> {
+        self.0.iter().map(|(code, plan)| (code.as_str(), plan))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CATALOGUE: &str = r#"{"pro_monthly": {"name": "Pro", "entitlement": "pro", "period_days": 30,
+        "stripe_price": "price_pro", "stars_price": 250}}"#;
+
+    #[test]
+    fn a_catalogue_is_read_by_code_and_by_stripe_price() {
+        let plans = Plans::parse(CATALOGUE).unwrap();
+        let plan = plans.get("pro_monthly").unwrap();
+        assert_eq!(plan.entitlement, "pro");
+        assert_eq!(plan.period(), Duration::days(30));
+        assert_eq!(plans.by_stripe_price("price_pro").unwrap().0, "pro_monthly");
+        assert!(plans.get("gold").is_none());
+        assert!(plans.by_stripe_price("price_other").is_none());
+    }
+
+    #[test]
+    fn malformed_catalogues_are_refused_with_the_reason() {
+        for (json, reason) in [
+            ("{}", "names no plan"),
+            ("[]", "not a valid plan catalogue"),
+            (
+                r#"{"Pro!": {"name": "Pro", "entitlement": "pro", "period_days": 30}}"#,
+                "a code is",
+            ),
+            (
+                r#"{"pro": {"name": "Pro", "entitlement": "pro", "period_days": 0}}"#,
+                "period_days",
+            ),
+            (
+                r#"{"pro": {"name": "Pro", "entitlement": "pro", "period_days": 1, "stripe_price": "prod_1"}}"#,
+                "stripe_price",
+            ),
+            (
+                r#"{"pro": {"name": "Pro", "entitlement": "", "period_days": 1}}"#,
+                "must not be empty",
+            ),
+            (
+                r#"{"pro": {"name": "Pro", "entitlement": "pro", "period_days": 1, "colour": "red"}}"#,
+                "unknown field",
+            ),
+        ] {
+            let err = Plans::parse(json).unwrap_err();
+            assert!(err.contains(reason), "{json}: {err}");
+        }
+    }
+}

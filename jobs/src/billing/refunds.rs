@@ -1,0 +1,179 @@
+//! Refunds ops ask for: stored with their job by the web process, made by a `refunds` worker
+//! (the provider call carries an idempotency key derived from the refund), then the entitlement
+//! the payment bought is revoked and the user told, in one transaction.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, PgPool};
+
+use crate::queue::{JobPayload, NewJob, Queue, enqueue};
+
+/// Provider is who took the payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Provider {
+    Stripe,
+}
+
+impl Provider {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Provider::Stripe => "stripe",
+        }
+    }
+}
+
+/// RefundStatus is where a refund stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundStatus {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+/// NewRefund is what ops ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRefund {
+    pub provider: Provider,
+    /// A Stripe payment intent (`pi_…`) or charge (`ch_…`/`py_…`).
+    pub payment: String,
+    /// In the currency's smallest unit; `None` refunds the rest of the payment.
+    pub amount: Option<i64>,
+    pub reason: Option<String>,
+}
+
+/// Refund is a stored refund.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refund {
+    pub id: i64,
+    pub provider: Provider,
+    pub payment: String,
+    pub amount: Option<i64>,
+    pub reason: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub status: RefundStatus,
+    pub provider_refund_id: Option<String>,
+    pub failure: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+type Row = (
+    i64,
+    String,
+    String,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    String,
+    Option<String>,
+    Option<String>,
+    DateTime<Utc>,
+    DateTime<Utc>,
+);
+
+macro_rules! columns {
+    () => {
+        "id, provider, payment, amount, reason, idempotency_key, status, provider_refund_id, failure, created_at, updated_at"
+    };
+}
+
+impl From<Row> for Refund {
+    fn from(r: Row) -> Refund {
+        Refund {
+            id: r.0,
+            provider: Provider::Stripe,
+            payment: r.2,
+            amount: r.3,
+            reason: r.4,
+            idempotency_key: r.5,
+            status: match r.6.as_str() {
+                "succeeded" => RefundStatus::Succeeded,
+                "failed" => RefundStatus::Failed,
+                _ => RefundStatus::Pending,
+            },
+            provider_refund_id: r.7,
+            failure: r.8,
+            created_at: r.9,
+            updated_at: r.10,
+        }
+    }
+}
+
+/// MakeRefund is the `refunds` job that makes one refund.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MakeRefund {
+    pub refund_id: i64,
+}
+
+impl JobPayload for MakeRefund {
+    const QUEUE: Queue = Queue::Refunds;
+}
+
+/// Created is a refund [`create`] stored, or the one an earlier call with the same key stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    New(Refund),
+    Existing(Refund),
+}
+
+/// Stores a refund and enqueues it, in one transaction. A repeated `idempotency_key` returns the
+/// first refund and writes nothing.
+pub async fn create(pool: &PgPool, refund: &NewRefund, idempotency_key: Option<&str>) -> Result<Created, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let row: Option<Row> = sqlx::query_as(concat!("INSERT INTO refunds (provider, payment, amount, reason, idempotency_key) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (idempotency_key) DO NOTHING
+         RETURNING ", columns!()))
+    .bind(refund.provider.name())
+    .bind(&refund.payment)
+    .bind(refund.amount)
+    .bind(&refund.reason)
+    .bind(idempotency_key)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        let existing: Row = sqlx::query_as(concat!("SELECT ", columns!(), " FROM refunds WHERE idempotency_key = $1"))
+            .bind(idempotency_key)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        return Ok(Created::Existing(existing.into()));
+    };
+    let refund = Refund::from(row);
+    enqueue(
+        &mut tx,
+        &NewJob::new(&MakeRefund { refund_id: refund.id }, format!("refund:{}", refund.id)),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Created::New(refund))
+}
+
+/// The refund with this id.
+pub async fn get(conn: &mut PgConnection, id: i64) -> Result<Option<Refund>, sqlx::Error> {
+    let row: Option<Row> = sqlx::query_as(concat!("SELECT ", columns!(), " FROM refunds WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.map(Refund::from))
+}
+
+/// Records how a pending refund ended: the provider's refund id, or why it failed.
+pub async fn settle(conn: &mut PgConnection, id: i64, result: Result<&str, &str>) -> Result<(), sqlx::Error> {
+    let (status, provider_refund_id, failure) = match result {
+        Ok(provider_id) => ("succeeded", Some(provider_id), None),
+        Err(reason) => ("failed", None, Some(reason)),
+    };
+    sqlx::query(
+        "UPDATE refunds SET status = $2, provider_refund_id = $3, failure = $4, updated_at = now()
+         WHERE id = $1 AND status = 'pending'",
+    )
+    .bind(id)
+    .bind(status)
+    .bind(provider_refund_id)
+    .bind(failure)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}

@@ -1,0 +1,249 @@
+//! Billing requests: a user asks for a Stripe Checkout or Billing Portal session; the web process
+//! stores the request with its job; a `checkout` worker asks Stripe and settles the request with
+//! the session's URL or a readable failure; the client long-polls until then.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgListener;
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::broadcast;
+
+use crate::queue::{JobPayload, NewJob, Queue, enqueue};
+
+/// The channel a settled request is announced on (by a trigger, see migration 4).
+pub const CHANNEL: &str = "paygate_billing_requests";
+
+/// Kind is what a request asks Stripe for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Checkout,
+    Portal,
+}
+
+impl Kind {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Kind::Checkout => "checkout",
+            Kind::Portal => "portal",
+        }
+    }
+}
+
+/// RequestStatus is where a request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestStatus {
+    Pending,
+    Ready,
+    Failed,
+}
+
+/// BillingRequest is a stored request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BillingRequest {
+    pub id: i64,
+    pub user_id: i64,
+    pub kind: Kind,
+    pub plan: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub status: RequestStatus,
+    pub url: Option<String>,
+    pub failure: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+type Row = (
+    i64,
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+    Option<String>,
+    Option<String>,
+    DateTime<Utc>,
+    DateTime<Utc>,
+);
+
+macro_rules! columns {
+    () => {
+        "id, user_id, kind, plan, idempotency_key, status, url, failure, created_at, updated_at"
+    };
+}
+
+impl From<Row> for BillingRequest {
+    fn from(r: Row) -> BillingRequest {
+        BillingRequest {
+            id: r.0,
+            user_id: r.1,
+            kind: if r.2 == "portal" { Kind::Portal } else { Kind::Checkout },
+            plan: r.3,
+            idempotency_key: r.4,
+            status: match r.5.as_str() {
+                "ready" => RequestStatus::Ready,
+                "failed" => RequestStatus::Failed,
+                _ => RequestStatus::Pending,
+            },
+            url: r.6,
+            failure: r.7,
+            created_at: r.8,
+            updated_at: r.9,
+        }
+    }
+}
+
+/// CreateSession is the `checkout` job that asks Stripe for a request's session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateSession {
+    pub request_id: i64,
+}
+
+impl JobPayload for CreateSession {
+    const QUEUE: Queue = Queue::Checkout;
+}
+
+/// Created is a request [`create`] stored, or the one an earlier call with the same
+/// idempotency key stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    New(BillingRequest),
+    Existing(BillingRequest),
+}
+
+/// Stores a request of `user_id` and enqueues its session's creation, in one transaction. A
+/// repeated `idempotency_key` of the same user and kind returns the first request and writes
+/// nothing.
+pub async fn create(
+    pool: &PgPool,
+    user_id: i64,
+    kind: Kind,
+    plan: Option<&str>,
+    idempotency_key: Option<&str>,
+) -> Result<Created, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let row: Option<Row> = sqlx::query_as(concat!("INSERT INTO billing_requests (user_id, kind, plan, idempotency_key) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (user_id, kind, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+         RETURNING ", columns!()))
+    .bind(user_id)
+    .bind(kind.name())
+    .bind(plan)
+    .bind(idempotency_key)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        let existing: Row = sqlx::query_as(concat!("SELECT ", columns!(), " FROM billing_requests WHERE user_id = $1 AND kind = $2 AND idempotency_key = $3"))
+        .bind(user_id)
+        .bind(kind.name())
+        .bind(idempotency_key)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        return Ok(Created::Existing(existing.into()));
+    };
+    let request = BillingRequest::from(row);
+    let job = NewJob::new(&CreateSession { request_id: request.id }, format!("billing_request:{}", request.id));
+    enqueue(&mut tx, &job).await?;
+    tx.commit().await?;
+    Ok(Created::New(request))
+}
+
+/// The request with this id.
+pub async fn get(conn: &mut PgConnection, id: i64) -> Result<Option<BillingRequest>, sqlx::Error> {
+    let row: Option<Row> = sqlx::query_as(concat!("SELECT ", columns!(), " FROM billing_requests WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.map(BillingRequest::from))
+}
+
+/// Settlement is how a request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement<'a> {
+    Ready { url: &'a str, provider_id: &'a str },
+    Failed { reason: &'a str },
+}
+
+/// Settles a pending request; a request that is already settled stays as it is. Run it in the
+/// job's effect transaction: the commit wakes long-polling clients.
+pub async fn settle(conn: &mut PgConnection, id: i64, settlement: Settlement<'_>) -> Result<(), sqlx::Error> {
+    let (status, url, provider_id, failure) = match settlement {
+        Settlement::Ready { url, provider_id } => ("ready", Some(url), Some(provider_id), None),
+        Settlement::Failed { reason } => ("failed", None, None, Some(reason)),
+    };
+    sqlx::query(
+        "UPDATE billing_requests SET status = $2, url = $3, provider_id = $4, failure = $5, updated_at = now()
+         WHERE id = $1 AND status = 'pending'",
+    )
+    .bind(id)
+    .bind(status)
+    .bind(url)
+    .bind(provider_id)
+    .bind(failure)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// Settled tells long-polling clients which requests settled, from one LISTEN connection per
+/// process.
+#[derive(Debug, Clone)]
+pub struct Settled {
+    sender: broadcast::Sender<i64>,
+}
+
+impl Settled {
+    /// Starts listening; the task ends when every [`Settled`] clone is dropped.
+    pub async fn listen(pool: &PgPool) -> Result<Settled, sqlx::Error> {
+        let mut listener = PgListener::connect_with(pool).await?;
+        listener.listen(CHANNEL).await?;
+        let (sender, _) = broadcast::channel(1024);
+        let weak = sender.downgrade();
+        tokio::spawn(async move {
+            loop {
+                // try_recv would hide a lost connection; recv reconnects by itself and an id
+                // missed meanwhile only makes its waiter re-read at its deadline.
+                let Ok(notification) = listener.recv().await else {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                };
+                let Some(sender) = weak.upgrade() else { return };
+                if let Ok(id) = notification.payload().parse::<i64>() {
+                    let _ = sender.send(id);
+                }
+            }
+        });
+        Ok(Settled { sender })
+    }
+
+    /// The request `id` once it is settled, or as it stands at `timeout`. Reads the row once
+    /// before waiting and once after each announcement for it, so no settlement is missed.
+    pub async fn wait(&self, pool: &PgPool, id: i64, timeout: Duration) -> Result<Option<BillingRequest>, sqlx::Error> {
+        let mut announcements = self.sender.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let mut conn = pool.acquire().await?;
+            let request = get(&mut conn, id).await?;
+            drop(conn);
+            match &request {
+                Some(r) if r.status == RequestStatus::Pending => {}
+                _ => return Ok(request),
+            }
+            loop {
+                match tokio::time::timeout_at(deadline, announcements.recv()).await {
+                    Err(_) => return Ok(request),
+                    Ok(Ok(settled)) if settled != id => continue,
+                    // Ours, or announcements were lost (lagged/closed): read again.
+                    Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => break,
+                    Ok(Err(broadcast::error::RecvError::Closed)) => {
+                        tokio::time::sleep_until(deadline).await;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
