@@ -28,6 +28,10 @@ pub enum ProblemKind {
     InvalidRequest,
     /// 400: a well-formed notification that Telegram would refuse.
     InvalidNotification,
+    /// 400: a webhook whose signature is missing, malformed, stale or wrong.
+    InvalidSignature,
+    /// 400: a plan code that is not in the catalogue, or not for sale through this route.
+    UnknownPlan,
     /// 401: the bearer token is missing or wrong.
     Unauthorized,
     /// 404: no such route, or no such resource.
@@ -52,9 +56,11 @@ pub enum ProblemKind {
 
 impl ProblemKind {
     /// Every named kind, for the golden test of the slugs.
-    pub const NAMED: [ProblemKind; 11] = [
+    pub const NAMED: [ProblemKind; 13] = [
         ProblemKind::InvalidRequest,
         ProblemKind::InvalidNotification,
+        ProblemKind::InvalidSignature,
+        ProblemKind::UnknownPlan,
         ProblemKind::Unauthorized,
         ProblemKind::NotFound,
         ProblemKind::MethodNotAllowed,
@@ -69,7 +75,10 @@ impl ProblemKind {
     /// The HTTP status answered with this kind.
     pub fn status(self) -> StatusCode {
         match self {
-            ProblemKind::InvalidRequest | ProblemKind::InvalidNotification => StatusCode::BAD_REQUEST,
+            ProblemKind::InvalidRequest
+            | ProblemKind::InvalidNotification
+            | ProblemKind::InvalidSignature
+            | ProblemKind::UnknownPlan => StatusCode::BAD_REQUEST,
             ProblemKind::Unauthorized => StatusCode::UNAUTHORIZED,
             ProblemKind::NotFound => StatusCode::NOT_FOUND,
             ProblemKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -95,6 +104,8 @@ impl ProblemKind {
         match self {
             ProblemKind::InvalidRequest => "invalid-request",
             ProblemKind::InvalidNotification => "invalid-notification",
+            ProblemKind::InvalidSignature => "invalid-signature",
+            ProblemKind::UnknownPlan => "unknown-plan",
             ProblemKind::Unauthorized => "unauthorized",
             ProblemKind::NotFound => "not-found",
             ProblemKind::MethodNotAllowed => "method-not-allowed",
@@ -113,6 +124,8 @@ impl ProblemKind {
         match self {
             ProblemKind::InvalidRequest => "The request is invalid",
             ProblemKind::InvalidNotification => "The notification would be refused by Telegram",
+            ProblemKind::InvalidSignature => "The webhook signature does not verify",
+            ProblemKind::UnknownPlan => "No such plan for sale",
             ProblemKind::Unauthorized => "A valid bearer token is required",
             ProblemKind::NotFound => "Not found",
             ProblemKind::MethodNotAllowed => "Method not allowed",
@@ -188,7 +201,10 @@ impl Problem {
 
     /// An `unauthorized` problem; it says nothing about what was sent.
     pub fn unauthorized() -> Problem {
-        Problem::new(ProblemKind::Unauthorized, "send Authorization: Bearer <admin token>")
+        Problem::new(
+            ProblemKind::Unauthorized,
+            "send a valid token for this route as Authorization: Bearer <token>",
+        )
     }
 
     /// An `internal` problem for `cause`, which is logged with its source chain and not
@@ -238,7 +254,8 @@ impl ApiResponse for Problem {
         MetaResponses {
             responses: vec![MetaResponse {
                 description: "A problem (RFC 7807). `type` is a stable `urn:paygate:problem:<slug>`: \
-                              invalid-request (400), invalid-notification (400), unauthorized (401), \
+                              invalid-request (400), invalid-notification (400), invalid-signature (400), \
+                              unknown-plan (400), unauthorized (401), \
                               not-found (404), method-not-allowed (405), conflict (409), \
                               length-required (411), payload-too-large (413), \
                               unsupported-media-type (415), internal (500), unavailable (503).",
@@ -344,6 +361,8 @@ mod tests {
         let expected = [
             ("invalid-request", 400),
             ("invalid-notification", 400),
+            ("invalid-signature", 400),
+            ("unknown-plan", 400),
             ("unauthorized", 401),
             ("not-found", 404),
             ("method-not-allowed", 405),

@@ -6,11 +6,13 @@
 //! - [`startup`]: [`startup::Application`] — build (database, port, routes and middleware) and
 //!   serve until a shutdown signal.
 //! - [`routes`]: every route, declared with poem-openapi; [`openapi_json`] is their spec.
-//!   [`routes::health`] (probes and metrics), [`routes::notifications`], [`routes::ops`].
-//! - [`auth`]: the ops bearer token.
+//!   [`routes::health`] (probes and metrics), [`routes::notifications`], [`routes::ops`],
+//!   [`routes::refunds`], [`routes::billing`], [`routes::me`], [`routes::stripe_webhook`].
+//! - [`auth`]: the ops bearer token and user tokens (JWT).
 //! - [`error`]: problem+json answers, and the conversion of every other error into one.
 //! - [`telemetry`]: request ids, route labels, the request span and log line.
-//! - [`metrics`]: the Prometheus recorder, HTTP metrics and the job pipeline read at scrape.
+//! - [`metrics`]: the Prometheus recorder, HTTP and webhook metrics, and the job pipeline and
+//!   billing counters read at scrape.
 
 pub mod auth;
 pub mod config;

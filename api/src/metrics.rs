@@ -1,19 +1,23 @@
 //! Prometheus metrics of the web process, served by `GET /metrics`.
 //!
-//! Two sources. HTTP traffic is counted here, by [`HttpMetrics`]. The job pipeline is read from
-//! the database at each scrape: queue depths from [`jobs::queue::ops::queue_stats`], and the
-//! counters and durations that worker processes flush into `job_metrics` (workers take no HTTP
-//! traffic, so the web process serves their numbers). If that read fails the HTTP metrics are
-//! still served.
+//! Two sources. What this process sees is counted here: HTTP traffic by [`HttpMetrics`], Stripe
+//! webhook deliveries ([`stripe_webhook_event`]) and checkouts started ([`checkout_started`]).
+//! The job pipeline and the business is read from the database at each scrape: queue depths
+//! from [`jobs::queue::ops::queue_stats`], the counters and durations that worker processes
+//! flush into `job_metrics` (workers take no HTTP traffic, so the web process serves their
+//! numbers), and the business counters of [`jobs::billing::counters`] (payments, refunds). If a
+//! read fails, what it would have added is left out and the rest is still served.
 //!
 //! The recorder is global to the process and installed at most once, however many apps a
 //! process builds (the tests build many).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use jobs::billing::counters::{self as billing_counters, Counter as BillingCounter};
 use jobs::metrics::{Counter, DURATION_BUCKETS, Total};
 use jobs::queue::Queue;
 use jobs::queue::ops::{self, QueueStats};
@@ -30,6 +34,8 @@ const HTTP_DURATION_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 const QUEUE_JOBS: &str = "paygate_queue_jobs";
 const QUEUE_OLDEST: &str = "paygate_queue_oldest_pending_age_seconds";
 const JOB_DURATION: &str = "paygate_job_duration_seconds";
+const STRIPE_WEBHOOK_EVENTS: &str = "stripe_webhook_events_total";
+const CHECKOUT_STARTED: &str = "billing_checkout_started_total";
 
 /// How often histogram samples are folded in between scrapes, so they do not pile up.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -84,6 +90,53 @@ fn describe() {
     for counter in Counter::ALL {
         metrics::describe_counter!(counter_metric(counter), counter_help(counter));
     }
+    metrics::describe_counter!(
+        STRIPE_WEBHOOK_EVENTS,
+        "Stripe webhook deliveries, by event type and outcome (verified, duplicate, rejected)."
+    );
+    metrics::describe_counter!(CHECKOUT_STARTED, "Checkout requests stored, by plan.");
+}
+
+/// WebhookOutcome is what became of a webhook delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookOutcome {
+    /// Verified and stored.
+    Verified,
+    /// Refused: no or a wrong signature, or not an event.
+    Rejected,
+    /// Verified, and already stored by an earlier delivery.
+    Duplicate,
+}
+
+impl WebhookOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            WebhookOutcome::Verified => "verified",
+            WebhookOutcome::Rejected => "rejected",
+            WebhookOutcome::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// Counts a Stripe webhook delivery. `event_type` is the type of a verified event; a refused
+/// delivery's body is not trusted, so its type is `unknown`.
+pub fn stripe_webhook_event(event_type: Option<&str>, outcome: WebhookOutcome) {
+    let event_type = event_type.map_or("unknown", event_type_label).to_string();
+    metrics::counter!(STRIPE_WEBHOOK_EVENTS, "type" => event_type, "outcome" => outcome.label()).increment(1);
+}
+
+/// The label of an event type: the type itself when it looks like one of Stripe's
+/// (`^[a-z_.]{1,64}$`), else `other`, so that no sender can grow the label set without bound
+/// through odd strings.
+fn event_type_label(event_type: &str) -> &str {
+    let looks_like_stripes =
+        (1..=64).contains(&event_type.len()) && event_type.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'.');
+    if looks_like_stripes { event_type } else { "other" }
+}
+
+/// Counts a checkout request stored for `plan`, a code from the catalogue.
+pub fn checkout_started(plan: &str) {
+    metrics::counter!(CHECKOUT_STARTED, "plan" => plan.to_string()).increment(1);
 }
 
 fn counter_metric(counter: Counter) -> &'static str {
@@ -185,20 +238,28 @@ impl Pipeline {
 /// Serialises publish-and-render, so that concurrent scrapes each render what they read.
 static SCRAPE: Mutex<()> = Mutex::new(());
 
-/// The text of one scrape.
-pub async fn scrape(pool: &PgPool) -> String {
-    let handle = install();
-    let pipeline = match tokio::time::timeout(PIPELINE_READ_TIMEOUT, Pipeline::read(pool)).await {
-        Ok(Ok(pipeline)) => Some(pipeline),
+/// `read` within [`PIPELINE_READ_TIMEOUT`], or `None` after logging why not.
+async fn read_or_log<T>(what: &str, read: impl Future<Output = Result<T, sqlx::Error>>) -> Option<T> {
+    match tokio::time::timeout(PIPELINE_READ_TIMEOUT, read).await {
+        Ok(Ok(value)) => Some(value),
         Ok(Err(err)) => {
-            tracing::error!(error = %err, "reading the job pipeline's metrics failed");
+            tracing::error!(error = %err, "reading the {what} failed");
             None
         }
         Err(_) => {
-            tracing::error!("reading the job pipeline's metrics timed out");
+            tracing::error!("reading the {what} timed out");
             None
         }
-    };
+    }
+}
+
+/// The text of one scrape.
+pub async fn scrape(pool: &PgPool) -> String {
+    let handle = install();
+    let (pipeline, business) = tokio::join!(
+        read_or_log("job pipeline's metrics", Pipeline::read(pool)),
+        read_or_log("billing counters", billing_counters::all(pool)),
+    );
     let mut out = {
         let _serial = SCRAPE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(pipeline) = &pipeline {
@@ -209,7 +270,91 @@ pub async fn scrape(pool: &PgPool) -> String {
     if let Some(pipeline) = &pipeline {
         render_durations(&pipeline.totals, &mut out);
     }
+    if let Some(counters) = &business {
+        render_counters(counters, &mut out);
+    }
     out
+}
+
+/// Appends the business counters as Prometheus counters, one `# TYPE` per name. A row whose
+/// name or labels would not render as valid exposition text is left out and logged, and so is
+/// a name the recorder already rendered (two families of one name would break the scrape).
+fn render_counters(counters: &[BillingCounter], out: &mut String) {
+    let mut typed: Option<&str> = None;
+    for BillingCounter { name, labels, value } in counters {
+        if !valid_metric_name(name) || !valid_labels(labels) {
+            tracing::warn!(name = %name.escape_debug(), "a billing counter that cannot be rendered is left out");
+            continue;
+        }
+        if typed != Some(name.as_str()) {
+            if out.contains(&format!("# TYPE {name} ")) {
+                tracing::warn!(name = %name, "a billing counter has the name of a process metric; left out");
+                continue;
+            }
+            if !out.is_empty() && !out.ends_with('\n') {
+                out.push('\n');
+            }
+            let _ = writeln!(out, "# TYPE {name} counter");
+            typed = Some(name);
+        }
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    }
+}
+
+/// Whether `name` is a Prometheus metric name, `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+fn valid_metric_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_' || b == b':')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+}
+
+/// Whether `labels` is what goes inside a series' braces: empty, or `name="value"` pairs
+/// separated by commas, values escaped as the exposition format escapes them (`\\`, `\"`,
+/// `\n`) and on one line.
+fn valid_labels(labels: &str) -> bool {
+    let mut rest = labels;
+    while !rest.is_empty() {
+        let Some((name, after)) = rest.split_once("=\"") else {
+            return false;
+        };
+        if !valid_metric_name(name) || name.contains(':') {
+            return false;
+        }
+        let mut chars = after.char_indices();
+        let mut end = None;
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    if !matches!(chars.next(), Some((_, '\\' | '"' | 'n'))) {
+                        return false;
+                    }
+                }
+                '"' => {
+                    end = Some(i);
+                    break;
+                }
+                '\n' | '\r' => return false,
+                _ => {}
+            }
+        }
+        let Some(end) = end else { return false };
+        rest = &after[end + 1..];
+        if let Some(next) = rest.strip_prefix(',') {
+            if next.is_empty() {
+                return false;
+            }
+            rest = next;
+        } else if !rest.is_empty() {
+            return false;
+        }
+    }
+    true
 }
 
 /// One queue's job durations as `job_metrics` stores them.
@@ -338,6 +483,75 @@ mod tests {
             let mut out = String::new();
             render_durations(&[row("refunds", &name, 7.0)], &mut out);
             assert!(out.contains(&format!("le=\"{bound}\"}} 7\n")), "{name}: {out}");
+        }
+    }
+
+    fn counter(name: &str, labels: &str, value: f64) -> BillingCounter {
+        BillingCounter {
+            name: name.into(),
+            labels: labels.into(),
+            value,
+        }
+    }
+
+    #[test]
+    fn billing_counters_render_with_one_type_line_per_name() {
+        let mut out = "# TYPE http_requests_total counter\nhttp_requests_total{a=\"b\"} 1".to_string();
+        render_counters(
+            &[
+                counter("billing_payments_total", "status=\"disputed\"", 2.0),
+                counter("billing_payments_total", "status=\"paid\"", 5.0),
+                counter("billing_refunds_total", "", 1.0),
+                counter("http_requests_total", "x=\"y\"", 9.0),
+                counter("bad name", "", 1.0),
+                counter("billing_bad_total", "status=\"a\nb\"", 1.0),
+            ],
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            "# TYPE http_requests_total counter\nhttp_requests_total{a=\"b\"} 1\n\
+             # TYPE billing_payments_total counter\n\
+             billing_payments_total{status=\"disputed\"} 2\n\
+             billing_payments_total{status=\"paid\"} 5\n\
+             # TYPE billing_refunds_total counter\n\
+             billing_refunds_total 1\n"
+        );
+    }
+
+    #[test]
+    fn only_well_formed_label_sets_pass() {
+        for good in [
+            "",
+            "status=\"paid\"",
+            "a=\"1\",b_2=\"x y\"",
+            "a=\"quote \\\" and backslash \\\\ and \\n\"",
+            "a=\"\"",
+        ] {
+            assert!(valid_labels(good), "{good:?}");
+        }
+        for bad in [
+            "status",
+            "status=paid",
+            "status=\"paid",
+            "status=\"paid\",",
+            "status=\"paid\" x",
+            "1a=\"x\"",
+            "a:b=\"x\"",
+            "a=\"line\nbreak\"",
+            "a=\"bad \\x escape\"",
+            "a=\"x\"}} evil{b=\"y\"",
+        ] {
+            assert!(!valid_labels(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_stripe_like_event_types_become_labels() {
+        assert_eq!(event_type_label("checkout.session.completed"), "checkout.session.completed");
+        assert_eq!(event_type_label("invoice_payment.paid"), "invoice_payment.paid");
+        for odd in ["", "Invoice.Paid", "invoice.paid\"}", "x".repeat(65).as_str(), "v2.core.event1"] {
+            assert_eq!(event_type_label(odd), "other", "{odd:?}");
         }
     }
 

@@ -1,32 +1,38 @@
 //! Building the app and serving it until told to stop.
 //!
-//! [`Application::build`] connects to the database and binds the port (0 picks a free one, for
-//! tests), so that every start-up failure happens there; [`Application::run_until_stopped`]
+//! [`Application::build`] connects to the database, starts listening for settled billing
+//! requests and binds the port (0 picks a free one, for tests), so that every start-up failure
+//! happens there; [`Application::run_until_stopped`]
 //! serves until the shutdown future resolves, then stops accepting and lets in-flight requests
 //! finish, within Heroku's 30 s grace.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use poem::endpoint::BoxEndpoint;
 use poem::http::header;
 use poem::listener::TcpAcceptor;
-use poem::middleware::{CatchPanic, SizeLimit, SizeLimitEndpoint};
+use jobs::billing::requests::Settled;
+use poem::error::SizedLimitError;
+use poem::middleware::CatchPanic;
 use poem::{Endpoint, EndpointExt, IntoResponse, Middleware, Request, Response, Route, Server};
 use sqlx::PgPool;
 
-use crate::auth::AdminToken;
+use crate::auth::{AdminToken, UserTokens};
 use crate::config::Config;
-use crate::error::{self, Problem};
+use crate::error::{self, Problem, ProblemKind};
 use crate::metrics::{self, HttpMetrics};
 use crate::routes;
+use crate::routes::stripe_webhook::{self, StripeWebhookSecrets};
 use crate::telemetry::{RequestLog, RouteTable};
 
-/// The largest request body accepted, in bytes.
+/// The largest request body accepted, in bytes, on every route but those of [`BODY_LIMITS`].
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Routes that take larger bodies than [`MAX_BODY_BYTES`], by exact path.
+pub const BODY_LIMITS: [(&str, usize); 1] = [(stripe_webhook::PATH, stripe_webhook::MAX_BODY_BYTES)];
 
 /// How long in-flight requests may take to finish after a shutdown signal: inside Heroku's
 /// 30 s between SIGTERM and SIGKILL.
@@ -51,11 +57,14 @@ impl Application {
             .with_context(|| format!("binding {addr}"))?;
         let port = listener.local_addr().context("reading the bound address")?.port();
         let acceptor = TcpAcceptor::from_tokio(listener).context("accepting on the bound socket")?;
+        let settled = Settled::listen(&pool)
+            .await
+            .context("listening for settled billing requests (LISTEN on the database)")?;
         metrics::install();
         Ok(Application {
             port,
             acceptor,
-            app: app(pool, AdminToken(config.admin_token)),
+            app: app(pool, &config, settled),
         })
     }
 
@@ -74,8 +83,9 @@ impl Application {
 }
 
 /// The whole app: routes, then (inside out) the body limit, panic and error conversion to
-/// problems, HTTP metrics, and the request id and log line.
-pub fn app(pool: PgPool, admin_token: AdminToken) -> BoxEndpoint<'static, Response> {
+/// problems, HTTP metrics, and the request id and log line; `settled` wakes long-polling
+/// clients of billing requests (one per process).
+pub fn app(pool: PgPool, config: &Config, settled: Settled) -> BoxEndpoint<'static, Response> {
     let service = routes::service();
     let route_table = RouteTable::new(
         routes::templates().into_iter().chain(["/openapi.json".to_string()]),
@@ -91,7 +101,11 @@ pub fn app(pool: PgPool, admin_token: AdminToken) -> BoxEndpoint<'static, Respon
         .with(HttpMetrics)
         .with(RequestLog::new(route_table))
         .data(pool)
-        .data(admin_token)
+        .data(AdminToken(config.admin_token.clone()))
+        .data(UserTokens::new(&config.jwt))
+        .data(StripeWebhookSecrets(config.stripe_webhook_secrets.clone()))
+        .data(config.plans.clone())
+        .data(settled)
         .boxed()
 }
 
@@ -104,39 +118,52 @@ fn panicked(payload: Box<dyn std::any::Any + Send>) -> Response {
     Problem::internal(&std::io::Error::other(format!("handler panicked: {message}"))).into_response()
 }
 
-/// BodyLimit applies poem's [`SizeLimit`] of [`MAX_BODY_BYTES`] to requests that carry a
-/// body. `SizeLimit` alone would also refuse every body-less GET for lacking a
-/// `Content-Length`; a body without one (chunked) is still refused, with 411.
+/// BodyLimit refuses a request body over its route's limit ([`MAX_BODY_BYTES`], or the one
+/// [`BODY_LIMITS`] names) by its `Content-Length`, with 413, before anything reads it. A body
+/// without a `Content-Length` (chunked) is refused with 411; a request with no body at all (a
+/// GET) passes.
 struct BodyLimit;
 
-impl<E: Endpoint + 'static> Middleware<E> for BodyLimit {
+impl<E: Endpoint> Middleware<E> for BodyLimit {
     type Output = BodyLimitEndpoint<E>;
 
     fn transform(&self, inner: E) -> Self::Output {
-        let inner = Arc::new(inner);
-        BodyLimitEndpoint {
-            limited: SizeLimit::new(MAX_BODY_BYTES).transform(inner.clone()),
-            plain: inner,
-        }
+        BodyLimitEndpoint { inner }
     }
 }
 
 struct BodyLimitEndpoint<E> {
-    limited: SizeLimitEndpoint<Arc<E>>,
-    plain: Arc<E>,
+    inner: E,
 }
 
-impl<E: Endpoint + 'static> Endpoint for BodyLimitEndpoint<E> {
+/// The body limit of requests to `path`.
+fn body_limit(path: &str) -> usize {
+    BODY_LIMITS
+        .iter()
+        .find(|(p, _)| *p == path)
+        .map_or(MAX_BODY_BYTES, |(_, limit)| *limit)
+}
+
+impl<E: Endpoint> Endpoint for BodyLimitEndpoint<E> {
     type Output = E::Output;
 
     async fn call(&self, req: Request) -> poem::Result<Self::Output> {
-        let has_body =
-            req.headers().contains_key(header::CONTENT_LENGTH) || req.headers().contains_key(header::TRANSFER_ENCODING);
-        if has_body {
-            self.limited.call(req).await
-        } else {
-            self.plain.call(req).await
+        let headers = req.headers();
+        if headers.contains_key(header::CONTENT_LENGTH) {
+            let length = headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<usize>().ok())
+                .ok_or(SizedLimitError::MissingContentLength)?;
+            let limit = body_limit(req.uri().path());
+            if length > limit {
+                let detail = format!("the request body is over {limit} bytes");
+                return Err(Problem::new(ProblemKind::PayloadTooLarge, detail).into());
+            }
+        } else if headers.contains_key(header::TRANSFER_ENCODING) {
+            return Err(SizedLimitError::MissingContentLength.into());
         }
+        self.inner.call(req).await
     }
 }
 
@@ -145,6 +172,14 @@ mod tests {
     use poem::http::StatusCode;
 
     use super::*;
+
+    #[test]
+    fn the_webhook_takes_larger_bodies_than_the_rest() {
+        assert_eq!(body_limit("/webhooks/stripe"), 256 * 1024);
+        for path in ["/v1/ops/notifications", "/webhooks/stripe/", "/webhooks", "/"] {
+            assert_eq!(body_limit(path), MAX_BODY_BYTES, "{path}");
+        }
+    }
 
     #[tokio::test]
     async fn a_panic_is_an_internal_problem_without_its_message() {

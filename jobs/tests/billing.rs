@@ -121,7 +121,10 @@ async fn repeated_events_change_nothing_and_enqueue_nothing() {
     let sub = Subscription::new("repeat", USER, "pro_monthly", "price_pro");
     let paid = sub.checkout_session("checkout.session.completed", "paid", T0);
     assert_eq!(deliver(&pool, &paid).await, Outcome::Applied);
-    let jobs_before: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs").fetch_one(&pool).await.unwrap();
+    let jobs_before: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     // The same event id again: the inbox refuses it.
     let raw = paid.to_string();
     let parsed: Event = serde_json::from_str(&raw).unwrap();
@@ -129,13 +132,23 @@ async fn repeated_events_change_nothing_and_enqueue_nothing() {
     // Stripe resending the same state under a new event id: recorded, no change, no message.
     let again = sub.checkout_session("checkout.session.completed", "paid", T0);
     assert_eq!(deliver(&pool, &again).await, Outcome::Recorded);
-    let jobs_after: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs").fetch_one(&pool).await.unwrap();
-    assert_eq!(jobs_after, jobs_before + 1, "only the second event's own processing job");
+    let jobs_after: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        jobs_after,
+        jobs_before + 1,
+        "only the second event's own processing job"
+    );
     let mut conn = pool.acquire().await.unwrap();
     let history = entitlements::history(&mut conn, &source(&sub.id)).await.unwrap();
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].status, "active");
-    assert_eq!(history[0].cause, format!("stripe_event:{}", paid["id"].as_str().unwrap()));
+    assert_eq!(
+        history[0].cause,
+        format!("stripe_event:{}", paid["id"].as_str().unwrap())
+    );
     // The checkout's provisional period is the plan's 30 days.
     assert_eq!(history[0].expires_at, Some(at(T0 + 30 * DAY)));
 }
@@ -179,7 +192,10 @@ async fn partial_refunds_keep_access_disputes_suspend_deletion_revokes() {
     deliver(&pool, &sub.invoice_payment_paid(1, T0)).await;
     assert_eq!(state(&pool, &sub).await.unwrap().0, Status::Active);
 
-    assert_eq!(deliver(&pool, &sub.charge_refunded(1, false, T0 + 1)).await, Outcome::Ignored);
+    assert_eq!(
+        deliver(&pool, &sub.charge_refunded(1, false, T0 + 1)).await,
+        Outcome::Ignored
+    );
     assert_eq!(state(&pool, &sub).await.unwrap().0, Status::Active);
 
     assert_eq!(deliver(&pool, &sub.dispute_created(1, T0 + 2)).await, Outcome::Applied);
@@ -187,15 +203,26 @@ async fn partial_refunds_keep_access_disputes_suspend_deletion_revokes() {
 
     let deleted = sub.subscription("deleted", "canceled", false, T0 + 3);
     assert_eq!(deliver(&pool, &deleted).await, Outcome::Applied);
-    assert_eq!(state(&pool, &sub).await.unwrap(), (Status::Revoked, Some(at(T0 + 3)), false));
+    assert_eq!(
+        state(&pool, &sub).await.unwrap(),
+        (Status::Revoked, Some(at(T0 + 3)), false)
+    );
     // A late subscription.updated from before the deletion does not bring it back.
     deliver(&pool, &sub.subscription("updated", "active", false, T0 + 1)).await;
     assert_eq!(state(&pool, &sub).await.unwrap().0, Status::Revoked);
 
     let told = notices(&pool, USER).await;
     assert!(told[0].contains("active until"), "{told:?}");
-    assert!(told.iter().any(|t| t.contains("suspended: a payment is disputed")), "{told:?}");
-    assert!(told.last().unwrap().contains("has ended: the subscription was cancelled"), "{told:?}");
+    assert!(
+        told.iter().any(|t| t.contains("suspended: a payment is disputed")),
+        "{told:?}"
+    );
+    assert!(
+        told.last()
+            .unwrap()
+            .contains("has ended: the subscription was cancelled"),
+        "{told:?}"
+    );
 }
 
 #[tokio::test]
@@ -210,7 +237,11 @@ async fn an_async_payment_grants_only_when_it_succeeds_and_failures_are_told() {
     assert_eq!(state(&pool, &sub).await.unwrap().0, Status::Active);
 
     let other = Subscription::new("sepa_failed", USER + 1, "pro_monthly", "price_pro");
-    deliver(&pool, &other.checkout_session("checkout.session.completed", "unpaid", T0)).await;
+    deliver(
+        &pool,
+        &other.checkout_session("checkout.session.completed", "unpaid", T0),
+    )
+    .await;
     let failed = other.checkout_session("checkout.session.async_payment_failed", "unpaid", T0 + DAY);
     assert_eq!(deliver(&pool, &failed).await, Outcome::Notified);
     assert_eq!(state(&pool, &other).await, None);
@@ -223,15 +254,17 @@ async fn a_failed_invoice_payment_sends_the_user_to_the_billing_portal() {
     let sub = Subscription::new("failing", USER, "pro_monthly", "price_pro");
     let failed = sub.invoice_payment_failed(2, T0 + 60 * DAY, T0 + 30 * DAY);
     assert_eq!(deliver(&pool, &failed).await, Outcome::Notified);
-    let buttons: Value = sqlx::query_scalar(
-        "SELECT payload->'buttons' FROM jobs WHERE queue = 'notifications' AND logical_key = $1",
-    )
-    .bind(format!("stripe_event:{}:notice", failed["id"].as_str().unwrap()))
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let buttons: Value =
+        sqlx::query_scalar("SELECT payload->'buttons' FROM jobs WHERE queue = 'notifications' AND logical_key = $1")
+            .bind(format!("stripe_event:{}:notice", failed["id"].as_str().unwrap()))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(buttons[0][0]["url"], "https://t.me/paygate_bot/app?startapp=billing");
-    assert_eq!(buttons[1][0]["url"], format!("https://invoice.stripe.com/i/{}", sub.invoice(2)));
+    assert_eq!(
+        buttons[1][0]["url"],
+        format!("https://invoice.stripe.com/i/{}", sub.invoice(2))
+    );
     let failed_count = counters::all(&pool)
         .await
         .unwrap()
@@ -281,7 +314,11 @@ async fn the_invoices_own_period_replaces_the_provisional_one_from_checkout_in_e
         let checkout = sub.checkout_session("checkout.session.completed", "paid", T0);
         // A calendar month is 31 days here; the plan's provisional period is 30.
         let invoice = sub.invoice_paid(1, T0 + 31 * DAY, T0 + 1);
-        let (first, second) = if invoice_first { (&invoice, &checkout) } else { (&checkout, &invoice) };
+        let (first, second) = if invoice_first {
+            (&invoice, &checkout)
+        } else {
+            (&checkout, &invoice)
+        };
         deliver(&pool, first).await;
         deliver(&pool, second).await;
         assert_eq!(
@@ -290,4 +327,26 @@ async fn the_invoices_own_period_replaces_the_provisional_one_from_checkout_in_e
             "invoice first: {invoice_first}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_reversal_naming_the_same_payment_twice_is_one_reversal() {
+    let pool = pool().await;
+    let sub = Subscription::new("twice", USER, "pro_monthly", "price_pro");
+    deliver(&pool, &sub.invoice_paid(1, T0 + 30 * DAY, T0)).await;
+    deliver(&pool, &sub.invoice_payment_paid(1, T0)).await;
+    let pi = sub.payment_intent(1);
+    let mut tx = pool.begin().await.unwrap();
+    let outcome = jobs::billing::stripe::reverse(
+        &mut tx,
+        &plans(),
+        &[Some(pi.as_str()), None, Some(pi.as_str())],
+        jobs::billing::stripe::Reversal::Refund,
+        "refund:1",
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(outcome, Outcome::Applied);
+    assert_eq!(state(&pool, &sub).await.unwrap().0, Status::Revoked);
 }

@@ -1,4 +1,5 @@
 //! End-to-end tests: real PostgreSQL, the fake Bot API on loopback, the worker as it runs.
 
+mod billing;
 mod crash;
 mod notifications;

@@ -1,11 +1,15 @@
-//! Test harness: a fresh database, the fake Bot API, and worker processes, in-process or real.
+//! Test harness: a fresh database, the fake Bot API and fake Stripe, and worker processes,
+//! in-process or real.
 
 use std::time::{Duration, Instant};
 
+use jobs::billing::Plans;
+use jobs::billing::stripe::Links;
 use jobs::config::Secret;
 use jobs::queue::{Enqueued, NewJob, enqueue};
 use jobs::telegram::SendMessage;
 use jobs::telegram::pace::Pace;
+use sandbox::stripe::FakeStripe;
 use sandbox::telegram::{FakeTelegram, Limits};
 use sqlx::PgPool;
 use tokio::sync::oneshot;
@@ -13,11 +17,21 @@ use tokio::sync::oneshot;
 /// The bot token the tests configure; the fake refuses any other.
 pub const BOT_TOKEN: &str = "123456:test-token";
 
-/// World is one test's database and fake Bot API.
+/// The plan catalogue the tests configure.
+pub const PLANS: &str = r#"{"pro_monthly": {"name": "Pro", "entitlement": "pro", "period_days": 30,
+    "stripe_price": "price_pro_monthly", "stars_price": 250}}"#;
+/// Where Checkout and the Billing Portal send users back to, in the tests.
+pub const SUCCESS_URL: &str = "https://bot.example/paid";
+pub const CANCEL_URL: &str = "https://bot.example/cancelled";
+pub const PORTAL_RETURN_URL: &str = "https://bot.example/account";
+pub const PORTAL_LINK: &str = "https://t.me/paygate_bot/app?startapp=billing";
+
+/// World is one test's database, fake Bot API and fake Stripe.
 pub struct World {
     pub database_url: String,
     pub pool: PgPool,
     pub telegram: FakeTelegram,
+    pub stripe: FakeStripe,
 }
 
 impl World {
@@ -28,10 +42,12 @@ impl World {
             .await
             .expect("connecting to the test database");
         let telegram = FakeTelegram::start(BOT_TOKEN, limits).await;
+        let stripe = FakeStripe::start(sandbox::stripe::SECRET_KEY).await;
         World {
             database_url,
             pool,
             telegram,
+            stripe,
         }
     }
 
@@ -49,6 +65,17 @@ impl World {
             },
             job_retention: Duration::from_secs(3600),
             instance: "test".into(),
+            plans: Plans::parse(PLANS).expect("the test catalogue parses"),
+            stripe: worker::config::StripeConfig {
+                secret_key: Secret::new(sandbox::stripe::SECRET_KEY),
+                api_url: self.stripe.url().to_string(),
+                success_url: SUCCESS_URL.into(),
+                cancel_url: CANCEL_URL.into(),
+                portal_return_url: PORTAL_RETURN_URL.into(),
+            },
+            links: Links {
+                billing_portal: Some(PORTAL_LINK.into()),
+            },
         }
     }
 
@@ -125,6 +152,13 @@ impl World {
             .env("TELEGRAM_BOT_TOKEN", BOT_TOKEN)
             .env("TELEGRAM_API_URL", self.telegram.url())
             .env("TELEGRAM_MESSAGES_PER_SECOND", per_second.to_string())
+            .env("PLANS", PLANS)
+            .env("STRIPE_SECRET_KEY", sandbox::stripe::SECRET_KEY)
+            .env("STRIPE_API_URL", self.stripe.url())
+            .env("CHECKOUT_SUCCESS_URL", SUCCESS_URL)
+            .env("CHECKOUT_CANCEL_URL", CANCEL_URL)
+            .env("BILLING_PORTAL_RETURN_URL", PORTAL_RETURN_URL)
+            .env("BILLING_PORTAL_LINK", PORTAL_LINK)
             .env(
                 "RUST_LOG",
                 std::env::var("WORKER_LOG").unwrap_or_else(|_| "warn".into()),

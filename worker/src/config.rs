@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
+use jobs::billing::Plans;
+use jobs::billing::stripe::Links;
 use jobs::config::{ConfigError, Secret, optional, parsed_or, required};
+use jobs::stripe::client::DEFAULT_API_URL as STRIPE_DEFAULT_API_URL;
 use jobs::telegram::client::DEFAULT_API_URL;
 use jobs::telegram::pace::Pace;
 
@@ -20,6 +23,26 @@ pub struct Config {
     pub job_retention: Duration,
     /// Names this process's workers; `DYNO` on Heroku, else the host name.
     pub instance: String,
+    /// `PLANS` or `PLANS_FILE`: the plan catalogue.
+    pub plans: Plans,
+    pub stripe: StripeConfig,
+    /// Where notifications send users (`BILLING_PORTAL_LINK`).
+    pub links: Links,
+}
+
+/// StripeConfig is how the worker talks to Stripe and where Stripe sends users back to.
+#[derive(Debug, Clone)]
+pub struct StripeConfig {
+    /// `STRIPE_SECRET_KEY`: required.
+    pub secret_key: Secret,
+    /// `STRIPE_API_URL`: Stripe's own by default; the local run and tests point it at the fake.
+    pub api_url: String,
+    /// `CHECKOUT_SUCCESS_URL`, `CHECKOUT_CANCEL_URL`: where Checkout sends the user after paying
+    /// or giving up; required.
+    pub success_url: String,
+    pub cancel_url: String,
+    /// `BILLING_PORTAL_RETURN_URL`: where the Billing Portal's "return" link goes; required.
+    pub portal_return_url: String,
 }
 
 impl Config {
@@ -55,6 +78,31 @@ impl Config {
                     .map(|h| h.trim().to_string())
                     .unwrap_or_else(|_| "worker".into())
             }),
+            plans: Plans::from_env()?,
+            stripe: StripeConfig {
+                secret_key: Secret::required("STRIPE_SECRET_KEY", 8)?,
+                api_url: optional("STRIPE_API_URL").unwrap_or_else(|| STRIPE_DEFAULT_API_URL.to_string()),
+                success_url: url("CHECKOUT_SUCCESS_URL")?,
+                cancel_url: url("CHECKOUT_CANCEL_URL")?,
+                portal_return_url: url("BILLING_PORTAL_RETURN_URL")?,
+            },
+            links: Links {
+                billing_portal: optional("BILLING_PORTAL_LINK")
+                    .map(|_| url("BILLING_PORTAL_LINK"))
+                    .transpose()?,
+            },
         })
+    }
+}
+
+/// The absolute http(s) URL in `var`, which must be set.
+fn url(var: &'static str) -> Result<String, ConfigError> {
+    let value = required(var)?;
+    match reqwest::Url::parse(&value) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(value),
+        _ => Err(ConfigError {
+            var,
+            problem: format!("must be an absolute http(s) URL: {value:?}"),
+        }),
     }
 }

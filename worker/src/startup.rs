@@ -10,9 +10,13 @@ use std::time::Duration;
 
 use apalis::prelude::{Monitor, WorkerBuilder, WorkerBuilderExt};
 use backon::{ExponentialBuilder, Retryable};
+use jobs::billing::refunds::MakeRefund;
+use jobs::billing::requests::CreateSession;
+use jobs::billing::stripe::ProcessStripeEvent;
 use jobs::metrics::JobStats;
 use jobs::queue::backend::{FetchSettings, QueueBackend, Wakeups};
-use jobs::queue::{Queue, maintenance};
+use jobs::queue::{JobPayload, Queue, maintenance};
+use jobs::stripe::client::StripeClient;
 use jobs::telegram::SendMessage;
 use jobs::telegram::client::TelegramClient;
 use jobs::telegram::pace::Pace;
@@ -20,6 +24,7 @@ use sqlx::PgPool;
 
 use crate::config::Config;
 use crate::handlers::notifications::{self, Notifier};
+use crate::handlers::{Billing, checkout, entitlements, refunds};
 
 /// How long running jobs may take to finish after shutdown begins: under Heroku's 30 s.
 pub const GRACE: Duration = Duration::from_secs(20);
@@ -60,29 +65,50 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .map_err(anyhow::Error::msg)?,
         pace: config.telegram_pace,
     };
-    let notifications_name = worker_name(&process, Queue::Notifications);
-    let notifications_wakeup = std::sync::Mutex::new(Some(wakeups.subscribe(Queue::Notifications)));
-    let (p, n, concurrency) = (pool.clone(), notifier.clone(), config.concurrency);
-    let monitor = Monitor::new()
-        .register(move |_| {
-            // A restarted worker (after a backend error) polls on its fallback tick alone.
-            let wakeup = notifications_wakeup
-                .lock()
-                .unwrap()
-                .take()
-                .unwrap_or_else(|| Wakeups::new(POLL_FALLBACK).subscribe(Queue::Notifications));
-            WorkerBuilder::new(notifications_name.as_str())
-                .backend(QueueBackend::<SendMessage>::new(p.clone(), settings, wakeup))
-                .concurrency(concurrency)
-                .data(n.clone())
-                .build(notifications::handle)
-        })
+    let billing = Billing {
+        pool: pool.clone(),
+        stats: stats.clone(),
+        plans: Arc::new(config.plans.clone()),
+        links: config.links.clone(),
+        stripe: StripeClient::new(&config.stripe.secret_key, &config.stripe.api_url).map_err(anyhow::Error::msg)?,
+        urls: Arc::new(config.stripe.clone()),
+    };
+
+    let mut names = Vec::new();
+    let mut monitor = Monitor::new();
+    // One worker per queue, each with its own wakeup subscription and the same fetch settings.
+    macro_rules! queue_worker {
+        ($payload:ty, $handler:path, $data:expr) => {{
+            let queue = <$payload as JobPayload>::QUEUE;
+            let name = worker_name(&process, queue);
+            names.push(name.clone());
+            let wakeup = std::sync::Mutex::new(Some(wakeups.subscribe(queue)));
+            let (pool, data, concurrency) = (pool.clone(), $data, config.concurrency);
+            monitor = monitor.register(move |_| {
+                // A restarted worker (after a backend error) polls on its fallback tick alone.
+                let wakeup = wakeup
+                    .lock()
+                    .unwrap()
+                    .take()
+                    .unwrap_or_else(|| Wakeups::new(POLL_FALLBACK).subscribe(queue));
+                WorkerBuilder::new(name.as_str())
+                    .backend(QueueBackend::<$payload>::new(pool.clone(), settings, wakeup))
+                    .concurrency(concurrency)
+                    .data(data.clone())
+                    .build($handler)
+            });
+        }};
+    }
+    queue_worker!(SendMessage, notifications::handle, notifier.clone());
+    queue_worker!(ProcessStripeEvent, entitlements::handle, billing.clone());
+    queue_worker!(CreateSession, checkout::handle, billing.clone());
+    queue_worker!(MakeRefund, refunds::handle, billing.clone());
+    let monitor = monitor
         .should_restart(|worker, error| {
             tracing::error!(worker = worker.name(), %error, "worker stopped, restarting it");
             true
         })
         .with_terminator(async { tokio::time::sleep(GRACE).await });
-    let names = vec![worker_name(&process, Queue::Notifications)];
 
     tokio::spawn(wakeups.listen(pool.clone()));
     let maintenance = tokio::spawn(maintain(

@@ -4,11 +4,18 @@
 //! Each route has the same shape: parse (poem-openapi, before the handler runs) → one call
 //! into `jobs`, in one transaction when it writes → answer or [`Problem`](crate::error::Problem).
 
+pub mod billing;
 pub mod health;
 pub mod json_string;
+pub mod me;
 pub mod notifications;
 pub mod ops;
+pub mod refunds;
+pub mod stripe_webhook;
 
+use poem::Request;
+use poem_openapi::error::ContentTypeError;
+use poem_openapi::payload::{Json, Payload};
 use poem_openapi::{OpenApi, OpenApiService, Tags};
 
 /// Tag groups the operations in the spec.
@@ -18,23 +25,47 @@ pub enum Tag {
     Probes,
     /// Sending Telegram messages through the `notifications` queue (operators).
     Notifications,
-    /// Queue statistics and dead jobs: inspect, retry, discard (operators).
+    /// Queue statistics and dead jobs: inspect, retry, discard; refunds (operators).
     Ops,
+    /// Stripe Checkout and Billing Portal sessions for the signed-in user.
+    Billing,
+    /// What the signed-in user has.
+    Me,
+    /// Deliveries from payment providers, authenticated by their signatures.
+    Webhooks,
 }
 
 /// Api is every route of the web process.
-pub type Api = (health::ProbeApi, notifications::NotificationsApi, ops::OpsApi);
+pub type Api = (
+    health::ProbeApi,
+    notifications::NotificationsApi,
+    ops::OpsApi,
+    refunds::RefundsApi,
+    billing::BillingApi,
+    me::MeApi,
+    stripe_webhook::StripeWebhookApi,
+);
 
 /// The OpenAPI service serving [`Api`].
 pub fn service() -> OpenApiService<Api, ()> {
     OpenApiService::new(
-        (health::ProbeApi, notifications::NotificationsApi, ops::OpsApi),
+        (
+            health::ProbeApi,
+            notifications::NotificationsApi,
+            ops::OpsApi,
+            refunds::RefundsApi,
+            billing::BillingApi,
+            me::MeApi,
+            stripe_webhook::StripeWebhookApi,
+        ),
         "paygate",
         env!("CARGO_PKG_VERSION"),
     )
     .description(
         "The web process of paygate. Every error is `application/problem+json` (RFC 7807) with a stable \
-             `type` of the form `urn:paygate:problem:<slug>`; every answer carries `X-Request-Id`.",
+             `type` of the form `urn:paygate:problem:<slug>`; every answer carries `X-Request-Id`. \
+             Operators authenticate with `adminToken`, users with `userToken` (a JWT), Stripe with its \
+             webhook signature.",
     )
 }
 
@@ -50,4 +81,17 @@ pub fn templates() -> Vec<String> {
         .flat_map(|api| api.paths)
         .map(|path| path.path)
         .collect()
+}
+
+/// Refuses a request whose body is not declared JSON (`application/json`, or `+json`), as
+/// poem-openapi's `Json` does, for extractors that read the body themselves.
+fn require_json(request: &Request) -> poem::Result<()> {
+    match request.content_type() {
+        Some(ct) if <Json<serde_json::Value> as Payload>::check_content_type(ct) => Ok(()),
+        Some(ct) => Err(ContentTypeError::NotSupported {
+            content_type: ct.to_string(),
+        }
+        .into()),
+        None => Err(ContentTypeError::ExpectContentType.into()),
+    }
 }

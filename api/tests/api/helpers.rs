@@ -1,9 +1,11 @@
-//! `spawn_app()` and what tests need around it: an admin client, problem assertions, and
-//! factories for job rows in any state.
+//! `spawn_app()` and what tests need around it: admin and user clients, signed Stripe
+//! deliveries, problem assertions, and factories for job rows in any state.
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use api::config::JwtConfig;
 use api::{Application, Config};
+use jobs::billing::Plans;
 use jobs::config::Secret;
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde_json::Value;
@@ -11,6 +13,37 @@ use sqlx::PgPool;
 
 /// The admin token of every test app.
 pub const TOKEN: &str = "test-admin-token-0123456789";
+
+/// The Stripe webhook signing secrets of every test app, in `STRIPE_WEBHOOK_SECRET` order: the
+/// current one, and one being rolled.
+pub const WEBHOOK_SECRET: &str = "whsec_test_current_0123456789";
+pub const WEBHOOK_SECRET_ROLLED: &str = "whsec_test_rolled_0123456789";
+
+/// The plan catalogue of every test app: two plans sold through Stripe, one only for Stars.
+pub const PLANS: &str = r#"{
+    "pro_monthly": {"name": "Pro", "entitlement": "pro", "period_days": 30, "stripe_price": "price_pro_monthly"},
+    "pro_yearly": {"name": "Pro (yearly)", "entitlement": "pro", "period_days": 365, "stripe_price": "price_pro_yearly"},
+    "stars_only": {"name": "Stars", "entitlement": "pro", "period_days": 30, "stars_price": 250}
+}"#;
+
+/// The user token settings of every test app.
+pub fn jwt() -> JwtConfig {
+    JwtConfig {
+        secret: Secret::new("test-jwt-secret-0123456789abcdef-xyz"),
+        issuer: "paygate".into(),
+        audience: "paygate-api".into(),
+    }
+}
+
+/// A valid user token for `user_id`, issued now.
+pub fn user_token(user_id: i64) -> String {
+    api::auth::issue_user_token(&jwt(), user_id, chrono::Utc::now())
+}
+
+/// The unix time now.
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
 
 /// TestApp is a running app, its database and a client for it.
 pub struct TestApp {
@@ -28,6 +61,9 @@ pub fn config(db_url: &str) -> Config {
         database_url: Secret::new(db_url),
         database_pool_size: 5,
         admin_token: Secret::new(TOKEN),
+        plans: Plans::parse(PLANS).expect("the test catalogue is valid"),
+        stripe_webhook_secrets: vec![Secret::new(WEBHOOK_SECRET), Secret::new(WEBHOOK_SECRET_ROLLED)],
+        jwt: jwt(),
     }
 }
 
@@ -68,10 +104,59 @@ impl TestApp {
         self.client.post(self.url(path)).bearer_auth(TOKEN).json(body)
     }
 
+    /// A GET as user `user_id`.
+    pub fn get_user(&self, path: &str, user_id: i64) -> RequestBuilder {
+        self.get(path).bearer_auth(user_token(user_id))
+    }
+
+    /// A POST as user `user_id` with `body` as JSON.
+    pub fn post_user(&self, path: &str, user_id: i64, body: &Value) -> RequestBuilder {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(user_token(user_id))
+            .json(body)
+    }
+
+    /// A Stripe webhook delivery of `body` with `signature` as its `Stripe-Signature`, if any.
+    pub async fn deliver_raw(&self, body: impl Into<reqwest::Body>, signature: Option<&str>) -> Response {
+        let mut req = self
+            .client
+            .post(self.url("/webhooks/stripe"))
+            .header("content-type", "application/json; charset=utf-8")
+            .body(body);
+        if let Some(signature) = signature {
+            req = req.header("stripe-signature", signature);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// A Stripe webhook delivery of `event`, signed now with the current secret, as Stripe sends
+    /// it.
+    pub async fn deliver(&self, event: &Value) -> Response {
+        let body = event.to_string();
+        let signature = sandbox::stripe::sign_webhook(&body, WEBHOOK_SECRET, now());
+        self.deliver_raw(body, Some(&signature)).await
+    }
+
     /// Rows in `jobs`.
     pub async fn job_count(&self) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM jobs")
+        self.count("jobs").await
+    }
+
+    /// Rows in `table`, one of ours.
+    pub async fn count(&self, table: &str) -> i64 {
+        assert!(table.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{table}");
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
             .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// The jobs of `queue`, as (logical key, payload), oldest first.
+    pub async fn jobs_of(&self, queue: &str) -> Vec<(String, Value)> {
+        sqlx::query_as("SELECT logical_key, payload FROM jobs WHERE queue = $1 ORDER BY id")
+            .bind(queue)
+            .fetch_all(&self.pool)
             .await
             .unwrap()
     }
@@ -109,6 +194,20 @@ impl TestApp {
         .await
         .unwrap()
     }
+}
+
+/// The text of a `/metrics` scrape.
+pub async fn scrape(app: &TestApp) -> String {
+    let resp = app.get("/metrics").send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "text/plain; version=0.0.4");
+    resp.text().await.unwrap()
+}
+
+/// The value of the sample `series` (name and labels exactly as rendered) in `text`.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// Asserts that `resp` is a problem of `status` and `slug` and returns its body.

@@ -1,20 +1,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{TestApp, spawn_app};
-
-async fn scrape(app: &TestApp) -> String {
-    let resp = app.get("/metrics").send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(resp.headers()["content-type"], "text/plain; version=0.0.4");
-    resp.text().await.unwrap()
-}
-
-/// The value of the sample `series` (name and labels exactly as rendered) in `text`.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
-}
+use crate::helpers::{sample, scrape, spawn_app};
 
 // One test for everything the database feeds: the gauges and counters live in the process-wide
 // recorder, and apps of other tests in this process publish their own databases' values.

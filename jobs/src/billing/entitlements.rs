@@ -68,7 +68,17 @@ pub struct Entitlement {
     pub updated_at: DateTime<Utc>,
 }
 
-type Row = (i64, i64, String, String, String, String, Option<DateTime<Utc>>, bool, DateTime<Utc>);
+type Row = (
+    i64,
+    i64,
+    String,
+    String,
+    String,
+    String,
+    Option<DateTime<Utc>>,
+    bool,
+    DateTime<Utc>,
+);
 
 macro_rules! columns {
     () => {
@@ -124,7 +134,11 @@ pub async fn set(
     state: &State,
     cause: &str,
 ) -> Result<Option<Changed>, sqlx::Error> {
-    let current: Option<Row> = sqlx::query_as(concat!("SELECT ", columns!(), " FROM entitlements WHERE source = $1 FOR UPDATE"))
+    let current: Option<Row> = sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM entitlements WHERE source = $1 FOR UPDATE"
+    ))
     .bind(source)
     .fetch_optional(&mut *conn)
     .await?;
@@ -132,13 +146,16 @@ pub async fn set(
     if before.as_ref() == Some(state) {
         return Ok(None);
     }
-    let row: Row = sqlx::query_as(concat!("INSERT INTO entitlements (user_id, source, plan, entitlement, status, expires_at, renews)
+    let row: Row = sqlx::query_as(concat!(
+        "INSERT INTO entitlements (user_id, source, plan, entitlement, status, expires_at, renews)
          VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (source) DO UPDATE SET
              user_id = excluded.user_id, plan = excluded.plan, entitlement = excluded.entitlement,
              status = excluded.status, expires_at = excluded.expires_at, renews = excluded.renews,
              updated_at = now()
-         RETURNING ", columns!()))
+         RETURNING ",
+        columns!()
+    ))
     .bind(state.user_id)
     .bind(source)
     .bind(&state.plan)
@@ -169,9 +186,13 @@ pub async fn set(
 
 /// The entitlements of `user_id` that are usable now.
 pub async fn active_for(pool: &PgPool, user_id: i64) -> Result<Vec<Entitlement>, sqlx::Error> {
-    let rows: Vec<Row> = sqlx::query_as(concat!("SELECT ", columns!(), " FROM entitlements
+    let rows: Vec<Row> = sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM entitlements
          WHERE user_id = $1 AND status = 'active' AND expires_at > now()
-         ORDER BY expires_at DESC, id"))
+         ORDER BY expires_at DESC, id"
+    ))
     .bind(user_id)
     .fetch_all(pool)
     .await?;
@@ -255,5 +276,8 @@ pub fn notification(change: &Changed, plan_name: &str, why: Option<&str>) -> Opt
         parse_mode: None,
         buttons: Vec::new(),
     };
-    Some(NewJob::new(&message, format!("entitlement_change:{}", change.change_id)))
+    Some(NewJob::new(
+        &message,
+        format!("entitlement_change:{}", change.change_id),
+    ))
 }

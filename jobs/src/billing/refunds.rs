@@ -122,9 +122,12 @@ pub enum Created {
 /// first refund and writes nothing.
 pub async fn create(pool: &PgPool, refund: &NewRefund, idempotency_key: Option<&str>) -> Result<Created, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let row: Option<Row> = sqlx::query_as(concat!("INSERT INTO refunds (provider, payment, amount, reason, idempotency_key) VALUES ($1, $2, $3, $4, $5)
+    let row: Option<Row> = sqlx::query_as(concat!(
+        "INSERT INTO refunds (provider, payment, amount, reason, idempotency_key) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (idempotency_key) DO NOTHING
-         RETURNING ", columns!()))
+         RETURNING ",
+        columns!()
+    ))
     .bind(refund.provider.name())
     .bind(&refund.payment)
     .bind(refund.amount)
@@ -133,10 +136,14 @@ pub async fn create(pool: &PgPool, refund: &NewRefund, idempotency_key: Option<&
     .fetch_optional(&mut *tx)
     .await?;
     let Some(row) = row else {
-        let existing: Row = sqlx::query_as(concat!("SELECT ", columns!(), " FROM refunds WHERE idempotency_key = $1"))
-            .bind(idempotency_key)
-            .fetch_one(&mut *tx)
-            .await?;
+        let existing: Row = sqlx::query_as(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM refunds WHERE idempotency_key = $1"
+        ))
+        .bind(idempotency_key)
+        .fetch_one(&mut *tx)
+        .await?;
         tx.commit().await?;
         return Ok(Created::Existing(existing.into()));
     };

@@ -125,9 +125,12 @@ pub async fn create(
     idempotency_key: Option<&str>,
 ) -> Result<Created, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let row: Option<Row> = sqlx::query_as(concat!("INSERT INTO billing_requests (user_id, kind, plan, idempotency_key) VALUES ($1, $2, $3, $4)
+    let row: Option<Row> = sqlx::query_as(concat!(
+        "INSERT INTO billing_requests (user_id, kind, plan, idempotency_key) VALUES ($1, $2, $3, $4)
          ON CONFLICT (user_id, kind, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-         RETURNING ", columns!()))
+         RETURNING ",
+        columns!()
+    ))
     .bind(user_id)
     .bind(kind.name())
     .bind(plan)
@@ -135,7 +138,11 @@ pub async fn create(
     .fetch_optional(&mut *tx)
     .await?;
     let Some(row) = row else {
-        let existing: Row = sqlx::query_as(concat!("SELECT ", columns!(), " FROM billing_requests WHERE user_id = $1 AND kind = $2 AND idempotency_key = $3"))
+        let existing: Row = sqlx::query_as(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM billing_requests WHERE user_id = $1 AND kind = $2 AND idempotency_key = $3"
+        ))
         .bind(user_id)
         .bind(kind.name())
         .bind(idempotency_key)
@@ -145,7 +152,10 @@ pub async fn create(
         return Ok(Created::Existing(existing.into()));
     };
     let request = BillingRequest::from(row);
-    let job = NewJob::new(&CreateSession { request_id: request.id }, format!("billing_request:{}", request.id));
+    let job = NewJob::new(
+        &CreateSession { request_id: request.id },
+        format!("billing_request:{}", request.id),
+    );
     enqueue(&mut tx, &job).await?;
     tx.commit().await?;
     Ok(Created::New(request))

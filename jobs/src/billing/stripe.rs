@@ -23,9 +23,9 @@ use sqlx::{PgConnection, PgPool};
 use super::counters;
 use super::entitlements::{self, State, Status};
 use super::plans::Plans;
-use crate::queue::{Enqueued, JobPayload, NewJob, Queue, enqueue};
+use crate::queue::{Enqueued, JobError, JobPayload, NewJob, Queue, enqueue};
 use crate::stripe::objects::{
-    self, CheckoutSession, Charge, Dispute, Event, Invoice, InvoicePayment, Subscription, id_of, meta,
+    self, Charge, CheckoutSession, Dispute, Event, Invoice, InvoicePayment, Subscription, id_of, meta,
 };
 use crate::telegram::{Button, SendMessage};
 
@@ -121,6 +121,16 @@ pub enum EventError {
     Malformed { id: String, kind: String, problem: String },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+}
+
+impl From<EventError> for JobError {
+    fn from(e: EventError) -> JobError {
+        match e {
+            EventError::Database(e) => e.into(),
+            // Retrying cannot make a missing or malformed event good: dead at once, for ops.
+            other => JobError::Terminal(other.to_string()),
+        }
+    }
 }
 
 /// Links is where notifications send users.
@@ -230,7 +240,10 @@ pub async fn reverse(
     cause: &str,
 ) -> Result<Outcome, sqlx::Error> {
     lock_facts(conn).await?;
-    let payments: Vec<&str> = payments.iter().flatten().copied().collect();
+    let mut payments: Vec<&str> = payments.iter().flatten().copied().collect();
+    // One row per payment: an upsert may not touch the same row twice.
+    payments.sort_unstable();
+    payments.dedup();
     let (refunded, disputed) = match reversal {
         Reversal::Refund => (true, false),
         Reversal::Dispute => (false, true),
@@ -385,18 +398,22 @@ async fn on_invoice_payment_failed(
     counters::add(conn, "billing_payments_total", "status=\"failed\"").await?;
     let subscription = invoice.subscription_id();
     let known: Option<(Option<i64>, Option<String>)> = match subscription {
-        Some(id) => sqlx::query_as("SELECT user_id, plan FROM stripe_subscriptions WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?,
+        Some(id) => {
+            sqlx::query_as("SELECT user_id, plan FROM stripe_subscriptions WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?
+        }
         None => None,
     };
     let metadata = invoice.subscription_metadata();
     let by_customer: Option<i64> = match id_of(&invoice.customer) {
-        Some(customer) => sqlx::query_scalar("SELECT user_id FROM stripe_customers WHERE customer = $1")
-            .bind(customer)
-            .fetch_optional(&mut *conn)
-            .await?,
+        Some(customer) => {
+            sqlx::query_scalar("SELECT user_id FROM stripe_customers WHERE customer = $1")
+                .bind(customer)
+                .fetch_optional(&mut *conn)
+                .await?
+        }
         None => None,
     };
     let user_id = meta(metadata, USER_KEY)
@@ -435,7 +452,11 @@ async fn on_invoice_payment_failed(
         parse_mode: None,
         buttons,
     };
-    enqueue(conn, &NewJob::new(&message, format!("stripe_event:{}:notice", event.id))).await?;
+    enqueue(
+        conn,
+        &NewJob::new(&message, format!("stripe_event:{}:notice", event.id)),
+    )
+    .await?;
     Ok(Outcome::Notified)
 }
 
@@ -665,7 +686,9 @@ pub fn derive(facts: &Facts, periods: &[PaidPeriod], plans: &Plans) -> Option<(S
     } else {
         match facts.status.as_deref() {
             Some("canceled") => (Status::Revoked, paid_through, Some("the subscription was cancelled")),
-            Some("unpaid" | "incomplete_expired") => (Status::Suspended, paid_through, Some("the subscription is unpaid")),
+            Some("unpaid" | "incomplete_expired") => {
+                (Status::Suspended, paid_through, Some("the subscription is unpaid"))
+            }
             Some("paused") => (Status::Suspended, paid_through, Some("the subscription is paused")),
             _ => (Status::Active, paid_through, None),
         }
@@ -715,7 +738,11 @@ async fn rederive(
     .await?;
     let periods: Vec<PaidPeriod> = periods
         .into_iter()
-        .map(|(end, refunded, disputed)| PaidPeriod { end, refunded, disputed })
+        .map(|(end, refunded, disputed)| PaidPeriod {
+            end,
+            refunded,
+            disputed,
+        })
         .collect();
     let Some((state, why)) = derive(&facts, &periods, plans) else {
         return Ok(Outcome::Recorded);
@@ -739,8 +766,10 @@ mod tests {
     use super::*;
 
     fn plans() -> Plans {
-        Plans::parse(r#"{"pro": {"name": "Pro", "entitlement": "pro", "period_days": 30, "stripe_price": "price_pro"}}"#)
-            .unwrap()
+        Plans::parse(
+            r#"{"pro": {"name": "Pro", "entitlement": "pro", "period_days": 30, "stripe_price": "price_pro"}}"#,
+        )
+        .unwrap()
     }
 
     fn at(day: i64) -> DateTime<Utc> {
@@ -767,7 +796,10 @@ mod tests {
     fn nothing_is_granted_before_a_user_a_plan_and_a_payment_are_known() {
         let plans = plans();
         assert_eq!(derive(&facts(), &[], &plans), None);
-        let no_user = Facts { user_id: None, ..facts() };
+        let no_user = Facts {
+            user_id: None,
+            ..facts()
+        };
         assert_eq!(derive(&no_user, &[period(30)], &plans), None);
         let unknown_plan = Facts {
             plan: Some("gold".into()),
@@ -823,11 +855,17 @@ mod tests {
             status: Some("unpaid".into()),
             ..facts()
         };
-        assert_eq!(derive(&unpaid, &[period(30)], &plans()).unwrap().0.status, Status::Suspended);
+        assert_eq!(
+            derive(&unpaid, &[period(30)], &plans()).unwrap().0.status,
+            Status::Suspended
+        );
         let past_due = Facts {
             status: Some("past_due".into()),
             ..facts()
         };
-        assert_eq!(derive(&past_due, &[period(30)], &plans()).unwrap().0.status, Status::Active);
+        assert_eq!(
+            derive(&past_due, &[period(30)], &plans()).unwrap().0.status,
+            Status::Active
+        );
     }
 }

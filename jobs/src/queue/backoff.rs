@@ -26,6 +26,13 @@ impl RetryPolicy {
         cap: Duration::from_secs(6 * 3600),
     };
 
+    /// For calls whose idempotency key the provider keeps 24 hours: 12 attempts, the last at most
+    /// about 3.6 hours after the first (5 s doubling to 85 min, jitter included).
+    pub const WITHIN_A_DAY: RetryPolicy = RetryPolicy {
+        max_attempts: 12,
+        ..RetryPolicy::DEFAULT
+    };
+
     /// The delay before the attempt after failed attempt number `failed_attempt` (1-based), for a
     /// jitter draw `u` in [0, 1).
     pub fn delay(&self, failed_attempt: i32, u: f64) -> Duration {
@@ -44,6 +51,14 @@ mod tests {
     use super::*;
 
     const P: RetryPolicy = RetryPolicy::DEFAULT;
+
+    #[test]
+    fn the_within_a_day_schedule_ends_well_inside_a_day() {
+        let worst: Duration = (1..RetryPolicy::WITHIN_A_DAY.max_attempts)
+            .map(|n| RetryPolicy::WITHIN_A_DAY.delay(n, 1.0))
+            .sum();
+        assert!(worst < Duration::from_secs(4 * 3600), "{worst:?}");
+    }
 
     #[test]
     fn grows_by_doubling_from_the_base() {

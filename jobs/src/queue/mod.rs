@@ -64,7 +64,12 @@ impl Queue {
 
     /// How this queue's failed jobs are retried.
     pub fn retry_policy(self) -> RetryPolicy {
-        RetryPolicy::DEFAULT
+        match self {
+            // Their Stripe calls carry an idempotency key, which Stripe forgets after 24 hours:
+            // the last retry must come well before that, or a refund could be made twice.
+            Queue::Refunds | Queue::Checkout => RetryPolicy::WITHIN_A_DAY,
+            _ => RetryPolicy::DEFAULT,
+        }
     }
 }
 

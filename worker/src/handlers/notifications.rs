@@ -19,7 +19,6 @@ use apalis_core::error::BoxDynError;
 use apalis_core::task::data::Data;
 use backon::{ExponentialBuilder, Retryable};
 use jobs::metrics::JobStats;
-use jobs::queue::effect::Begun;
 use jobs::queue::outcome::run_attempt;
 use jobs::queue::{Completed, EffectTx, Job, JobError};
 use jobs::telegram::SendMessage;
@@ -27,6 +26,8 @@ use jobs::telegram::client::{SendError, TelegramClient};
 use jobs::telegram::pace::{Pace, Slot};
 use jobs::telegram::store;
 use sqlx::PgPool;
+
+use super::apply_once;
 
 /// Notifier is what the notifications handler needs.
 #[derive(Debug, Clone)]
@@ -50,7 +51,7 @@ async fn deliver(notifier: &Notifier, job: Job<SendMessage>) -> Result<Completed
     {
         let mut conn = pool.acquire().await?;
         if store::delivery(&mut conn, &job.logical_key).await?.is_some() {
-            return complete(pool, &job, async |_| Ok(())).await;
+            return apply_once(pool, &job, async |_| Ok::<(), sqlx::Error>(())).await;
         }
         if let Some(reason) = store::unreachable_reason(&mut conn, message.chat_id).await? {
             tracing::info!(
@@ -59,7 +60,7 @@ async fn deliver(notifier: &Notifier, job: Job<SendMessage>) -> Result<Completed
                 reason,
                 "chat unreachable, not sending"
             );
-            return complete(pool, &job, async |tx| record(tx, &job, None).await).await;
+            return apply_once(pool, &job, async |tx| record(tx, &job, None).await).await;
         }
     }
     match notifier.pace.reserve(pool, message.chat_id).await? {
@@ -75,7 +76,7 @@ async fn deliver(notifier: &Notifier, job: Job<SendMessage>) -> Result<Completed
         Ok(message_id) => {
             // Telegram has the message now: a database hiccup must not lead to a second send, so
             // the record is retried here (about 50 s in all) before the attempt is given up.
-            (|| complete(pool, &job, async |tx| record(tx, &job, Some(message_id)).await))
+            (|| apply_once(pool, &job, async |tx| record(tx, &job, Some(message_id)).await))
                 .retry(
                     ExponentialBuilder::default()
                         .with_min_delay(Duration::from_millis(200))
@@ -91,7 +92,7 @@ async fn deliver(notifier: &Notifier, job: Job<SendMessage>) -> Result<Completed
                 reason,
                 "chat unreachable, marking it"
             );
-            complete(pool, &job, async |tx| {
+            apply_once(pool, &job, async |tx| {
                 store::mark_unreachable(tx.conn(), message.chat_id, &reason).await?;
                 record(tx, &job, None).await
             })
@@ -111,18 +112,4 @@ async fn deliver(notifier: &Notifier, job: Job<SendMessage>) -> Result<Completed
 
 async fn record(tx: &mut EffectTx, job: &Job<SendMessage>, message_id: Option<i64>) -> Result<(), sqlx::Error> {
     store::record_delivery(tx.conn(), &job.logical_key, job.id, job.payload.chat_id, message_id).await
-}
-
-/// Applies `effect` through the job's effect transaction, once.
-async fn complete<F>(pool: &PgPool, job: &Job<SendMessage>, effect: F) -> Result<Completed, JobError>
-where
-    F: AsyncFnOnce(&mut EffectTx) -> Result<(), sqlx::Error>,
-{
-    match EffectTx::begin(pool, job).await? {
-        Begun::AlreadyApplied(done) => Ok(done),
-        Begun::Fresh(mut tx) => {
-            effect(&mut tx).await?;
-            Ok(tx.commit().await?)
-        }
-    }
 }

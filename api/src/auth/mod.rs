@@ -1,0 +1,13 @@
+//! Who may call what: operators with `ADMIN_TOKEN` ([`AdminAuth`]), users with a token we
+//! signed ([`UserAuth`]). Both are bearer tokens; a missing or refused one is a 401
+//! `unauthorized` problem that says nothing about what was sent.
+//!
+//! # Layout
+//! - [`admin`]: the ops token, compared in constant time.
+//! - [`user`]: user tokens (HS256 JWTs): issuing and checking them.
+
+pub mod admin;
+pub mod user;
+
+pub use admin::{Admin, AdminAuth, AdminToken};
+pub use user::{USER_TOKEN_TTL, User, UserAuth, UserTokens, issue_user_token};

@@ -1,0 +1,403 @@
+//! `/v1/billing/checkout` and `/v1/billing/portal`: a signed-in user asks for a Stripe Checkout
+//! or Billing Portal session, then polls for its URL.
+//!
+//! POST stores the request with its `checkout` job in one transaction ([`requests::create`]) and
+//! answers 202 with where to poll; a worker asks Stripe and settles the request. GET answers the
+//! request as it stands or, with `?wait=N`, long-polls until it settles ([`Settled::wait`]), for
+//! at most [`WAIT_MAX_SECS`]: under Heroku's 30 s router timeout.
+//!
+//! An `Idempotency-Key` makes a POST safe to repeat: the same key of the same user answers with
+//! the first request (202 while it is pending, 200 once it has settled) and writes nothing; the
+//! same key for another plan is a 409.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use jobs::billing::Plans;
+use jobs::billing::requests::{self, BillingRequest, Created, Kind, RequestStatus, Settled};
+use poem::web::Data;
+use poem::{Request, RequestBody};
+use poem_openapi::error::ParseRequestPayloadError;
+use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::registry::{MetaMediaType, MetaRequest, Registry};
+use poem_openapi::types::{ParseFromJSON, Type};
+use poem_openapi::{ApiExtractor, ApiExtractorType, ApiResponse, Enum, ExtractParamOptions, Object, OpenApi};
+use sqlx::PgPool;
+
+use super::Tag;
+use super::json_string::JsonString;
+use crate::auth::{User, UserAuth};
+use crate::error::{Problem, ProblemDetails, ProblemKind};
+use crate::metrics;
+
+/// The longest a GET waits for its request to settle, in seconds.
+pub const WAIT_MAX_SECS: i64 = 25;
+
+/// BillingApi serves `/v1/billing/...`.
+#[derive(Debug, Clone, Copy)]
+pub struct BillingApi;
+
+/// CheckoutRequest asks for a Stripe Checkout session.
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct CheckoutRequest {
+    /// The plan to buy, by code; it must be for sale through Stripe.
+    pub plan: JsonString,
+}
+
+/// PortalRequest is the body of a portal request: none at all, or an empty object.
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct PortalRequest {}
+
+/// PortalBody takes an absent or empty body, or `{}`; anything else is a 400.
+pub struct PortalBody;
+
+impl<'a> ApiExtractor<'a> for PortalBody {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
+
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        PortalRequest::register(registry);
+    }
+
+    fn request_meta() -> Option<MetaRequest> {
+        Some(MetaRequest {
+            description: Some("Nothing, or an empty object."),
+            content: vec![MetaMediaType {
+                content_type: "application/json",
+                schema: PortalRequest::schema_ref(),
+            }],
+            required: false,
+        })
+    }
+
+    async fn from_request(
+        request: &'a Request,
+        body: &mut RequestBody,
+        _param_opts: ExtractParamOptions<Self::ParamType>,
+    ) -> poem::Result<Self> {
+        let bytes = body.take()?.into_bytes().await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(PortalBody);
+        }
+        super::require_json(request)?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| ParseRequestPayloadError { reason: e.to_string() })?;
+        PortalRequest::parse_from_json(Some(value)).map_err(|e| ParseRequestPayloadError {
+            reason: e.into_message(),
+        })?;
+        Ok(PortalBody)
+    }
+}
+
+/// RequestKind is what a billing request asks Stripe for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum RequestKind {
+    /// A Checkout Session, to buy a plan.
+    Checkout,
+    /// A Billing Portal session, to manage subscriptions and payment methods.
+    Portal,
+}
+
+/// RequestState is where a billing request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum RequestState {
+    /// Waiting for a worker to ask Stripe.
+    Pending,
+    /// `url` is the session to send the user to.
+    Ready,
+    /// No session could be made; `failure` says why.
+    Failed,
+}
+
+/// BillingRequestView is a billing request as its user sees it.
+#[derive(Debug, Object)]
+#[oai(rename = "BillingRequest")]
+pub struct BillingRequestView {
+    pub id: i64,
+    pub kind: RequestKind,
+    pub status: RequestState,
+    /// The session's URL, once `ready`: send the user there. It expires within hours (checkout)
+    /// or minutes (portal); ask again rather than storing it.
+    pub url: Option<String>,
+    /// Why no session could be made, once `failed`.
+    pub failure: Option<String>,
+    /// The plan, for a checkout; null for a portal.
+    pub plan: Option<String>,
+    pub created_at: DateTime<Utc>,
+    /// Where to poll this request (also in `Location`), e.g. `/v1/billing/checkout/7`.
+    pub status_url: String,
+}
+
+impl From<BillingRequest> for BillingRequestView {
+    fn from(r: BillingRequest) -> BillingRequestView {
+        BillingRequestView {
+            status_url: status_url(r.kind, r.id),
+            id: r.id,
+            kind: match r.kind {
+                Kind::Checkout => RequestKind::Checkout,
+                Kind::Portal => RequestKind::Portal,
+            },
+            status: match r.status {
+                RequestStatus::Pending => RequestState::Pending,
+                RequestStatus::Ready => RequestState::Ready,
+                RequestStatus::Failed => RequestState::Failed,
+            },
+            url: r.url,
+            failure: r.failure,
+            plan: r.plan,
+            created_at: r.created_at,
+        }
+    }
+}
+
+/// Where request `id` of `kind` is polled.
+fn status_url(kind: Kind, id: i64) -> String {
+    format!("/v1/billing/{}/{id}", kind.name())
+}
+
+/// CreateResponse is the answer to a POST.
+#[derive(ApiResponse)]
+pub enum CreateResponse {
+    /// The request is stored (now, or by an earlier request with the same `Idempotency-Key`)
+    /// and pending: poll `status_url`, which `Location` repeats.
+    #[oai(status = 202)]
+    Accepted(
+        Json<BillingRequestView>,
+        /// The request's `status_url`.
+        #[oai(header = "Location")]
+        String,
+    ),
+    /// An earlier request with the same `Idempotency-Key` has already settled: this is it.
+    #[oai(status = 200)]
+    Settled(
+        Json<BillingRequestView>,
+        /// The request's `status_url`.
+        #[oai(header = "Location")]
+        String,
+    ),
+    /// The `Idempotency-Key` was used before for another plan (`conflict`).
+    #[oai(status = 409, content_type = "application/problem+json")]
+    Conflict(Json<ProblemDetails>),
+}
+
+impl CreateResponse {
+    fn of(request: BillingRequest) -> CreateResponse {
+        let location = status_url(request.kind, request.id);
+        if request.status == RequestStatus::Pending {
+            CreateResponse::Accepted(Json(request.into()), location)
+        } else {
+            CreateResponse::Settled(Json(request.into()), location)
+        }
+    }
+}
+
+/// ShowResponse is one billing request, or why not.
+#[derive(ApiResponse)]
+pub enum ShowResponse {
+    /// The request as it stands (after waiting, if asked to).
+    #[oai(status = 200)]
+    Ok(Json<BillingRequestView>),
+    /// The caller has no request of this kind with this id (`not-found`).
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<ProblemDetails>),
+}
+
+/// The `unknown-plan` problem of `code`, listing what is for sale.
+fn unknown_plan(plans: &Plans, code: &str) -> Problem {
+    let for_sale: Vec<&str> = plans
+        .iter()
+        .filter(|(_, plan)| plan.stripe_price.is_some())
+        .map(|(code, _)| code)
+        .collect();
+    let shown: String = code.chars().take(64).collect();
+    Problem::new(
+        ProblemKind::UnknownPlan,
+        format!(
+            "no plan {shown:?} is for sale through Stripe; plans for sale: {}",
+            for_sale.join(", ")
+        ),
+    )
+}
+
+/// The request `id` of `kind` of `user`, after waiting up to `wait` seconds for it to settle.
+async fn show(
+    pool: &PgPool,
+    settled: &Settled,
+    user: User,
+    kind: Kind,
+    id: i64,
+    wait: i64,
+) -> Result<ShowResponse, Problem> {
+    let not_found = || ShowResponse::NotFound(Json(Problem::not_found(format!("no {} request {id}", kind.name())).body()));
+    let mut conn = pool.acquire().await?;
+    let request = requests::get(&mut conn, id).await?;
+    drop(conn);
+    let Some(request) = request.filter(|r| r.kind == kind && r.user_id == user.id) else {
+        return Ok(not_found());
+    };
+    let wait = wait.clamp(0, WAIT_MAX_SECS).unsigned_abs();
+    let request = if request.status == RequestStatus::Pending && wait > 0 {
+        match settled.wait(pool, id, Duration::from_secs(wait)).await? {
+            Some(request) => request,
+            None => return Ok(not_found()),
+        }
+    } else {
+        request
+    };
+    Ok(ShowResponse::Ok(Json(request.into())))
+}
+
+fn no_wait() -> i64 {
+    0
+}
+
+#[OpenApi(prefix_path = "/v1/billing", tag = "Tag::Billing")]
+impl BillingApi {
+    /// Start a checkout
+    ///
+    /// Asks for a Stripe Checkout session for `plan`; a worker creates it. 202 with the request,
+    /// then poll `status_url` (with `?wait=`) for its `url`. A plan not in the catalogue or not
+    /// sold through Stripe is 400 `unknown-plan`, and nothing is stored.
+    #[oai(path = "/checkout", method = "post", operation_id = "start_checkout")]
+    async fn start_checkout(
+        &self,
+        auth: UserAuth,
+        pool: Data<&PgPool>,
+        plans: Data<&Plans>,
+        /// Makes the request safe to repeat: 1 to 200 visible ASCII characters. A repeat with the
+        /// same key answers with the first request and stores nothing; the same key with another
+        /// plan is 409 `conflict`.
+        #[oai(
+            name = "Idempotency-Key",
+            validator(min_length = 1, max_length = 200, pattern = "^[!-~]+$")
+        )]
+        idempotency_key: Header<Option<String>>,
+        body: Json<CheckoutRequest>,
+    ) -> Result<CreateResponse, Problem> {
+        let plan = String::from(body.0.plan);
+        if !plans.get(&plan).is_some_and(|p| p.stripe_price.is_some()) {
+            return Err(unknown_plan(&plans, &plan));
+        }
+        let user = auth.0;
+        let created = requests::create(&pool, user.id, Kind::Checkout, Some(&plan), idempotency_key.0.as_deref()).await?;
+        Ok(match created {
+            Created::New(request) => {
+                metrics::checkout_started(&plan);
+                tracing::info!(request_id = request.id, user_id = user.id, plan = %plan, "checkout requested");
+                CreateResponse::of(request)
+            }
+            Created::Existing(request) if request.plan.as_deref() != Some(plan.as_str()) => {
+                CreateResponse::Conflict(Json(
+                    Problem::conflict(format!(
+                        "this Idempotency-Key was first used for plan {:?}; use another key for another plan",
+                        request.plan.unwrap_or_default()
+                    ))
+                    .body(),
+                ))
+            }
+            Created::Existing(request) => CreateResponse::of(request),
+        })
+    }
+
+    /// Show a checkout
+    ///
+    /// The caller's checkout request. With `wait`, answers as soon as it settles, or as it
+    /// stands after `wait` seconds.
+    #[oai(path = "/checkout/:id", method = "get", operation_id = "show_checkout")]
+    async fn show_checkout(
+        &self,
+        auth: UserAuth,
+        pool: Data<&PgPool>,
+        settled: Data<&Settled>,
+        /// The request's id.
+        id: Path<i64>,
+        /// Seconds to wait for a pending request to settle, 0 (the default: answer at once) to
+        /// 25; more is taken as 25.
+        #[oai(default = "no_wait", validator(minimum(value = "0")))]
+        wait: Query<i64>,
+    ) -> Result<ShowResponse, Problem> {
+        show(&pool, &settled, auth.0, Kind::Checkout, id.0, wait.0).await
+    }
+
+    /// Open the billing portal
+    ///
+    /// Asks for a Stripe Billing Portal session, where the caller manages subscriptions and
+    /// payment methods; a worker creates it. 202 with the request, then poll `status_url` (with
+    /// `?wait=`) for its `url`, or the `failure` Stripe gave.
+    #[oai(path = "/portal", method = "post", operation_id = "open_portal")]
+    async fn open_portal(
+        &self,
+        auth: UserAuth,
+        pool: Data<&PgPool>,
+        /// Makes the request safe to repeat: 1 to 200 visible ASCII characters. A repeat with the
+        /// same key answers with the first request and stores nothing.
+        #[oai(
+            name = "Idempotency-Key",
+            validator(min_length = 1, max_length = 200, pattern = "^[!-~]+$")
+        )]
+        idempotency_key: Header<Option<String>>,
+        _body: PortalBody,
+    ) -> Result<CreateResponse, Problem> {
+        let user = auth.0;
+        let created = requests::create(&pool, user.id, Kind::Portal, None, idempotency_key.0.as_deref()).await?;
+        Ok(match created {
+            Created::New(request) => {
+                tracing::info!(request_id = request.id, user_id = user.id, "billing portal requested");
+                CreateResponse::of(request)
+            }
+            Created::Existing(request) => CreateResponse::of(request),
+        })
+    }
+
+    /// Show a portal request
+    ///
+    /// The caller's billing portal request. With `wait`, answers as soon as it settles, or as it
+    /// stands after `wait` seconds.
+    #[oai(path = "/portal/:id", method = "get", operation_id = "show_portal")]
+    async fn show_portal(
+        &self,
+        auth: UserAuth,
+        pool: Data<&PgPool>,
+        settled: Data<&Settled>,
+        /// The request's id.
+        id: Path<i64>,
+        /// Seconds to wait for a pending request to settle, 0 (the default: answer at once) to
+        /// 25; more is taken as 25.
+        #[oai(default = "no_wait", validator(minimum(value = "0")))]
+        wait: Query<i64>,
+    ) -> Result<ShowResponse, Problem> {
+        show(&pool, &settled, auth.0, Kind::Portal, id.0, wait.0).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_plan_lists_the_plans_for_sale() {
+        let plans = Plans::parse(
+            r#"{"pro": {"name": "Pro", "entitlement": "pro", "period_days": 30, "stripe_price": "price_pro"},
+                "stars_only": {"name": "Stars", "entitlement": "pro", "period_days": 30, "stars_price": 100}}"#,
+        )
+        .unwrap();
+        let problem = unknown_plan(&plans, "stars_only");
+        assert_eq!(problem.kind, ProblemKind::UnknownPlan);
+        assert!(problem.detail.ends_with("plans for sale: pro"), "{}", problem.detail);
+        let long = unknown_plan(&plans, &"x".repeat(1000));
+        assert!(long.detail.len() < 200, "the echo is bounded: {}", long.detail);
+    }
+
+    #[test]
+    fn status_urls_name_the_kind() {
+        assert_eq!(status_url(Kind::Checkout, 7), "/v1/billing/checkout/7");
+        assert_eq!(status_url(Kind::Portal, 8), "/v1/billing/portal/8");
+    }
+}

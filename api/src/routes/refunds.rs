@@ -1,0 +1,305 @@
+//! `/v1/ops/refunds`: an operator refunds a payment through the `refunds` queue.
+//!
+//! POST stores the refund with its job in one transaction ([`refunds::create`]) and answers 202;
+//! a worker makes it at the provider, with an idempotency key derived from the refund, then
+//! revokes what the payment bought. Money moves, so the `Idempotency-Key` is required: a repeat
+//! with the same key and body answers with the first refund and writes nothing, the same key with
+//! another body is a 409.
+
+use chrono::{DateTime, Utc};
+use jobs::billing::refunds::{self, Created, NewRefund, Provider, Refund, RefundStatus};
+use poem::web::Data;
+use poem_openapi::param::{Header, Path};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
+use sqlx::PgPool;
+
+use super::Tag;
+use super::json_string::JsonString;
+use crate::auth::AdminAuth;
+use crate::error::{Problem, ProblemDetails};
+
+/// RefundsApi serves `/v1/ops/refunds`.
+#[derive(Debug, Clone, Copy)]
+pub struct RefundsApi;
+
+/// RefundProvider is who took the payment. Telegram Stars will follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum RefundProvider {
+    Stripe,
+}
+
+/// RefundReason is why a refund is made, as Stripe records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum RefundReason {
+    Duplicate,
+    Fraudulent,
+    RequestedByCustomer,
+}
+
+impl RefundReason {
+    fn name(self) -> &'static str {
+        match self {
+            RefundReason::Duplicate => "duplicate",
+            RefundReason::Fraudulent => "fraudulent",
+            RefundReason::RequestedByCustomer => "requested_by_customer",
+        }
+    }
+}
+
+/// RefundRequest is a refund to make.
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct RefundRequest {
+    pub provider: RefundProvider,
+    /// The Stripe payment to refund: a payment intent (`pi_…`) or a charge (`ch_…`, `py_…`).
+    #[oai(validator(max_length = 255, pattern = "^(pi|ch|py)_[A-Za-z0-9_]+$"))]
+    pub payment: JsonString,
+    /// How much to refund, in the currency's smallest unit (cents); the rest of the payment when
+    /// absent.
+    #[oai(validator(minimum(value = "1")))]
+    pub amount: Option<i64>,
+    pub reason: Option<RefundReason>,
+}
+
+impl From<RefundRequest> for NewRefund {
+    fn from(r: RefundRequest) -> NewRefund {
+        NewRefund {
+            provider: match r.provider {
+                RefundProvider::Stripe => Provider::Stripe,
+            },
+            payment: r.payment.into(),
+            amount: r.amount,
+            reason: r.reason.map(|reason| reason.name().to_string()),
+        }
+    }
+}
+
+/// RefundState is where a refund stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum RefundState {
+    /// Waiting for a worker to ask the provider.
+    Pending,
+    /// The provider made it: `provider_refund_id` names it.
+    Succeeded,
+    /// The provider refused it for good: `failure` says why.
+    Failed,
+}
+
+/// RefundView is a stored refund.
+#[derive(Debug, Object)]
+#[oai(rename = "Refund")]
+pub struct RefundView {
+    pub id: i64,
+    pub provider: RefundProvider,
+    pub payment: String,
+    /// In the currency's smallest unit; null for the rest of the payment.
+    pub amount: Option<i64>,
+    /// `duplicate`, `fraudulent` or `requested_by_customer`.
+    pub reason: Option<String>,
+    pub status: RefundState,
+    /// The provider's id of the refund (`re_…`), once it succeeded.
+    pub provider_refund_id: Option<String>,
+    /// Why the provider refused, once it failed.
+    pub failure: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<Refund> for RefundView {
+    fn from(r: Refund) -> RefundView {
+        RefundView {
+            id: r.id,
+            provider: match r.provider {
+                Provider::Stripe => RefundProvider::Stripe,
+            },
+            payment: r.payment,
+            amount: r.amount,
+            reason: r.reason,
+            status: match r.status {
+                RefundStatus::Pending => RefundState::Pending,
+                RefundStatus::Succeeded => RefundState::Succeeded,
+                RefundStatus::Failed => RefundState::Failed,
+            },
+            provider_refund_id: r.provider_refund_id,
+            failure: r.failure,
+            created_at: r.created_at,
+        }
+    }
+}
+
+/// Where refund `id` is shown.
+fn location(id: i64) -> String {
+    format!("/v1/ops/refunds/{id}")
+}
+
+/// Whether a stored refund is the one `asked` describes, so that a repeat may answer with it.
+fn same_refund(stored: &Refund, asked: &NewRefund) -> bool {
+    stored.provider == asked.provider
+        && stored.payment == asked.payment
+        && stored.amount == asked.amount
+        && stored.reason == asked.reason
+}
+
+/// CreateResponse is the answer to a refund request.
+#[derive(ApiResponse)]
+pub enum CreateResponse {
+    /// The refund is stored (now, or by an earlier request with the same key and body) and
+    /// pending.
+    #[oai(status = 202)]
+    Accepted(
+        Json<RefundView>,
+        /// Where the refund is shown.
+        #[oai(header = "Location")]
+        String,
+    ),
+    /// An earlier request with the same key and body has already been carried out: this is it.
+    #[oai(status = 200)]
+    Settled(
+        Json<RefundView>,
+        /// Where the refund is shown.
+        #[oai(header = "Location")]
+        String,
+    ),
+    /// The `Idempotency-Key` was used before for another refund (`conflict`).
+    #[oai(status = 409, content_type = "application/problem+json")]
+    Conflict(Json<ProblemDetails>),
+}
+
+impl CreateResponse {
+    fn of(refund: Refund) -> CreateResponse {
+        let at = location(refund.id);
+        if refund.status == RefundStatus::Pending {
+            CreateResponse::Accepted(Json(refund.into()), at)
+        } else {
+            CreateResponse::Settled(Json(refund.into()), at)
+        }
+    }
+}
+
+/// ShowResponse is one refund, or why not.
+#[derive(ApiResponse)]
+pub enum ShowResponse {
+    /// The refund.
+    #[oai(status = 200)]
+    Ok(Json<RefundView>),
+    /// No refund has this id (`not-found`).
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<ProblemDetails>),
+}
+
+#[OpenApi(tag = "Tag::Ops")]
+impl RefundsApi {
+    /// Refund a payment
+    ///
+    /// Queues a refund on the `refunds` queue; a worker makes it at the provider, then revokes
+    /// the access the payment bought and tells the user. The `Idempotency-Key` is required.
+    #[oai(path = "/v1/ops/refunds", method = "post", operation_id = "create_refund")]
+    async fn create(
+        &self,
+        _auth: AdminAuth,
+        pool: Data<&PgPool>,
+        /// Required: 1 to 200 visible ASCII characters. A repeat with the same key and body answers
+        /// with the first refund and refunds nothing more; the same key with another body is 409
+        /// `conflict`.
+        #[oai(
+            name = "Idempotency-Key",
+            validator(min_length = 1, max_length = 200, pattern = "^[!-~]+$")
+        )]
+        idempotency_key: Header<Option<String>>,
+        body: Json<RefundRequest>,
+    ) -> Result<CreateResponse, Problem> {
+        let Some(key) = idempotency_key.0 else {
+            return Err(Problem::invalid_request(
+                "an Idempotency-Key header is required: a refund moves money, so its request must be safe to repeat",
+            ));
+        };
+        let asked = NewRefund::from(body.0);
+        Ok(match refunds::create(&pool, &asked, Some(&key)).await? {
+            Created::New(refund) => {
+                tracing::info!(refund_id = refund.id, payment = %refund.payment, amount = ?refund.amount, "refund requested");
+                CreateResponse::of(refund)
+            }
+            Created::Existing(refund) if !same_refund(&refund, &asked) => CreateResponse::Conflict(Json(
+                Problem::conflict(format!(
+                    "this Idempotency-Key was first used for another refund ({}); use another key for another refund",
+                    location(refund.id)
+                ))
+                .body(),
+            )),
+            Created::Existing(refund) => CreateResponse::of(refund),
+        })
+    }
+
+    /// Show a refund
+    #[oai(path = "/v1/ops/refunds/:id", method = "get", operation_id = "show_refund")]
+    async fn show(
+        &self,
+        _auth: AdminAuth,
+        pool: Data<&PgPool>,
+        /// The refund's id. Not an integer: 400 `invalid-request`.
+        id: Path<i64>,
+    ) -> Result<ShowResponse, Problem> {
+        let mut conn = pool.acquire().await?;
+        Ok(match refunds::get(&mut conn, id.0).await? {
+            Some(refund) => ShowResponse::Ok(Json(refund.into())),
+            None => ShowResponse::NotFound(Json(Problem::not_found(format!("no refund {}", id.0)).body())),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(asked: &NewRefund) -> Refund {
+        Refund {
+            id: 1,
+            provider: asked.provider,
+            payment: asked.payment.clone(),
+            amount: asked.amount,
+            reason: asked.reason.clone(),
+            idempotency_key: Some("k".into()),
+            status: RefundStatus::Pending,
+            provider_refund_id: None,
+            failure: None,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_repeat_must_ask_for_the_same_refund() {
+        let asked = NewRefund::from(RefundRequest {
+            provider: RefundProvider::Stripe,
+            payment: JsonString("pi_1".into()),
+            amount: Some(500),
+            reason: Some(RefundReason::RequestedByCustomer),
+        });
+        assert_eq!(asked.reason.as_deref(), Some("requested_by_customer"));
+        let first = stored(&asked);
+        assert!(same_refund(&first, &asked));
+        for other in [
+            NewRefund {
+                amount: None,
+                ..asked.clone()
+            },
+            NewRefund {
+                amount: Some(501),
+                ..asked.clone()
+            },
+            NewRefund {
+                payment: "pi_2".into(),
+                ..asked.clone()
+            },
+            NewRefund {
+                reason: None,
+                ..asked.clone()
+            },
+        ] {
+            assert!(!same_refund(&first, &other), "{other:?}");
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! Billing end to end: requests and events → worker → fake Stripe (through the real async-stripe
+//! client) → entitlements → notifications seen by the fake Bot API.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use e2e::World;
+use jobs::billing::refunds::{self, NewRefund, Provider};
+use jobs::billing::requests::{self, Kind};
+use jobs::billing::stripe::ingest;
+use jobs::stripe::objects::Event;
+use sandbox::stripe_events::Subscription;
+use sandbox::telegram::Limits;
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(20);
+const DAY: i64 = 86_400;
+
+async fn request(world: &World, user: i64, kind: Kind, key: &str) -> i64 {
+    let plan = (kind == Kind::Checkout).then_some("pro_monthly");
+    match requests::create(&world.pool, user, kind, plan, Some(key))
+        .await
+        .unwrap()
+    {
+        requests::Created::New(r) => r.id,
+        requests::Created::Existing(r) => panic!("request {} already existed", r.id),
+    }
+}
+
+/// (status, url, failure) of billing request `id`.
+async fn settled(world: &World, id: i64) -> (String, Option<String>, Option<String>) {
+    world
+        .wait_for_count(
+            &format!("SELECT count(*) FROM billing_requests WHERE id = {id} AND status <> 'pending'"),
+            1,
+            WAIT,
+        )
+        .await;
+    sqlx::query_as("SELECT status, url, failure FROM billing_requests WHERE id = $1")
+        .bind(id)
+        .fetch_one(&world.pool)
+        .await
+        .unwrap()
+}
+
+fn form(request: &sandbox::stripe::StripeRequest, key: &str) -> Option<String> {
+    request.form.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+}
+
+/// Delivers `event` to the inbox as the webhook endpoint does.
+async fn deliver(world: &World, event: &Value) {
+    let raw = event.to_string();
+    let parsed: Event = serde_json::from_str(&raw).unwrap();
+    ingest(&world.pool, &parsed, &raw).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_checkout_request_becomes_a_stripe_session_for_the_user_and_plan() {
+    let world = World::new(Limits::default()).await;
+    let worker = world.start_worker(world.worker_config(30.0));
+    let id = request(&world, 77, Kind::Checkout, "k1").await;
+    let (status, url, failure) = settled(&world, id).await;
+    worker.stop().await;
+    assert_eq!((status.as_str(), failure), ("ready", None));
+    let sessions = world.stripe.checkout_sessions();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(url.as_deref(), sessions[0]["url"].as_str());
+    let sent = &world.stripe.requests()[0];
+    assert_eq!(sent.path, "/v1/checkout/sessions");
+    assert_eq!(sent.idempotency_key, Some(format!("paygate:checkout:{id}")));
+    assert_eq!(form(sent, "mode").as_deref(), Some("subscription"));
+    assert_eq!(form(sent, "client_reference_id").as_deref(), Some("77"));
+    assert_eq!(form(sent, "line_items[0][price]").as_deref(), Some("price_pro_monthly"));
+    assert_eq!(form(sent, "metadata[plan]").as_deref(), Some("pro_monthly"));
+    assert_eq!(
+        form(sent, "subscription_data[metadata][telegram_user_id]").as_deref(),
+        Some("77")
+    );
+    assert_eq!(form(sent, "success_url").as_deref(), Some(e2e::SUCCESS_URL));
+    assert_eq!(form(sent, "cancel_url").as_deref(), Some(e2e::CANCEL_URL));
+}
+
+#[tokio::test]
+async fn a_stripe_500_is_retried_with_the_same_key_and_then_succeeds() {
+    let world = World::new(Limits::default()).await;
+    world.stripe.fail_next("/v1/checkout/sessions", 500, 1);
+    let worker = world.start_worker(world.worker_config(30.0));
+    let id = request(&world, 78, Kind::Checkout, "k1").await;
+    // The retry comes after the first backoff step, 5 s ± 25%.
+    let (status, url, _) = settled(&world, id).await;
+    worker.stop().await;
+    assert_eq!(status, "ready");
+    assert!(url.is_some());
+    let calls = world.stripe.requests();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0].idempotency_key, calls[1].idempotency_key);
+    assert_eq!(world.stripe.checkout_sessions().len(), 1);
+    let errors: Value = sqlx::query_scalar("SELECT errors FROM jobs WHERE logical_key = $1")
+        .bind(format!("billing_request:{id}"))
+        .fetch_one(&world.pool)
+        .await
+        .unwrap();
+    assert_eq!(errors.as_array().unwrap().len(), 1, "{errors}");
+}
+
+#[tokio::test]
+async fn a_stripe_400_fails_the_request_with_stripes_reason_and_no_retry() {
+    let world = World::new(Limits::default()).await;
+    world.stripe.reject_price("price_pro_monthly");
+    let worker = world.start_worker(world.worker_config(30.0));
+    let id = request(&world, 79, Kind::Checkout, "k1").await;
+    let (status, url, failure) = settled(&world, id).await;
+    worker.stop().await;
+    assert_eq!((status.as_str(), url), ("failed", None));
+    assert!(failure.unwrap().contains("No such price"));
+    assert_eq!(world.stripe.count("/v1/checkout/sessions"), 1);
+    let state: String = sqlx::query_scalar("SELECT state FROM jobs WHERE logical_key = $1")
+        .bind(format!("billing_request:{id}"))
+        .fetch_one(&world.pool)
+        .await
+        .unwrap();
+    assert_eq!(state, "completed");
+}
+
+#[tokio::test]
+async fn a_portal_request_creates_the_customer_once_and_reuses_it() {
+    let world = World::new(Limits::default()).await;
+    let worker = world.start_worker(world.worker_config(30.0));
+    let first = request(&world, 80, Kind::Portal, "p1").await;
+    let (status, url, _) = settled(&world, first).await;
+    assert_eq!(status, "ready");
+    let second = request(&world, 80, Kind::Portal, "p2").await;
+    let (status, _, _) = settled(&world, second).await;
+    worker.stop().await;
+    assert_eq!(status, "ready");
+    assert_eq!(world.stripe.count("/v1/customers"), 1);
+    let portals = world.stripe.portal_sessions();
+    assert_eq!(portals.len(), 2);
+    assert_eq!(portals[0]["customer"], portals[1]["customer"]);
+    assert_eq!(portals[0]["return_url"], e2e::PORTAL_RETURN_URL);
+    assert_eq!(url.as_deref(), portals[0]["url"].as_str());
+}
+
+#[tokio::test]
+async fn a_paid_subscription_is_granted_and_told_and_an_ops_refund_revokes_it_once() {
+    let world = World::new(Limits::default()).await;
+    let worker = world.start_worker(world.worker_config(30.0));
+    let sub = Subscription::new("e2e_refund", 81, "pro_monthly", "price_pro_monthly");
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    deliver(&world, &sub.checkout_session("checkout.session.completed", "paid", now)).await;
+    deliver(&world, &sub.invoice_paid(1, now + 30 * DAY, now)).await;
+    deliver(&world, &sub.invoice_payment_paid(1, now)).await;
+    world
+        .wait_for_count(
+            "SELECT count(*) FROM entitlements WHERE user_id = 81 AND status = 'active'",
+            1,
+            WAIT,
+        )
+        .await;
+    world
+        .wait_for_count("SELECT count(*) FROM telegram_deliveries WHERE chat_id = 81", 1, WAIT)
+        .await;
+
+    let refund = NewRefund {
+        provider: Provider::Stripe,
+        payment: sub.payment_intent(1),
+        amount: None,
+        reason: Some("requested_by_customer".into()),
+    };
+    let refunds::Created::New(refund) = refunds::create(&world.pool, &refund, Some("r1")).await.unwrap() else {
+        panic!("a new refund")
+    };
+    world
+        .wait_for_count(
+            "SELECT count(*) FROM entitlements WHERE user_id = 81 AND status = 'revoked'",
+            1,
+            WAIT,
+        )
+        .await;
+    // Stripe's event about the same refund follows; it must not revoke or tell again.
+    deliver(&world, &sub.charge_refunded(1, true, now + 60)).await;
+    world
+        .wait_for_count(
+            "SELECT count(*) FROM stripe_events WHERE type = 'charge.refunded' AND outcome IS NOT NULL",
+            1,
+            WAIT,
+        )
+        .await;
+    world
+        .wait_for_count("SELECT count(*) FROM telegram_deliveries WHERE chat_id = 81", 2, WAIT)
+        .await;
+    worker.stop().await;
+
+    let (status, stripe_refund): (String, Option<String>) =
+        sqlx::query_as("SELECT status, provider_refund_id FROM refunds WHERE id = $1")
+            .bind(refund.id)
+            .fetch_one(&world.pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "succeeded");
+    assert_eq!(stripe_refund.as_deref(), world.stripe.refunds()[0]["id"].as_str());
+    assert_eq!(
+        world.stripe.requests()[0].idempotency_key,
+        Some(format!("paygate:refund:{}", refund.id))
+    );
+    let revocations = world
+        .count("SELECT count(*) FROM entitlement_changes WHERE status = 'revoked'")
+        .await;
+    assert_eq!(revocations, 1);
+    let told: Vec<String> = world
+        .telegram
+        .messages()
+        .into_iter()
+        .filter(|m| m.chat_id == 81)
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(told.len(), 2, "{told:?}");
+    assert!(told[0].contains("Pro access is active until"), "{told:?}");
+    assert!(told[1].contains("has ended: the payment was refunded"), "{told:?}");
+}

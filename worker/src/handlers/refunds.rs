@@ -1,0 +1,88 @@
+//! The `refunds` queue: makes a refund ops asked for, then records it, revokes what the payment
+//! bought and tells the user, in one transaction.
+//!
+//! The Stripe call carries the key `paygate:refund:<id>`, so a retried attempt (after a crash
+//! between Stripe's answer and our commit, say) gets the same refund back, not a second one. The
+//! `charge.refunded` event Stripe sends afterwards finds the payment already marked refunded and
+//! changes nothing.
+
+use apalis_core::error::BoxDynError;
+use apalis_core::task::data::Data;
+use jobs::billing::counters;
+use jobs::billing::refunds::{self, MakeRefund, RefundStatus};
+use jobs::billing::stripe::{self as billing_stripe, Reversal};
+use jobs::queue::outcome::run_attempt;
+use jobs::queue::{Completed, Job, JobError};
+use jobs::stripe::client::{PaymentRef, RefundParams, StripeError};
+
+use super::{Billing, apply_once};
+
+/// Runs one attempt of a refund.
+pub async fn handle(job: Job<MakeRefund>, billing: Data<Billing>) -> Result<(), BoxDynError> {
+    let billing = &*billing;
+    run_attempt(&billing.pool, &billing.stats, job, |job| refund(billing, job)).await?;
+    Ok(())
+}
+
+async fn refund(billing: &Billing, job: Job<MakeRefund>) -> Result<Completed, JobError> {
+    let refund = {
+        let mut conn = billing.pool.acquire().await?;
+        refunds::get(&mut conn, job.payload.refund_id).await?
+    };
+    let Some(refund) = refund else {
+        return Err(JobError::Terminal(format!(
+            "refund {} does not exist",
+            job.payload.refund_id
+        )));
+    };
+    if refund.status != RefundStatus::Pending {
+        return apply_once(&billing.pool, &job, async |_| Ok::<(), sqlx::Error>(())).await;
+    }
+    let made = match PaymentRef::parse(&refund.payment) {
+        None => Err(StripeError::Permanent {
+            reason: format!("{:?} is neither a payment intent nor a charge", refund.payment),
+        }),
+        Some(payment) => {
+            let params = RefundParams {
+                payment,
+                amount: refund.amount,
+                reason: refund.reason.as_deref(),
+                refund_request_id: refund.id,
+            };
+            billing
+                .stripe
+                .create_refund(&params, &format!("paygate:refund:{}", refund.id))
+                .await
+        }
+    };
+    match made {
+        Ok(made) => {
+            let cause = format!("refund:{}", refund.id);
+            apply_once(&billing.pool, &job, async |tx| {
+                refunds::settle(tx.conn(), refund.id, Ok(&made.id)).await?;
+                counters::add(tx.conn(), "billing_refunds_total", "outcome=\"succeeded\"").await?;
+                // A partial refund is a gesture: access stays, as it does for a partial
+                // charge.refunded event.
+                if refund.amount.is_none() {
+                    let payments = [
+                        Some(refund.payment.as_str()),
+                        made.charge.as_deref(),
+                        made.payment_intent.as_deref(),
+                    ];
+                    billing_stripe::reverse(tx.conn(), &billing.plans, &payments, Reversal::Refund, &cause).await?;
+                }
+                Ok::<(), sqlx::Error>(())
+            })
+            .await
+        }
+        Err(StripeError::Permanent { reason }) => {
+            tracing::warn!(refund = refund.id, reason, "Stripe refused the refund");
+            apply_once(&billing.pool, &job, async |tx| {
+                refunds::settle(tx.conn(), refund.id, Err(&reason)).await?;
+                counters::add(tx.conn(), "billing_refunds_total", "outcome=\"failed\"").await
+            })
+            .await
+        }
+        Err(StripeError::Retryable { reason, .. }) => Err(JobError::Retryable(reason)),
+    }
+}
