@@ -73,6 +73,8 @@ struct State {
     // Scripted failures by path: the statuses to answer next.
     fail_next: HashMap<String, VecDeque<u16>>,
     rejected_prices: HashSet<String>,
+    // The price each checkout session sells, for the events its payment sends.
+    session_prices: HashMap<String, String>,
 }
 
 #[derive(Debug)]
@@ -80,6 +82,8 @@ struct Shared {
     secret_key: String,
     url: String,
     state: Mutex<State>,
+    // Where opening a Checkout URL sends the payment's events, and the signing secret.
+    webhooks: Mutex<Option<(String, String)>>,
 }
 
 /// FakeStripe is a running fake Stripe API; it stops when dropped.
@@ -113,15 +117,25 @@ impl FakeStripe {
             secret_key: secret_key.to_string(),
             url: url.clone(),
             state: Mutex::new(State::default()),
+            webhooks: Mutex::new(None),
         });
         let app = Route::new()
             .at("/v1/*rest", post(api))
             .at("/sandbox/requests", get(list_requests))
+            .at("/pay/:id", get(pay))
+            .at("/portal/:id", get(portal))
             .data(shared.clone());
         let server = tokio::spawn(async move {
             let _ = Server::new_with_acceptor(acceptor).run(app).await;
         });
         Ok(FakeStripe { url, shared, server })
+    }
+
+    /// Makes opening a Checkout Session's URL pay it: the fake then sends the events Stripe would
+    /// (`checkout.session.completed`, `invoice.paid`, `invoice_payment.paid`) to `endpoint`,
+    /// signed with `secret`. For the local run, where nobody can pay on stripe.com.
+    pub fn send_webhooks_to(&self, endpoint: &str, secret: &str) {
+        *self.shared.webhooks.lock().unwrap() = Some((endpoint.to_string(), secret.to_string()));
     }
 
     /// The base URL to configure as Stripe's (`STRIPE_API_URL`).
@@ -517,6 +531,9 @@ fn create_checkout_session(url: &str, state: &mut State, form: &[(String, String
     session["created"] = json!(created);
     session["expires_at"] = json!(created + 24 * 60 * 60);
     session["livemode"] = json!(false);
+    if let Some((_, price)) = prices.first() {
+        state.session_prices.insert(id.clone(), price.to_string());
+    }
     state.checkout_sessions.push(session.clone());
     Ok(session)
 }
@@ -631,6 +648,66 @@ fn create_refund(state: &mut State, form: &[(String, String)]) -> Result<Value, 
     state.refunded.insert(charge, refunded + amount);
     state.refunds.push(refund.clone());
     Ok(refund)
+}
+
+/// The hosted Checkout page: paying is opening it. Sends the payment's events to the configured
+/// webhook endpoint, as Stripe would once the customer paid.
+#[handler]
+async fn pay(Path(id): Path<String>, shared: Data<&Arc<Shared>>) -> poem::Response {
+    let page = |status: u16, text: String| {
+        poem::Response::builder()
+            .status(poem::http::StatusCode::from_u16(status).unwrap_or_default())
+            .content_type("text/plain; charset=utf-8")
+            .body(text)
+    };
+    let (session, price) = {
+        let state = shared.state.lock().unwrap();
+        let session = state.checkout_sessions.iter().find(|s| s["id"] == id.as_str()).cloned();
+        (session, state.session_prices.get(&id).cloned())
+    };
+    let Some(session) = session else {
+        return page(404, format!("No such checkout session: {id}"));
+    };
+    let Some((endpoint, secret)) = shared.webhooks.lock().unwrap().clone() else {
+        return page(200, "Paid (this fake sends no webhooks: send_webhooks_to was not called).".into());
+    };
+    let user_id: i64 = session["client_reference_id"].as_str().and_then(|u| u.parse().ok()).unwrap_or(0);
+    let plan = session["metadata"]["plan"].as_str().unwrap_or("unknown");
+    let tag: String = id.trim_start_matches("cs_test_").chars().take(14).collect();
+    let subscription = crate::stripe_events::Subscription::new(&tag, user_id, plan, price.as_deref().unwrap_or("price_sandbox"));
+    let now = now();
+    let events = [
+        subscription.checkout_session("checkout.session.completed", "paid", now),
+        subscription.invoice_paid(1, now + 30 * 24 * 60 * 60, now),
+        subscription.invoice_payment_paid(1, now),
+    ];
+    let client = reqwest::Client::new();
+    for event in events {
+        let payload = event.to_string();
+        let sent = client
+            .post(&endpoint)
+            .header("Stripe-Signature", sign_webhook(&payload, &secret, now))
+            .header("Content-Type", "application/json")
+            .body(payload)
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => return page(502, format!("The webhook endpoint answered {}", r.status())),
+            Err(e) => return page(502, format!("The webhook endpoint is unreachable: {e}")),
+        }
+    }
+    page(200, format!("Paid: subscription {} of user {user_id} to {plan}. You can close this page.", subscription.id))
+}
+
+/// The hosted Billing Portal page.
+#[handler]
+fn portal(Path(id): Path<String>, shared: Data<&Arc<Shared>>) -> String {
+    let state = shared.state.lock().unwrap();
+    match state.portal_sessions.iter().find(|s| s["id"] == id.as_str()) {
+        Some(session) => format!("Fake billing portal of customer {}", session["customer"]),
+        None => format!("No such portal session: {id}"),
+    }
 }
 
 #[handler]

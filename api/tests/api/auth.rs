@@ -14,6 +14,8 @@ fn ops_routes() -> Vec<(Method, &'static str)> {
         (Method::POST, "/v1/ops/jobs/1/discard"),
         (Method::POST, "/v1/ops/jobs/dead/retry"),
         (Method::POST, "/v1/ops/jobs/dead/discard"),
+        (Method::POST, "/v1/ops/refunds"),
+        (Method::GET, "/v1/ops/refunds/1"),
     ]
 }
 

@@ -19,9 +19,11 @@ pub const TOKEN: &str = "test-admin-token-0123456789";
 pub const WEBHOOK_SECRET: &str = "whsec_test_current_0123456789";
 pub const WEBHOOK_SECRET_ROLLED: &str = "whsec_test_rolled_0123456789";
 
-/// The plan catalogue of every test app: two plans sold through Stripe, one only for Stars.
+/// The plan catalogue of every test app: three plans sold through Stripe, one only for Stars.
+/// `pro_yearly` is started by the metrics test alone, which counts its checkouts.
 pub const PLANS: &str = r#"{
     "pro_monthly": {"name": "Pro", "entitlement": "pro", "period_days": 30, "stripe_price": "price_pro_monthly"},
+    "team_monthly": {"name": "Team", "entitlement": "team", "period_days": 30, "stripe_price": "price_team_monthly"},
     "pro_yearly": {"name": "Pro (yearly)", "entitlement": "pro", "period_days": 365, "stripe_price": "price_pro_yearly"},
     "stars_only": {"name": "Stars", "entitlement": "pro", "period_days": 30, "stars_price": 250}
 }"#;

@@ -22,7 +22,9 @@ fn run_binary(vars: &[(&str, &str)]) -> std::process::Output {
 fn a_bad_configuration_stops_the_process_with_one_line() {
     let url = ("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none");
     let token = ("ADMIN_TOKEN", "0123456789abcdef");
-    let cases: [(&[(&str, &str)], &str); 5] = [
+    let plans = ("PLANS", crate::helpers::PLANS);
+    let whsec = ("STRIPE_WEBHOOK_SECRET", "whsec_abc");
+    let cases: [(&[(&str, &str)], &str); 11] = [
         (&[token], "configuration error: DATABASE_URL is not set\n"),
         (&[url], "configuration error: ADMIN_TOKEN is not set\n"),
         (
@@ -36,6 +38,31 @@ fn a_bad_configuration_stops_the_process_with_one_line() {
         (
             &[url, token, ("DATABASE_POOL_SIZE", "0")],
             "configuration error: DATABASE_POOL_SIZE must be at least 1\n",
+        ),
+        (
+            &[url, token],
+            "configuration error: PLANS is not set (nor is PLANS_FILE)\n",
+        ),
+        (
+            &[url, token, ("PLANS", "{}")],
+            "configuration error: PLANS names no plan\n",
+        ),
+        (
+            &[url, token, plans],
+            "configuration error: STRIPE_WEBHOOK_SECRET is not set\n",
+        ),
+        (
+            &[url, token, plans, ("STRIPE_WEBHOOK_SECRET", "whsec_abc,sk_live_abc")],
+            "configuration error: STRIPE_WEBHOOK_SECRET is malformed: secret 2 of the list is not a webhook \
+             signing secret (whsec_…)\n",
+        ),
+        (
+            &[url, token, plans, whsec],
+            "configuration error: JWT_SECRET is not set\n",
+        ),
+        (
+            &[url, token, plans, whsec, ("JWT_SECRET", "too-short")],
+            "configuration error: JWT_SECRET is too short (at least 32 characters)\n",
         ),
     ];
     for (vars, line) in cases {

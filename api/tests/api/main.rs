@@ -2,11 +2,16 @@
 //! port with its own database. One test binary, so the suite links once.
 
 mod auth;
+mod billing;
 mod dead_jobs;
+mod entitlements;
 mod errors;
 mod health;
 mod helpers;
 mod lifecycle;
 mod metrics;
 mod notifications;
+mod refunds;
 mod request_id;
+mod stripe_webhook;
+mod user_auth;

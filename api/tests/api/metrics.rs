@@ -94,3 +94,47 @@ async fn metrics_show_http_traffic_and_the_job_pipeline() {
         assert_eq!(sample(&text, series), Some(value), "{series} in\n{text}");
     }
 }
+
+#[tokio::test]
+async fn metrics_show_the_billing_counters_of_the_database() {
+    let app = spawn_app().await;
+    sqlx::query(
+        "INSERT INTO counters (name, labels, value) VALUES
+           ('billing_payments_total', 'provider=\"stripe\",status=\"paid\"', 12),
+           ('billing_payments_total', 'provider=\"stripe\",status=\"disputed\"', 2),
+           ('billing_refunds_total', 'status=\"succeeded\"', 3)",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+
+    let text = scrape(&app).await;
+    for (series, value) in [
+        (r#"billing_payments_total{provider="stripe",status="paid"}"#, 12.0),
+        (r#"billing_payments_total{provider="stripe",status="disputed"}"#, 2.0),
+        (r#"billing_refunds_total{status="succeeded"}"#, 3.0),
+    ] {
+        assert_eq!(sample(&text, series), Some(value), "{series} in\n{text}");
+    }
+    assert_eq!(text.matches("# TYPE billing_payments_total counter\n").count(), 1, "{text}");
+    assert_eq!(text.matches("# TYPE billing_refunds_total counter\n").count(), 1, "{text}");
+    assert!(text.contains("http_requests_total"), "the process metrics are still there");
+}
+
+#[tokio::test]
+async fn new_checkouts_are_counted_by_plan_and_repeats_are_not() {
+    let app = spawn_app().await;
+    let series = r#"billing_checkout_started_total{plan="pro_yearly"}"#;
+    let before = sample(&scrape(&app).await, series).unwrap_or(0.0);
+    for _ in 0..2 {
+        let resp = app
+            .post_user("/v1/billing/checkout", 42, &json!({"plan": "pro_yearly"}))
+            .header("Idempotency-Key", "metrics-1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    }
+    // Only this test starts pro_yearly checkouts, so the shared recorder moved by ours alone.
+    assert_eq!(sample(&scrape(&app).await, series), Some(before + 1.0));
+}

@@ -1,18 +1,29 @@
 //! `cargo run -p sandbox --bin dev`: the whole system on this machine.
 //!
 //! A throwaway PostgreSQL (unless `DATABASE_URL` is set), the fake Telegram Bot API (unless
-//! `TELEGRAM_BOT_TOKEN` is set), the release step (`worker migrate`), then the `web` (`api`) and
-//! `worker` processes exactly as the Procfile runs them. Ctrl-C stops everything and removes the
-//! throwaway database.
+//! `TELEGRAM_BOT_TOKEN` is set), the fake Stripe (unless `STRIPE_SECRET_KEY` is set; opening a
+//! Checkout URL it hands out pays it and sends the webhooks), the release step
+//! (`worker migrate`), then the `web` (`api`) and `worker` processes exactly as the Procfile runs
+//! them. Every other variable gets a local default unless set. Ctrl-C stops everything and removes
+//! the throwaway database.
 
 use std::process::{Child, Command};
 
 use anyhow::{Context, bail};
 use sandbox::postgres::{Durability, TempCluster};
+use sandbox::stripe::FakeStripe;
 use sandbox::telegram::{FakeTelegram, Limits};
 
 const FAKE_BOT_TOKEN: &str = "123456:sandbox-token";
 const DEV_ADMIN_TOKEN: &str = "dev-admin-token-change-me";
+const DEV_WEBHOOK_SECRET: &str = "whsec_sandbox_local_only";
+const DEV_JWT_SECRET: &str = "dev-jwt-secret-local-only-0123456789";
+const DEV_PLANS: &str = r#"{"pro_monthly": {"name": "Pro", "entitlement": "pro", "period_days": 30, "stripe_price": "price_pro_monthly", "stars_price": 250}}"#;
+
+/// The value of `var`, or `default` when it is unset or empty.
+fn env_or(var: &str, default: &str) -> String {
+    std::env::var(var).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -42,6 +53,41 @@ async fn main() -> anyhow::Result<()> {
         }
     };
 
+    let (fake_stripe, mut stripe_env) = match std::env::var("STRIPE_SECRET_KEY") {
+        Ok(key) if !key.is_empty() => (None, vec![("STRIPE_SECRET_KEY".to_string(), key)]),
+        _ => {
+            let fake = FakeStripe::start_on("127.0.0.1:8082", sandbox::stripe::SECRET_KEY)
+                .await
+                .context("starting the fake Stripe API on 127.0.0.1:8082")?;
+            let env = vec![
+                ("STRIPE_SECRET_KEY".to_string(), sandbox::stripe::SECRET_KEY.to_string()),
+                ("STRIPE_API_URL".to_string(), fake.url().to_string()),
+            ];
+            (Some(fake), env)
+        }
+    };
+    let webhook_secret = env_or("STRIPE_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET);
+    if let Some(fake) = &fake_stripe {
+        let first_secret = webhook_secret.split(',').next().unwrap_or_default().trim();
+        fake.send_webhooks_to(&format!("http://127.0.0.1:{port}/webhooks/stripe"), first_secret);
+    }
+    let site = format!("http://127.0.0.1:{port}");
+    for (var, default) in [
+        ("STRIPE_WEBHOOK_SECRET", webhook_secret.clone()),
+        ("PLANS", DEV_PLANS.to_string()),
+        ("JWT_SECRET", DEV_JWT_SECRET.to_string()),
+        ("CHECKOUT_SUCCESS_URL", format!("{site}/docs#paid")),
+        ("CHECKOUT_CANCEL_URL", format!("{site}/docs#cancelled")),
+        ("BILLING_PORTAL_RETURN_URL", format!("{site}/docs")),
+        ("BILLING_PORTAL_LINK", format!("{site}/docs#billing")),
+    ] {
+        // PLANS_FILE stands in for PLANS when set.
+        if var == "PLANS" && std::env::var("PLANS_FILE").is_ok_and(|f| !f.is_empty()) {
+            continue;
+        }
+        stripe_env.push((var.to_string(), env_or(var, &default)));
+    }
+
     eprintln!("dev: building api and worker…");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     if !Command::new(&cargo)
@@ -61,6 +107,7 @@ async fn main() -> anyhow::Result<()> {
             .env("PORT", &port)
             .env("ADMIN_TOKEN", &admin_token);
         cmd.envs(telegram_env.iter().map(|(k, v)| (k, v)));
+        cmd.envs(stripe_env.iter().map(|(k, v)| (k, v)));
         cmd
     };
 
@@ -75,6 +122,10 @@ async fn main() -> anyhow::Result<()> {
     );
     if let Some(url) = &fake_url {
         println!("  Fake Bot API {url} (messages it received: {url}/sandbox/messages)");
+    }
+    if let Some(fake) = &fake_stripe {
+        let url = fake.url();
+        println!("  Fake Stripe  {url} (requests it received: {url}/sandbox/requests)");
     }
     println!(
         "\nSend a Telegram message through the pipeline:\n  curl -s -X POST http://127.0.0.1:{port}/v1/ops/notifications \\\n    -H 'Authorization: Bearer {admin_token}' -H 'Content-Type: application/json' \\\n    -d '{{\"chat_id\": 42, \"text\": \"Hello from paygate\"}}'"
