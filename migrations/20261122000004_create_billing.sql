@@ -42,7 +42,9 @@ CREATE TABLE stripe_events (
     -- Stripe's `created` of the event: when the object was in the state the event carries.
     created      timestamptz NOT NULL,
     livemode     boolean     NOT NULL,
-    payload      jsonb       NOT NULL,
+    -- The body exactly as Stripe signed it. Text, not jsonb: jsonb refuses \u0000, which a
+    -- signed event may carry, and a refusal would make Stripe redeliver it for days.
+    payload      text        NOT NULL,
     received_at  timestamptz NOT NULL DEFAULT now(),
     processed_at timestamptz,
     -- What processing made of it: 'applied', 'unchanged', 'ignored' (a type we do not act on) …

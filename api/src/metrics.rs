@@ -129,8 +129,10 @@ pub fn stripe_webhook_event(event_type: Option<&str>, outcome: WebhookOutcome) {
 /// (`^[a-z_.]{1,64}$`), else `other`, so that no sender can grow the label set without bound
 /// through odd strings.
 fn event_type_label(event_type: &str) -> &str {
-    let looks_like_stripes =
-        (1..=64).contains(&event_type.len()) && event_type.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'.');
+    let looks_like_stripes = (1..=64).contains(&event_type.len())
+        && event_type
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'.');
     if looks_like_stripes { event_type } else { "other" }
 }
 
@@ -326,21 +328,18 @@ fn valid_labels(labels: &str) -> bool {
         if !valid_metric_name(name) || name.contains(':') {
             return false;
         }
-        let mut chars = after.char_indices();
         let mut end = None;
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '\\' => {
-                    if !matches!(chars.next(), Some((_, '\\' | '"' | 'n'))) {
-                        return false;
-                    }
-                }
-                '"' => {
+        let mut escaped = false;
+        for (i, c) in after.char_indices() {
+            match (escaped, c) {
+                (true, '\\' | '"' | 'n') => escaped = false,
+                (true, _) | (false, '\n' | '\r') => return false,
+                (false, '\\') => escaped = true,
+                (false, '"') => {
                     end = Some(i);
                     break;
                 }
-                '\n' | '\r' => return false,
-                _ => {}
+                (false, _) => {}
             }
         }
         let Some(end) = end else { return false };
@@ -548,9 +547,18 @@ mod tests {
 
     #[test]
     fn only_stripe_like_event_types_become_labels() {
-        assert_eq!(event_type_label("checkout.session.completed"), "checkout.session.completed");
+        assert_eq!(
+            event_type_label("checkout.session.completed"),
+            "checkout.session.completed"
+        );
         assert_eq!(event_type_label("invoice_payment.paid"), "invoice_payment.paid");
-        for odd in ["", "Invoice.Paid", "invoice.paid\"}", "x".repeat(65).as_str(), "v2.core.event1"] {
+        for odd in [
+            "",
+            "Invoice.Paid",
+            "invoice.paid\"}",
+            "x".repeat(65).as_str(),
+            "v2.core.event1",
+        ] {
             assert_eq!(event_type_label(odd), "other", "{odd:?}");
         }
     }

@@ -11,11 +11,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
+use jobs::billing::requests::Settled;
 use poem::endpoint::BoxEndpoint;
+use poem::error::SizedLimitError;
 use poem::http::header;
 use poem::listener::TcpAcceptor;
-use jobs::billing::requests::Settled;
-use poem::error::SizedLimitError;
 use poem::middleware::CatchPanic;
 use poem::{Endpoint, EndpointExt, IntoResponse, Middleware, Request, Response, Route, Server};
 use sqlx::PgPool;

@@ -288,7 +288,8 @@ async fn unknown_types_and_stripes_own_fixtures_are_stored_and_acknowledged() {
         ("product.created", "product"),
     ] {
         let object = if object == "product" {
-            serde_json::json!({"id": "prod_1", "object": "product"})
+            // A NUL character, which a jsonb column would refuse.
+            serde_json::json!({"id": "prod_1", "object": "product", "name": "nul\u{0}here"})
         } else {
             sandbox::stripe::fixture(object)
         };

@@ -151,12 +151,7 @@ mod tests {
     }
 
     fn signed(alg: Algorithm, claims: &serde_json::Value, secret: &str) -> String {
-        jsonwebtoken::encode(
-            &Header::new(alg),
-            claims,
-            &EncodingKey::from_secret(secret.as_bytes()),
-        )
-        .unwrap()
+        jsonwebtoken::encode(&Header::new(alg), claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
     }
 
     fn claims(sub: &str, exp_in: i64) -> serde_json::Value {

@@ -162,7 +162,7 @@ fn status_url(kind: Kind, id: i64) -> String {
     format!("/v1/billing/{}/{id}", kind.name())
 }
 
-/// CreateResponse is the answer to a POST.
+/// CreateResponse is the answer to a checkout POST.
 #[derive(ApiResponse)]
 pub enum CreateResponse {
     /// The request is stored (now, or by an earlier request with the same `Idempotency-Key`)
@@ -194,6 +194,40 @@ impl CreateResponse {
             CreateResponse::Accepted(Json(request.into()), location)
         } else {
             CreateResponse::Settled(Json(request.into()), location)
+        }
+    }
+}
+
+/// PortalResponse is the answer to a portal POST: as [`CreateResponse`], without a plan to
+/// conflict on.
+#[derive(ApiResponse)]
+pub enum PortalResponse {
+    /// The request is stored (now, or by an earlier request with the same `Idempotency-Key`)
+    /// and pending: poll `status_url`, which `Location` repeats.
+    #[oai(status = 202)]
+    Accepted(
+        Json<BillingRequestView>,
+        /// The request's `status_url`.
+        #[oai(header = "Location")]
+        String,
+    ),
+    /// An earlier request with the same `Idempotency-Key` has already settled: this is it.
+    #[oai(status = 200)]
+    Settled(
+        Json<BillingRequestView>,
+        /// The request's `status_url`.
+        #[oai(header = "Location")]
+        String,
+    ),
+}
+
+impl PortalResponse {
+    fn of(request: BillingRequest) -> PortalResponse {
+        let location = status_url(request.kind, request.id);
+        if request.status == RequestStatus::Pending {
+            PortalResponse::Accepted(Json(request.into()), location)
+        } else {
+            PortalResponse::Settled(Json(request.into()), location)
         }
     }
 }
@@ -235,7 +269,11 @@ async fn show(
     id: i64,
     wait: i64,
 ) -> Result<ShowResponse, Problem> {
-    let not_found = || ShowResponse::NotFound(Json(Problem::not_found(format!("no {} request {id}", kind.name())).body()));
+    let not_found = || {
+        ShowResponse::NotFound(Json(
+            Problem::not_found(format!("no {} request {id}", kind.name())).body(),
+        ))
+    };
     let mut conn = pool.acquire().await?;
     let request = requests::get(&mut conn, id).await?;
     drop(conn);
@@ -282,11 +320,18 @@ impl BillingApi {
         body: Json<CheckoutRequest>,
     ) -> Result<CreateResponse, Problem> {
         let plan = String::from(body.0.plan);
-        if !plans.get(&plan).is_some_and(|p| p.stripe_price.is_some()) {
+        if plans.get(&plan).and_then(|p| p.stripe_price.as_ref()).is_none() {
             return Err(unknown_plan(&plans, &plan));
         }
         let user = auth.0;
-        let created = requests::create(&pool, user.id, Kind::Checkout, Some(&plan), idempotency_key.0.as_deref()).await?;
+        let created = requests::create(
+            &pool,
+            user.id,
+            Kind::Checkout,
+            Some(&plan),
+            idempotency_key.0.as_deref(),
+        )
+        .await?;
         Ok(match created {
             Created::New(request) => {
                 metrics::checkout_started(&plan);
@@ -344,16 +389,17 @@ impl BillingApi {
         )]
         idempotency_key: Header<Option<String>>,
         _body: PortalBody,
-    ) -> Result<CreateResponse, Problem> {
+    ) -> Result<PortalResponse, Problem> {
         let user = auth.0;
         let created = requests::create(&pool, user.id, Kind::Portal, None, idempotency_key.0.as_deref()).await?;
-        Ok(match created {
+        let request = match created {
             Created::New(request) => {
                 tracing::info!(request_id = request.id, user_id = user.id, "billing portal requested");
-                CreateResponse::of(request)
+                request
             }
-            Created::Existing(request) => CreateResponse::of(request),
-        })
+            Created::Existing(request) => request,
+        };
+        Ok(PortalResponse::of(request))
     }
 
     /// Show a portal request

@@ -130,11 +130,7 @@ async fn a_repeat_after_the_request_settled_answers_200_with_its_url() {
     .await;
     let id = first["id"].as_i64().unwrap();
     ready(&app, id, "https://checkout.stripe.com/c/pay/cs_test_1").await;
-    let again = accepted(
-        checkout(&app, 42, "pro_monthly", Some("buy-3")).await,
-        StatusCode::OK,
-    )
-    .await;
+    let again = accepted(checkout(&app, 42, "pro_monthly", Some("buy-3")).await, StatusCode::OK).await;
     assert_eq!(again["id"], id);
     assert_eq!(again["status"], "ready");
     assert_eq!(again["url"], "https://checkout.stripe.com/c/pay/cs_test_1");
@@ -225,9 +221,16 @@ async fn a_long_poll_answers_as_soon_as_the_request_settles() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let mut tx = pool.begin().await.unwrap();
         let url = "https://checkout.stripe.com/c/pay/cs_test_wait";
-        requests::settle(&mut tx, id, Settlement::Ready { url, provider_id: "cs_test_wait" })
-            .await
-            .unwrap();
+        requests::settle(
+            &mut tx,
+            id,
+            Settlement::Ready {
+                url,
+                provider_id: "cs_test_wait",
+            },
+        )
+        .await
+        .unwrap();
         tx.commit().await.unwrap();
     });
     let started = Instant::now();
@@ -352,15 +355,13 @@ async fn a_portal_request_is_once_per_key_polled_by_its_owner_and_long_polled() 
         tokio::time::sleep(Duration::from_millis(300)).await;
         let mut tx = pool.begin().await.unwrap();
         let reason = "No such customer: 'cus_gone'";
-        requests::settle(&mut tx, id, Settlement::Failed { reason }).await.unwrap();
+        requests::settle(&mut tx, id, Settlement::Failed { reason })
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
     });
     let started = Instant::now();
-    let resp = app
-        .get_user(&format!("{PORTAL}/{id}?wait=2"), 42)
-        .send()
-        .await
-        .unwrap();
+    let resp = app.get_user(&format!("{PORTAL}/{id}?wait=2"), 42).send().await.unwrap();
     let took = started.elapsed();
     worker.await.unwrap();
     let settled: Value = resp.json().await.unwrap();

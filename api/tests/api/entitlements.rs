@@ -8,7 +8,15 @@ use serde_json::{Value, json};
 use crate::helpers::{TestApp, spawn_app};
 
 /// Sets the entitlement of `source` as a worker would, in its own transaction.
-async fn set(app: &TestApp, source: &str, user_id: i64, plan: &str, status: Status, expires_at: DateTime<Utc>, renews: bool) {
+async fn set(
+    app: &TestApp,
+    source: &str,
+    user_id: i64,
+    plan: &str,
+    status: Status,
+    expires_at: DateTime<Utc>,
+    renews: bool,
+) {
     let state = State {
         user_id,
         plan: plan.into(),
@@ -28,12 +36,66 @@ async fn the_caller_sees_only_their_active_entitlements() {
     let now = Utc::now();
     let later = now + TimeDelta::days(30);
     let latest = now + TimeDelta::days(365);
-    set(&app, "stripe:sub_monthly", 42, "pro_monthly", Status::Active, later, true).await;
-    set(&app, "telegram_stars:charge_1", 42, "stars_only", Status::Active, latest, false).await;
-    set(&app, "stripe:sub_expired", 42, "pro_monthly", Status::Active, now - TimeDelta::days(1), false).await;
-    set(&app, "stripe:sub_disputed", 42, "pro_monthly", Status::Suspended, later, true).await;
-    set(&app, "stripe:sub_refunded", 42, "pro_yearly", Status::Revoked, later, false).await;
-    set(&app, "stripe:sub_someone_else", 43, "pro_monthly", Status::Active, later, true).await;
+    set(
+        &app,
+        "stripe:sub_monthly",
+        42,
+        "pro_monthly",
+        Status::Active,
+        later,
+        true,
+    )
+    .await;
+    set(
+        &app,
+        "telegram_stars:charge_1",
+        42,
+        "stars_only",
+        Status::Active,
+        latest,
+        false,
+    )
+    .await;
+    set(
+        &app,
+        "stripe:sub_expired",
+        42,
+        "pro_monthly",
+        Status::Active,
+        now - TimeDelta::days(1),
+        false,
+    )
+    .await;
+    set(
+        &app,
+        "stripe:sub_disputed",
+        42,
+        "pro_monthly",
+        Status::Suspended,
+        later,
+        true,
+    )
+    .await;
+    set(
+        &app,
+        "stripe:sub_refunded",
+        42,
+        "pro_yearly",
+        Status::Revoked,
+        later,
+        false,
+    )
+    .await;
+    set(
+        &app,
+        "stripe:sub_someone_else",
+        43,
+        "pro_monthly",
+        Status::Active,
+        later,
+        true,
+    )
+    .await;
 
     let resp = app.get_user("/v1/me/entitlements", 42).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
@@ -59,7 +121,16 @@ async fn the_caller_sees_only_their_active_entitlements() {
 #[tokio::test]
 async fn a_user_without_entitlements_gets_an_empty_list() {
     let app = spawn_app().await;
-    set(&app, "stripe:sub_other", 43, "pro_monthly", Status::Active, Utc::now() + TimeDelta::days(3), true).await;
+    set(
+        &app,
+        "stripe:sub_other",
+        43,
+        "pro_monthly",
+        Status::Active,
+        Utc::now() + TimeDelta::days(3),
+        true,
+    )
+    .await;
     let body: Value = app
         .get_user("/v1/me/entitlements", 42)
         .send()

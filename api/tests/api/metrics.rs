@@ -116,9 +116,20 @@ async fn metrics_show_the_billing_counters_of_the_database() {
     ] {
         assert_eq!(sample(&text, series), Some(value), "{series} in\n{text}");
     }
-    assert_eq!(text.matches("# TYPE billing_payments_total counter\n").count(), 1, "{text}");
-    assert_eq!(text.matches("# TYPE billing_refunds_total counter\n").count(), 1, "{text}");
-    assert!(text.contains("http_requests_total"), "the process metrics are still there");
+    assert_eq!(
+        text.matches("# TYPE billing_payments_total counter\n").count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("# TYPE billing_refunds_total counter\n").count(),
+        1,
+        "{text}"
+    );
+    assert!(
+        text.contains("http_requests_total"),
+        "the process metrics are still there"
+    );
 }
 
 #[tokio::test]

@@ -5,9 +5,7 @@ use sandbox::stripe::sign_webhook;
 use sandbox::stripe_events::Subscription;
 use serde_json::{Value, json};
 
-use crate::helpers::{
-    TestApp, WEBHOOK_SECRET, WEBHOOK_SECRET_ROLLED, assert_problem, now, sample, scrape, spawn_app,
-};
+use crate::helpers::{TestApp, WEBHOOK_SECRET, WEBHOOK_SECRET_ROLLED, assert_problem, now, sample, scrape, spawn_app};
 
 /// A realistic first event of a subscription of user 42.
 fn checkout_completed(tag: &str) -> Value {
@@ -38,11 +36,10 @@ async fn a_signed_event_is_stored_with_its_job() {
         json!({"received": true, "duplicate": false})
     );
 
-    let (id, kind, payload): (String, String, Value) =
-        sqlx::query_as("SELECT id, type, payload FROM stripe_events")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+    let (id, kind, payload): (String, String, Value) = sqlx::query_as("SELECT id, type, payload FROM stripe_events")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(id, event["id"].as_str().unwrap());
     assert_eq!(kind, "checkout.session.completed");
     assert_eq!(payload, event, "the body is stored as sent");
@@ -127,10 +124,7 @@ async fn a_secret_being_rolled_still_verifies() {
     // Signed with the second secret of STRIPE_WEBHOOK_SECRET.
     let body = checkout_completed("roll1").to_string();
     let resp = app
-        .deliver_raw(
-            body.clone(),
-            Some(&sign_webhook(&body, WEBHOOK_SECRET_ROLLED, now())),
-        )
+        .deliver_raw(body.clone(), Some(&sign_webhook(&body, WEBHOOK_SECRET_ROLLED, now())))
         .await;
     assert_eq!(resp.status(), StatusCode::OK);
 
@@ -202,10 +196,7 @@ async fn events_up_to_256_kib_are_taken() {
     too_big["data"]["object"]["metadata"]["padding"] = json!("x".repeat(257 * 1024));
     let resp = app.deliver(&too_big).await;
     let problem = assert_problem(resp, StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large").await;
-    assert!(
-        problem["detail"].as_str().unwrap().contains("262144"),
-        "{problem}"
-    );
+    assert!(problem["detail"].as_str().unwrap().contains("262144"), "{problem}");
     assert_eq!(app.count("stripe_events").await, 1);
 }
 
@@ -229,10 +220,7 @@ async fn deliveries_are_counted_by_type_and_outcome() {
         r#"stripe_webhook_events_total{type="unknown",outcome="rejected"}"#,
         r#"stripe_webhook_events_total{type="other",outcome="verified"}"#,
     ] {
-        assert!(
-            sample(&text, series).is_some_and(|n| n >= 1.0),
-            "{series} in\n{text}"
-        );
+        assert!(sample(&text, series).is_some_and(|n| n >= 1.0), "{series} in\n{text}");
     }
     assert!(!text.contains("Weird") && !text.contains("Not.A.Stripe"), "{text}");
 }

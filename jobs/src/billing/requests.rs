@@ -14,6 +14,8 @@ use crate::queue::{JobPayload, NewJob, Queue, enqueue};
 
 /// The channel a settled request is announced on (by a trigger, see migration 4).
 pub const CHANNEL: &str = "paygate_billing_requests";
+/// How often a waiting client's request is read again even without an announcement.
+const REREAD: Duration = Duration::from_secs(2);
 
 /// Kind is what a request asks Stripe for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -243,8 +245,12 @@ impl Settled {
                 _ => return Ok(request),
             }
             loop {
-                match tokio::time::timeout_at(deadline, announcements.recv()).await {
-                    Err(_) => return Ok(request),
+                // Re-read at least every REREAD too, in case the announcement was lost with the
+                // LISTEN connection.
+                let until = deadline.min(tokio::time::Instant::now() + REREAD);
+                match tokio::time::timeout_at(until, announcements.recv()).await {
+                    Err(_) if until == deadline => return Ok(request),
+                    Err(_) => break,
                     Ok(Ok(settled)) if settled != id => continue,
                     // Ours, or announcements were lost (lagged/closed): read again.
                     Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => break,

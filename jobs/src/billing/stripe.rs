@@ -59,7 +59,7 @@ pub async fn ingest(pool: &PgPool, event: &Event, raw: &str) -> Result<Ingested,
     let mut tx = pool.begin().await?;
     let stored = sqlx::query(
         "INSERT INTO stripe_events (id, type, created, livemode, payload)
-         VALUES ($1, $2, to_timestamp($3), $4, $5::jsonb)
+         VALUES ($1, $2, to_timestamp($3), $4, $5)
          ON CONFLICT (id) DO NOTHING",
     )
     .bind(&event.id)
@@ -150,12 +150,12 @@ pub async fn apply_event(
     event_id: &str,
 ) -> Result<Outcome, EventError> {
     lock_facts(conn).await?;
-    let payload: Option<serde_json::Value> = sqlx::query_scalar("SELECT payload FROM stripe_events WHERE id = $1")
+    let payload: Option<String> = sqlx::query_scalar("SELECT payload FROM stripe_events WHERE id = $1")
         .bind(event_id)
         .fetch_optional(&mut *conn)
         .await?;
     let payload = payload.ok_or_else(|| EventError::Missing(event_id.to_string()))?;
-    let event: Event = serde_json::from_value(payload).map_err(|e| EventError::Malformed {
+    let event: Event = serde_json::from_str(&payload).map_err(|e| EventError::Malformed {
         id: event_id.to_string(),
         kind: "?".into(),
         problem: e.to_string(),
