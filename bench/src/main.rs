@@ -5,7 +5,9 @@
 //! of connections. Then (b) enqueue rate through `jobs::queue::enqueue`, one job per transaction;
 //! (c) drain rate of N pre-inserted trivial jobs through the full worker stack (our apalis backend,
 //! apalis workers, `run_attempt`, the effect ledger), at N = 10,000 and 200,000 with one and two
-//! worker processes; (d) enqueue-to-start latency with idle workers, p50 and p99.
+//! worker processes; (d) enqueue-to-start latency with idle workers, p50 and p99; (e) signed
+//! Stripe webhooks ingested over HTTP by the web process (signature check, inbox row and its
+//! job in one transaction), from the same number of client connections as the baseline.
 //!
 //! The trivial job has no effect of its own: its ledger row and completion are written by the
 //! batching `Completer`, as for any handler whose work happens outside the database. Jobs with a
@@ -229,6 +231,16 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
+    let webhooks = webhook_ingest(&url, cli.connections, window).await?;
+    println!(
+        "{:<66} {:>10.0}/s   {:.2}x",
+        "(e) signed Stripe webhooks ingested over HTTP",
+        webhooks,
+        webhooks / baseline
+    );
+    sqlx::query("TRUNCATE stripe_events").execute(&pool).await?;
+    reset(&pool).await?;
+
     let (p50, p99) = latency(&pool, &url, cli.samples).await?;
     println!(
         "{:<66} {:>8.2} ms p50, {:.2} ms p99",
@@ -240,6 +252,58 @@ async fn main() -> anyhow::Result<()> {
         1000.0 * cli.connections as f64 / baseline
     );
     Ok(())
+}
+
+/// Serves the web process on a free port and posts it distinct signed `checkout.session.completed`
+/// events from `connections` tasks for `window`; returns accepted webhooks per second.
+async fn webhook_ingest(url: &str, connections: usize, window: Duration) -> anyhow::Result<f64> {
+    const SECRET: &str = "whsec_bench";
+    let config = api::Config {
+        host: std::net::Ipv4Addr::LOCALHOST.into(),
+        port: 0,
+        database_url: jobs::config::Secret::new(url),
+        database_pool_size: connections as u32 + 2,
+        admin_token: jobs::config::Secret::new("bench-admin-token-0123"),
+        plans: jobs::billing::Plans::parse(
+            r#"{"pro": {"name": "Pro", "entitlement": "pro", "period_days": 30, "stripe_price": "price_pro"}}"#,
+        )
+        .map_err(anyhow::Error::msg)?,
+        stripe_webhook_secrets: vec![jobs::config::Secret::new(SECRET)],
+        jwt: api::config::JwtConfig {
+            secret: jobs::config::Secret::new("bench-jwt-secret-0123456789abcdef0123"),
+            issuer: "paygate".into(),
+            audience: "paygate-api".into(),
+        },
+    };
+    let app = api::Application::build(config).await?;
+    let endpoint = format!("http://127.0.0.1:{}/webhooks/stripe", app.port());
+    let server = tokio::spawn(app.run_until_stopped(std::future::pending()));
+    // One real event, serialised once; each request gets its own id in place of the marker.
+    let subscription = sandbox::stripe_events::Subscription::new("bench", 1, "pro", "price_pro");
+    let mut event = subscription.checkout_session("checkout.session.completed", "paid", 0);
+    event["id"] = serde_json::json!("evt_BENCH_MARKER");
+    let template = Arc::new(event.to_string());
+    let client = reqwest::Client::builder().pool_max_idle_per_host(connections).build()?;
+    let rate = rate(connections, window, move |n| {
+        let (client, endpoint, template) = (client.clone(), endpoint.clone(), template.clone());
+        async move {
+            let body = template.replace("evt_BENCH_MARKER", &format!("evt_bench_{n}"));
+            let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() as i64;
+            let status = client
+                .post(endpoint.as_str())
+                .header("Stripe-Signature", sandbox::stripe::sign_webhook(&body, SECRET, now))
+                .header("Content-Type", "application/json")
+                .body(body)
+                .send()
+                .await?
+                .status();
+            anyhow::ensure!(status.is_success(), "the webhook endpoint answered {status}");
+            Ok(())
+        }
+    })
+    .await;
+    server.abort();
+    rate
 }
 
 /// Runs `op` from `tasks` tasks for `window`; returns completed operations per second.

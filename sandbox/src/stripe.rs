@@ -669,12 +669,19 @@ async fn pay(Path(id): Path<String>, shared: Data<&Arc<Shared>>) -> poem::Respon
         return page(404, format!("No such checkout session: {id}"));
     };
     let Some((endpoint, secret)) = shared.webhooks.lock().unwrap().clone() else {
-        return page(200, "Paid (this fake sends no webhooks: send_webhooks_to was not called).".into());
+        return page(
+            200,
+            "Paid (this fake sends no webhooks: send_webhooks_to was not called).".into(),
+        );
     };
-    let user_id: i64 = session["client_reference_id"].as_str().and_then(|u| u.parse().ok()).unwrap_or(0);
+    let user_id: i64 = session["client_reference_id"]
+        .as_str()
+        .and_then(|u| u.parse().ok())
+        .unwrap_or(0);
     let plan = session["metadata"]["plan"].as_str().unwrap_or("unknown");
     let tag: String = id.trim_start_matches("cs_test_").chars().take(14).collect();
-    let subscription = crate::stripe_events::Subscription::new(&tag, user_id, plan, price.as_deref().unwrap_or("price_sandbox"));
+    let subscription =
+        crate::stripe_events::Subscription::new(&tag, user_id, plan, price.as_deref().unwrap_or("price_sandbox"));
     let now = now();
     let events = [
         subscription.checkout_session("checkout.session.completed", "paid", now),
@@ -697,7 +704,13 @@ async fn pay(Path(id): Path<String>, shared: Data<&Arc<Shared>>) -> poem::Respon
             Err(e) => return page(502, format!("The webhook endpoint is unreachable: {e}")),
         }
     }
-    page(200, format!("Paid: subscription {} of user {user_id} to {plan}. You can close this page.", subscription.id))
+    page(
+        200,
+        format!(
+            "Paid: subscription {} of user {user_id} to {plan}. You can close this page.",
+            subscription.id
+        ),
+    )
 }
 
 /// The hosted Billing Portal page.

@@ -217,3 +217,90 @@ async fn a_paid_subscription_is_granted_and_told_and_an_ops_refund_revokes_it_on
     assert!(told[0].contains("Pro access is active until"), "{told:?}");
     assert!(told[1].contains("has ended: the payment was refunded"), "{told:?}");
 }
+
+/// The whole Stripe path over HTTP, as a client and Stripe see it: a user asks for Checkout and
+/// long-polls its URL, "pays" (Stripe's signed webhooks arrive, twice and out of order), sees the
+/// entitlement, and the confirmation reaches the fake Bot API once.
+#[tokio::test]
+async fn checkout_over_http_then_signed_webhooks_grant_what_the_user_sees() {
+    let world = World::new(Limits::default()).await;
+    let api = world.start_api().await;
+    let worker = world.start_worker(world.worker_config(30.0));
+    let http = reqwest::Client::new();
+    let user = 4321;
+    let token = api::auth::issue_user_token(&world.jwt(), user, chrono::Utc::now());
+
+    let created = http
+        .post(format!("{api}/v1/billing/checkout"))
+        .bearer_auth(&token)
+        .header("Idempotency-Key", "buy-1")
+        .json(&serde_json::json!({"plan": "pro_monthly"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 202);
+    let created: Value = created.json().await.unwrap();
+    let status_url = created["status_url"].as_str().unwrap().to_string();
+    let ready: Value = http
+        .get(format!("{api}{status_url}?wait=10"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["status"], "ready", "{ready}");
+    let session = &world.stripe.checkout_sessions()[0];
+    assert_eq!(ready["url"], session["url"]);
+
+    // Stripe's events for the payment: the invoice's before the session's, one of them twice.
+    let sub = Subscription::new("http_flow", user, "pro_monthly", "price_pro_monthly");
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    let invoice = sub.invoice_paid(1, now + 30 * DAY, now);
+    for event in [
+        &invoice,
+        &sub.checkout_session("checkout.session.completed", "paid", now),
+        &invoice,
+    ] {
+        let body = event.to_string();
+        let answer = http
+            .post(format!("{api}/webhooks/stripe"))
+            .header(
+                "Stripe-Signature",
+                sandbox::stripe::sign_webhook(&body, e2e::WEBHOOK_SECRET, now),
+            )
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+    }
+    world
+        .wait_for_count("SELECT count(*) FROM telegram_deliveries WHERE chat_id = 4321", 1, WAIT)
+        .await;
+    let mine: Value = http
+        .get(format!("{api}/v1/me/entitlements"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    worker.stop().await;
+    let entitlements = mine["entitlements"].as_array().unwrap();
+    assert_eq!(entitlements.len(), 1, "{mine}");
+    assert_eq!(entitlements[0]["entitlement"], "pro");
+    assert_eq!(entitlements[0]["source"], format!("stripe:{}", sub.id));
+    assert_eq!(world.count("SELECT count(*) FROM stripe_events").await, 2);
+    let told: Vec<_> = world
+        .telegram
+        .messages()
+        .into_iter()
+        .filter(|m| m.chat_id == user)
+        .collect();
+    assert_eq!(told.len(), 1);
+    assert!(told[0].text.contains("Pro access is active until"));
+}

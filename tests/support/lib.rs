@@ -26,6 +26,11 @@ pub const CANCEL_URL: &str = "https://bot.example/cancelled";
 pub const PORTAL_RETURN_URL: &str = "https://bot.example/account";
 pub const PORTAL_LINK: &str = "https://t.me/paygate_bot/app?startapp=billing";
 
+/// The Stripe webhook signing secret, the admin token and the JWT settings of the tests' web process.
+pub const WEBHOOK_SECRET: &str = "whsec_e2e_secret";
+pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
+pub const JWT: (&str, &str, &str) = ("e2e-jwt-secret-0123456789abcdef0123", "paygate", "paygate-api");
+
 /// World is one test's database, fake Bot API and fake Stripe.
 pub struct World {
     pub database_url: String,
@@ -77,6 +82,40 @@ impl World {
                 billing_portal: Some(PORTAL_LINK.into()),
             },
         }
+    }
+
+    /// The web process's configuration for this world, on a free port.
+    pub fn api_config(&self) -> api::Config {
+        api::Config {
+            host: std::net::Ipv4Addr::LOCALHOST.into(),
+            port: 0,
+            database_url: Secret::new(self.database_url.clone()),
+            database_pool_size: 5,
+            admin_token: Secret::new(ADMIN_TOKEN),
+            plans: Plans::parse(PLANS).expect("the test catalogue parses"),
+            stripe_webhook_secrets: vec![Secret::new(WEBHOOK_SECRET)],
+            jwt: self.jwt(),
+        }
+    }
+
+    /// The JWT settings of the web process.
+    pub fn jwt(&self) -> api::config::JwtConfig {
+        api::config::JwtConfig {
+            secret: Secret::new(JWT.0),
+            issuer: JWT.1.into(),
+            audience: JWT.2.into(),
+        }
+    }
+
+    /// Starts the web process inside this process; returns its base URL. It serves until the
+    /// test ends.
+    pub async fn start_api(&self) -> String {
+        let app = api::Application::build(self.api_config())
+            .await
+            .expect("building the web process");
+        let url = format!("http://127.0.0.1:{}", app.port());
+        tokio::spawn(app.run_until_stopped(std::future::pending()));
+        url
     }
 
     /// Starts `worker run` inside this process; stop it with [`InProcessWorker::stop`].

@@ -22,7 +22,10 @@ const DEV_PLANS: &str = r#"{"pro_monthly": {"name": "Pro", "entitlement": "pro",
 
 /// The value of `var`, or `default` when it is unset or empty.
 fn env_or(var: &str, default: &str) -> String {
-    std::env::var(var).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
+    std::env::var(var)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_string())
 }
 
 #[tokio::main]
