@@ -103,6 +103,35 @@ async fn a_stripe_500_is_retried_with_the_same_key_and_then_succeeds() {
 }
 
 #[tokio::test]
+async fn a_stripe_outage_through_the_last_attempt_fails_the_request_instead_of_leaving_it_pending() {
+    let world = World::new(Limits::default()).await;
+    world.stripe.fail_next("/v1/checkout/sessions", 503, 2);
+    let id = request(&world, 80, Kind::Checkout, "k1").await;
+    // Two attempts instead of twelve, so that the test waits one backoff step.
+    sqlx::query("UPDATE jobs SET max_attempts = 2 WHERE logical_key = $1")
+        .bind(format!("billing_request:{id}"))
+        .execute(&world.pool)
+        .await
+        .unwrap();
+    let worker = world.start_worker(world.worker_config(30.0));
+    let (status, url, failure) = settled(&world, id).await;
+    worker.stop().await;
+    assert_eq!((status.as_str(), url), ("failed", None));
+    let failure = failure.unwrap();
+    assert!(
+        failure.starts_with("Stripe could not be reached after 2 attempts"),
+        "{failure}"
+    );
+    assert_eq!(world.stripe.count("/v1/checkout/sessions"), 2);
+    let state: String = sqlx::query_scalar("SELECT state FROM jobs WHERE logical_key = $1")
+        .bind(format!("billing_request:{id}"))
+        .fetch_one(&world.pool)
+        .await
+        .unwrap();
+    assert_eq!(state, "completed");
+}
+
+#[tokio::test]
 async fn a_stripe_400_fails_the_request_with_stripes_reason_and_no_retry() {
     let world = World::new(Limits::default()).await;
     world.stripe.reject_price("price_pro_monthly");

@@ -18,7 +18,29 @@ const FAKE_BOT_TOKEN: &str = "123456:sandbox-token";
 const DEV_ADMIN_TOKEN: &str = "dev-admin-token-change-me";
 const DEV_WEBHOOK_SECRET: &str = "whsec_sandbox_local_only";
 const DEV_JWT_SECRET: &str = "dev-jwt-secret-local-only-0123456789";
+/// The Telegram user id the printed development token signs in as; the fake Bot API shows the
+/// messages sent to this chat.
+const DEV_USER_ID: i64 = 42;
+/// How long the printed development token stays valid (the API checks `exp`, not the lifetime).
+const DEV_TOKEN_TTL_SECS: i64 = 12 * 60 * 60;
 const DEV_PLANS: &str = r#"{"pro_monthly": {"name": "Pro", "entitlement": "pro", "period_days": 30, "stripe_price": "price_pro_monthly", "stars_price": 250}}"#;
+
+/// A user JWT for `user_id` with the claims the API checks (HS256, `sub`, `iss`, `aud`, `exp`),
+/// so a newcomer can call the user endpoints before Mini App sign-in exists on their machine.
+fn dev_user_token(secret: &str, issuer: &str, audience: &str, user_id: i64) -> anyhow::Result<String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
+    let claims = serde_json::json!({
+        "sub": user_id.to_string(),
+        "iss": issuer,
+        "aud": audience,
+        "iat": now,
+        "exp": now + DEV_TOKEN_TTL_SECS,
+    });
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+    Ok(jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key)?)
+}
 
 /// The value of `var`, or `default` when it is unset or empty.
 fn env_or(var: &str, default: &str) -> String {
@@ -136,6 +158,19 @@ async fn main() -> anyhow::Result<()> {
     if let Some(url) = &fake_url {
         println!("  curl -s {url}/sandbox/messages");
     }
+    let user_token = dev_user_token(
+        &env_or("JWT_SECRET", DEV_JWT_SECRET),
+        &env_or("JWT_ISSUER", "paygate"),
+        &env_or("JWT_AUDIENCE", "paygate-api"),
+        DEV_USER_ID,
+    )?;
+    println!(
+        "\nBuy a plan as Telegram user {DEV_USER_ID} (this token is valid for 12 hours):\n  export TOKEN={user_token}\n  curl -s -X POST http://127.0.0.1:{port}/v1/billing/checkout -H \"Authorization: Bearer $TOKEN\" \\\n    -H 'Content-Type: application/json' -d '{{\"plan\": \"pro_monthly\"}}'\n  curl -s \"http://127.0.0.1:{port}/v1/billing/checkout/<id>?wait=10\" -H \"Authorization: Bearer $TOKEN\""
+    );
+    if fake_stripe.is_some() {
+        println!("  curl -s <url>    # opening the fake Checkout URL pays it and sends the signed webhooks");
+    }
+    println!("  curl -s http://127.0.0.1:{port}/v1/me/entitlements -H \"Authorization: Bearer $TOKEN\"");
     println!("\nCtrl-C stops everything.");
 
     tokio::signal::ctrl_c().await?;

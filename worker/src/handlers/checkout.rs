@@ -4,7 +4,7 @@
 //! Every Stripe call carries an idempotency key derived from the request (or, for a new
 //! customer, from the user), so a retried attempt gets the same session back instead of a second
 //! one. Retryable failures (network, 5xx, 429) back off on the queue's schedule, which ends
-//! within Stripe's 24-hour memory of keys.
+//! within Stripe's 24-hour memory of keys; the last one fails the request.
 
 use apalis_core::error::BoxDynError;
 use apalis_core::task::data::Data;
@@ -41,6 +41,7 @@ async fn create(billing: &Billing, job: Job<CreateSession>) -> Result<Completed,
         Kind::Checkout => checkout_session(billing, &request).await,
         Kind::Portal => portal_session(billing, &request).await,
     };
+    let last_failure: String;
     let settlement = match &session {
         Ok(session) => Settlement::Ready {
             url: &session.url,
@@ -49,6 +50,13 @@ async fn create(billing: &Billing, job: Job<CreateSession>) -> Result<Completed,
         Err(StripeError::Permanent { reason }) => {
             tracing::warn!(request = request.id, reason, "Stripe refused the session");
             Settlement::Failed { reason }
+        }
+        // The last attempt settles the request, so that a client polling it learns the outcome
+        // instead of seeing `pending` forever; the user can simply ask again.
+        Err(StripeError::Retryable { reason, .. }) if job.attempt >= job.max_attempts => {
+            tracing::warn!(request = request.id, reason, "Stripe unreachable on the last attempt");
+            last_failure = format!("Stripe could not be reached after {} attempts: {reason}", job.attempt);
+            Settlement::Failed { reason: &last_failure }
         }
         Err(StripeError::Retryable { reason, .. }) => return Err(JobError::Retryable(reason.clone())),
     };
