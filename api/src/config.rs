@@ -8,6 +8,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use jobs::billing::Plans;
 use jobs::config::{ConfigError, Secret, optional, parsed_or, required};
 
+use crate::auth::init_data::{self, InitDataKeys};
+
 /// The shortest `ADMIN_TOKEN` accepted: shorter ones are guessable.
 pub const ADMIN_TOKEN_MIN_LEN: usize = 16;
 
@@ -39,6 +41,20 @@ pub struct Config {
     pub stripe_webhook_secrets: Vec<Secret>,
     /// How user tokens are checked.
     pub jwt: JwtConfig,
+    /// The Telegram side: the webhook's secret and Mini App sign-in.
+    pub telegram: TelegramConfig,
+}
+
+/// TelegramConfig is what the web process needs of the bot.
+#[derive(Debug, Clone)]
+pub struct TelegramConfig {
+    /// `TELEGRAM_WEBHOOK_SECRET`: required; the secret token Telegram sends with every update
+    /// (1–256 of `A-Z a-z 0-9 _ -`, as Telegram allows; at least 16 here).
+    pub webhook_secret: Secret,
+    /// `TELEGRAM_BOT_TOKEN` (required), `TELEGRAM_INIT_DATA_MAX_AGE` (seconds, 3600 by default)
+    /// and `TELEGRAM_INIT_DATA_PUBLIC_KEY` (optional: `production`, `test`, or 64 hex digits):
+    /// how Mini App `initData` is checked.
+    pub init_data: InitDataKeys,
 }
 
 /// JwtConfig is how user tokens (HS256 JWTs) are signed and checked.
@@ -73,7 +89,12 @@ impl Config {
             issuer: optional("JWT_ISSUER").unwrap_or_else(|| "paygate".into()),
             audience: optional("JWT_AUDIENCE").unwrap_or_else(|| "paygate-api".into()),
         };
+        let telegram = TelegramConfig {
+            webhook_secret: webhook_secret(&required("TELEGRAM_WEBHOOK_SECRET")?)?,
+            init_data: init_data_keys()?,
+        };
         Ok(Config {
+            telegram,
             host,
             port,
             database_url,
@@ -84,6 +105,85 @@ impl Config {
             jwt,
         })
     }
+}
+
+impl TelegramConfig {
+    /// The configuration for the bot with `bot_token` and the webhook secret `webhook_secret`,
+    /// with the defaults of the variables left unset: the HMAC `hash` only, a 1-hour max age.
+    pub fn new(bot_token: &str, webhook_secret: &str) -> Result<TelegramConfig, ConfigError> {
+        Ok(TelegramConfig {
+            webhook_secret: self::webhook_secret(webhook_secret)?,
+            init_data: InitDataKeys {
+                bot_token: Secret::new(bot_token),
+                bot_id: bot_id(bot_token)?,
+                ed25519_public_key: None,
+                max_age: DEFAULT_INIT_DATA_MAX_AGE,
+            },
+        })
+    }
+}
+
+/// How old Mini App `initData` may be unless `TELEGRAM_INIT_DATA_MAX_AGE` says otherwise.
+pub const DEFAULT_INIT_DATA_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The bot's id: the digits of its token before `:`.
+fn bot_id(token: &str) -> Result<u64, ConfigError> {
+    token
+        .split_once(':')
+        .and_then(|(id, _)| id.parse::<u64>().ok())
+        .ok_or_else(|| ConfigError {
+            var: "TELEGRAM_BOT_TOKEN",
+            problem: "is not a bot token (<bot id>:<secret>)".into(),
+        })
+}
+
+/// The shortest `TELEGRAM_WEBHOOK_SECRET` accepted.
+pub const TELEGRAM_WEBHOOK_SECRET_MIN_LEN: usize = 16;
+
+/// A `TELEGRAM_WEBHOOK_SECRET`: what Telegram's `setWebhook` accepts, and long enough to guess.
+pub fn webhook_secret(raw: &str) -> Result<Secret, ConfigError> {
+    let allowed = raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !allowed || !(TELEGRAM_WEBHOOK_SECRET_MIN_LEN..=256).contains(&raw.len()) {
+        return Err(ConfigError {
+            var: "TELEGRAM_WEBHOOK_SECRET",
+            problem: format!("must be {TELEGRAM_WEBHOOK_SECRET_MIN_LEN} to 256 characters of A-Z, a-z, 0-9, _ and -"),
+        });
+    }
+    Ok(Secret::new(raw))
+}
+
+/// How Mini App `initData` is checked, from `TELEGRAM_BOT_TOKEN`, `TELEGRAM_INIT_DATA_MAX_AGE`
+/// and `TELEGRAM_INIT_DATA_PUBLIC_KEY`.
+fn init_data_keys() -> Result<InitDataKeys, ConfigError> {
+    let token = required("TELEGRAM_BOT_TOKEN")?;
+    let bot_id = bot_id(&token)?;
+    let max_age: u64 = parsed_or("TELEGRAM_INIT_DATA_MAX_AGE", DEFAULT_INIT_DATA_MAX_AGE.as_secs())?;
+    if max_age == 0 {
+        return Err(ConfigError {
+            var: "TELEGRAM_INIT_DATA_MAX_AGE",
+            problem: "must be at least 1 (seconds)".into(),
+        });
+    }
+    let ed25519_public_key = match optional("TELEGRAM_INIT_DATA_PUBLIC_KEY").as_deref() {
+        None => None,
+        Some(name_or_hex) => {
+            let hex = match name_or_hex {
+                "production" => init_data::TELEGRAM_PUBLIC_KEY_PRODUCTION,
+                "test" => init_data::TELEGRAM_PUBLIC_KEY_TEST,
+                hex => hex,
+            };
+            Some(init_data::verifying_key_from_hex(hex).ok_or_else(|| ConfigError {
+                var: "TELEGRAM_INIT_DATA_PUBLIC_KEY",
+                problem: "is not `production`, `test` or an Ed25519 public key in 64 hex digits".into(),
+            })?)
+        }
+    };
+    Ok(InitDataKeys {
+        bot_token: Secret::new(token),
+        bot_id,
+        ed25519_public_key,
+        max_age: std::time::Duration::from_secs(max_age),
+    })
 }
 
 /// The secrets of a `STRIPE_WEBHOOK_SECRET` value: comma-separated, each `whsec_…`. The error

@@ -1,11 +1,13 @@
 //! Prometheus metrics of the web process, served by `GET /metrics`.
 //!
 //! Two sources. What this process sees is counted here: HTTP traffic by [`HttpMetrics`], Stripe
-//! webhook deliveries ([`stripe_webhook_event`]) and checkouts started ([`checkout_started`]).
+//! webhook deliveries ([`stripe_webhook_event`]), checkouts started ([`checkout_started`]),
+//! Telegram webhook deliveries ([`telegram_update`]) and Mini App sign-ins ([`miniapp_session`]).
 //! The job pipeline and the business is read from the database at each scrape: queue depths
 //! from [`jobs::queue::ops::queue_stats`], the counters and durations that worker processes
 //! flush into `job_metrics` (workers take no HTTP traffic, so the web process serves their
-//! numbers), and the business counters of [`jobs::billing::counters`] (payments, refunds). If a
+//! numbers), and the business counters of [`jobs::billing::counters`] (payments, refunds,
+//! `telegram_payments_total{result}`, `telegram_payment_value_total{currency}`). If a
 //! read fails, what it would have added is left out and the rest is still served.
 //!
 //! The recorder is global to the process and installed at most once, however many apps a
@@ -36,6 +38,9 @@ const QUEUE_OLDEST: &str = "paygate_queue_oldest_pending_age_seconds";
 const JOB_DURATION: &str = "paygate_job_duration_seconds";
 const STRIPE_WEBHOOK_EVENTS: &str = "stripe_webhook_events_total";
 const CHECKOUT_STARTED: &str = "billing_checkout_started_total";
+const MINIAPP_SESSIONS: &str = "miniapp_sessions_total";
+const MINIAPP_EXCHANGE_LATENCY: &str = "miniapp_exchange_latency_seconds";
+const TELEGRAM_UPDATES: &str = "telegram_updates_total";
 
 /// How often histogram samples are folded in between scrapes, so they do not pile up.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -49,6 +54,8 @@ pub fn install() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.into()), &HTTP_DURATION_BUCKETS)
+            .expect("the bucket list is not empty")
+            .set_buckets_for_metric(Matcher::Full(MINIAPP_EXCHANGE_LATENCY.into()), &HTTP_DURATION_BUCKETS)
             .expect("the bucket list is not empty")
             .build_recorder();
         let handle = recorder.handle();
@@ -95,6 +102,36 @@ fn describe() {
         "Stripe webhook deliveries, by event type and outcome (verified, duplicate, rejected)."
     );
     metrics::describe_counter!(CHECKOUT_STARTED, "Checkout requests stored, by plan.");
+    metrics::describe_counter!(MINIAPP_SESSIONS, "Mini App sign-ins, by result (issued, refused).");
+    metrics::describe_histogram!(
+        MINIAPP_EXCHANGE_LATENCY,
+        Unit::Seconds,
+        "Time to exchange Mini App initData for a token, sign-ins that issued one."
+    );
+    metrics::describe_counter!(
+        TELEGRAM_UPDATES,
+        "Telegram webhook deliveries, by update kind and outcome (accepted, duplicate, rejected)."
+    );
+}
+
+/// Counts a Mini App sign-in; an issued one also records how long the exchange took.
+pub fn miniapp_session(issued: bool, took: Duration) {
+    let result = if issued { "issued" } else { "refused" };
+    metrics::counter!(MINIAPP_SESSIONS, "result" => result).increment(1);
+    if issued {
+        metrics::histogram!(MINIAPP_EXCHANGE_LATENCY).record(took.as_secs_f64());
+    }
+}
+
+/// Counts a Telegram webhook delivery. `kind` is the update's field name for an accepted one;
+/// a refused delivery's body is not trusted, so its kind is `unknown`.
+pub fn telegram_update(kind: Option<&str>, outcome: WebhookOutcome) {
+    let kind = kind.map_or("unknown", event_type_label).to_string();
+    let outcome = match outcome {
+        WebhookOutcome::Verified => "accepted",
+        other => other.label(),
+    };
+    metrics::counter!(TELEGRAM_UPDATES, "kind" => kind, "outcome" => outcome).increment(1);
 }
 
 /// WebhookOutcome is what became of a webhook delivery.
@@ -125,8 +162,8 @@ pub fn stripe_webhook_event(event_type: Option<&str>, outcome: WebhookOutcome) {
     metrics::counter!(STRIPE_WEBHOOK_EVENTS, "type" => event_type, "outcome" => outcome.label()).increment(1);
 }
 
-/// The label of an event type: the type itself when it looks like one of Stripe's
-/// (`^[a-z_.]{1,64}$`), else `other`, so that no sender can grow the label set without bound
+/// The label of an event type (or update kind): the type itself when it looks like one of
+/// Stripe's (`^[a-z_.]{1,64}$`), else `other`, so that no sender can grow the label set without bound
 /// through odd strings.
 fn event_type_label(event_type: &str) -> &str {
     let looks_like_stripes = (1..=64).contains(&event_type.len())

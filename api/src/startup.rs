@@ -20,7 +20,7 @@ use poem::middleware::CatchPanic;
 use poem::{Endpoint, EndpointExt, IntoResponse, Middleware, Request, Response, Route, Server};
 use sqlx::PgPool;
 
-use crate::auth::{AdminToken, UserTokens};
+use crate::auth::{AdminToken, TelegramWebhookSecret, UserTokens};
 use crate::config::Config;
 use crate::error::{self, Problem, ProblemKind};
 use crate::metrics::{self, HttpMetrics};
@@ -104,6 +104,9 @@ pub fn app(pool: PgPool, config: &Config, settled: Settled) -> BoxEndpoint<'stat
         .data(AdminToken(config.admin_token.clone()))
         .data(UserTokens::new(&config.jwt))
         .data(StripeWebhookSecrets(config.stripe_webhook_secrets.clone()))
+        .data(TelegramWebhookSecret(config.telegram.webhook_secret.clone()))
+        .data(config.telegram.init_data.clone())
+        .data(config.jwt.clone())
         .data(config.plans.clone())
         .data(settled)
         .boxed()

@@ -273,6 +273,8 @@ async fn webhook_ingest(url: &str, connections: usize, window: Duration) -> anyh
             issuer: "paygate".into(),
             audience: "paygate-api".into(),
         },
+        telegram: api::config::TelegramConfig::new("123456:bench-token", "bench-telegram-secret-token")
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
     };
     let app = api::Application::build(config).await?;
     let endpoint = format!("http://127.0.0.1:{}/webhooks/stripe", app.port());

@@ -7,9 +7,12 @@
 //! - [`queue`]: the durable pipeline — queue names, enqueue, the effect protocol, retries,
 //!   dead letters, maintenance and the apalis backend that feeds workers.
 //! - [`metrics`]: job counters of worker processes, flushed to the database.
-//! - [`billing`]: plans, entitlements, Stripe events, checkout and portal requests, refunds.
+//! - [`billing`]: plans, entitlements, Stripe events, Telegram Stars payments, checkout, portal
+//!   and Stars invoice requests, refunds.
 //! - [`stripe`]: the Stripe API client, webhook signatures, the event objects billing reads.
-//! - [`telegram`]: the `notifications` payload, the Bot API client, the shared send pace.
+//! - [`telegram`]: the `notifications` payload, the Bot API client, the shared send pace, the
+//!   webhook's inbox, Mini App users.
+//! - [`tracking`]: promo clicks.
 
 pub mod billing;
 pub mod config;
@@ -18,3 +21,4 @@ pub mod metrics;
 pub mod queue;
 pub mod stripe;
 pub mod telegram;
+pub mod tracking;

@@ -2,8 +2,17 @@
 //! `{"ok": …}` envelopes, Telegram's error texts), keeps Telegram's limits the way Telegram does
 //! (a 429 with `retry_after` when a chat or the bot goes too fast), and records what it was sent
 //! so tests and the local run can see it at `GET /sandbox/messages`.
+//!
+//! Besides `sendMessage` it serves what paying in Telegram Stars needs: `createInvoiceLink`
+//! (checked as Telegram checks a Stars invoice; links at `GET /sandbox/invoice_links`),
+//! `refundStarPayment` (of payments it was told of), and `setWebhook` / `getWebhookInfo`
+//! (at `GET /sandbox/webhook`). Any method can be made to fail on request ([`FakeTelegram::fail_next`]).
+//!
+//! Parameters are read the ways Telegram reads them: JSON, a URL-encoded form, or
+//! `multipart/form-data`, which teloxide uses for `setWebhook` because it may carry a certificate.
+//! The updates Telegram sends the other way are built in [`crate::telegram_updates`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -11,7 +20,7 @@ use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::web::{Data, Json, Path};
 use poem::{EndpointExt, Route, Server, get, handler, post};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 /// SentMessage is one message the fake accepted.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -56,6 +65,15 @@ struct State {
     recent: Vec<Instant>,
     rate_limited: usize,
     next_message_id: i64,
+    // Scripted answers by lowercased method name, served before anything else: (HTTP status).
+    fail_next: HashMap<String, VecDeque<u16>>,
+    invoice_links: Vec<Value>,
+    // Stars payments the fake was told of, by charge id: (user id, refunded).
+    star_payments: HashMap<String, (i64, bool)>,
+    star_refunds: Vec<(i64, String)>,
+    webhook: Option<Value>,
+    // The last failed delivery to the webhook: (Unix time, Telegram's description).
+    webhook_error: Option<(u64, String)>,
 }
 
 #[derive(Debug)]
@@ -104,6 +122,8 @@ impl FakeTelegram {
         let app = Route::new()
             .at("/:bot/:method", post(bot_method))
             .at("/sandbox/messages", get(list_messages))
+            .at("/sandbox/invoice_links", get(list_invoice_links))
+            .at("/sandbox/webhook", get(show_webhook))
             .data(shared.clone());
         let server = tokio::spawn(async move {
             let _ = Server::new_with_acceptor(acceptor).run(app).await;
@@ -146,6 +166,48 @@ impl FakeTelegram {
             .or_default()
             .push(seconds);
     }
+
+    /// The next `count` calls of `method` (any Bot API method, in any case) get `status` in
+    /// Telegram's envelope, e.g. 500 `Internal Server Error`, or 429 asking to retry after 1 s.
+    pub fn fail_next(&self, method: &str, status: u16, count: usize) {
+        let mut state = self.shared.state.lock().unwrap();
+        let queue = state.fail_next.entry(method.to_ascii_lowercase()).or_default();
+        queue.extend(std::iter::repeat_n(status, count));
+    }
+
+    /// Every invoice link created so far: the parameters it was asked with (numbers and `prices`
+    /// decoded however they came) and, under `link`, the link returned.
+    pub fn invoice_links(&self) -> Vec<Value> {
+        self.shared.state.lock().unwrap().invoice_links.clone()
+    }
+
+    /// Tells the fake that `user_id` paid, with `charge_id` as the payment's
+    /// `telegram_payment_charge_id`, so that it can be refunded.
+    pub fn record_star_payment(&self, user_id: i64, charge_id: &str) {
+        self.shared
+            .state
+            .lock()
+            .unwrap()
+            .star_payments
+            .insert(charge_id.to_string(), (user_id, false));
+    }
+
+    /// Every refund made so far: (user id, charge id).
+    pub fn star_refunds(&self) -> Vec<(i64, String)> {
+        self.shared.state.lock().unwrap().star_refunds.clone()
+    }
+
+    /// The webhook as last set (`url`, `secret_token`, `allowed_updates`,
+    /// `drop_pending_updates`), or `None` when none is.
+    pub fn webhook(&self) -> Option<Value> {
+        self.shared.state.lock().unwrap().webhook.clone()
+    }
+
+    /// From now on `getWebhookInfo` reports that the last delivery failed with `message` (as in
+    /// Telegram's `Wrong response from the webhook: 500 Internal Server Error`).
+    pub fn set_webhook_error(&self, message: &str) {
+        self.shared.state.lock().unwrap().webhook_error = Some((unix_now(), message.to_string()));
+    }
 }
 
 fn error(code: u16, description: &str, retry_after: Option<u64>) -> poem::Response {
@@ -165,33 +227,72 @@ fn ok(result: Value) -> poem::Response {
         .body(json!({"ok": true, "result": result}).to_string())
 }
 
+/// The description Telegram gives with each status, for scripted failures.
+fn scripted(status: u16) -> poem::Response {
+    let description = match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        409 => "Conflict",
+        429 => "Too Many Requests: retry after 1",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    };
+    error(status, description, (status == 429).then_some(1))
+}
+
 #[handler]
 fn bot_method(
     Path((bot, method)): Path<(String, String)>,
     headers: &poem::http::HeaderMap,
-    body: Json<Value>,
+    body: Vec<u8>,
     shared: Data<&Arc<Shared>>,
 ) -> poem::Response {
     if bot.strip_prefix("bot") != Some(shared.token.as_str()) {
         return error(401, "Unauthorized", None);
     }
-    match method.to_ascii_lowercase().as_str() {
+    // Telegram's method names are case-insensitive.
+    let method = method.to_ascii_lowercase();
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let Some(params) = Params::parse(content_type, &body) else {
+        // The fake's own wording: Telegram's differs by encoding and is never parsed by clients.
+        return error(400, "Bad Request: can't parse request parameters", None);
+    };
+    let scripted_status = {
+        let mut state = shared.state.lock().unwrap();
+        state.fail_next.get_mut(&method).and_then(VecDeque::pop_front)
+    };
+    if let Some(status) = scripted_status {
+        return scripted(status);
+    }
+    match method.as_str() {
         "sendmessage" => {
             let user_agent = headers
                 .get("user-agent")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
-            send_message(&shared, &body, user_agent)
+            send_message(&shared, &params, user_agent)
         }
+        "createinvoicelink" => create_invoice_link(&shared, &params),
+        "refundstarpayment" => refund_star_payment(&shared, &params),
+        "setwebhook" => set_webhook(&shared, &params),
+        "getwebhookinfo" => get_webhook_info(&shared),
         _ => error(404, "Not Found: method not found", None),
     }
 }
 
-fn send_message(shared: &Shared, body: &Value, user_agent: Option<String>) -> poem::Response {
-    let Some(chat_id) = body["chat_id"].as_i64() else {
+fn send_message(shared: &Shared, params: &Params, user_agent: Option<String>) -> poem::Response {
+    let Some(chat_id) = params.int("chat_id") else {
         return error(400, "Bad Request: chat not found", None);
     };
-    let Some(text) = body["text"].as_str().filter(|t| !t.is_empty()) else {
+    let Some(text) = params.str("text").filter(|t| !t.is_empty()) else {
         return error(400, "Bad Request: message text is empty", None);
     };
     let now = Instant::now();
@@ -232,15 +333,12 @@ fn send_message(shared: &Shared, body: &Value, user_agent: Option<String>) -> po
         message_id,
         chat_id,
         text: text.to_string(),
-        parse_mode: body["parse_mode"].as_str().map(str::to_string),
-        reply_markup: body.get("reply_markup").cloned(),
+        parse_mode: params.str("parse_mode").map(str::to_string),
+        reply_markup: params.json("reply_markup"),
         user_agent,
         at_ms: now.duration_since(shared.started).as_millis() as u64,
     });
-    let date = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let date = unix_now();
     let chat = if chat_id > 0 {
         json!({"id": chat_id, "type": "private", "first_name": "Sandbox"})
     } else {
@@ -252,4 +350,315 @@ fn send_message(shared: &Shared, body: &Value, user_agent: Option<String>) -> po
 #[handler]
 fn list_messages(shared: Data<&Arc<Shared>>) -> Json<Vec<SentMessage>> {
     Json(shared.state.lock().unwrap().sent.clone())
+}
+
+#[handler]
+fn list_invoice_links(shared: Data<&Arc<Shared>>) -> Json<Vec<Value>> {
+    Json(shared.state.lock().unwrap().invoice_links.clone())
+}
+
+#[handler]
+fn show_webhook(shared: Data<&Arc<Shared>>) -> Json<Option<Value>> {
+    Json(shared.state.lock().unwrap().webhook.clone())
+}
+
+/// The only subscription period Telegram accepts: 30 days.
+const SUBSCRIPTION_PERIOD: i64 = 2_592_000;
+/// The most Stars one period of a subscription may cost.
+const MAX_SUBSCRIPTION_STARS: i64 = 10_000;
+/// The most Stars a one-off invoice may ask for.
+const MAX_ONE_OFF_STARS: i64 = 100_000;
+
+/// Checks a Stars invoice as Telegram does (the fake knows no payment providers, so other
+/// currencies are refused), records it and answers with a `https://t.me/$…` link.
+fn create_invoice_link(shared: &Shared, params: &Params) -> poem::Response {
+    if params.str("currency") != Some("XTR") {
+        return error(400, "Bad Request: CURRENCY_INVALID", None);
+    }
+    let prices = params
+        .json("prices")
+        .and_then(|p| p.as_array().cloned())
+        .unwrap_or_default();
+    match prices.len() {
+        0 => return error(400, "Bad Request: there must be at least one price", None),
+        1 => {}
+        // A Stars invoice has exactly one price.
+        _ => return error(400, "Bad Request: STARS_INVOICE_INVALID", None),
+    }
+    let amount = prices[0]["amount"].as_i64().unwrap_or(0);
+    if amount <= 0 {
+        return error(400, "Bad Request: total price must be positive", None);
+    }
+    let payload_len = params.str("payload").map_or(0, str::len);
+    if !(1..=128).contains(&payload_len) {
+        return error(400, "Bad Request: INVOICE_PAYLOAD_INVALID", None);
+    }
+    let period = match params.0.get("subscription_period") {
+        None => None,
+        Some(_) => match params.int("subscription_period") {
+            Some(SUBSCRIPTION_PERIOD) => Some(SUBSCRIPTION_PERIOD),
+            _ => return error(400, "Bad Request: SUBSCRIPTION_PERIOD_INVALID", None),
+        },
+    };
+    if period.is_some() && amount > MAX_SUBSCRIPTION_STARS {
+        return error(400, "Bad Request: SUBSCRIPTION_AMOUNT_INVALID", None);
+    }
+    if amount > MAX_ONE_OFF_STARS {
+        return error(400, "Bad Request: CURRENCY_TOTAL_AMOUNT_INVALID", None);
+    }
+    let link = format!("https://t.me/${}", uuid::Uuid::new_v4().simple());
+    let mut record = params.0.clone();
+    record.insert("prices".into(), Value::Array(prices));
+    if let Some(seconds) = period {
+        record.insert("subscription_period".into(), json!(seconds));
+    }
+    record.insert("link".into(), json!(link));
+    shared.state.lock().unwrap().invoice_links.push(Value::Object(record));
+    ok(json!(link))
+}
+
+/// Refunds a payment the fake was told of ([`FakeTelegram::record_star_payment`]), once.
+fn refund_star_payment(shared: &Shared, params: &Params) -> poem::Response {
+    let Some(user_id) = params.int("user_id") else {
+        return error(400, "Bad Request: USER_ID_INVALID", None);
+    };
+    let charge_id = params.str("telegram_payment_charge_id").unwrap_or_default();
+    if charge_id.is_empty() {
+        return error(400, "Bad Request: CHARGE_ID_EMPTY", None);
+    }
+    let mut state = shared.state.lock().unwrap();
+    match state.star_payments.get_mut(charge_id) {
+        // Telegram does not say whether the charge is unknown or another user's.
+        None => error(400, "Bad Request: CHARGE_ID_INVALID", None),
+        Some((payer, _)) if *payer != user_id => error(400, "Bad Request: CHARGE_ID_INVALID", None),
+        Some((_, true)) => error(400, "Bad Request: CHARGE_ALREADY_REFUNDED", None),
+        Some((_, refunded)) => {
+            *refunded = true;
+            state.star_refunds.push((user_id, charge_id.to_string()));
+            ok(json!(true))
+        }
+    }
+}
+
+/// Records the webhook. An empty `url` removes it, as on Telegram. Unlike Telegram, plain
+/// `http` is accepted, so that the local run can register a loopback address.
+fn set_webhook(shared: &Shared, params: &Params) -> poem::Response {
+    let url = params.str("url").unwrap_or_default();
+    let mut state = shared.state.lock().unwrap();
+    if url.is_empty() {
+        state.webhook = None;
+        state.webhook_error = None;
+        return ok(json!(true));
+    }
+    let scheme_ok = reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "https" | "http"));
+    if !scheme_ok {
+        return error(
+            400,
+            "Bad Request: bad webhook: HTTPS url must be provided for webhook",
+            None,
+        );
+    }
+    let secret_token = params.str("secret_token");
+    let secret_ok = secret_token.is_none_or(|t| {
+        (1..=256).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    });
+    if !secret_ok {
+        return error(400, "Bad Request: secret token contains unallowed characters", None);
+    }
+    // Without `allowed_updates` Telegram keeps the previous list.
+    let allowed_updates = params
+        .json("allowed_updates")
+        .or_else(|| state.webhook.as_ref().map(|w| w["allowed_updates"].clone()))
+        .unwrap_or(Value::Null);
+    state.webhook = Some(json!({
+        "url": url,
+        "secret_token": secret_token,
+        "allowed_updates": allowed_updates,
+        "drop_pending_updates": params.bool("drop_pending_updates").unwrap_or(false),
+    }));
+    state.webhook_error = None;
+    ok(json!(true))
+}
+
+/// A `WebhookInfo` with every field Telegram always sends (and teloxide requires).
+fn get_webhook_info(shared: &Shared) -> poem::Response {
+    let state = shared.state.lock().unwrap();
+    let Some(webhook) = &state.webhook else {
+        return ok(json!({"url": "", "has_custom_certificate": false, "pending_update_count": 0}));
+    };
+    let mut info = json!({
+        "url": webhook["url"],
+        "has_custom_certificate": false,
+        "pending_update_count": 0,
+        "max_connections": 40,
+    });
+    if webhook["allowed_updates"].is_array() {
+        info["allowed_updates"] = webhook["allowed_updates"].clone();
+    }
+    if let Some((date, message)) = &state.webhook_error {
+        info["last_error_date"] = json!(date);
+        info["last_error_message"] = json!(message);
+    }
+    ok(info)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Params are a request's parameters however they came. In a form every value is text, numbers
+/// and booleans included, and arrays and objects are JSON inside it; the getters read both.
+#[derive(Debug, Default)]
+struct Params(Map<String, Value>);
+
+impl Params {
+    /// The parameters of a body of `content_type`, or `None` when it cannot be read.
+    fn parse(content_type: &str, body: &[u8]) -> Option<Params> {
+        let media_type = content_type.split(';').next().unwrap_or_default().trim();
+        if body.is_empty() {
+            return Some(Params::default());
+        }
+        match media_type {
+            "application/json" => serde_json::from_slice(body).ok().map(Params),
+            "application/x-www-form-urlencoded" => {
+                let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).ok()?;
+                Some(Params(pairs.into_iter().map(|(k, v)| (k, Value::String(v))).collect()))
+            }
+            "multipart/form-data" => multipart_fields(content_type, body).map(Params),
+            _ => None,
+        }
+    }
+
+    fn str(&self, name: &str) -> Option<&str> {
+        self.0.get(name)?.as_str()
+    }
+
+    fn int(&self, name: &str) -> Option<i64> {
+        match self.0.get(name)? {
+            Value::String(text) => text.trim().parse().ok(),
+            value => value.as_i64(),
+        }
+    }
+
+    fn bool(&self, name: &str) -> Option<bool> {
+        match self.0.get(name)? {
+            Value::String(text) => text.parse().ok(),
+            value => value.as_bool(),
+        }
+    }
+
+    fn json(&self, name: &str) -> Option<Value> {
+        match self.0.get(name)? {
+            Value::String(text) => serde_json::from_str(text).ok(),
+            value => Some(value.clone()),
+        }
+    }
+}
+
+/// The fields of a `multipart/form-data` body, as text (a file's bytes too, lossily: the fake
+/// has no use for certificates).
+fn multipart_fields(content_type: &str, body: &[u8]) -> Option<Map<String, Value>> {
+    let boundary = content_type
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("boundary="))?
+        .trim_matches('"');
+    let body = String::from_utf8_lossy(body);
+    let mut fields = Map::new();
+    for part in body.split(&format!("--{boundary}")).skip(1) {
+        if part.starts_with("--") {
+            break;
+        }
+        let (headers, value) = part.strip_prefix("\r\n")?.split_once("\r\n\r\n")?;
+        let name = headers
+            .split("\r\n")
+            .find(|h| h.to_ascii_lowercase().starts_with("content-disposition:"))?
+            .split(';')
+            .find_map(|p| p.trim().strip_prefix("name="))?
+            .trim_matches('"');
+        let value = value.strip_suffix("\r\n").unwrap_or(value);
+        fields.insert(name.to_string(), Value::String(value.to_string()));
+    }
+    Some(fields)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: &str = "123:unit";
+
+    async fn call(request: reqwest::RequestBuilder) -> (u16, Value) {
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    fn post(fake: &FakeTelegram, token: &str, method: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new().post(format!("{}/bot{token}/{method}", fake.url()))
+    }
+
+    #[test]
+    fn multipart_bodies_are_read_field_by_field() {
+        let body = "--XyZ\r\nContent-Disposition: form-data; name=\"url\"\r\n\r\nhttps://example.com/hook\r\n\
+                    --XyZ\r\ncontent-disposition: form-data; name=\"allowed_updates\"\r\n\r\n[\"message\"]\r\n\
+                    --XyZ\r\nContent-Disposition: form-data; name=\"drop_pending_updates\"\r\n\r\nfalse\r\n--XyZ--\r\n";
+        let params = Params::parse("multipart/form-data; boundary=XyZ", body.as_bytes()).unwrap();
+        assert_eq!(params.str("url"), Some("https://example.com/hook"));
+        assert_eq!(params.json("allowed_updates"), Some(json!(["message"])));
+        assert_eq!(params.bool("drop_pending_updates"), Some(false));
+        assert_eq!(params.0.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn form_parameters_are_read_like_json_ones() {
+        let fake = FakeTelegram::start(TOKEN, Limits::default()).await;
+        let form = [
+            ("title", "Pro"),
+            ("description", "Pro for 30 days"),
+            ("payload", "pro"),
+            ("currency", "XTR"),
+            ("prices", r#"[{"label":"Pro","amount":250}]"#),
+            ("subscription_period", "2592000"),
+        ];
+
+        let (status, body) = call(post(&fake, TOKEN, "createInvoiceLink").form(&form)).await;
+
+        assert_eq!(status, 200, "{body}");
+        let link = &fake.invoice_links()[0];
+        assert_eq!(link["prices"][0]["amount"], 250);
+        assert_eq!(link["subscription_period"], SUBSCRIPTION_PERIOD);
+        assert_eq!(body["result"], link["link"]);
+    }
+
+    #[tokio::test]
+    async fn a_scripted_failure_is_served_the_given_times_then_the_method_works() {
+        let fake = FakeTelegram::start(TOKEN, Limits::default()).await;
+        fake.fail_next("getWebhookInfo", 500, 2);
+
+        for _ in 0..2 {
+            let (status, body) = call(post(&fake, TOKEN, "getwebhookinfo").json(&json!({}))).await;
+            assert_eq!(status, 500);
+            assert_eq!(
+                body,
+                json!({"ok": false, "error_code": 500, "description": "Internal Server Error"})
+            );
+        }
+        let (status, body) = call(post(&fake, TOKEN, "getWebhookInfo").json(&json!({}))).await;
+        assert_eq!((status, &body["result"]["url"]), (200, &json!("")));
+    }
+
+    #[tokio::test]
+    async fn the_payment_methods_check_the_token() {
+        let fake = FakeTelegram::start(TOKEN, Limits::default()).await;
+        fake.record_star_payment(5, "charge-1");
+        let refund = json!({"user_id": 5, "telegram_payment_charge_id": "charge-1"});
+
+        let (status, body) = call(post(&fake, "123:other", "refundStarPayment").json(&refund)).await;
+
+        assert_eq!((status, &body["description"]), (401, &json!("Unauthorized")));
+        assert!(fake.star_refunds().is_empty());
+    }
 }

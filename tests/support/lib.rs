@@ -28,6 +28,8 @@ pub const PORTAL_LINK: &str = "https://t.me/paygate_bot/app?startapp=billing";
 
 /// The Stripe webhook signing secret, the admin token and the JWT settings of the tests' web process.
 pub const WEBHOOK_SECRET: &str = "whsec_e2e_secret";
+/// The Telegram webhook's secret token in tests.
+pub const TELEGRAM_WEBHOOK_SECRET: &str = "e2e-telegram-secret-token";
 pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
 pub const JWT: (&str, &str, &str) = ("e2e-jwt-secret-0123456789abcdef0123", "paygate", "paygate-api");
 
@@ -95,6 +97,8 @@ impl World {
             plans: Plans::parse(PLANS).expect("the test catalogue parses"),
             stripe_webhook_secrets: vec![Secret::new(WEBHOOK_SECRET)],
             jwt: self.jwt(),
+            telegram: api::config::TelegramConfig::new(BOT_TOKEN, TELEGRAM_WEBHOOK_SECRET)
+                .expect("a valid bot token and secret"),
         }
     }
 

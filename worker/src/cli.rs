@@ -130,3 +130,48 @@ fn report(id: i64, done: &str, change: Change) -> anyhow::Result<()> {
         Change::WrongState(state) => anyhow::bail!("job {id} is {state}; only dead jobs can be {done}"),
     }
 }
+
+/// TelegramCommand is one of the `worker telegram` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TelegramCommand {
+    /// Points the bot's webhook at `TELEGRAM_WEBHOOK_URL` (or --url) with
+    /// `TELEGRAM_WEBHOOK_SECRET` as its secret token, for messages, button presses and
+    /// pre-checkout queries. Updates waiting at Telegram are kept.
+    SetWebhook {
+        /// The public URL of `POST /webhooks/telegram`, e.g. https://<app>.herokuapp.com/webhooks/telegram.
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Shows the webhook as Telegram sees it: its URL, updates waiting, the last delivery error.
+    WebhookInfo,
+}
+
+/// Runs `command` against the Bot API of `TELEGRAM_BOT_TOKEN` (at `TELEGRAM_API_URL`).
+pub async fn run_telegram(command: TelegramCommand) -> anyhow::Result<()> {
+    use jobs::config::{Secret, optional, required};
+    use jobs::telegram::client::{BOT_UPDATES, DEFAULT_API_URL, TelegramClient};
+
+    let token = Secret::new(required("TELEGRAM_BOT_TOKEN")?);
+    let api_url = optional("TELEGRAM_API_URL").unwrap_or_else(|| DEFAULT_API_URL.into());
+    let client = TelegramClient::new(&token, &api_url, "paygate-worker/cli").map_err(anyhow::Error::msg)?;
+    match command {
+        TelegramCommand::SetWebhook { url } => {
+            let url = match url {
+                Some(url) => url,
+                None => required("TELEGRAM_WEBHOOK_URL")?,
+            };
+            let secret = required("TELEGRAM_WEBHOOK_SECRET")?;
+            client.set_webhook(&url, &secret, &BOT_UPDATES).await?;
+            println!("webhook set: {url} (message, callback_query, pre_checkout_query)");
+        }
+        TelegramCommand::WebhookInfo => {
+            let (url, pending, last_error) = client.webhook_info().await?;
+            let url = if url.is_empty() { "(none)" } else { url.as_str() };
+            println!("url: {url}\npending updates: {pending}");
+            if let Some(error) = last_error {
+                println!("last error: {error}");
+            }
+        }
+    }
+    Ok(())
+}

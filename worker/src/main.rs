@@ -1,7 +1,7 @@
-//! The worker binary: `worker [run]`, `worker migrate`, `worker jobs …`.
+//! The worker binary: `worker [run]`, `worker migrate`, `worker jobs …`, `worker telegram …`.
 
 use clap::{Parser, Subcommand};
-use worker::cli::JobsCommand;
+use worker::cli::{JobsCommand, TelegramCommand};
 use worker::config::Config;
 
 #[derive(Debug, Parser)]
@@ -23,6 +23,9 @@ enum Command {
     /// Inspects queues and dead jobs; retries or discards them.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Registers the bot's webhook with Telegram, or shows it.
+    #[command(subcommand)]
+    Telegram(TelegramCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -54,6 +57,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let pool = jobs::db::connect(&jobs::config::required("DATABASE_URL")?, 2).await?;
             worker::cli::run(&pool, command).await
         }
+        Command::Telegram(command) => worker::cli::run_telegram(command).await,
     }
 }
 

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use apalis::prelude::{Monitor, WorkerBuilder, WorkerBuilderExt};
 use backon::{ExponentialBuilder, Retryable};
+use jobs::billing::EntitlementsJob;
 use jobs::billing::refunds::MakeRefund;
 use jobs::billing::requests::CreateSession;
-use jobs::billing::stripe::ProcessStripeEvent;
 use jobs::metrics::JobStats;
 use jobs::queue::backend::{FetchSettings, QueueBackend, Wakeups};
 use jobs::queue::{JobPayload, Queue, maintenance};
@@ -20,11 +20,12 @@ use jobs::stripe::client::StripeClient;
 use jobs::telegram::SendMessage;
 use jobs::telegram::client::TelegramClient;
 use jobs::telegram::pace::Pace;
+use jobs::tracking::RecordClick;
 use sqlx::PgPool;
 
 use crate::config::Config;
 use crate::handlers::notifications::{self, Notifier};
-use crate::handlers::{Billing, checkout, entitlements, refunds};
+use crate::handlers::{Billing, checkout, entitlements, refunds, tracking};
 
 /// How long running jobs may take to finish after shutdown begins: under Heroku's 30 s.
 pub const GRACE: Duration = Duration::from_secs(20);
@@ -71,6 +72,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         plans: Arc::new(config.plans.clone()),
         links: config.links.clone(),
         stripe: StripeClient::new(&config.stripe.secret_key, &config.stripe.api_url).map_err(anyhow::Error::msg)?,
+        telegram: notifier.telegram.clone(),
         urls: Arc::new(config.stripe.clone()),
     };
 
@@ -100,9 +102,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         }};
     }
     queue_worker!(SendMessage, notifications::handle, notifier.clone());
-    queue_worker!(ProcessStripeEvent, entitlements::handle, billing.clone());
+    queue_worker!(EntitlementsJob, entitlements::handle, billing.clone());
     queue_worker!(CreateSession, checkout::handle, billing.clone());
     queue_worker!(MakeRefund, refunds::handle, billing.clone());
+    queue_worker!(RecordClick, tracking::handle, billing.clone());
     let monitor = monitor
         .should_restart(|worker, error| {
             tracing::error!(worker = worker.name(), %error, "worker stopped, restarting it");

@@ -5,9 +5,14 @@
 //! # Layout
 //! - [`admin`]: the ops token, compared in constant time.
 //! - [`user`]: user tokens (HS256 JWTs): issuing and checking them.
+//! - [`init_data`]: Telegram Mini App `initData`, exchanged for a user token.
+//! - [`telegram`]: the Telegram webhook's secret token.
 
 pub mod admin;
+pub mod init_data;
+pub mod telegram;
 pub mod user;
 
 pub use admin::{Admin, AdminAuth, AdminToken};
+pub use telegram::{TelegramAuth, TelegramWebhookSecret};
 pub use user::{USER_TOKEN_TTL, User, UserAuth, UserTokens, issue_user_token};

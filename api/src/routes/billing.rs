@@ -94,21 +94,24 @@ impl<'a> ApiExtractor<'a> for PortalBody {
     }
 }
 
-/// RequestKind is what a billing request asks Stripe for.
+/// RequestKind is what a billing request asks a provider for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "snake_case")]
 pub enum RequestKind {
-    /// A Checkout Session, to buy a plan.
+    /// A Stripe Checkout Session, to buy a plan.
     Checkout,
-    /// A Billing Portal session, to manage subscriptions and payment methods.
+    /// A Stripe Billing Portal session, to manage subscriptions and payment methods.
     Portal,
+    /// A Telegram Stars invoice link, to buy a plan with Stars (in the Mini App:
+    /// `Telegram.WebApp.openInvoice(url)`).
+    StarsInvoice,
 }
 
 /// RequestState is where a billing request stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "snake_case")]
 pub enum RequestState {
-    /// Waiting for a worker to ask Stripe.
+    /// Waiting for a worker to ask the provider.
     Pending,
     /// `url` is the session to send the user to.
     Ready,
@@ -143,6 +146,7 @@ impl From<BillingRequest> for BillingRequestView {
             kind: match r.kind {
                 Kind::Checkout => RequestKind::Checkout,
                 Kind::Portal => RequestKind::Portal,
+                Kind::StarsInvoice => RequestKind::StarsInvoice,
             },
             status: match r.status {
                 RequestStatus::Pending => RequestState::Pending,
@@ -159,7 +163,12 @@ impl From<BillingRequest> for BillingRequestView {
 
 /// Where request `id` of `kind` is polled.
 fn status_url(kind: Kind, id: i64) -> String {
-    format!("/v1/billing/{}/{id}", kind.name())
+    let path = match kind {
+        Kind::Checkout => "checkout",
+        Kind::Portal => "portal",
+        Kind::StarsInvoice => "stars-invoice",
+    };
+    format!("/v1/billing/{path}/{id}")
 }
 
 /// CreateResponse is the answer to a checkout POST.
@@ -243,21 +252,67 @@ pub enum ShowResponse {
     NotFound(Json<ProblemDetails>),
 }
 
-/// The `unknown-plan` problem of `code`, listing what is for sale.
-fn unknown_plan(plans: &Plans, code: &str) -> Problem {
-    let for_sale: Vec<&str> = plans
+/// Whether `plan` is sold through the provider of `kind`.
+fn for_sale(plan: &jobs::billing::Plan, kind: Kind) -> bool {
+    match kind {
+        Kind::StarsInvoice => plan.stars_price.is_some(),
+        Kind::Checkout | Kind::Portal => plan.stripe_price.is_some(),
+    }
+}
+
+/// The `unknown-plan` problem of `code` for a request of `kind`, listing what is for sale.
+fn unknown_plan(plans: &Plans, kind: Kind, code: &str) -> Problem {
+    let on_sale: Vec<&str> = plans
         .iter()
-        .filter(|(_, plan)| plan.stripe_price.is_some())
+        .filter(|(_, plan)| for_sale(plan, kind))
         .map(|(code, _)| code)
         .collect();
     let shown: String = code.chars().take(64).collect();
+    let through = if kind == Kind::StarsInvoice {
+        "for Telegram Stars"
+    } else {
+        "through Stripe"
+    };
     Problem::new(
         ProblemKind::UnknownPlan,
         format!(
-            "no plan {shown:?} is for sale through Stripe; plans for sale: {}",
-            for_sale.join(", ")
+            "no plan {shown:?} is for sale {through}; plans for sale: {}",
+            on_sale.join(", ")
         ),
     )
+}
+
+/// Stores a request of `kind` for `plan` and enqueues it, or answers with the request an earlier
+/// call with the same key stored.
+async fn start_plan_request(
+    pool: &PgPool,
+    plans: &Plans,
+    user: User,
+    kind: Kind,
+    plan: String,
+    idempotency_key: Option<&str>,
+) -> Result<CreateResponse, Problem> {
+    if !plans.get(&plan).is_some_and(|p| for_sale(p, kind)) {
+        return Err(unknown_plan(plans, kind, &plan));
+    }
+    let created = requests::create(pool, user.id, kind, Some(&plan), idempotency_key).await?;
+    Ok(match created {
+        Created::New(request) => {
+            if kind == Kind::Checkout {
+                metrics::checkout_started(&plan);
+            }
+            tracing::info!(request_id = request.id, user_id = user.id, plan = %plan, kind = kind.name(), "plan requested");
+            CreateResponse::of(request)
+        }
+        Created::Existing(request) if request.plan.as_deref() != Some(plan.as_str()) => CreateResponse::Conflict(Json(
+            Problem::conflict(format!(
+                "this Idempotency-Key was first used for plan {:?}; use another key for another plan",
+                request.plan.unwrap_or_default()
+            ))
+            .body(),
+        )),
+        Created::Existing(request) => CreateResponse::of(request),
+    })
 }
 
 /// The request `id` of `kind` of `user`, after waiting up to `wait` seconds for it to settle.
@@ -320,35 +375,15 @@ impl BillingApi {
         body: Json<CheckoutRequest>,
     ) -> Result<CreateResponse, Problem> {
         let plan = String::from(body.0.plan);
-        if plans.get(&plan).and_then(|p| p.stripe_price.as_ref()).is_none() {
-            return Err(unknown_plan(&plans, &plan));
-        }
-        let user = auth.0;
-        let created = requests::create(
+        start_plan_request(
             &pool,
-            user.id,
+            &plans,
+            auth.0,
             Kind::Checkout,
-            Some(&plan),
+            plan,
             idempotency_key.0.as_deref(),
         )
-        .await?;
-        Ok(match created {
-            Created::New(request) => {
-                metrics::checkout_started(&plan);
-                tracing::info!(request_id = request.id, user_id = user.id, plan = %plan, "checkout requested");
-                CreateResponse::of(request)
-            }
-            Created::Existing(request) if request.plan.as_deref() != Some(plan.as_str()) => {
-                CreateResponse::Conflict(Json(
-                    Problem::conflict(format!(
-                        "this Idempotency-Key was first used for plan {:?}; use another key for another plan",
-                        request.plan.unwrap_or_default()
-                    ))
-                    .body(),
-                ))
-            }
-            Created::Existing(request) => CreateResponse::of(request),
-        })
+        .await
     }
 
     /// Show a checkout
@@ -421,6 +456,61 @@ impl BillingApi {
     ) -> Result<ShowResponse, Problem> {
         show(&pool, &settled, auth.0, Kind::Portal, id.0, wait.0).await
     }
+
+    /// Create a Stars invoice link
+    ///
+    /// Asks for a Telegram Stars invoice link for `plan`; a worker creates it. 202 with the
+    /// request, then poll `status_url` (with `?wait=`) for its `url` and open it in the Mini App
+    /// (`Telegram.WebApp.openInvoice`). Plans of 30 days are Stars subscriptions, renewed monthly
+    /// by Telegram. A plan not in the catalogue or without a Stars price is 400 `unknown-plan`,
+    /// and nothing is stored.
+    #[oai(path = "/stars-invoice", method = "post", operation_id = "create_stars_invoice")]
+    async fn create_stars_invoice(
+        &self,
+        auth: UserAuth,
+        pool: Data<&PgPool>,
+        plans: Data<&Plans>,
+        /// Makes the request safe to repeat: 1 to 200 visible ASCII characters. A repeat with the
+        /// same key answers with the first request and stores nothing; the same key with another
+        /// plan is 409 `conflict`.
+        #[oai(
+            name = "Idempotency-Key",
+            validator(min_length = 1, max_length = 200, pattern = "^[!-~]+$")
+        )]
+        idempotency_key: Header<Option<String>>,
+        body: Json<CheckoutRequest>,
+    ) -> Result<CreateResponse, Problem> {
+        let plan = String::from(body.0.plan);
+        start_plan_request(
+            &pool,
+            &plans,
+            auth.0,
+            Kind::StarsInvoice,
+            plan,
+            idempotency_key.0.as_deref(),
+        )
+        .await
+    }
+
+    /// Show a Stars invoice request
+    ///
+    /// The caller's Stars invoice request. With `wait`, answers as soon as it settles, or as it
+    /// stands after `wait` seconds.
+    #[oai(path = "/stars-invoice/:id", method = "get", operation_id = "show_stars_invoice")]
+    async fn show_stars_invoice(
+        &self,
+        auth: UserAuth,
+        pool: Data<&PgPool>,
+        settled: Data<&Settled>,
+        /// The request's id.
+        id: Path<i64>,
+        /// Seconds to wait for a pending request to settle, 0 (the default: answer at once) to
+        /// 25; more is taken as 25.
+        #[oai(default = "no_wait", validator(minimum(value = "0")))]
+        wait: Query<i64>,
+    ) -> Result<ShowResponse, Problem> {
+        show(&pool, &settled, auth.0, Kind::StarsInvoice, id.0, wait.0).await
+    }
 }
 
 #[cfg(test)]
@@ -434,10 +524,12 @@ mod tests {
                 "stars_only": {"name": "Stars", "entitlement": "pro", "period_days": 30, "stars_price": 100}}"#,
         )
         .unwrap();
-        let problem = unknown_plan(&plans, "stars_only");
+        let problem = unknown_plan(&plans, Kind::Checkout, "stars_only");
         assert_eq!(problem.kind, ProblemKind::UnknownPlan);
         assert!(problem.detail.ends_with("plans for sale: pro"), "{}", problem.detail);
-        let long = unknown_plan(&plans, &"x".repeat(1000));
+        let stars = unknown_plan(&plans, Kind::StarsInvoice, "pro");
+        assert!(stars.detail.ends_with("plans for sale: stars_only"), "{}", stars.detail);
+        let long = unknown_plan(&plans, Kind::Checkout, &"x".repeat(1000));
         assert!(long.detail.len() < 200, "the echo is bounded: {}", long.detail);
     }
 
@@ -445,5 +537,6 @@ mod tests {
     fn status_urls_name_the_kind() {
         assert_eq!(status_url(Kind::Checkout, 7), "/v1/billing/checkout/7");
         assert_eq!(status_url(Kind::Portal, 8), "/v1/billing/portal/8");
+        assert_eq!(status_url(Kind::StarsInvoice, 9), "/v1/billing/stars-invoice/9");
     }
 }

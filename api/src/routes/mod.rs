@@ -11,7 +11,9 @@ pub mod me;
 pub mod notifications;
 pub mod ops;
 pub mod refunds;
+pub mod sign_in;
 pub mod stripe_webhook;
+pub mod telegram_webhook;
 
 use poem::Request;
 use poem_openapi::error::ContentTypeError;
@@ -27,11 +29,14 @@ pub enum Tag {
     Notifications,
     /// Queue statistics and dead jobs: inspect, retry, discard; refunds (operators).
     Ops,
-    /// Stripe Checkout and Billing Portal sessions for the signed-in user.
+    /// Signing in: a Telegram Mini App's `initData` for a user token.
+    Auth,
+    /// Stripe Checkout and Billing Portal sessions and Telegram Stars invoice links for the
+    /// signed-in user.
     Billing,
     /// What the signed-in user has.
     Me,
-    /// Deliveries from payment providers, authenticated by their signatures.
+    /// Deliveries from Stripe and Telegram, authenticated by a signature or a secret token.
     Webhooks,
 }
 
@@ -41,9 +46,11 @@ pub type Api = (
     notifications::NotificationsApi,
     ops::OpsApi,
     refunds::RefundsApi,
+    sign_in::SignInApi,
     billing::BillingApi,
     me::MeApi,
     stripe_webhook::StripeWebhookApi,
+    telegram_webhook::TelegramWebhookApi,
 );
 
 /// The OpenAPI service serving [`Api`].
@@ -54,9 +61,11 @@ pub fn service() -> OpenApiService<Api, ()> {
             notifications::NotificationsApi,
             ops::OpsApi,
             refunds::RefundsApi,
+            sign_in::SignInApi,
             billing::BillingApi,
             me::MeApi,
             stripe_webhook::StripeWebhookApi,
+            telegram_webhook::TelegramWebhookApi,
         ),
         "paygate",
         env!("CARGO_PKG_VERSION"),
@@ -64,8 +73,9 @@ pub fn service() -> OpenApiService<Api, ()> {
     .description(
         "The web process of paygate. Every error is `application/problem+json` (RFC 7807) with a stable \
              `type` of the form `urn:paygate:problem:<slug>`; every answer carries `X-Request-Id`. \
-             Operators authenticate with `adminToken`, users with `userToken` (a JWT), Stripe with its \
-             webhook signature.",
+             Operators authenticate with `adminToken`, users with `userToken` (a JWT from \
+             `POST /v1/auth/telegram`), Stripe with its webhook signature, Telegram with \
+             `telegramSecretToken`.",
     )
 }
 

@@ -23,11 +23,13 @@ use crate::error::{Problem, ProblemDetails};
 #[derive(Debug, Clone, Copy)]
 pub struct RefundsApi;
 
-/// RefundProvider is who took the payment. Telegram Stars will follow.
+/// RefundProvider is who took the payment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "snake_case")]
 pub enum RefundProvider {
     Stripe,
+    /// Telegram Stars: the whole payment is refunded (`refundStarPayment`).
+    TelegramStars,
 }
 
 /// RefundReason is why a refund is made, as Stripe records it.
@@ -54,11 +56,12 @@ impl RefundReason {
 #[oai(deny_unknown_fields)]
 pub struct RefundRequest {
     pub provider: RefundProvider,
-    /// The Stripe payment to refund: a payment intent (`pi_…`) or a charge (`ch_…`, `py_…`).
-    #[oai(validator(max_length = 255, pattern = "^(pi|ch|py)_[A-Za-z0-9_]+$"))]
+    /// The payment to refund: for Stripe a payment intent (`pi_…`) or a charge (`ch_…`, `py_…`);
+    /// for Telegram Stars the `telegram_payment_charge_id`.
+    #[oai(validator(min_length = 1, max_length = 255, pattern = "^[!-~]+$"))]
     pub payment: JsonString,
     /// How much to refund, in the currency's smallest unit (cents); the rest of the payment when
-    /// absent.
+    /// absent. Stripe only: Stars payments are refunded whole.
     #[oai(validator(minimum(value = "1")))]
     pub amount: Option<i64>,
     pub reason: Option<RefundReason>,
@@ -69,6 +72,7 @@ impl From<RefundRequest> for NewRefund {
         NewRefund {
             provider: match r.provider {
                 RefundProvider::Stripe => Provider::Stripe,
+                RefundProvider::TelegramStars => Provider::TelegramStars,
             },
             payment: r.payment.into(),
             amount: r.amount,
@@ -101,7 +105,8 @@ pub struct RefundView {
     /// `duplicate`, `fraudulent` or `requested_by_customer`.
     pub reason: Option<String>,
     pub status: RefundState,
-    /// The provider's id of the refund (`re_…`), once it succeeded.
+    /// The provider's id of the refund once it succeeded: Stripe's `re_…`; for Stars, which have
+    /// no refund ids, the charge id.
     pub provider_refund_id: Option<String>,
     /// Why the provider refused, once it failed.
     pub failure: Option<String>,
@@ -114,6 +119,7 @@ impl From<Refund> for RefundView {
             id: r.id,
             provider: match r.provider {
                 Provider::Stripe => RefundProvider::Stripe,
+                Provider::TelegramStars => RefundProvider::TelegramStars,
             },
             payment: r.payment,
             amount: r.amount,
@@ -128,6 +134,38 @@ impl From<Refund> for RefundView {
             created_at: r.created_at,
         }
     }
+}
+
+/// Refuses what the provider would refuse for certain: a Stripe payment that is not a payment
+/// intent or charge id, a partial Stars refund, a Stars charge we never recorded.
+async fn check_payment(pool: &PgPool, asked: &NewRefund) -> Result<(), Problem> {
+    match asked.provider {
+        Provider::Stripe => {
+            let id_part = ["pi_", "ch_", "py_"]
+                .iter()
+                .find_map(|prefix| asked.payment.strip_prefix(prefix));
+            if !id_part.is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')) {
+                return Err(Problem::invalid_request(
+                    "a Stripe payment is a payment intent (pi_…) or a charge (ch_…, py_…)",
+                ));
+            }
+        }
+        Provider::TelegramStars => {
+            if asked.amount.is_some() {
+                return Err(Problem::invalid_request(
+                    "Telegram Stars payments are refunded whole: leave out the amount",
+                ));
+            }
+            let mut conn = pool.acquire().await?;
+            if jobs::billing::stars::payer(&mut conn, &asked.payment).await?.is_none() {
+                return Err(Problem::invalid_request(format!(
+                    "no Telegram Stars payment has the charge id {:?}",
+                    asked.payment.chars().take(64).collect::<String>()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Where refund `id` is shown.
@@ -217,6 +255,7 @@ impl RefundsApi {
             ));
         };
         let asked = NewRefund::from(body.0);
+        check_payment(&pool, &asked).await?;
         Ok(match refunds::create(&pool, &asked, Some(&key)).await? {
             Created::New(refund) => {
                 tracing::info!(refund_id = refund.id, payment = %refund.payment, amount = ?refund.amount, "refund requested");

@@ -18,6 +18,10 @@ pub const TOKEN: &str = "test-admin-token-0123456789";
 /// current one, and one being rolled.
 pub const WEBHOOK_SECRET: &str = "whsec_test_current_0123456789";
 pub const WEBHOOK_SECRET_ROLLED: &str = "whsec_test_rolled_0123456789";
+/// The bot of every test app.
+pub const BOT_TOKEN: &str = "7342037142:test-bot-token";
+/// The Telegram webhook's secret token of every test app.
+pub const TELEGRAM_WEBHOOK_SECRET: &str = "test-telegram-secret-0123";
 
 /// The plan catalogue of every test app: three plans sold through Stripe, one only for Stars.
 /// `pro_yearly` is started by the metrics test alone, which counts its checkouts.
@@ -66,6 +70,8 @@ pub fn config(db_url: &str) -> Config {
         plans: Plans::parse(PLANS).expect("the test catalogue is valid"),
         stripe_webhook_secrets: vec![Secret::new(WEBHOOK_SECRET), Secret::new(WEBHOOK_SECRET_ROLLED)],
         jwt: jwt(),
+        telegram: api::config::TelegramConfig::new(BOT_TOKEN, TELEGRAM_WEBHOOK_SECRET)
+            .expect("a valid bot token and secret"),
     }
 }
 

@@ -13,5 +13,7 @@ mod metrics;
 mod notifications;
 mod refunds;
 mod request_id;
+mod sign_in;
 mod stripe_webhook;
+mod telegram_webhook;
 mod user_auth;

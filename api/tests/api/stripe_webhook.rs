@@ -45,7 +45,10 @@ async fn a_signed_event_is_stored_with_its_job() {
     assert_eq!(payload, body, "the body is stored byte for byte as sent");
     assert_eq!(
         app.jobs_of("entitlements").await,
-        vec![(format!("stripe_event:{id}"), json!({"event_id": id}))]
+        vec![(
+            format!("stripe_event:{id}"),
+            json!({"kind": "stripe_event", "event_id": id})
+        )]
     );
     assert_eq!(app.job_count().await, 1);
 }

@@ -9,12 +9,18 @@ use sqlx::{PgConnection, PgPool};
 /// Adds one to the counter `name{labels}`; `labels` is written as Prometheus writes it inside the
 /// braces, e.g. `status="paid"`.
 pub async fn add(conn: &mut PgConnection, name: &str, labels: &str) -> Result<(), sqlx::Error> {
+    add_value(conn, name, labels, 1.0).await
+}
+
+/// Adds `value` to the counter `name{labels}` (a sum, e.g. of amounts paid).
+pub async fn add_value(conn: &mut PgConnection, name: &str, labels: &str, value: f64) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO counters (name, labels, value) VALUES ($1, $2, 1)
-         ON CONFLICT (name, labels) DO UPDATE SET value = counters.value + 1",
+        "INSERT INTO counters (name, labels, value) VALUES ($1, $2, $3)
+         ON CONFLICT (name, labels) DO UPDATE SET value = counters.value + excluded.value",
     )
     .bind(name)
     .bind(labels)
+    .bind(value)
     .execute(conn)
     .await
     .map(|_| ())

@@ -13,12 +13,15 @@ use crate::queue::{JobPayload, NewJob, Queue, enqueue};
 #[serde(rename_all = "snake_case")]
 pub enum Provider {
     Stripe,
+    /// Telegram Stars: always the whole payment.
+    TelegramStars,
 }
 
 impl Provider {
     pub const fn name(self) -> &'static str {
         match self {
             Provider::Stripe => "stripe",
+            Provider::TelegramStars => "telegram_stars",
         }
     }
 }
@@ -83,7 +86,11 @@ impl From<Row> for Refund {
     fn from(r: Row) -> Refund {
         Refund {
             id: r.0,
-            provider: Provider::Stripe,
+            provider: if r.1 == "telegram_stars" {
+                Provider::TelegramStars
+            } else {
+                Provider::Stripe
+            },
             payment: r.2,
             amount: r.3,
             reason: r.4,

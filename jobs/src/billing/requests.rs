@@ -1,6 +1,7 @@
-//! Billing requests: a user asks for a Stripe Checkout or Billing Portal session; the web process
-//! stores the request with its job; a `checkout` worker asks Stripe and settles the request with
-//! the session's URL or a readable failure; the client long-polls until then.
+//! Billing requests: a user asks for a Stripe Checkout or Billing Portal session, or a Telegram
+//! Stars invoice link; the web process stores the request with its job; a `checkout` worker asks
+//! the provider and settles the request with the URL or a readable failure; the client
+//! long-polls until then.
 
 use std::time::Duration;
 
@@ -17,12 +18,16 @@ pub const CHANNEL: &str = "paygate_billing_requests";
 /// How often a waiting client's request is read again even without an announcement.
 const REREAD: Duration = Duration::from_secs(2);
 
-/// Kind is what a request asks Stripe for.
+/// Kind is what a request asks a provider for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
+    /// A Stripe Checkout Session for a plan.
     Checkout,
+    /// A Stripe Billing Portal session.
     Portal,
+    /// A Telegram Stars invoice link for a plan.
+    StarsInvoice,
 }
 
 impl Kind {
@@ -30,6 +35,7 @@ impl Kind {
         match self {
             Kind::Checkout => "checkout",
             Kind::Portal => "portal",
+            Kind::StarsInvoice => "stars_invoice",
         }
     }
 }
@@ -82,7 +88,11 @@ impl From<Row> for BillingRequest {
         BillingRequest {
             id: r.0,
             user_id: r.1,
-            kind: if r.2 == "portal" { Kind::Portal } else { Kind::Checkout },
+            kind: match r.2.as_str() {
+                "portal" => Kind::Portal,
+                "stars_invoice" => Kind::StarsInvoice,
+                _ => Kind::Checkout,
+            },
             plan: r.3,
             idempotency_key: r.4,
             status: match r.5.as_str() {

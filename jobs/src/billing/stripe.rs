@@ -20,10 +20,11 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 
+use super::EntitlementsJob;
 use super::counters;
 use super::entitlements::{self, State, Status};
 use super::plans::Plans;
-use crate::queue::{Enqueued, JobError, JobPayload, NewJob, Queue, enqueue};
+use crate::queue::{Enqueued, JobError, NewJob, enqueue};
 use crate::stripe::objects::{
     self, Charge, CheckoutSession, Dispute, Event, Invoice, InvoicePayment, Subscription, id_of, meta,
 };
@@ -38,10 +39,6 @@ pub const PLAN_KEY: &str = "plan";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessStripeEvent {
     pub event_id: String,
-}
-
-impl JobPayload for ProcessStripeEvent {
-    const QUEUE: Queue = Queue::Entitlements;
 }
 
 /// Ingested says what the inbox did with a webhook event.
@@ -75,9 +72,9 @@ pub async fn ingest(pool: &PgPool, event: &Event, raw: &str) -> Result<Ingested,
         return Ok(Ingested::Duplicate);
     }
     let job = NewJob::new(
-        &ProcessStripeEvent {
+        &EntitlementsJob::StripeEvent(ProcessStripeEvent {
             event_id: event.id.clone(),
-        },
+        }),
         format!("stripe_event:{}", event.id),
     );
     let enqueued = enqueue(&mut tx, &job).await?;

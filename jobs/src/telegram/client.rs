@@ -1,12 +1,17 @@
 //! The Telegram Bot API client: teloxide-core's `Bot`, with a configurable base URL so that tests
 //! and the local run point it at the fake Bot API, and a mapping of its errors to what the
-//! pipeline should do about them.
+//! pipeline should do about them. Besides messages it makes Stars invoice links, refunds Stars
+//! payments and registers the webhook.
 
 use std::time::Duration;
 
 use teloxide_core::errors::{ApiError, RequestError};
 use teloxide_core::prelude::*;
-use teloxide_core::types::{ChatId, InlineKeyboardButton, InlineKeyboardMarkup, ParseMode as TgParseMode};
+pub use teloxide_core::types::AllowedUpdate;
+use teloxide_core::types::{
+    ChatId, InlineKeyboardButton, InlineKeyboardMarkup, LabeledPrice, ParseMode as TgParseMode, Seconds,
+    TelegramTransactionId, UserId,
+};
 
 use super::{Button, ParseMode, SendMessage};
 use crate::config::Secret;
@@ -20,10 +25,29 @@ pub struct TelegramClient {
     bot: Bot,
 }
 
-/// SendError is why a message was not sent, sorted by what to do next.
+/// Telegram Stars' currency code.
+const STARS: &str = "XTR";
+
+/// What Telegram says when a Stars payment was refunded before (by us, or by support).
+const CHARGE_ALREADY_REFUNDED: &str = "CHARGE_ALREADY_REFUNDED";
+
+/// The update kinds the bot's webhook asks for: messages (commands, and the
+/// `successful_payment` and `refunded_payment` service messages), inline button presses, and
+/// pre-checkout queries, which Telegram cancels unless answered within 10 seconds. Naming them
+/// keeps the others (reactions, edits, member changes) from costing a webhook call each.
+pub const BOT_UPDATES: [AllowedUpdate; 3] = [
+    AllowedUpdate::Message,
+    AllowedUpdate::CallbackQuery,
+    AllowedUpdate::PreCheckoutQuery,
+];
+
+/// SendError is why a Bot API call failed, sorted by what to do next.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
-    /// The chat cannot be reached (blocked the bot, deactivated, kicked, not found): stop.
+    /// The chat cannot be reached (blocked the bot, deactivated, kicked, not found): stop. Only
+    /// sending a message gives this; for other calls the same refusals are [`Permanent`].
+    ///
+    /// [`Permanent`]: SendError::Permanent
     #[error("chat unreachable: {0}")]
     Unreachable(String),
     /// Flood control: wait this long, then try again.
@@ -36,6 +60,29 @@ pub enum SendError {
     /// Telegram (a timeout), that attempt can duplicate the message.
     #[error("transient failure: {0}")]
     Transient(String),
+}
+
+/// StarsInvoice is what one Telegram Stars invoice link sells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StarsInvoice {
+    /// The product's name, 1–32 characters; also the label of its one price.
+    pub title: String,
+    /// 1–255 characters.
+    pub description: String,
+    /// Ours, 1–128 bytes: it comes back in the pre-checkout query and the payment.
+    pub payload: String,
+    pub amount_stars: u32,
+    /// Set for a subscription Telegram renews every period; Telegram accepts only 30 days.
+    pub subscription_period: Option<Duration>,
+}
+
+/// StarRefund is how a refund of a Stars payment ended: either way the Stars are back with the
+/// user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StarRefund {
+    Refunded,
+    /// Refunded before: by an earlier attempt whose answer was lost, or by Telegram's support.
+    AlreadyRefunded,
 }
 
 impl TelegramClient {
@@ -79,6 +126,68 @@ impl TelegramClient {
             Err(e) => Err(classify(e)),
         }
     }
+
+    /// Creates a `https://t.me/$…` link that opens a payment form for `invoice` in Stars.
+    pub async fn create_invoice_link(&self, invoice: &StarsInvoice) -> Result<String, SendError> {
+        let price = LabeledPrice::new(&invoice.title, invoice.amount_stars);
+        // No provider token: Stars need none, and teloxide leaves an unset one out.
+        let mut request =
+            self.bot
+                .create_invoice_link(&invoice.title, &invoice.description, &invoice.payload, STARS, [price]);
+        if let Some(period) = invoice.subscription_period {
+            let seconds = u32::try_from(period.as_secs())
+                .map_err(|_| SendError::Permanent(format!("subscription period {period:?} is too long")))?;
+            request = request.subscription_period(Seconds::from_seconds(seconds));
+        }
+        request.send().await.map_err(classify_call)
+    }
+
+    /// Gives the Stars of payment `telegram_payment_charge_id` back to `user_id`. Safe to retry:
+    /// a refund that already happened is a success.
+    pub async fn refund_star_payment(
+        &self,
+        user_id: i64,
+        telegram_payment_charge_id: &str,
+    ) -> Result<StarRefund, SendError> {
+        let user = u64::try_from(user_id).map_err(|_| SendError::Permanent(format!("{user_id} is not a user id")))?;
+        let charge = TelegramTransactionId(telegram_payment_charge_id.to_string());
+        match self.bot.refund_star_payment(UserId(user), charge).send().await {
+            Ok(_) => Ok(StarRefund::Refunded),
+            Err(RequestError::Api(ApiError::Unknown(text))) if text.contains(CHARGE_ALREADY_REFUNDED) => {
+                Ok(StarRefund::AlreadyRefunded)
+            }
+            Err(e) => Err(classify_call(e)),
+        }
+    }
+
+    /// Makes Telegram post the `allowed_updates` kinds (usually [`BOT_UPDATES`]) to `url`, with
+    /// `secret_token` in the `X-Telegram-Bot-Api-Secret-Token` header. Updates still waiting
+    /// are kept: they may be payments.
+    pub async fn set_webhook(
+        &self,
+        url: &str,
+        secret_token: &str,
+        allowed_updates: &[AllowedUpdate],
+    ) -> Result<(), SendError> {
+        let url = reqwest::Url::parse(url).map_err(|e| SendError::Permanent(format!("webhook url {url:?}: {e}")))?;
+        self.bot
+            .set_webhook(url)
+            .secret_token(secret_token)
+            .allowed_updates(allowed_updates.iter().copied())
+            .drop_pending_updates(false)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify_call)
+    }
+
+    /// The webhook as Telegram sees it: its url (empty when none is set), how many updates wait
+    /// for delivery, and why the last delivery failed, if it did.
+    pub async fn webhook_info(&self) -> Result<(String, u32, Option<String>), SendError> {
+        let info = self.bot.get_webhook_info().send().await.map_err(classify_call)?;
+        let url = info.url.map(String::from).unwrap_or_default();
+        Ok((url, info.pending_update_count, info.last_error_message))
+    }
 }
 
 fn inline_button(button: &Button) -> Result<InlineKeyboardButton, SendError> {
@@ -109,6 +218,9 @@ pub fn classify(error: RequestError) -> SendError {
             | ApiError::GroupDeactivated => SendError::Unreachable(api.to_string()),
             // Our misconfiguration, not the message's fault: retry while ops fix the token.
             ApiError::InvalidToken => SendError::Transient(api.to_string()),
+            // Telegram's own failures: teloxide drops the envelope's 5xx `error_code`, so the
+            // description is all that tells them from a refusal.
+            ApiError::Unknown(text) if is_server_error(&text) => SendError::Transient(text),
             // Telegram words new refusals freely; any 403 means this chat is closed to us.
             ApiError::Unknown(text) if text.starts_with("Forbidden") => SendError::Unreachable(text),
             other => SendError::Permanent(other.to_string()),
@@ -117,4 +229,25 @@ pub fn classify(error: RequestError) -> SendError {
         // Network failures, HTML error pages from a proxy, I/O: all worth another try.
         other => SendError::Transient(other.to_string()),
     }
+}
+
+/// Sorts the error of a call that is not a message, where a chat's refusal means nothing
+/// different from any other refusal.
+fn classify_call(error: RequestError) -> SendError {
+    match classify(error) {
+        SendError::Unreachable(text) => SendError::Permanent(text),
+        other => other,
+    }
+}
+
+/// Whether an error description is one Telegram gives with a 5xx status.
+fn is_server_error(description: &str) -> bool {
+    [
+        "Internal Server Error",
+        "Bad Gateway",
+        "Service Unavailable",
+        "Gateway Timeout",
+    ]
+    .iter()
+    .any(|prefix| description.starts_with(prefix))
 }

@@ -5,10 +5,16 @@
 //! - [`client`]: the Bot API client (teloxide-core) and how its errors map to job outcomes.
 //! - [`pace`]: the send-rate limiter shared by every worker process.
 //! - [`store`]: deliveries and unreachable chats.
+//! - [`updates`]: the parts of incoming updates we act on.
+//! - [`inbox`]: what the webhook does with an update, in one transaction.
+//! - [`users`]: Mini App users' profiles and bans.
 
 pub mod client;
+pub mod inbox;
 pub mod pace;
 pub mod store;
+pub mod updates;
+pub mod users;
 
 use serde::{Deserialize, Serialize};
 

@@ -1,5 +1,6 @@
-//! The `checkout` queue: asks Stripe for the session a billing request wants and settles the
-//! request with its URL, or with Stripe's reason when Stripe refuses for good.
+//! The `checkout` queue: asks Stripe for the session a billing request wants (or Telegram for a
+//! Stars invoice link) and settles the request with its URL, or with the provider's reason when
+//! it refuses for good.
 //!
 //! Every Stripe call carries an idempotency key derived from the request (or, for a new
 //! customer, from the user), so a retried attempt gets the same session back instead of a second
@@ -9,10 +10,12 @@
 use apalis_core::error::BoxDynError;
 use apalis_core::task::data::Data;
 use jobs::billing::requests::{self, BillingRequest, CreateSession, Kind, RequestStatus, Settlement};
+use jobs::billing::stars;
 use jobs::billing::stripe::{customer_of, remember_customer};
 use jobs::queue::outcome::run_attempt;
 use jobs::queue::{Completed, Job, JobError};
 use jobs::stripe::client::{CheckoutSessionParams, HostedSession, StripeError};
+use jobs::telegram::client::SendError;
 
 use super::{Billing, apply_once};
 
@@ -40,6 +43,7 @@ async fn create(billing: &Billing, job: Job<CreateSession>) -> Result<Completed,
     let session = match request.kind {
         Kind::Checkout => checkout_session(billing, &request).await,
         Kind::Portal => portal_session(billing, &request).await,
+        Kind::StarsInvoice => return stars_invoice(billing, &job, &request).await,
     };
     let last_failure: String;
     let settlement = match &session {
@@ -61,6 +65,46 @@ async fn create(billing: &Billing, job: Job<CreateSession>) -> Result<Completed,
         Err(StripeError::Retryable { reason, .. }) => return Err(JobError::Retryable(reason.clone())),
     };
     apply_once(&billing.pool, &job, async |tx| {
+        requests::settle(tx.conn(), request.id, settlement).await
+    })
+    .await
+}
+
+/// Creates the Stars invoice link a request asks for. Telegram takes no idempotency key here, but
+/// a second link from a retried attempt charges nothing: only the stored one is handed out.
+async fn stars_invoice(
+    billing: &Billing,
+    job: &Job<CreateSession>,
+    request: &BillingRequest,
+) -> Result<Completed, JobError> {
+    let code = request.plan.as_deref().unwrap_or_default();
+    let created = match stars::invoice(&billing.plans, code) {
+        // The web process checked the plan; the catalogue changed since.
+        None => Err(SendError::Permanent(format!(
+            "plan {code:?} is not sold for Telegram Stars"
+        ))),
+        Some(invoice) => billing.telegram.create_invoice_link(&invoice).await,
+    };
+    let last_failure: String;
+    let settlement = match &created {
+        Ok(url) => Settlement::Ready { url, provider_id: url },
+        Err(SendError::Permanent(reason) | SendError::Unreachable(reason)) => {
+            tracing::warn!(request = request.id, reason, "Telegram refused the invoice link");
+            Settlement::Failed { reason }
+        }
+        Err(SendError::Transient(reason)) if job.attempt >= job.max_attempts => {
+            last_failure = format!("Telegram could not be reached after {} attempts: {reason}", job.attempt);
+            Settlement::Failed { reason: &last_failure }
+        }
+        Err(SendError::Transient(reason)) => return Err(JobError::Retryable(reason.clone())),
+        Err(SendError::RetryAfter(delay)) => {
+            return Err(JobError::RetryAfter {
+                delay: *delay,
+                reason: Some("Telegram rate limit".into()),
+            });
+        }
+    };
+    apply_once(&billing.pool, job, async |tx| {
         requests::settle(tx.conn(), request.id, settlement).await
     })
     .await

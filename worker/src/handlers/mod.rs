@@ -4,6 +4,7 @@ pub mod checkout;
 pub mod entitlements;
 pub mod notifications;
 pub mod refunds;
+pub mod tracking;
 
 use std::sync::Arc;
 
@@ -13,11 +14,13 @@ use jobs::metrics::JobStats;
 use jobs::queue::effect::Begun;
 use jobs::queue::{Completed, EffectTx, Job, JobError};
 use jobs::stripe::client::StripeClient;
+use jobs::telegram::client::TelegramClient;
 use sqlx::PgPool;
 
 use crate::config::StripeConfig;
 
-/// Billing is what the billing handlers (entitlements, checkout, refunds) need.
+/// Billing is what the billing and tracking handlers (entitlements, checkout, refunds, tracking)
+/// need.
 #[derive(Debug, Clone)]
 pub struct Billing {
     pub pool: PgPool,
@@ -25,6 +28,8 @@ pub struct Billing {
     pub plans: Arc<Plans>,
     pub links: Links,
     pub stripe: StripeClient,
+    /// For Stars invoice links and Stars refunds.
+    pub telegram: TelegramClient,
     /// Where Stripe sends users back to; its secret key is already in `stripe`.
     pub urls: Arc<StripeConfig>,
 }

@@ -1,0 +1,122 @@
+//! What the Telegram webhook does with an update: store it by `update_id`, record what it tells
+//! (a payment, a refund, a click) with the jobs that act on it, all in one transaction, and say
+//! what to answer inline. A repeat of a stored update writes nothing.
+//!
+//! Only a `pre_checkout_query` is decided here, because Telegram wants its answer within 10 s;
+//! that answer and a callback query's acknowledgement ride in the webhook's HTTP response.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use super::updates::{Update, kind_of};
+use crate::billing::Plans;
+use crate::billing::stars;
+use crate::queue::{NewJob, enqueue};
+use crate::tracking::{Promo, RecordClick, Via};
+
+/// Reply is the Bot API method call to return in the webhook's response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    AnswerPreCheckoutQuery {
+        query_id: String,
+        ok: bool,
+        error_message: Option<String>,
+    },
+    AnswerCallbackQuery {
+        query_id: String,
+    },
+}
+
+/// Accepted is what became of an update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// The update was stored before: nothing was written.
+    pub duplicate: bool,
+    /// The update's kind, as Telegram names its field.
+    pub kind: String,
+    pub reply: Option<Reply>,
+}
+
+/// InboxError is an update that cannot be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum InboxError {
+    #[error("the body is not a Telegram update: {0}")]
+    Malformed(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Takes one update, as sent (`raw`).
+pub async fn accept(pool: &PgPool, plans: &Plans, raw: &str) -> Result<Accepted, InboxError> {
+    let fields: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(raw).map_err(|e| InboxError::Malformed(e.to_string()))?;
+    let update: Update = serde_json::from_str(raw).map_err(|e| InboxError::Malformed(e.to_string()))?;
+    let kind = kind_of(&fields);
+
+    let mut tx = pool.begin().await?;
+    let stored: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO telegram_updates (update_id, kind, payload) VALUES ($1, $2, $3)
+         ON CONFLICT (update_id) DO NOTHING RETURNING update_id",
+    )
+    .bind(update.update_id)
+    .bind(&kind)
+    .bind(raw)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let duplicate = stored.is_none();
+
+    let mut reply = None;
+    if let Some(query) = &update.pre_checkout_query {
+        // Recorded with the update, so a repeat finds the first answer and gives it again.
+        let answer = stars::answer_pre_checkout(&mut tx, plans, query).await?;
+        reply = Some(Reply::AnswerPreCheckoutQuery {
+            query_id: query.id.clone(),
+            ok: answer.ok,
+            error_message: answer.error_message,
+        });
+    }
+    if let Some(callback) = &update.callback_query {
+        reply = Some(Reply::AnswerCallbackQuery {
+            query_id: callback.id.clone(),
+        });
+        if let (false, Some(promo)) = (duplicate, callback.data.as_deref().and_then(Promo::from_callback_data)) {
+            let click = RecordClick {
+                update_id: update.update_id,
+                user_id: callback.from.id,
+                chat_id: callback.message.as_ref().map(|m| m.chat.id),
+                promo,
+                via: Via::Callback,
+                // Callback queries carry no time of their own: the click is now.
+                clicked_at: Utc::now(),
+            };
+            enqueue(&mut tx, &NewJob::new(&click, click.key())).await?;
+        }
+    }
+    if let (false, Some(message)) = (duplicate, &update.message) {
+        let sent_at = DateTime::from_timestamp(message.date, 0).unwrap_or_else(Utc::now);
+        let user_id = message.from.as_ref().map_or(message.chat.id, |u| u.id);
+        if let Some(payment) = &message.successful_payment {
+            if payment.currency == stars::CURRENCY {
+                stars::record_payment(&mut tx, user_id, sent_at, payment).await?;
+            } else {
+                tracing::warn!(currency = payment.currency, "a payment in a currency we do not sell in");
+            }
+        }
+        if let Some(refund) = &message.refunded_payment {
+            stars::record_refund_notice(&mut tx, sent_at, refund).await?;
+        }
+        if let Some(promo) = message.start_payload().and_then(Promo::from_start_payload) {
+            let click = RecordClick {
+                update_id: update.update_id,
+                user_id,
+                chat_id: Some(message.chat.id),
+                promo,
+                via: Via::Start,
+                clicked_at: sent_at,
+            };
+            enqueue(&mut tx, &NewJob::new(&click, click.key())).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(Accepted { duplicate, kind, reply })
+}

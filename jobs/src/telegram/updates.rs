@@ -1,0 +1,162 @@
+//! The parts of a Bot API `Update` that we act on.
+//!
+//! Our own minimal structs rather than a library's complete ones: Telegram adds fields and
+//! message kinds often, and a library type that fails on something new would turn a payment
+//! into an unparsable update. Here unknown fields are ignored and unknown update kinds are
+//! simply not one of the fields below. The whole update is stored as sent anyway.
+
+use serde::Deserialize;
+
+/// Update is one incoming update.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Update {
+    pub update_id: i64,
+    #[serde(default)]
+    pub message: Option<Message>,
+    #[serde(default)]
+    pub pre_checkout_query: Option<PreCheckoutQuery>,
+    #[serde(default)]
+    pub callback_query: Option<CallbackQuery>,
+}
+
+/// User is who sent a message or a query.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct User {
+    pub id: i64,
+}
+
+/// Chat is where a message is.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Chat {
+    pub id: i64,
+}
+
+/// Message is a message in a chat; for us, a payment, a refund or a `/start` command.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Message {
+    pub message_id: i64,
+    #[serde(default)]
+    pub from: Option<User>,
+    pub chat: Chat,
+    /// Unix time the message was sent.
+    pub date: i64,
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default)]
+    pub successful_payment: Option<SuccessfulPayment>,
+    #[serde(default)]
+    pub refunded_payment: Option<RefundedPayment>,
+}
+
+/// SuccessfulPayment is a payment Telegram has taken.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SuccessfulPayment {
+    pub currency: String,
+    pub total_amount: i64,
+    pub invoice_payload: String,
+    pub telegram_payment_charge_id: String,
+    /// Unix time the subscription's current period ends (recurring payments only).
+    #[serde(default)]
+    pub subscription_expiration_date: Option<i64>,
+    #[serde(default)]
+    pub is_recurring: bool,
+    #[serde(default)]
+    pub is_first_recurring: bool,
+}
+
+/// RefundedPayment is a payment Telegram has given back.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RefundedPayment {
+    pub currency: String,
+    pub total_amount: i64,
+    pub invoice_payload: String,
+    pub telegram_payment_charge_id: String,
+}
+
+/// PreCheckoutQuery asks whether a payment may go ahead; it must be answered within 10 s.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct PreCheckoutQuery {
+    pub id: String,
+    pub from: User,
+    pub currency: String,
+    pub total_amount: i64,
+    pub invoice_payload: String,
+}
+
+/// CallbackQuery is a press of an inline button with callback data.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct CallbackQuery {
+    pub id: String,
+    pub from: User,
+    /// The message the button was on, when it is not too old for Telegram to include.
+    #[serde(default)]
+    pub message: Option<CallbackMessage>,
+    #[serde(default)]
+    pub data: Option<String>,
+}
+
+/// CallbackMessage is as much of a button's message as we read.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct CallbackMessage {
+    pub chat: Chat,
+}
+
+/// The kind of a raw update: the name of its one field besides `update_id`, as Telegram names it
+/// (`message`, `pre_checkout_query`, `message_reaction`, …).
+pub fn kind_of(raw: &serde_json::Map<String, serde_json::Value>) -> String {
+    raw.keys()
+        .find(|key| key.as_str() != "update_id")
+        .cloned()
+        .unwrap_or_else(|| "empty".into())
+}
+
+impl Message {
+    /// The payload of a `/start <payload>` command (a deep link `t.me/<bot>?start=<payload>`),
+    /// also when addressed as `/start@<bot>`.
+    pub fn start_payload(&self) -> Option<&str> {
+        let text = self.text.as_deref()?;
+        let (command, payload) = text.split_once(' ')?;
+        let command = command.split_once('@').map_or(command, |(c, _)| c);
+        (command == "/start").then(|| payload.trim()).filter(|p| !p.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(text: &str) -> Message {
+        Message {
+            message_id: 1,
+            from: Some(User { id: 5 }),
+            chat: Chat { id: 5 },
+            date: 0,
+            text: Some(text.into()),
+            successful_payment: None,
+            refunded_payment: None,
+        }
+    }
+
+    #[test]
+    fn start_payloads_are_read_from_the_command() {
+        assert_eq!(message("/start promo-spring-a").start_payload(), Some("promo-spring-a"));
+        assert_eq!(
+            message("/start@paygate_bot promo-x-y").start_payload(),
+            Some("promo-x-y")
+        );
+        assert_eq!(message("/start").start_payload(), None);
+        assert_eq!(message("/start ").start_payload(), None);
+        assert_eq!(message("/started promo-x-y").start_payload(), None);
+        assert_eq!(message("hello /start promo-x-y").start_payload(), None);
+    }
+
+    #[test]
+    fn unknown_fields_and_kinds_are_ignored() {
+        let raw = r#"{"update_id": 9, "message_reaction": {"chat": {"id": 1}, "future_field": 1}}"#;
+        let update: Update = serde_json::from_str(raw).unwrap();
+        assert_eq!(update.update_id, 9);
+        assert!(update.message.is_none() && update.pre_checkout_query.is_none());
+        let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(raw).unwrap();
+        assert_eq!(kind_of(&map), "message_reaction");
+    }
+}
