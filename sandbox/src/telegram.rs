@@ -175,8 +175,8 @@ impl FakeTelegram {
         queue.extend(std::iter::repeat_n(status, count));
     }
 
-    /// Every invoice link created so far: the parameters it was asked with (numbers and `prices`
-    /// decoded however they came) and, under `link`, the link returned.
+    /// Every invoice link created so far: the parameters it was asked with (`prices` and
+    /// `subscription_period` decoded however they came) and, under `link`, the link returned.
     pub fn invoice_links(&self) -> Vec<Value> {
         self.shared.state.lock().unwrap().invoice_links.clone()
     }
@@ -262,7 +262,7 @@ fn bot_method(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let Some(params) = Params::parse(content_type, &body) else {
-        // The fake's own wording: Telegram's differs by encoding and is never parsed by clients.
+        // The fake's own wording; Telegram's depends on what was wrong with the body.
         return error(400, "Bad Request: can't parse request parameters", None);
     };
     let scripted_status = {

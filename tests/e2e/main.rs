@@ -3,3 +3,4 @@
 mod billing;
 mod crash;
 mod notifications;
+mod telegram;

@@ -1,0 +1,232 @@
+//! Telegram Stars payments and refunds applied to a real PostgreSQL, through the webhook's inbox:
+//! a payment grants once, a renewal extends, a refund revokes once whoever learns of it first.
+
+use chrono::{DateTime, TimeZone, Utc};
+use jobs::billing::entitlements::{self, Status};
+use jobs::billing::stars::{self, Applied};
+use jobs::billing::{EntitlementsJob, Plans};
+use jobs::telegram::inbox;
+use sandbox::telegram_updates::{self as updates, Recurring};
+use serde_json::Value;
+use sqlx::PgPool;
+
+const USER: i64 = 4242;
+const T0: i64 = 1_760_000_000;
+const DAY: i64 = 86_400;
+
+fn plans() -> Plans {
+    Plans::parse(
+        r#"{"pro": {"name": "Pro", "entitlement": "pro", "period_days": 30, "stars_price": 250},
+            "week": {"name": "Week pass", "entitlement": "pro", "period_days": 7, "stars_price": 90}}"#,
+    )
+    .unwrap()
+}
+
+async fn pool() -> PgPool {
+    let url = sandbox::postgres::test_database().await;
+    jobs::db::connect(&url, 5).await.unwrap()
+}
+
+fn at(unix: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(unix, 0).unwrap()
+}
+
+/// Takes `update` as the webhook does, with the message's date set to `date`.
+async fn receive(pool: &PgPool, mut update: Value, date: i64) {
+    if update.get("message").is_some() {
+        update["message"]["date"] = date.into();
+    }
+    inbox::accept(pool, &plans(), &update.to_string()).await.unwrap();
+}
+
+/// Runs every queued `entitlements` job once, oldest first, as the worker does (without its
+/// ledger: each job's effect is what is under test), then deletes it.
+async fn run_jobs(pool: &PgPool) -> Vec<Applied> {
+    run_jobs_ordered(pool, false).await
+}
+
+/// [`run_jobs`], newest first when `newest_first`.
+async fn run_jobs_ordered(pool: &PgPool, newest_first: bool) -> Vec<Applied> {
+    let mut jobs: Vec<(i64, String, Value)> =
+        sqlx::query_as("SELECT id, logical_key, payload FROM jobs WHERE queue = 'entitlements' ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    if newest_first {
+        jobs.reverse();
+    }
+    let mut applied = Vec::new();
+    for (id, key, payload) in jobs {
+        let job: EntitlementsJob = serde_json::from_value(payload).unwrap();
+        let mut tx = pool.begin().await.unwrap();
+        let outcome = match job {
+            EntitlementsJob::StarsPayment(p) => stars::apply_payment(&mut tx, &plans(), &p.charge_id, &key).await,
+            EntitlementsJob::StarsRefund(r) => {
+                stars::mark_refunded(&mut tx, &plans(), &r.charge_id, r.refunded_at, &key).await
+            }
+            other => panic!("unexpected job {other:?}"),
+        }
+        .unwrap();
+        sqlx::query("DELETE FROM jobs WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        applied.push(outcome);
+    }
+    applied
+}
+
+async fn state(pool: &PgPool, charge: &str) -> Option<(Status, Option<DateTime<Utc>>, bool)> {
+    let mut conn = pool.acquire().await.unwrap();
+    entitlements::of_source(&mut conn, &stars::source(charge))
+        .await
+        .unwrap()
+        .map(|e| (e.status, e.expires_at, e.renews))
+}
+
+/// The notification texts queued for `user`, oldest first.
+async fn notices(pool: &PgPool, user: i64) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT payload->>'text' FROM jobs WHERE queue = 'notifications' AND (payload->>'chat_id')::bigint = $1 ORDER BY id",
+    )
+    .bind(user)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_one_off_payment_grants_one_period_once() {
+    let pool = pool().await;
+    let paid = updates::successful_payment(1, USER, "week", 90, "stxW", None);
+    receive(&pool, paid.clone(), T0).await;
+    receive(&pool, paid, T0).await;
+    assert_eq!(run_jobs(&pool).await, vec![Applied::Changed]);
+    assert_eq!(
+        state(&pool, "stxW").await,
+        Some((Status::Active, Some(at(T0 + 7 * DAY)), false))
+    );
+    assert_eq!(notices(&pool, USER).await.len(), 1);
+    // The job run again (a crash before its ledger row, say) changes nothing more.
+    let mut tx = pool.begin().await.unwrap();
+    let again = stars::apply_payment(&mut tx, &plans(), "stxW", "again").await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(again, Applied::Unchanged);
+    assert_eq!(notices(&pool, USER).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_subscription_renewal_extends_the_same_entitlement() {
+    let pool = pool().await;
+    let first = Recurring {
+        expiration: T0 + 30 * DAY,
+        is_first: true,
+    };
+    let renewal = Recurring {
+        expiration: T0 + 60 * DAY,
+        is_first: false,
+    };
+    receive(
+        &pool,
+        updates::successful_payment(1, USER, "pro", 250, "stx1", Some(first)),
+        T0,
+    )
+    .await;
+    run_jobs(&pool).await;
+    assert_eq!(
+        state(&pool, "stx1").await,
+        Some((Status::Active, Some(at(T0 + 30 * DAY)), true))
+    );
+    receive(
+        &pool,
+        updates::successful_payment(2, USER, "pro", 250, "stx2", Some(renewal)),
+        T0 + 30 * DAY,
+    )
+    .await;
+    run_jobs(&pool).await;
+    assert_eq!(
+        state(&pool, "stx1").await,
+        Some((Status::Active, Some(at(T0 + 60 * DAY)), true))
+    );
+    assert_eq!(
+        state(&pool, "stx2").await,
+        None,
+        "a renewal starts no entitlement of its own"
+    );
+    let texts = notices(&pool, USER).await;
+    assert_eq!(texts.len(), 2, "{texts:?}");
+    assert!(texts[1].contains("renewed"), "{texts:?}");
+}
+
+#[tokio::test]
+async fn an_ops_refund_then_telegrams_refund_update_revoke_once() {
+    let pool = pool().await;
+    receive(
+        &pool,
+        updates::successful_payment(1, USER, "pro", 250, "stxR", None),
+        T0,
+    )
+    .await;
+    run_jobs(&pool).await;
+    // The ops refund's job marks it refunded in its own transaction ...
+    let mut tx = pool.begin().await.unwrap();
+    let by_ops = stars::mark_refunded(&mut tx, &plans(), "stxR", at(T0 + DAY), "refund:1")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(by_ops, Applied::Changed);
+    // ... then Telegram's refunded_payment update arrives, twice.
+    for update_id in [2, 3] {
+        receive(
+            &pool,
+            updates::refunded_payment(update_id, USER, "pro", 250, "stxR"),
+            T0 + DAY,
+        )
+        .await;
+    }
+    assert_eq!(run_jobs(&pool).await, vec![Applied::Unchanged]);
+    assert_eq!(state(&pool, "stxR").await.map(|s| s.0), Some(Status::Revoked));
+    let texts = notices(&pool, USER).await;
+    assert_eq!(texts.len(), 2, "one grant, one revocation: {texts:?}");
+    assert!(texts[1].contains("refunded"), "{texts:?}");
+    let mut conn = pool.acquire().await.unwrap();
+    let history = entitlements::history(&mut conn, &stars::source("stxR")).await.unwrap();
+    assert_eq!(
+        history.iter().map(|h| h.status.as_str()).collect::<Vec<_>>(),
+        vec!["active", "revoked"]
+    );
+}
+
+#[tokio::test]
+async fn a_refund_learnt_before_its_payment_is_applied_still_ends_revoked() {
+    let pool = pool().await;
+    receive(
+        &pool,
+        updates::successful_payment(1, USER, "pro", 250, "stxE", None),
+        T0,
+    )
+    .await;
+    receive(&pool, updates::refunded_payment(2, USER, "pro", 250, "stxE"), T0 + 60).await;
+    // Jobs run newest first: the refund before the grant.
+    assert_eq!(
+        run_jobs_ordered(&pool, true).await,
+        vec![Applied::Changed, Applied::Unchanged],
+        "the refund records a revoked entitlement; the late grant finds nothing to change"
+    );
+    assert_eq!(state(&pool, "stxE").await.map(|s| s.0), Some(Status::Revoked));
+    let texts = notices(&pool, USER).await;
+    assert!(
+        texts.iter().all(|t| !t.contains("active")),
+        "never told it is active: {texts:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_refund_of_a_payment_never_seen_changes_nothing() {
+    let pool = pool().await;
+    receive(&pool, updates::refunded_payment(1, USER, "pro", 250, "stxUNKNOWN"), T0).await;
+    assert_eq!(run_jobs(&pool).await, vec![Applied::UnknownPayment]);
+    assert_eq!(notices(&pool, USER).await.len(), 0);
+}

@@ -1,0 +1,204 @@
+//! Telegram end to end, over HTTP as Telegram and a Mini App see it: sign in with `initData`,
+//! ask for a Stars invoice link, Telegram's pre-checkout query and payment arrive at the webhook,
+//! the entitlement shows, the confirmation reaches the fake Bot API, ops refund it, Telegram's
+//! refund update follows and changes nothing. Also `worker telegram set-webhook`.
+
+use std::time::Duration;
+
+use e2e::{BOT_TOKEN, TELEGRAM_WEBHOOK_SECRET, World};
+use sandbox::telegram::Limits;
+use sandbox::telegram_updates::{self as updates, post_update};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn sign_in_invoice_pre_checkout_payment_entitlement_refund() {
+    let world = World::new(Limits::default()).await;
+    let api = world.start_api().await;
+    let worker = world.start_worker(world.worker_config(30.0));
+    let http = reqwest::Client::new();
+    let user = 5150;
+    let webhook = format!("{api}/webhooks/telegram");
+
+    // The Mini App signs in.
+    let profile = json!({"id": user, "first_name": "Grace", "username": "grace"});
+    let now = chrono::Utc::now().timestamp();
+    let init_data = api::auth::init_data::sign(
+        &[("user", &profile.to_string()), ("auth_date", &now.to_string())],
+        BOT_TOKEN,
+    );
+    let session: Value = http
+        .post(format!("{api}/v1/auth/telegram"))
+        .json(&json!({"init_data": init_data}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = session["token"].as_str().expect("a token").to_string();
+
+    // It asks for a Stars invoice link and long-polls for it.
+    let created = http
+        .post(format!("{api}/v1/billing/stars-invoice"))
+        .bearer_auth(&token)
+        .json(&json!({"plan": "pro_monthly"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 202);
+    let created: Value = created.json().await.unwrap();
+    let ready: Value = http
+        .get(format!("{api}{}?wait=10", created["status_url"].as_str().unwrap()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert!(ready["url"].as_str().unwrap().starts_with("https://t.me/$"), "{ready}");
+    let links = world.telegram.invoice_links();
+    assert_eq!(links.len(), 1);
+    assert_eq!(links[0]["currency"], "XTR");
+    assert_eq!(links[0]["payload"], "pro_monthly");
+    assert_eq!(links[0]["prices"][0]["amount"], 250);
+    assert_eq!(links[0]["subscription_period"], 2_592_000);
+
+    // Telegram asks whether to take the money, then takes it (and delivers the payment twice).
+    let query = updates::pre_checkout_query(1, "pcq-1", user, "pro_monthly", "XTR", 250);
+    let answer: Value = post_update(&http, &webhook, Some(TELEGRAM_WEBHOOK_SECRET), &query)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer,
+        json!({"method": "answerPreCheckoutQuery", "pre_checkout_query_id": "pcq-1", "ok": true})
+    );
+    let charge = "stxE2Echarge";
+    world.telegram.record_star_payment(user, charge);
+    let paid = updates::successful_payment(2, user, "pro_monthly", 250, charge, None);
+    for _ in 0..2 {
+        let resp = post_update(&http, &webhook, Some(TELEGRAM_WEBHOOK_SECRET), &paid).await;
+        assert_eq!(resp.status(), 204);
+    }
+    world
+        .wait_for_count(
+            &format!("SELECT count(*) FROM telegram_deliveries WHERE chat_id = {user}"),
+            1,
+            WAIT,
+        )
+        .await;
+    let mine: Value = http
+        .get(format!("{api}/v1/me/entitlements"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entitlements = mine["entitlements"].as_array().unwrap();
+    assert_eq!(entitlements.len(), 1, "{mine}");
+    assert_eq!(entitlements[0]["source"], format!("telegram_stars:{charge}"));
+    assert_eq!(entitlements[0]["status"], "active");
+    // The profile the sign-in queued is stored by now (the same queue ran since).
+    assert_eq!(
+        world
+            .count(&format!(
+                "SELECT count(*) FROM telegram_users WHERE id = {user} AND username = 'grace'"
+            ))
+            .await,
+        1
+    );
+
+    // Ops refund it; Telegram's refunded_payment update follows.
+    let refund = http
+        .post(format!("{api}/v1/ops/refunds"))
+        .bearer_auth(e2e::ADMIN_TOKEN)
+        .header("Idempotency-Key", "stars-refund-1")
+        .json(&json!({"provider": "telegram_stars", "payment": charge, "reason": "requested_by_customer"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refund.status(), 202);
+    world
+        .wait_for_count("SELECT count(*) FROM refunds WHERE status = 'succeeded'", 1, WAIT)
+        .await;
+    assert_eq!(world.telegram.star_refunds(), vec![(user, charge.to_string())]);
+    let refunded = updates::refunded_payment(3, user, "pro_monthly", 250, charge);
+    let resp = post_update(&http, &webhook, Some(TELEGRAM_WEBHOOK_SECRET), &refunded).await;
+    assert_eq!(resp.status(), 204);
+    world
+        .wait_for_count(
+            "SELECT count(*) FROM jobs WHERE logical_key LIKE 'telegram_refund:%' AND state = 'completed'",
+            1,
+            WAIT,
+        )
+        .await;
+    world
+        .wait_for_count(
+            &format!("SELECT count(*) FROM telegram_deliveries WHERE chat_id = {user}"),
+            2,
+            WAIT,
+        )
+        .await;
+    let mine: Value = http
+        .get(format!("{api}/v1/me/entitlements"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    worker.stop().await;
+    assert_eq!(mine, json!({"entitlements": []}));
+    let revocations = world
+        .count("SELECT count(*) FROM entitlement_changes WHERE status = 'revoked'")
+        .await;
+    assert_eq!(revocations, 1);
+    let told: Vec<String> = world
+        .telegram
+        .messages()
+        .into_iter()
+        .filter(|m| m.chat_id == user)
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(told.len(), 2, "{told:?}");
+    assert!(told[0].contains("Pro access is active until"), "{told:?}");
+    assert!(told[1].contains("refunded"), "{told:?}");
+}
+
+#[tokio::test]
+async fn worker_telegram_set_webhook_registers_the_url_and_secret() {
+    let world = World::new(Limits::default()).await;
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_worker-under-test"));
+    command
+        .args(["telegram", "set-webhook"])
+        .env("TELEGRAM_BOT_TOKEN", BOT_TOKEN)
+        .env("TELEGRAM_API_URL", world.telegram.url())
+        .env("TELEGRAM_WEBHOOK_URL", "https://paygate.example/webhooks/telegram")
+        .env("TELEGRAM_WEBHOOK_SECRET", TELEGRAM_WEBHOOK_SECRET)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null());
+    // Off the test's runtime thread, which serves the fake Bot API the command talks to.
+    let status = tokio::task::spawn_blocking(move || command.status())
+        .await
+        .unwrap()
+        .expect("running the worker binary");
+    assert!(status.success());
+    let webhook = world.telegram.webhook().expect("a webhook was set");
+    assert_eq!(webhook["url"], "https://paygate.example/webhooks/telegram");
+    assert_eq!(webhook["secret_token"], TELEGRAM_WEBHOOK_SECRET);
+    let allowed: Vec<&str> = webhook["allowed_updates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(allowed, vec!["message", "callback_query", "pre_checkout_query"]);
+}
