@@ -230,3 +230,59 @@ async fn a_refund_of_a_payment_never_seen_changes_nothing() {
     assert_eq!(run_jobs(&pool).await, vec![Applied::UnknownPayment]);
     assert_eq!(notices(&pool, USER).await.len(), 0);
 }
+
+#[tokio::test]
+async fn a_banned_user_cannot_pay_and_a_sign_in_neither_lifts_the_ban_nor_loses_the_profile() {
+    use jobs::telegram::inbox::Reply;
+    use jobs::telegram::users::{self, Profile, ProvisionUser};
+
+    let pool = pool().await;
+    let answer = async |update_id: i64| {
+        let query = updates::pre_checkout_query(update_id, &format!("q{update_id}"), USER, "pro", "XTR", 250);
+        match inbox::accept(&pool, &plans(), &query.to_string()).await.unwrap().reply {
+            Some(Reply::AnswerPreCheckoutQuery { ok, .. }) => ok,
+            other => panic!("{other:?}"),
+        }
+    };
+    let mut conn = pool.acquire().await.unwrap();
+    users::set_banned(&mut conn, USER, true).await.unwrap();
+    assert!(!answer(1).await, "banned before ever signing in");
+    let sign_in = ProvisionUser {
+        profile: Profile {
+            id: USER,
+            first_name: "Grace".into(),
+            last_name: None,
+            username: Some("grace".into()),
+            language_code: None,
+            is_premium: false,
+            allows_write_to_pm: true,
+            photo_url: None,
+        },
+        signed_in_at: at(T0),
+    };
+    users::upsert(&mut conn, &sign_in).await.unwrap();
+    assert!(!answer(2).await, "a sign-in does not lift the ban");
+    let name: String = sqlx::query_scalar("SELECT first_name FROM telegram_users WHERE id = $1")
+        .bind(USER)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(name, "Grace");
+    users::set_banned(&mut conn, USER, false).await.unwrap();
+    assert!(answer(3).await);
+    // An older sign-in processed late does not overwrite the newer profile.
+    let older = ProvisionUser {
+        profile: Profile {
+            first_name: "Old".into(),
+            ..sign_in.profile.clone()
+        },
+        signed_in_at: at(T0 - DAY),
+    };
+    users::upsert(&mut conn, &older).await.unwrap();
+    let name: String = sqlx::query_scalar("SELECT first_name FROM telegram_users WHERE id = $1")
+        .bind(USER)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(name, "Grace");
+}

@@ -81,3 +81,17 @@ pub async fn is_banned(conn: &mut PgConnection, user_id: i64) -> Result<bool, sq
         .await?;
     Ok(banned.unwrap_or(false))
 }
+
+/// Bans or unbans `user_id`; a user never seen gets a row with an empty profile that their first
+/// sign-in fills in.
+pub async fn set_banned(conn: &mut PgConnection, user_id: i64, banned: bool) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO telegram_users (id, first_name, profile_at, banned) VALUES ($1, '', '-infinity', $2)
+         ON CONFLICT (id) DO UPDATE SET banned = excluded.banned, updated_at = now()",
+    )
+    .bind(user_id)
+    .bind(banned)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
