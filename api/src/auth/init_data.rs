@@ -27,7 +27,6 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use ed25519_dalek::{Signature, VerifyingKey};
 use hmac::{Hmac, Mac};
 use jobs::config::Secret;
-use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use self::InitDataError::{BadHash, Malformed};
@@ -99,32 +98,9 @@ pub enum Verification {
     Ed25519,
 }
 
-/// WebAppUser is Telegram's `WebAppUser`, the fields we use; others are ignored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WebAppUser {
-    /// The Telegram user id, always positive.
-    pub id: i64,
-    /// The user's first name.
-    pub first_name: String,
-    /// The user's last name.
-    #[serde(default)]
-    pub last_name: Option<String>,
-    /// The user's `@username`, without the `@`.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// The IETF language tag of the user's client.
-    #[serde(default)]
-    pub language_code: Option<String>,
-    /// Whether the user has Telegram Premium; absent means no.
-    #[serde(default)]
-    pub is_premium: bool,
-    /// Whether the user let the bot message them; absent means no.
-    #[serde(default)]
-    pub allows_write_to_pm: bool,
-    /// The user's profile photo, when their privacy settings show it.
-    #[serde(default)]
-    pub photo_url: Option<String>,
-}
+/// WebAppUser is Telegram's `WebAppUser`, the fields we keep (others are ignored): the profile a
+/// sign-in hands to the worker that stores it.
+pub type WebAppUser = jobs::telegram::users::Profile;
 
 /// InitDataError is why an `initData` was refused. Its Display never shows the hash, the
 /// signature, the token or a value sent: [`InitDataError::Malformed`] carries a fixed text.

@@ -8,14 +8,14 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use jobs::queue::enqueue;
-use jobs::telegram::users::{Profile, ProvisionUser};
+use jobs::telegram::users::ProvisionUser;
 use poem::web::Data;
 use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{ApiRequest, ApiResponse, Object, OpenApi};
 use sqlx::PgPool;
 
 use super::Tag;
-use crate::auth::init_data::{self, InitDataError, InitDataKeys, WebAppUser};
+use crate::auth::init_data::{self, InitDataError, InitDataKeys};
 use crate::auth::{USER_TOKEN_TTL, issue_user_token};
 use crate::config::JwtConfig;
 use crate::error::{Problem, ProblemKind};
@@ -85,20 +85,6 @@ fn refused(error: &InitDataError) -> Problem {
     Problem::new(kind, error.to_string())
 }
 
-impl From<WebAppUser> for Profile {
-    fn from(u: WebAppUser) -> Profile {
-        Profile {
-            id: u.id,
-            first_name: u.first_name,
-            last_name: u.last_name,
-            username: u.username,
-            language_code: u.language_code,
-            is_premium: u.is_premium,
-            allows_write_to_pm: u.allows_write_to_pm,
-            photo_url: u.photo_url,
-        }
-    }
-}
 
 #[OpenApi(tag = "Tag::Auth")]
 impl SignInApi {
@@ -134,7 +120,7 @@ impl SignInApi {
         };
         let signed_in_at = DateTime::from_timestamp(data.auth_date, 0).unwrap_or(now);
         let provision = ProvisionUser {
-            profile: data.user.clone().into(),
+            profile: data.user.clone(),
             signed_in_at,
         };
         let mut tx = pool.begin().await?;

@@ -8,7 +8,8 @@ use sqlx::PgConnection;
 use crate::billing::EntitlementsJob;
 use crate::queue::NewJob;
 
-/// Profile is what a Mini App sign-in tells about its user.
+/// Profile is what a Mini App sign-in tells about its user: the fields of Telegram's
+/// `WebAppUser` we keep (others are ignored when it is read from `initData`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Profile {
     pub id: i64,
