@@ -8,6 +8,10 @@
 //! `refundStarPayment` (of payments it was told of), and `setWebhook` / `getWebhookInfo`
 //! (at `GET /sandbox/webhook`). Any method can be made to fail on request ([`FakeTelegram::fail_next`]).
 //!
+//! Paying an invoice link is opening `GET /sandbox/pay/<slug>?user_id=<id>` (the slug is what
+//! follows `https://t.me/$`): the fake then does what Telegram does once a user confirms the
+//! payment form, posting the pre-checkout query and, if the bot agrees, the payment to the webhook.
+//!
 //! Parameters are read the ways Telegram reads them: JSON, a URL-encoded form, or
 //! `multipart/form-data`, which teloxide uses for `setWebhook` because it may carry a certificate.
 //! The updates Telegram sends the other way are built in [`crate::telegram_updates`].
@@ -17,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use poem::listener::{Acceptor, Listener, TcpListener};
-use poem::web::{Data, Json, Path};
+use poem::web::{Data, Json, Path, Query};
 use poem::{EndpointExt, Route, Server, get, handler, post};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -65,6 +69,8 @@ struct State {
     recent: Vec<Instant>,
     rate_limited: usize,
     next_message_id: i64,
+    // The `update_id` of the next update posted to the webhook.
+    next_update_id: i64,
     // Scripted answers by lowercased method name, served before anything else: (HTTP status).
     fail_next: HashMap<String, VecDeque<u16>>,
     invoice_links: Vec<Value>,
@@ -114,6 +120,11 @@ impl FakeTelegram {
             started: Instant::now(),
             state: Mutex::new(State {
                 next_message_id: 1,
+                // Counted on from the start time, as Telegram's ids only grow, so that a run on a
+                // database an earlier run used does not repeat update ids it stored.
+                next_update_id: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(1, |d| d.as_millis() as i64),
                 ..State::default()
             }),
         });
@@ -124,6 +135,7 @@ impl FakeTelegram {
             .at("/sandbox/messages", get(list_messages))
             .at("/sandbox/invoice_links", get(list_invoice_links))
             .at("/sandbox/webhook", get(show_webhook))
+            .at("/sandbox/pay/:slug", get(pay_invoice))
             .data(shared.clone());
         let server = tokio::spawn(async move {
             let _ = Server::new_with_acceptor(acceptor).run(app).await;
@@ -502,6 +514,162 @@ fn get_webhook_info(shared: &Shared) -> poem::Response {
     ok(info)
 }
 
+/// Whom an invoice is paid by when `/sandbox/pay` is not told (the local run's user).
+const DEFAULT_PAYER: i64 = 42;
+
+/// How long Telegram waits for the answer to a pre-checkout query before it cancels the payment.
+const PRE_CHECKOUT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Paying an invoice link, for the local run and tests, where nobody can pay in Telegram:
+/// `user_id` (default [`DEFAULT_PAYER`]) confirms the payment form, Telegram posts a
+/// `pre_checkout_query` to the webhook, and only if the bot answers it with `ok: true` takes the
+/// Stars and posts the `successful_payment` (of a subscription's first period when the invoice
+/// has one). Answers in plain text what happened.
+#[handler]
+async fn pay_invoice(
+    Path(slug): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    shared: Data<&Arc<Shared>>,
+) -> poem::Response {
+    let user_id = match query.get("user_id").map(|u| u.trim().parse::<i64>()) {
+        None => DEFAULT_PAYER,
+        Some(Ok(id)) if id > 0 => id,
+        Some(_) => return page(400, "user_id must be a Telegram user id (a positive integer)".into()),
+    };
+    // Tolerates the `$` of the link being pasted with the slug.
+    let link = format!("https://t.me/${}", slug.trim_start_matches('$'));
+    let (invoice, webhook) = {
+        let state = shared.state.lock().unwrap();
+        let invoice = state.invoice_links.iter().find(|i| i["link"] == link.as_str()).cloned();
+        (invoice, state.webhook.clone())
+    };
+    let Some(invoice) = invoice else {
+        return page(404, format!("No such invoice link: {link}"));
+    };
+    let Some(webhook) = webhook else {
+        return page(409, "no webhook set: run worker telegram set-webhook".into());
+    };
+    let url = webhook["url"].as_str().unwrap_or_default().to_string();
+    let secret = webhook["secret_token"].as_str().map(str::to_string);
+    let payload = invoice["payload"].as_str().unwrap_or_default();
+    let amount = invoice["prices"][0]["amount"].as_u64().unwrap_or(0) as u32;
+    let currency = invoice["currency"].as_str().unwrap_or("XTR");
+    let client = reqwest::Client::builder()
+        .timeout(PRE_CHECKOUT_TIMEOUT)
+        .build()
+        .expect("a reqwest client");
+
+    let query_id = uuid::Uuid::new_v4().as_u64_pair().0.to_string();
+    let asked = crate::telegram_updates::pre_checkout_query(
+        shared.next_update_id(),
+        &query_id,
+        user_id,
+        payload,
+        currency,
+        amount,
+    );
+    let answer = match deliver(&shared, &client, &url, secret.as_deref(), &asked).await {
+        Ok(body) => body,
+        Err(why) => {
+            return page(
+                502,
+                format!("Not paid: the pre-checkout query was not delivered ({why})."),
+            );
+        }
+    };
+    let answered = answer["method"] == "answerPreCheckoutQuery" && answer["pre_checkout_query_id"] == query_id.as_str();
+    if !answered {
+        return page(
+            502,
+            format!(
+                "Not paid: the bot did not answer the pre-checkout query (its response: {answer}), so Telegram cancels the payment."
+            ),
+        );
+    }
+    if answer["ok"] != true {
+        let reason = answer["error_message"].as_str().unwrap_or("no error_message");
+        return page(402, format!("Not paid: the bot refused the payment: {reason}"));
+    }
+
+    let charge_id = format!("stx{}", uuid::Uuid::new_v4().simple());
+    shared
+        .state
+        .lock()
+        .unwrap()
+        .star_payments
+        .insert(charge_id.clone(), (user_id, false));
+    let recurring = invoice["subscription_period"]
+        .as_i64()
+        .map(|period| crate::telegram_updates::Recurring {
+            expiration: unix_now() as i64 + period,
+            is_first: true,
+        });
+    let paid = crate::telegram_updates::successful_payment(
+        shared.next_update_id(),
+        user_id,
+        payload,
+        amount,
+        &charge_id,
+        recurring,
+    );
+    if let Err(why) = deliver(&shared, &client, &url, secret.as_deref(), &paid).await {
+        return page(
+            502,
+            format!("Paid (charge {charge_id}), but the successful_payment update was not delivered ({why})."),
+        );
+    }
+    page(
+        200,
+        format!("Paid: {amount} {currency} for {payload} by user {user_id}, charge {charge_id}."),
+    )
+}
+
+/// Posts `update` to the webhook at `url` and returns the JSON it answered with (`null` for an
+/// empty body). A failure is recorded for `getWebhookInfo`, in Telegram's words.
+async fn deliver(
+    shared: &Shared,
+    client: &reqwest::Client,
+    url: &str,
+    secret: Option<&str>,
+    update: &Value,
+) -> Result<Value, String> {
+    let mut request = client.post(url).json(update);
+    if let Some(secret) = secret {
+        request = request.header(crate::telegram_updates::SECRET_HEADER, secret);
+    }
+    let outcome = match request.send().await {
+        Err(e) => Err(format!("Connection failed: {e}")),
+        Ok(response) if !response.status().is_success() => {
+            Err(format!("Wrong response from the webhook: {}", response.status()))
+        }
+        Ok(response) => match response.bytes().await {
+            Err(e) => Err(format!("Connection failed: {e}")),
+            Ok(body) if body.is_empty() => Ok(Value::Null),
+            Ok(body) => serde_json::from_slice(&body).map_err(|_| "Wrong response from the webhook: not JSON".into()),
+        },
+    };
+    if let Err(why) = &outcome {
+        shared.state.lock().unwrap().webhook_error = Some((unix_now(), why.clone()));
+    }
+    outcome
+}
+
+fn page(status: u16, text: String) -> poem::Response {
+    poem::Response::builder()
+        .status(poem::http::StatusCode::from_u16(status).expect("a valid status"))
+        .content_type("text/plain; charset=utf-8")
+        .body(format!("{text}\n"))
+}
+
+impl Shared {
+    fn next_update_id(&self) -> i64 {
+        let mut state = self.state.lock().unwrap();
+        let id = state.next_update_id;
+        state.next_update_id += 1;
+        id
+    }
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -648,6 +816,107 @@ mod tests {
         }
         let (status, body) = call(post(&fake, TOKEN, "getWebhookInfo").json(&json!({}))).await;
         assert_eq!((status, &body["result"]["url"]), (200, &json!("")));
+    }
+
+    /// The updates a stub webhook got, each with its secret token header.
+    type Received = Arc<Mutex<Vec<(Option<String>, Value)>>>;
+
+    /// A bot's webhook that records the updates it gets and refuses the pre-checkout queries of
+    /// user 13.
+    async fn stub_webhook() -> (String, Received) {
+        #[handler]
+        fn hook(headers: &poem::http::HeaderMap, Json(update): Json<Value>, got: Data<&Received>) -> poem::Response {
+            let secret = headers
+                .get(crate::telegram_updates::SECRET_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            got.lock().unwrap().push((secret, update.clone()));
+            let Some(query) = update.get("pre_checkout_query") else {
+                return poem::Response::builder()
+                    .status(poem::http::StatusCode::NO_CONTENT)
+                    .finish();
+            };
+            let mut answer =
+                json!({"method": "answerPreCheckoutQuery", "pre_checkout_query_id": query["id"], "ok": true});
+            if query["from"]["id"] == 13 {
+                answer["ok"] = json!(false);
+                answer["error_message"] = json!("Banned.");
+            }
+            poem::Response::builder()
+                .content_type("application/json")
+                .body(answer.to_string())
+        }
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let acceptor = TcpListener::bind("127.0.0.1:0").into_acceptor().await.unwrap();
+        let port = acceptor.local_addr()[0].as_socket_addr().unwrap().port();
+        let app = Route::new().at("/hook", poem::post(hook)).data(got.clone());
+        tokio::spawn(async move { Server::new_with_acceptor(acceptor).run(app).await });
+        (format!("http://127.0.0.1:{port}/hook"), got)
+    }
+
+    #[tokio::test]
+    async fn paying_a_link_asks_the_webhook_first_and_pays_only_if_it_agrees() {
+        let fake = FakeTelegram::start(TOKEN, Limits::default()).await;
+        let invoice = json!({"title": "Pro", "description": "Pro", "payload": "pro", "currency": "XTR",
+            "prices": [{"label": "Pro", "amount": 250}], "subscription_period": SUBSCRIPTION_PERIOD});
+        let (_, body) = call(post(&fake, TOKEN, "createInvoiceLink").json(&invoice)).await;
+        let slug = body["result"]
+            .as_str()
+            .unwrap()
+            .strip_prefix("https://t.me/$")
+            .unwrap()
+            .to_string();
+        let pay = |path: String| {
+            let url = format!("{}/sandbox/pay/{path}", fake.url());
+            async move {
+                let response = reqwest::get(url).await.unwrap();
+                (response.status().as_u16(), response.text().await.unwrap())
+            }
+        };
+
+        assert_eq!(pay("nope".into()).await.0, 404);
+        let (status, text) = pay(slug.clone()).await;
+        assert_eq!(
+            (status, text.as_str()),
+            (409, "no webhook set: run worker telegram set-webhook\n")
+        );
+
+        let (hook, got) = stub_webhook().await;
+        let webhook = json!({"url": hook, "secret_token": "s3cret"});
+        call(post(&fake, TOKEN, "setWebhook").json(&webhook)).await;
+        let (status, text) = pay(format!("{slug}?user_id=13")).await;
+        assert_eq!(status, 402, "{text}");
+        assert!(text.contains("refused") && text.contains("Banned."), "{text}");
+        assert_eq!(got.lock().unwrap().len(), 1, "nothing more after a refusal");
+
+        let (status, text) = pay(slug).await;
+        assert_eq!(status, 200, "{text}");
+        let got = got.lock().unwrap().clone();
+        let ids: Vec<i64> = got.iter().map(|(_, u)| u["update_id"].as_i64().unwrap()).collect();
+        assert_eq!(ids, [ids[0], ids[0] + 1, ids[0] + 2], "fresh, growing update ids");
+        assert!(got.iter().all(|(secret, _)| secret.as_deref() == Some("s3cret")));
+        let query = &got[1].1["pre_checkout_query"];
+        assert_eq!(
+            (&query["from"]["id"], &query["invoice_payload"]),
+            (&json!(DEFAULT_PAYER), &json!("pro"))
+        );
+        assert_eq!(
+            (&query["currency"], &query["total_amount"]),
+            (&json!("XTR"), &json!(250))
+        );
+        let paid = &got[2].1["message"]["successful_payment"];
+        let charge = paid["telegram_payment_charge_id"].as_str().unwrap();
+        assert!(charge.starts_with("stx") && text.contains(charge), "{text}");
+        assert_eq!(
+            (&paid["total_amount"], &paid["is_first_recurring"]),
+            (&json!(250), &json!(true))
+        );
+        let expires_in = paid["subscription_expiration_date"].as_i64().unwrap() - unix_now() as i64;
+        assert!((SUBSCRIPTION_PERIOD - 60..=SUBSCRIPTION_PERIOD).contains(&expires_in));
+        // The charge is one the fake can refund.
+        let refund = json!({"user_id": DEFAULT_PAYER, "telegram_payment_charge_id": charge});
+        let (status, _) = call(post(&fake, TOKEN, "refundStarPayment").json(&refund)).await;
+        assert_eq!(status, 200);
     }
 
     #[tokio::test]

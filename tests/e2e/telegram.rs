@@ -202,3 +202,109 @@ async fn worker_telegram_set_webhook_registers_the_url_and_secret() {
         .collect();
     assert_eq!(allowed, vec!["message", "callback_query", "pre_checkout_query"]);
 }
+
+#[tokio::test]
+async fn paying_an_invoice_link_on_the_fake_bot_api_grants_the_plan_unless_the_bot_refuses() {
+    let world = World::new(Limits::default()).await;
+    let api = world.start_api().await;
+    let worker = world.start_worker(world.worker_config(30.0));
+    let http = reqwest::Client::new();
+    let user = 6262;
+    let bot = jobs::telegram::client::TelegramClient::new(
+        &jobs::config::Secret::new(BOT_TOKEN),
+        world.telegram.url(),
+        "test",
+    )
+    .unwrap();
+    bot.set_webhook(
+        &format!("{api}/webhooks/telegram"),
+        TELEGRAM_WEBHOOK_SECRET,
+        &jobs::telegram::client::BOT_UPDATES,
+    )
+    .await
+    .unwrap();
+    let token = api::auth::issue_user_token(&world.jwt(), user, chrono::Utc::now());
+
+    let created: Value = http
+        .post(format!("{api}/v1/billing/stars-invoice"))
+        .bearer_auth(&token)
+        .json(&json!({"plan": "pro_monthly"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ready: Value = http
+        .get(format!("{api}{}?wait=10", created["status_url"].as_str().unwrap()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let slug = ready["url"]
+        .as_str()
+        .and_then(|u| u.strip_prefix("https://t.me/$"))
+        .unwrap_or_else(|| panic!("an invoice link: {ready}"))
+        .to_string();
+    let pay = |user_id: i64| {
+        http.get(format!("{}/sandbox/pay/{slug}?user_id={user_id}", world.telegram.url()))
+            .send()
+    };
+
+    let paid = pay(user).await.unwrap();
+    let status = paid.status();
+    let text = paid.text().await.unwrap();
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains(&format!("user {user}")), "{text}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let entitlement = loop {
+        let mine: Value = http
+            .get(format!("{api}/v1/me/entitlements"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let told = world.telegram.messages().iter().any(|m| m.chat_id == user);
+        if let (Some(entitlement), true) = (mine["entitlements"].get(0), told) {
+            break entitlement.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no entitlement and message yet: {mine}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(entitlement["status"], "active");
+    let source = entitlement["source"].as_str().unwrap();
+    let charge = source.strip_prefix("telegram_stars:stx").expect("a Stars charge");
+    assert!(text.contains(charge), "{text} / {source}");
+
+    // A banned user opens the same link: the bot refuses, and Telegram sends no payment.
+    let banned = 6263;
+    sqlx::query("INSERT INTO telegram_users (id, first_name, profile_at, banned) VALUES ($1, 'x', now(), true)")
+        .bind(banned)
+        .execute(&world.pool)
+        .await
+        .unwrap();
+    let refused = pay(banned).await.unwrap();
+    assert_eq!(refused.status(), 402);
+    let text = refused.text().await.unwrap();
+    assert!(
+        text.contains("refused") && text.contains("This account cannot make purchases."),
+        "{text}"
+    );
+    worker.stop().await;
+    let payments = world
+        .count(&format!(
+            "SELECT count(*) FROM telegram_payments WHERE user_id = {banned}"
+        ))
+        .await;
+    assert_eq!(payments, 0);
+    assert_eq!(world.count("SELECT count(*) FROM telegram_payments").await, 1);
+}

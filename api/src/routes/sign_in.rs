@@ -85,7 +85,6 @@ fn refused(error: &InitDataError) -> Problem {
     Problem::new(kind, error.to_string())
 }
 
-
 #[OpenApi(tag = "Tag::Auth")]
 impl SignInApi {
     /// Sign in with Telegram

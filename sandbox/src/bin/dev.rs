@@ -1,11 +1,12 @@
 //! `cargo run -p sandbox --bin dev`: the whole system on this machine.
 //!
 //! A throwaway PostgreSQL (unless `DATABASE_URL` is set), the fake Telegram Bot API (unless
-//! `TELEGRAM_BOT_TOKEN` is set), the fake Stripe (unless `STRIPE_SECRET_KEY` is set; opening a
-//! Checkout URL it hands out pays it and sends the webhooks), the release step
-//! (`worker migrate`), then the `web` (`api`) and `worker` processes exactly as the Procfile runs
-//! them. Every other variable gets a local default unless set. Ctrl-C stops everything and removes
-//! the throwaway database.
+//! `TELEGRAM_BOT_TOKEN` is set; opening `/sandbox/pay/<slug>` on it pays a Stars invoice link),
+//! the fake Stripe (unless `STRIPE_SECRET_KEY` is set; opening a Checkout URL it hands out pays it
+//! and sends the webhooks), the release step (`worker migrate`, and with the fake Bot API
+//! `worker telegram set-webhook` to the local API, as an operator runs it once), then the `web`
+//! (`api`) and `worker` processes exactly as the Procfile runs them. Every other variable gets a
+//! local default unless set. Ctrl-C stops everything and removes the throwaway database.
 
 use std::process::{Child, Command};
 
@@ -17,6 +18,9 @@ use sandbox::telegram::{FakeTelegram, Limits};
 const FAKE_BOT_TOKEN: &str = "123456:sandbox-token";
 const DEV_ADMIN_TOKEN: &str = "dev-admin-token-change-me";
 const DEV_WEBHOOK_SECRET: &str = "whsec_sandbox_local_only";
+/// The Telegram webhook's secret token with the fake Bot API. A real bot's operator chooses
+/// their own (`TELEGRAM_WEBHOOK_SECRET`), so it has no default then.
+const DEV_TELEGRAM_WEBHOOK_SECRET: &str = "dev-telegram-secret-local-only";
 const DEV_JWT_SECRET: &str = "dev-jwt-secret-local-only-0123456789";
 /// The Telegram user id the printed development token signs in as; the fake Bot API shows the
 /// messages sent to this chat.
@@ -64,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
             (Some(cluster), url)
         }
     };
-    let (_fake, telegram_env) = match std::env::var("TELEGRAM_BOT_TOKEN") {
+    let (fake_telegram, telegram_env) = match std::env::var("TELEGRAM_BOT_TOKEN") {
         Ok(token) if !token.is_empty() => (None, vec![("TELEGRAM_BOT_TOKEN".to_string(), token)]),
         _ => {
             let fake = FakeTelegram::start_on("127.0.0.1:8081", FAKE_BOT_TOKEN, Limits::default())
@@ -73,6 +77,10 @@ async fn main() -> anyhow::Result<()> {
             let env = vec![
                 ("TELEGRAM_BOT_TOKEN".to_string(), FAKE_BOT_TOKEN.to_string()),
                 ("TELEGRAM_API_URL".to_string(), fake.url().to_string()),
+                (
+                    "TELEGRAM_WEBHOOK_SECRET".to_string(),
+                    env_or("TELEGRAM_WEBHOOK_SECRET", DEV_TELEGRAM_WEBHOOK_SECRET),
+                ),
             ];
             (Some(fake), env)
         }
@@ -139,9 +147,24 @@ async fn main() -> anyhow::Result<()> {
     if !process("worker").arg("migrate").status()?.success() {
         bail!("worker migrate failed");
     }
+    if fake_telegram.is_some() {
+        // The fake records the webhook before the API listens; it posts to it only when paid.
+        let mut set_webhook = process("worker");
+        set_webhook.args([
+            "telegram",
+            "set-webhook",
+            "--url",
+            &format!("http://127.0.0.1:{port}/webhooks/telegram"),
+        ]);
+        // Off the runtime's threads: the command talks to the fake Bot API this runtime serves.
+        let status = tokio::task::spawn_blocking(move || set_webhook.status()).await??;
+        if !status.success() {
+            bail!("worker telegram set-webhook failed");
+        }
+    }
     let mut children: Vec<Child> = vec![process("api").spawn()?, process("worker").arg("run").spawn()?];
 
-    let fake_url = _fake.as_ref().map(|f| f.url().to_string());
+    let fake_url = fake_telegram.as_ref().map(|f| f.url().to_string());
     println!(
         "\npaygate is running.\n  API          http://127.0.0.1:{port}\n  Swagger UI   http://127.0.0.1:{port}/docs\n  Metrics      http://127.0.0.1:{port}/metrics\n  Database     {database_url}"
     );
@@ -170,7 +193,15 @@ async fn main() -> anyhow::Result<()> {
     if fake_stripe.is_some() {
         println!("  curl -s <url>    # opening the fake Checkout URL pays it and sends the signed webhooks");
     }
-    println!("  curl -s http://127.0.0.1:{port}/v1/me/entitlements -H \"Authorization: Bearer $TOKEN\"");
+    if let Some(url) = &fake_url {
+        println!(
+            "Or pay in Telegram Stars (<slug> is what follows https://t.me/$ in the invoice url):\n  curl -s -X POST http://127.0.0.1:{port}/v1/billing/stars-invoice -H \"Authorization: Bearer $TOKEN\" \\\n    -H 'Content-Type: application/json' -d '{{\"plan\": \"pro_monthly\"}}'\n  curl -s \"http://127.0.0.1:{port}/v1/billing/stars-invoice/<id>?wait=10\" -H \"Authorization: Bearer $TOKEN\"\n  curl -s \"{url}/sandbox/pay/<slug>?user_id={DEV_USER_ID}\"    # pays it as Telegram would"
+        );
+    }
+    println!("Then:\n  curl -s http://127.0.0.1:{port}/v1/me/entitlements -H \"Authorization: Bearer $TOKEN\"");
+    if let Some(url) = &fake_url {
+        println!("  curl -s {url}/sandbox/messages    # the bot's confirmation to user {DEV_USER_ID}");
+    }
     println!("\nCtrl-C stops everything.");
 
     tokio::signal::ctrl_c().await?;
