@@ -45,6 +45,14 @@ CREATE TABLE telegram_payments (
     refunded_at                  timestamptz
 );
 CREATE INDEX telegram_payments_source ON telegram_payments (source);
+
+-- Refunds Telegram told us of, by charge, also of payments not (yet) recorded: a payment update
+-- that arrives after its refund (Telegram redelivers a failed delivery later) is recorded
+-- refunded from the start.
+CREATE TABLE telegram_refund_notices (
+    charge_id   text        PRIMARY KEY,
+    refunded_at timestamptz NOT NULL
+);
 CREATE INDEX telegram_payments_subscription_starts ON telegram_payments (user_id, invoice_payload, paid_at)
     WHERE is_first_recurring;
 

@@ -286,3 +286,110 @@ async fn a_banned_user_cannot_pay_and_a_sign_in_neither_lifts_the_ban_nor_loses_
         .unwrap();
     assert_eq!(name, "Grace");
 }
+
+#[tokio::test]
+async fn buying_a_one_off_plan_again_extends_it_and_refunding_one_takes_back_its_period() {
+    let pool = pool().await;
+    receive(
+        &pool,
+        updates::successful_payment(1, USER, "week", 90, "stxA", None),
+        T0,
+    )
+    .await;
+    receive(
+        &pool,
+        updates::successful_payment(2, USER, "week", 90, "stxB", None),
+        T0 + DAY,
+    )
+    .await;
+    run_jobs(&pool).await;
+    assert_eq!(
+        state(&pool, "stxA").await,
+        Some((Status::Active, Some(at(T0 + 14 * DAY)), false))
+    );
+    assert_eq!(
+        state(&pool, "stxB").await,
+        None,
+        "both count toward the first purchase's source"
+    );
+    receive(
+        &pool,
+        updates::refunded_payment(3, USER, "week", 90, "stxB"),
+        T0 + 2 * DAY,
+    )
+    .await;
+    run_jobs(&pool).await;
+    assert_eq!(
+        state(&pool, "stxA").await,
+        Some((Status::Active, Some(at(T0 + 7 * DAY)), false))
+    );
+    receive(
+        &pool,
+        updates::refunded_payment(4, USER, "week", 90, "stxA"),
+        T0 + 2 * DAY,
+    )
+    .await;
+    run_jobs(&pool).await;
+    assert_eq!(state(&pool, "stxA").await.map(|s| s.0), Some(Status::Revoked));
+}
+
+#[tokio::test]
+async fn a_payment_update_that_comes_after_its_refund_is_recorded_refunded() {
+    let pool = pool().await;
+    // Telegram redelivers the payment's update (its first delivery failed) after the refund's.
+    receive(
+        &pool,
+        updates::refunded_payment(2, USER, "pro", 250, "stxLATE"),
+        T0 + 60,
+    )
+    .await;
+    assert_eq!(run_jobs(&pool).await, vec![Applied::UnknownPayment]);
+    receive(
+        &pool,
+        updates::successful_payment(1, USER, "pro", 250, "stxLATE", None),
+        T0,
+    )
+    .await;
+    run_jobs(&pool).await;
+    assert_eq!(state(&pool, "stxLATE").await.map(|s| s.0), Some(Status::Revoked));
+    let texts = notices(&pool, USER).await;
+    assert!(
+        texts.iter().all(|t| !t.contains("active")),
+        "never told it is active: {texts:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_refund_and_a_rerun_grant_of_one_payment_in_flight_together_end_revoked() {
+    let pool = pool().await;
+    receive(
+        &pool,
+        updates::successful_payment(1, USER, "pro", 250, "stxRACE", None),
+        T0,
+    )
+    .await;
+    run_jobs(&pool).await;
+    // The refund's transaction has written its facts but not committed ...
+    let mut refund = pool.begin().await.unwrap();
+    let applied = stars::mark_refunded(&mut refund, &plans(), "stxRACE", at(T0 + DAY), "refund:1")
+        .await
+        .unwrap();
+    assert_eq!(applied, Applied::Changed);
+    // ... when the grant job runs again (a retry after a lost commit acknowledgement, say).
+    let grant = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            let applied = stars::apply_payment(&mut tx, &plans(), "stxRACE", "again")
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            applied
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    refund.commit().await.unwrap();
+    // Serialised per source, the grant sees the refund and changes nothing.
+    assert_eq!(grant.await.unwrap(), Applied::Unchanged);
+    assert_eq!(state(&pool, "stxRACE").await.map(|s| s.0), Some(Status::Revoked));
+}

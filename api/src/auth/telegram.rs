@@ -36,6 +36,8 @@ async fn check_secret(req: &Request, key: ApiKey) -> poem::Result<Telegram> {
     if expected.matches(key.key.as_bytes()) {
         Ok(Telegram)
     } else {
+        // Counted, so that someone probing for the secret shows in /metrics.
+        crate::metrics::telegram_update(None, crate::metrics::WebhookOutcome::Rejected);
         Err(Problem::unauthorized().into())
     }
 }

@@ -137,8 +137,9 @@ impl From<Refund> for RefundView {
 }
 
 /// Refuses what the provider would refuse for certain: a Stripe payment that is not a payment
-/// intent or charge id, a partial Stars refund, a Stars charge we never recorded.
-async fn check_payment(pool: &PgPool, asked: &NewRefund) -> Result<(), Problem> {
+/// intent or charge id, a partial Stars refund, a Stars charge we never recorded or that is
+/// refunded (or being refunded) already.
+async fn check_payment(pool: &PgPool, asked: &NewRefund, key: &str) -> Result<(), Problem> {
     match asked.provider {
         Provider::Stripe => {
             let id_part = ["pi_", "ch_", "py_"]
@@ -162,6 +163,20 @@ async fn check_payment(pool: &PgPool, asked: &NewRefund) -> Result<(), Problem> 
                     "no Telegram Stars payment has the charge id {:?}",
                     asked.payment.chars().take(64).collect::<String>()
                 )));
+            }
+            // A Stars charge is refunded once, whole: a second refund would be counted as made
+            // though no Stars moved. A repeat under the same key is answered by `create`.
+            if refunds::id_of_key(&mut conn, key).await?.is_some() {
+                return Ok(());
+            }
+            if let Some(earlier) = refunds::open_or_done(&mut conn, asked.provider, &asked.payment).await? {
+                return Err(Problem::conflict(format!(
+                    "this payment is refunded already, or being refunded: {}",
+                    location(earlier)
+                )));
+            }
+            if jobs::billing::stars::refunded(&mut conn, &asked.payment).await? {
+                return Err(Problem::conflict("Telegram has refunded this payment already"));
             }
         }
     }
@@ -255,7 +270,7 @@ impl RefundsApi {
             ));
         };
         let asked = NewRefund::from(body.0);
-        check_payment(&pool, &asked).await?;
+        check_payment(&pool, &asked, &key).await?;
         Ok(match refunds::create(&pool, &asked, Some(&key)).await? {
             Created::New(refund) => {
                 tracing::info!(refund_id = refund.id, payment = %refund.payment, amount = ?refund.amount, "refund requested");

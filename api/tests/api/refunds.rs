@@ -183,3 +183,50 @@ async fn an_unknown_refund_is_not_found() {
     let resp = app.get_admin(&format!("{REFUNDS}/abc")).send().await.unwrap();
     assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-request").await;
 }
+
+#[tokio::test]
+async fn a_stars_refund_is_whole_of_a_recorded_charge_and_only_once() {
+    let app = spawn_app().await;
+    let paid = sandbox::telegram_updates::successful_payment(1, 42, "stars_only", 250, "stxOPS", None);
+    let resp = sandbox::telegram_updates::post_update(
+        &app.client,
+        &app.url("/webhooks/telegram"),
+        Some(crate::helpers::TELEGRAM_WEBHOOK_SECRET),
+        &paid,
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let jobs_before = app.job_count().await;
+
+    let unknown = json!({"provider": "telegram_stars", "payment": "stxNOPE"});
+    assert_problem(
+        refund(&app, &unknown, Some("s0")).await,
+        StatusCode::BAD_REQUEST,
+        "invalid-request",
+    )
+    .await;
+    let partial = json!({"provider": "telegram_stars", "payment": "stxOPS", "amount": 100});
+    assert_problem(
+        refund(&app, &partial, Some("s0")).await,
+        StatusCode::BAD_REQUEST,
+        "invalid-request",
+    )
+    .await;
+    assert_eq!(app.count("refunds").await, 0);
+
+    let body = json!({"provider": "telegram_stars", "payment": "stxOPS"});
+    let first = accepted(refund(&app, &body, Some("s1")).await, StatusCode::ACCEPTED).await;
+    assert_eq!(first["provider"], "telegram_stars");
+    let again = accepted(refund(&app, &body, Some("s1")).await, StatusCode::ACCEPTED).await;
+    assert_eq!(again["id"], first["id"], "the same key answers with the same refund");
+    let problem = assert_problem(refund(&app, &body, Some("s2")).await, StatusCode::CONFLICT, "conflict").await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("/v1/ops/refunds/{}", first["id"])),
+        "{problem}"
+    );
+    assert_eq!(app.count("refunds").await, 1);
+    assert_eq!(app.job_count().await, jobs_before + 1);
+}

@@ -164,6 +164,29 @@ pub async fn create(pool: &PgPool, refund: &NewRefund, idempotency_key: Option<&
     Ok(Created::New(refund))
 }
 
+/// The id of the refund stored under `idempotency_key`, if any.
+pub async fn id_of_key(conn: &mut PgConnection, idempotency_key: &str) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM refunds WHERE idempotency_key = $1")
+        .bind(idempotency_key)
+        .fetch_optional(conn)
+        .await
+}
+
+/// The id of a refund of `payment` that is pending or succeeded, if any.
+pub async fn open_or_done(
+    conn: &mut PgConnection,
+    provider: Provider,
+    payment: &str,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM refunds WHERE provider = $1 AND payment = $2 AND status <> 'failed' ORDER BY id LIMIT 1",
+    )
+    .bind(provider.name())
+    .bind(payment)
+    .fetch_optional(conn)
+    .await
+}
+
 /// The refund with this id.
 pub async fn get(conn: &mut PgConnection, id: i64) -> Result<Option<Refund>, sqlx::Error> {
     let row: Option<Row> = sqlx::query_as(concat!("SELECT ", columns!(), " FROM refunds WHERE id = $1"))

@@ -1,12 +1,13 @@
 //! Telegram Stars payments as entitlements: the pre-checkout decision, the payment and refund
 //! facts the webhook records, and the entitlement derived from them.
 //!
-//! As with Stripe, no update *sets* an entitlement. A payment adds a paid period to its source
-//! (its own, `telegram_stars:<charge id>`, or for a renewal of a Stars subscription the source its
-//! first payment started); a refund marks a payment refunded, once. The entitlement is then
-//! derived from all the payments of the source by the same rule as a Stripe subscription's
-//! ([`super::stripe::derive`]), so the ops refund and the `refunded_payment` update that follows
-//! it agree and only the first changes anything.
+//! As with Stripe, no update *sets* an entitlement. A payment adds a paid period to its source:
+//! its own, `telegram_stars:<charge id>`; for a renewal of a Stars subscription the source its
+//! first payment started; for a one-off payment the source of the user's first one-off payment
+//! of the plan, whose periods queue up ([`paid_periods`]). A refund marks a payment refunded,
+//! once. The entitlement is then derived from the periods by the same rule as a Stripe
+//! subscription's ([`super::stripe::derive`]), so the ops refund and the `refunded_payment`
+//! update that follows it agree and only the first changes anything.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -101,11 +102,14 @@ pub async fn answer_pre_checkout(
             error_message: Some(message),
         },
     };
-    let inserted: Option<String> = sqlx::query_scalar(
+    // A concurrent delivery of the same query (in another update) may have answered first: the
+    // stored answer is the one given, and the one counted.
+    let (ok, error_message, inserted): (bool, Option<String>, bool) = sqlx::query_as(
         "INSERT INTO telegram_pre_checkout_queries
              (id, user_id, invoice_payload, currency, total_amount, ok, error_message)
          VALUES ($1, $2, $3, $4, $5, $6, $7)
-         ON CONFLICT (id) DO NOTHING RETURNING id",
+         ON CONFLICT (id) DO UPDATE SET id = excluded.id
+         RETURNING ok, error_message, xmax = 0",
     )
     .bind(&query.id)
     .bind(query.from.id)
@@ -114,9 +118,10 @@ pub async fn answer_pre_checkout(
     .bind(query.total_amount)
     .bind(answer.ok)
     .bind(&answer.error_message)
-    .fetch_optional(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
-    if inserted.is_some() && !answer.ok {
+    let answer = Answer { ok, error_message };
+    if inserted && !answer.ok {
         counters::add(conn, "telegram_payments_total", "result=\"refused\"").await?;
     }
     Ok(answer)
@@ -145,17 +150,23 @@ pub async fn record_payment(
 ) -> Result<bool, sqlx::Error> {
     let renewal = payment.is_recurring && !payment.is_first_recurring;
     // A renewal counts toward the subscription its latest first payment (same user, same plan)
-    // started; anything else starts a source of its own.
+    // started; a one-off payment toward the source of the user's first one-off payment for the
+    // plan, so that buying it again extends it; a first subscription payment starts its own.
     let inserted: Option<String> = sqlx::query_scalar(
         "INSERT INTO telegram_payments (charge_id, user_id, invoice_payload, currency, total_amount,
                                         is_recurring, is_first_recurring, subscription_expiration_date,
-                                        paid_at, source)
+                                        paid_at, source, refunded_at)
          SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9,
                 COALESCE((SELECT s.source FROM telegram_payments s
                           WHERE $10 AND s.is_first_recurring AND s.user_id = $2
                             AND s.invoice_payload = $3 AND s.paid_at <= $9
                           ORDER BY s.paid_at DESC LIMIT 1),
-                         'telegram_stars:' || $1)
+                         (SELECT s.source FROM telegram_payments s
+                          WHERE NOT $6 AND NOT s.is_recurring AND s.user_id = $2
+                            AND s.invoice_payload = $3
+                          ORDER BY s.paid_at LIMIT 1),
+                         'telegram_stars:' || $1),
+                (SELECT n.refunded_at FROM telegram_refund_notices n WHERE n.charge_id = $1)
          ON CONFLICT (charge_id) DO NOTHING
          RETURNING charge_id",
     )
@@ -186,13 +197,22 @@ pub async fn record_payment(
     Ok(true)
 }
 
-/// Enqueues the recording of a refund Telegram told us of: once per charge, however often the
-/// update comes. Returns whether a job was written.
+/// Records a refund Telegram told us of and enqueues its application: once per charge, however
+/// often the update comes. Returns whether a job was written. The notice also marks the payment
+/// refunded if its own update is recorded only later.
 pub async fn record_refund_notice(
     conn: &mut PgConnection,
     refunded_at: DateTime<Utc>,
     refund: &RefundedPayment,
 ) -> Result<bool, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO telegram_refund_notices (charge_id, refunded_at) VALUES ($1, $2)
+         ON CONFLICT (charge_id) DO NOTHING",
+    )
+    .bind(&refund.telegram_payment_charge_id)
+    .bind(refunded_at)
+    .execute(&mut *conn)
+    .await?;
     let key = format!("telegram_refund:{}", refund.telegram_payment_charge_id);
     let job = EntitlementsJob::StarsRefund(ApplyStarsRefund {
         charge_id: refund.telegram_payment_charge_id.clone(),
@@ -211,10 +231,13 @@ pub enum Applied {
     Unchanged,
     /// No such payment is recorded.
     UnknownPayment,
+    /// The payment's plan is no longer in the catalogue, so what it buys cannot be derived;
+    /// nothing was changed. The job should go to ops (dead) rather than complete.
+    PlanNotConfigured,
 }
 
-/// Grants or extends what the payment `charge_id` buys, counting it once. Call it in the effect
-/// transaction of the job.
+/// Grants or extends what the payment `charge_id` buys, and counts it. Call it in the effect
+/// transaction of the job, whose ledger makes both happen once.
 pub async fn apply_payment(
     conn: &mut PgConnection,
     plans: &Plans,
@@ -246,6 +269,16 @@ pub async fn payer(conn: &mut PgConnection, charge_id: &str) -> Result<Option<i6
         .bind(charge_id)
         .fetch_optional(conn)
         .await
+}
+
+/// Whether the payment `charge_id` is known to be refunded.
+pub async fn refunded(conn: &mut PgConnection, charge_id: &str) -> Result<bool, sqlx::Error> {
+    let refunded: Option<bool> =
+        sqlx::query_scalar("SELECT refunded_at IS NOT NULL FROM telegram_payments WHERE charge_id = $1")
+            .bind(charge_id)
+            .fetch_optional(conn)
+            .await?;
+    Ok(refunded.unwrap_or(false))
 }
 
 /// Marks the payment `charge_id` refunded (once: the first time counts) and revokes what it
@@ -285,11 +318,69 @@ pub async fn mark_refunded(
     rederive(conn, plans, &source, cause).await
 }
 
+/// Payment is one Stars payment of a source, as [`paid_periods`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Payment {
+    pub paid_at: DateTime<Utc>,
+    pub subscription_expiration_date: Option<DateTime<Utc>>,
+    pub recurring: bool,
+    pub refunded: bool,
+}
+
+/// The periods the payments of one source paid for. A subscription's payments each end where
+/// Telegram says. One-off payments (the same user buying the same plan again) queue up: each
+/// unrefunded one starts when the previous one ends, or when it was paid if that is later, so
+/// buying a week twice gives two weeks. A refunded one-off payment pays for nothing; while none
+/// is left unrefunded, the refunded ones are returned, so that the entitlement reads refunded.
+pub fn paid_periods(payments: &[Payment], period: chrono::Duration) -> Vec<PaidPeriod> {
+    let mut subscription: Vec<PaidPeriod> = Vec::new();
+    let mut one_off: Vec<&Payment> = Vec::new();
+    for p in payments {
+        match (p.recurring, p.subscription_expiration_date) {
+            (true, end) => subscription.push(PaidPeriod {
+                end: end.unwrap_or(p.paid_at + period),
+                refunded: p.refunded,
+                disputed: false,
+            }),
+            (false, _) => one_off.push(p),
+        }
+    }
+    one_off.sort_by_key(|p| p.paid_at);
+    let mut queued: Vec<PaidPeriod> = Vec::new();
+    let mut cursor: Option<DateTime<Utc>> = None;
+    for p in one_off.iter().filter(|p| !p.refunded) {
+        let start = cursor.map_or(p.paid_at, |c| c.max(p.paid_at));
+        let end = start + period;
+        cursor = Some(end);
+        queued.push(PaidPeriod {
+            end,
+            refunded: false,
+            disputed: false,
+        });
+    }
+    if queued.is_empty() {
+        queued = one_off
+            .iter()
+            .map(|p| PaidPeriod {
+                end: p.paid_at + period,
+                refunded: true,
+                disputed: false,
+            })
+            .collect();
+    }
+    subscription.extend(queued);
+    subscription
+}
+
 /// Derives the entitlement of `source` from all its payments and records it if it changed, with
 /// its message. Serialised per source, so a refund and a renewal of one subscription see each
 /// other.
 async fn rederive(conn: &mut PgConnection, plans: &Plans, source: &str, cause: &str) -> Result<Applied, sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+    // The two-key form (class 0x53544152, "STAR" in ASCII), whose keyspace no single-key lock
+    // (Stripe's, sqlx's migrations) shares.
+    // Reads after it see every earlier holder's commit because statements read committed data
+    // as of their start (READ COMMITTED, PostgreSQL's default, which the pool keeps).
+    sqlx::query("SELECT pg_advisory_xact_lock(1398030674, hashtext($1))")
         .bind(source)
         .execute(&mut *conn)
         .await?;
@@ -311,29 +402,24 @@ async fn rederive(conn: &mut PgConnection, plans: &Plans, source: &str, cause: &
             plan = plan_code,
             "a Stars payment for a plan no longer configured"
         );
-        return Ok(Applied::Unchanged);
+        return Ok(Applied::PlanNotConfigured);
     };
-    let periods: Vec<(PaidPeriod, bool)> = payments
-        .iter()
-        .map(|(_, _, paid_at, expires, recurring, refunded)| {
-            let end = expires.unwrap_or(*paid_at + plan.period());
-            (
-                PaidPeriod {
-                    end,
-                    refunded: *refunded,
-                    disputed: false,
-                },
-                *recurring,
-            )
+    let payments: Vec<Payment> = payments
+        .into_iter()
+        .map(|(_, _, paid_at, expires, recurring, refunded)| Payment {
+            paid_at,
+            subscription_expiration_date: expires,
+            recurring,
+            refunded,
         })
         .collect();
     // A Stars subscription renews until the user cancels, which Telegram does not tell the bot;
     // a one-off payment does not renew.
-    let renews = periods
+    let renews = payments
         .iter()
-        .filter(|(p, _)| !p.refunded)
-        .max_by_key(|(p, _)| p.end)
-        .is_some_and(|(_, recurring)| *recurring);
+        .filter(|p| !p.refunded)
+        .max_by_key(|p| p.paid_at)
+        .is_some_and(|p| p.recurring);
     let facts = Facts {
         user_id: Some(user_id),
         plan: Some(plan_code.clone()),
@@ -341,7 +427,7 @@ async fn rederive(conn: &mut PgConnection, plans: &Plans, source: &str, cause: &
         cancel_at_period_end: !renews,
         ended_at: None,
     };
-    let periods: Vec<PaidPeriod> = periods.into_iter().map(|(p, _)| p).collect();
+    let periods = paid_periods(&payments, plan.period());
     let Some((state, why)) = derive(&facts, &periods, plans) else {
         return Ok(Applied::Unchanged);
     };
@@ -358,6 +444,48 @@ async fn rederive(conn: &mut PgConnection, plans: &Plans, source: &str, cause: &
 mod tests {
     use super::*;
     use crate::telegram::updates::User;
+
+    fn day(n: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_760_000_000 + n * 86_400, 0).unwrap()
+    }
+
+    fn one_off(paid: i64, refunded: bool) -> Payment {
+        Payment {
+            paid_at: day(paid),
+            subscription_expiration_date: None,
+            recurring: false,
+            refunded,
+        }
+    }
+
+    fn ends(periods: &[PaidPeriod]) -> Vec<(DateTime<Utc>, bool)> {
+        periods.iter().map(|p| (p.end, p.refunded)).collect()
+    }
+
+    #[test]
+    fn one_off_purchases_queue_up_and_a_refund_takes_back_only_its_own_period() {
+        let week = chrono::Duration::days(7);
+        // Bought on day 0 and again on day 1: two weeks, to day 14.
+        let both = paid_periods(&[one_off(1, false), one_off(0, false)], week);
+        assert_eq!(ends(&both), vec![(day(7), false), (day(14), false)]);
+        // The second refunded: back to day 7; the first refunded instead: the second runs 1..8.
+        assert_eq!(
+            ends(&paid_periods(&[one_off(0, false), one_off(1, true)], week)),
+            vec![(day(7), false)]
+        );
+        assert_eq!(
+            ends(&paid_periods(&[one_off(0, true), one_off(1, false)], week)),
+            vec![(day(8), false)]
+        );
+        // A purchase after a gap starts when paid.
+        let gap = paid_periods(&[one_off(0, false), one_off(30, false)], week);
+        assert_eq!(ends(&gap), vec![(day(7), false), (day(37), false)]);
+        // Everything refunded: the periods read refunded.
+        assert_eq!(
+            ends(&paid_periods(&[one_off(0, true), one_off(1, true)], week)),
+            vec![(day(7), true), (day(8), true)]
+        );
+    }
 
     fn plans() -> Plans {
         Plans::parse(

@@ -23,6 +23,14 @@ pub async fn handle(job: Job<EntitlementsJob>, billing: Data<Billing>) -> Result
     Ok(())
 }
 
+/// The error for a Stars payment whose plan left the catalogue: dead at once, for ops to put the
+/// plan back in `PLANS` and retry the job.
+pub fn plan_not_configured(charge_id: &str) -> JobError {
+    JobError::Terminal(format!(
+        "the plan of Stars payment {charge_id} is not in PLANS; restore it and retry this job"
+    ))
+}
+
 async fn apply(billing: &Billing, job: Job<EntitlementsJob>) -> Result<Completed, JobError> {
     let cause = job.logical_key.clone();
     match &job.payload {
@@ -43,9 +51,13 @@ async fn apply(billing: &Billing, job: Job<EntitlementsJob>) -> Result<Completed
         EntitlementsJob::StarsPayment(payment) => {
             apply_once(&billing.pool, &job, async |tx| {
                 let applied = stars::apply_payment(tx.conn(), &billing.plans, &payment.charge_id, &cause).await?;
-                if applied == Applied::UnknownPayment {
+                match applied {
                     // The webhook stores the payment with this job: it cannot be missing.
-                    return Err(JobError::Terminal(format!("no Stars payment {}", payment.charge_id)));
+                    Applied::UnknownPayment => {
+                        return Err(JobError::Terminal(format!("no Stars payment {}", payment.charge_id)));
+                    }
+                    Applied::PlanNotConfigured => return Err(plan_not_configured(&payment.charge_id)),
+                    Applied::Changed | Applied::Unchanged => {}
                 }
                 tracing::info!(
                     job = job.id,
@@ -62,15 +74,18 @@ async fn apply(billing: &Billing, job: Job<EntitlementsJob>) -> Result<Completed
                 let applied =
                     stars::mark_refunded(tx.conn(), &billing.plans, &refund.charge_id, refund.refunded_at, &cause)
                         .await?;
-                // A refund of a payment we never saw (made before this system took payments)
-                // has nothing to revoke.
+                if applied == Applied::PlanNotConfigured {
+                    return Err(plan_not_configured(&refund.charge_id));
+                }
+                // A refund of a payment not recorded (yet) has nothing to revoke now; the notice
+                // the webhook stored marks the payment refunded if it comes later.
                 tracing::info!(
                     job = job.id,
                     charge = refund.charge_id,
                     ?applied,
                     "stars refund applied"
                 );
-                Ok::<(), sqlx::Error>(())
+                Ok(())
             })
             .await
         }

@@ -19,7 +19,7 @@ use jobs::queue::{Completed, Job, JobError};
 use jobs::stripe::client::{PaymentRef, RefundParams, StripeError};
 use jobs::telegram::client::{SendError, StarRefund};
 
-use super::{Billing, apply_once};
+use super::{Billing, apply_once, entitlements};
 
 /// Runs one attempt of a refund.
 pub async fn handle(job: Job<MakeRefund>, billing: Data<Billing>) -> Result<(), BoxDynError> {
@@ -115,8 +115,16 @@ async fn stars_refund(billing: &Billing, job: &Job<MakeRefund>, refund: &Refund)
             apply_once(&billing.pool, job, async |tx| {
                 refunds::settle(tx.conn(), refund.id, Ok(&refund.payment)).await?;
                 counters::add(tx.conn(), "billing_refunds_total", "outcome=\"succeeded\"").await?;
-                stars::mark_refunded(tx.conn(), &billing.plans, &refund.payment, chrono::Utc::now(), &cause).await?;
-                Ok::<(), sqlx::Error>(())
+                let applied =
+                    stars::mark_refunded(tx.conn(), &billing.plans, &refund.payment, chrono::Utc::now(), &cause)
+                        .await?;
+                if applied == stars::Applied::PlanNotConfigured {
+                    // The Stars are back with the user, but what they bought cannot be derived:
+                    // dead, for ops to restore the plan and retry (Telegram then answers that
+                    // the charge is refunded already).
+                    return Err(entitlements::plan_not_configured(&refund.payment));
+                }
+                Ok(())
             })
             .await
         }
