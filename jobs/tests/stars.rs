@@ -393,3 +393,25 @@ async fn a_refund_and_a_rerun_grant_of_one_payment_in_flight_together_end_revoke
     assert_eq!(grant.await.unwrap(), Applied::Unchanged);
     assert_eq!(state(&pool, "stxRACE").await.map(|s| s.0), Some(Status::Revoked));
 }
+
+#[tokio::test]
+async fn old_updates_are_pruned_and_what_they_brought_stays_deduplicated() {
+    let pool = pool().await;
+    let paid = updates::successful_payment(1, USER, "pro", 250, "stxOLD", None);
+    receive(&pool, paid.clone(), T0).await;
+    run_jobs(&pool).await;
+    sqlx::query("UPDATE telegram_updates SET received_at = now() - interval '3 days'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    receive(&pool, updates::text_message(2, USER, "hi"), T0).await;
+    let pruned = inbox::prune(&pool, std::time::Duration::from_secs(3600)).await.unwrap();
+    assert_eq!(
+        pruned, 1,
+        "only what is older than two days, whatever the retention asked"
+    );
+    // A very late repeat of the pruned update is stored again but pays nothing twice.
+    receive(&pool, paid, T0).await;
+    assert_eq!(run_jobs(&pool).await, Vec::<Applied>::new());
+    assert_eq!(notices(&pool, USER).await.len(), 1);
+}

@@ -188,6 +188,11 @@ async fn maintain(pool: PgPool, stats: Arc<JobStats>, retention: Duration, worke
             if let Err(e) = Pace::prune(&pool).await {
                 tracing::warn!(error = %e, "pruning send slots failed");
             }
+            match jobs::telegram::inbox::prune(&pool, retention).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(pruned = n, "old telegram updates pruned"),
+                Err(e) => tracing::warn!(error = %e, "pruning telegram updates failed"),
+            }
         }
     }
 }

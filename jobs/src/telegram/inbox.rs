@@ -5,6 +5,8 @@
 //! Only a `pre_checkout_query` is decided here, because Telegram wants its answer within 10 s;
 //! that answer and a callback query's acknowledgement ride in the webhook's HTTP response.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
@@ -119,4 +121,33 @@ pub async fn accept(pool: &PgPool, plans: &Plans, raw: &str) -> Result<Accepted,
     }
     tx.commit().await?;
     Ok(Accepted { duplicate, kind, reply })
+}
+
+/// How long a stored update is kept at the least: Telegram gives up redelivering an update after
+/// about a day, so after two no repeat can come that the update row would have to recognise.
+/// (What an update brought has its own key besides: the charge id, the job's ledger row, the
+/// click's update id.)
+pub const MIN_UPDATE_RETENTION: Duration = Duration::from_secs(2 * 24 * 3600);
+
+/// Deletes updates received more than `retention` (at least [`MIN_UPDATE_RETENTION`]) ago, in
+/// batches; returns how many.
+pub async fn prune(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
+    let keep = retention.max(MIN_UPDATE_RETENTION);
+    let mut total = 0;
+    loop {
+        let n = sqlx::query(
+            "DELETE FROM telegram_updates WHERE update_id IN (
+                 SELECT update_id FROM telegram_updates
+                 WHERE received_at < now() - make_interval(secs => $1)
+                 LIMIT 5000)",
+        )
+        .bind(keep.as_secs_f64())
+        .execute(pool)
+        .await?
+        .rows_affected();
+        total += n;
+        if n < 5000 {
+            return Ok(total);
+        }
+    }
 }
