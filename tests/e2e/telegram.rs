@@ -12,6 +12,18 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// GETs `url` as the holder of user token `token` and reads the JSON answer.
+async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> Value {
+    http.get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn sign_in_invoice_pre_checkout_payment_entitlement_refund() {
     let world = World::new(Limits::default()).await;
@@ -49,15 +61,12 @@ async fn sign_in_invoice_pre_checkout_payment_entitlement_refund() {
         .unwrap();
     assert_eq!(created.status(), 202);
     let created: Value = created.json().await.unwrap();
-    let ready: Value = http
-        .get(format!("{api}{}?wait=10", created["status_url"].as_str().unwrap()))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = get_json(
+        &http,
+        &format!("{api}{}?wait=10", created["status_url"].as_str().unwrap()),
+        &token,
+    )
+    .await;
     assert_eq!(ready["status"], "ready", "{ready}");
     assert!(ready["url"].as_str().unwrap().starts_with("https://t.me/$"), "{ready}");
     let links = world.telegram.invoice_links();
@@ -92,15 +101,7 @@ async fn sign_in_invoice_pre_checkout_payment_entitlement_refund() {
             WAIT,
         )
         .await;
-    let mine: Value = http
-        .get(format!("{api}/v1/me/entitlements"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let mine: Value = get_json(&http, &format!("{api}/v1/me/entitlements"), &token).await;
     let entitlements = mine["entitlements"].as_array().unwrap();
     assert_eq!(entitlements.len(), 1, "{mine}");
     assert_eq!(entitlements[0]["source"], format!("telegram_stars:{charge}"));
@@ -146,15 +147,7 @@ async fn sign_in_invoice_pre_checkout_payment_entitlement_refund() {
             WAIT,
         )
         .await;
-    let mine: Value = http
-        .get(format!("{api}/v1/me/entitlements"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let mine: Value = get_json(&http, &format!("{api}/v1/me/entitlements"), &token).await;
     worker.stop().await;
     assert_eq!(mine, json!({"entitlements": []}));
     let revocations = world
@@ -235,15 +228,12 @@ async fn paying_an_invoice_link_on_the_fake_bot_api_grants_the_plan_unless_the_b
         .json()
         .await
         .unwrap();
-    let ready: Value = http
-        .get(format!("{api}{}?wait=10", created["status_url"].as_str().unwrap()))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = get_json(
+        &http,
+        &format!("{api}{}?wait=10", created["status_url"].as_str().unwrap()),
+        &token,
+    )
+    .await;
     let slug = ready["url"]
         .as_str()
         .and_then(|u| u.strip_prefix("https://t.me/$"))
@@ -261,15 +251,7 @@ async fn paying_an_invoice_link_on_the_fake_bot_api_grants_the_plan_unless_the_b
     assert!(text.contains(&format!("user {user}")), "{text}");
     let deadline = tokio::time::Instant::now() + WAIT;
     let entitlement = loop {
-        let mine: Value = http
-            .get(format!("{api}/v1/me/entitlements"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let mine: Value = get_json(&http, &format!("{api}/v1/me/entitlements"), &token).await;
         let told = world.telegram.messages().iter().any(|m| m.chat_id == user);
         if let (Some(entitlement), true) = (mine["entitlements"].get(0), told) {
             break entitlement.clone();
