@@ -213,6 +213,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn telegram_settings_take_what_telegram_takes_and_never_echo_a_secret() {
+        let ok = TelegramConfig::new("7342037142:AAH-token", "abc_DEF-0123456789").unwrap();
+        assert_eq!(ok.init_data.bot_id, 7342037142);
+        assert_eq!(ok.init_data.max_age, DEFAULT_INIT_DATA_MAX_AGE);
+        for bad in [
+            "short-secret",
+            "has space in it 0123",
+            "ünïcode-secret-0123",
+            &"x".repeat(257),
+        ] {
+            let err = TelegramConfig::new("1:t", bad).err().expect(bad);
+            assert_eq!(err.var, "TELEGRAM_WEBHOOK_SECRET");
+            assert!(!err.to_string().contains(bad), "{err}");
+        }
+        for bad in ["no-colon", "abc:def", ":def"] {
+            let err = TelegramConfig::new(bad, "abc_DEF-0123456789").err().expect(bad);
+            assert_eq!(err.var, "TELEGRAM_BOT_TOKEN");
+            assert!(!err.to_string().contains(bad), "{err}");
+        }
+    }
+
+    #[test]
     fn webhook_secrets_are_a_comma_separated_list() {
         let secrets = parse_webhook_secrets("whsec_old, whsec_new").unwrap();
         let exposed: Vec<&str> = secrets.iter().map(Secret::expose).collect();
