@@ -223,12 +223,12 @@ mod tests {
             "ünïcode-secret-0123",
             &"x".repeat(257),
         ] {
-            let err = TelegramConfig::new("1:t", bad).err().expect(bad);
+            let err = TelegramConfig::new("1:t", bad).expect_err(bad);
             assert_eq!(err.var, "TELEGRAM_WEBHOOK_SECRET");
             assert!(!err.to_string().contains(bad), "{err}");
         }
         for bad in ["no-colon", "abc:def", ":def"] {
-            let err = TelegramConfig::new(bad, "abc_DEF-0123456789").err().expect(bad);
+            let err = TelegramConfig::new(bad, "abc_DEF-0123456789").expect_err(bad);
             assert_eq!(err.var, "TELEGRAM_BOT_TOKEN");
             assert!(!err.to_string().contains(bad), "{err}");
         }
