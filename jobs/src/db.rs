@@ -1,4 +1,4 @@
-//! Connecting to PostgreSQL and migrating our schema.
+//! Connecting to PostgreSQL, migrating our schema, and pruning old rows.
 
 use std::time::Duration;
 
@@ -24,4 +24,25 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
 pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT 1").execute(pool).await?;
     Ok(())
+}
+
+/// How many rows one pruning statement deletes at most, so that none holds many locks.
+const PRUNE_BATCH: i64 = 5000;
+
+/// Runs `statement`, which deletes at most `$2` rows older than `$1` seconds, until it deletes
+/// fewer than that; returns how many it deleted in all.
+pub async fn delete_in_batches(pool: &PgPool, statement: &'static str, age: Duration) -> Result<u64, sqlx::Error> {
+    let mut total = 0;
+    loop {
+        let n = sqlx::query(statement)
+            .bind(age.as_secs_f64())
+            .bind(PRUNE_BATCH)
+            .execute(pool)
+            .await?
+            .rows_affected();
+        total += n;
+        if n < PRUNE_BATCH as u64 {
+            return Ok(total);
+        }
+    }
 }

@@ -157,6 +157,17 @@ impl FakeTelegram {
         self.shared.state.lock().unwrap().sent.clone()
     }
 
+    /// The texts of the messages accepted for `chat_id`, in arrival order.
+    pub fn texts_to(&self, chat_id: i64) -> Vec<String> {
+        let state = self.shared.state.lock().unwrap();
+        state
+            .sent
+            .iter()
+            .filter(|m| m.chat_id == chat_id)
+            .map(|m| m.text.clone())
+            .collect()
+    }
+
     /// How many requests were refused with 429 because they broke a limit (not scripted ones).
     pub fn rate_limited(&self) -> usize {
         self.shared.state.lock().unwrap().rate_limited

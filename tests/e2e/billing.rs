@@ -235,13 +235,7 @@ async fn a_paid_subscription_is_granted_and_told_and_an_ops_refund_revokes_it_on
         .count("SELECT count(*) FROM entitlement_changes WHERE status = 'revoked'")
         .await;
     assert_eq!(revocations, 1);
-    let told: Vec<String> = world
-        .telegram
-        .messages()
-        .into_iter()
-        .filter(|m| m.chat_id == 81)
-        .map(|m| m.text)
-        .collect();
+    let told = world.telegram.texts_to(81);
     assert_eq!(told.len(), 2, "{told:?}");
     assert!(told[0].contains("Pro access is active until"), "{told:?}");
     assert!(told[1].contains("has ended: the payment was refunded"), "{told:?}");
@@ -270,15 +264,7 @@ async fn checkout_over_http_then_signed_webhooks_grant_what_the_user_sees() {
     assert_eq!(created.status(), 202);
     let created: Value = created.json().await.unwrap();
     let status_url = created["status_url"].as_str().unwrap().to_string();
-    let ready: Value = http
-        .get(format!("{api}{status_url}?wait=10"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = e2e::get_json(&http, &format!("{api}{status_url}?wait=10"), &token).await;
     assert_eq!(ready["status"], "ready", "{ready}");
     let session = &world.stripe.checkout_sessions()[0];
     assert_eq!(ready["url"], session["url"]);
@@ -309,27 +295,14 @@ async fn checkout_over_http_then_signed_webhooks_grant_what_the_user_sees() {
     world
         .wait_for_count("SELECT count(*) FROM telegram_deliveries WHERE chat_id = 4321", 1, WAIT)
         .await;
-    let mine: Value = http
-        .get(format!("{api}/v1/me/entitlements"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let mine: Value = e2e::get_json(&http, &format!("{api}/v1/me/entitlements"), &token).await;
     worker.stop().await;
     let entitlements = mine["entitlements"].as_array().unwrap();
     assert_eq!(entitlements.len(), 1, "{mine}");
     assert_eq!(entitlements[0]["entitlement"], "pro");
     assert_eq!(entitlements[0]["source"], format!("stripe:{}", sub.id));
     assert_eq!(world.count("SELECT count(*) FROM stripe_events").await, 2);
-    let told: Vec<_> = world
-        .telegram
-        .messages()
-        .into_iter()
-        .filter(|m| m.chat_id == user)
-        .collect();
+    let told = world.telegram.texts_to(user);
     assert_eq!(told.len(), 1);
-    assert!(told[0].text.contains("Pro access is active until"));
+    assert!(told[0].contains("Pro access is active until"));
 }

@@ -12,18 +12,6 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// GETs `url` as the holder of user token `token` and reads the JSON answer.
-async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> Value {
-    http.get(url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn sign_in_invoice_pre_checkout_payment_entitlement_refund() {
     let world = World::new(Limits::default()).await;
@@ -61,7 +49,7 @@ async fn sign_in_invoice_pre_checkout_payment_entitlement_refund() {
         .unwrap();
     assert_eq!(created.status(), 202);
     let created: Value = created.json().await.unwrap();
-    let ready: Value = get_json(
+    let ready: Value = e2e::get_json(
         &http,
         &format!("{api}{}?wait=10", created["status_url"].as_str().unwrap()),
         &token,
@@ -101,7 +89,7 @@ async fn sign_in_invoice_pre_checkout_payment_entitlement_refund() {
             WAIT,
         )
         .await;
-    let mine: Value = get_json(&http, &format!("{api}/v1/me/entitlements"), &token).await;
+    let mine: Value = e2e::get_json(&http, &format!("{api}/v1/me/entitlements"), &token).await;
     let entitlements = mine["entitlements"].as_array().unwrap();
     assert_eq!(entitlements.len(), 1, "{mine}");
     assert_eq!(entitlements[0]["source"], format!("telegram_stars:{charge}"));
@@ -147,20 +135,14 @@ async fn sign_in_invoice_pre_checkout_payment_entitlement_refund() {
             WAIT,
         )
         .await;
-    let mine: Value = get_json(&http, &format!("{api}/v1/me/entitlements"), &token).await;
+    let mine: Value = e2e::get_json(&http, &format!("{api}/v1/me/entitlements"), &token).await;
     worker.stop().await;
     assert_eq!(mine, json!({"entitlements": []}));
     let revocations = world
         .count("SELECT count(*) FROM entitlement_changes WHERE status = 'revoked'")
         .await;
     assert_eq!(revocations, 1);
-    let told: Vec<String> = world
-        .telegram
-        .messages()
-        .into_iter()
-        .filter(|m| m.chat_id == user)
-        .map(|m| m.text)
-        .collect();
+    let told = world.telegram.texts_to(user);
     assert_eq!(told.len(), 2, "{told:?}");
     assert!(told[0].contains("Pro access is active until"), "{told:?}");
     assert!(told[1].contains("refunded"), "{told:?}");
@@ -228,7 +210,7 @@ async fn paying_an_invoice_link_on_the_fake_bot_api_grants_the_plan_unless_the_b
         .json()
         .await
         .unwrap();
-    let ready: Value = get_json(
+    let ready: Value = e2e::get_json(
         &http,
         &format!("{api}{}?wait=10", created["status_url"].as_str().unwrap()),
         &token,
@@ -251,7 +233,7 @@ async fn paying_an_invoice_link_on_the_fake_bot_api_grants_the_plan_unless_the_b
     assert!(text.contains(&format!("user {user}")), "{text}");
     let deadline = tokio::time::Instant::now() + WAIT;
     let entitlement = loop {
-        let mine: Value = get_json(&http, &format!("{api}/v1/me/entitlements"), &token).await;
+        let mine: Value = e2e::get_json(&http, &format!("{api}/v1/me/entitlements"), &token).await;
         let told = world.telegram.messages().iter().any(|m| m.chat_id == user);
         if let (Some(entitlement), true) = (mine["entitlements"].get(0), told) {
             break entitlement.clone();

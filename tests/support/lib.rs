@@ -212,6 +212,18 @@ impl World {
     }
 }
 
+/// GETs `url` as the holder of user token `token` and reads the JSON answer.
+pub async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> serde_json::Value {
+    http.get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Sends `signal` (e.g. "KILL", "TERM") to `child`.
 pub fn signal(child: &std::process::Child, signal: &str) {
     let ok = std::process::Command::new("kill")

@@ -158,12 +158,12 @@ async fn check_payment(pool: &PgPool, asked: &NewRefund, key: &str) -> Result<()
                 ));
             }
             let mut conn = pool.acquire().await?;
-            if jobs::billing::stars::payer(&mut conn, &asked.payment).await?.is_none() {
+            let Some(refunded) = jobs::billing::stars::refunded(&mut conn, &asked.payment).await? else {
                 return Err(Problem::invalid_request(format!(
                     "no Telegram Stars payment has the charge id {:?}",
                     asked.payment.chars().take(64).collect::<String>()
                 )));
-            }
+            };
             // A Stars charge is refunded once, whole: a second refund would be counted as made
             // though no Stars moved. A repeat under the same key is answered by `create`.
             if refunds::id_of_key(&mut conn, key).await?.is_some() {
@@ -175,7 +175,7 @@ async fn check_payment(pool: &PgPool, asked: &NewRefund, key: &str) -> Result<()
                     location(earlier)
                 )));
             }
-            if jobs::billing::stars::refunded(&mut conn, &asked.payment).await? {
+            if refunded {
                 return Err(Problem::conflict("Telegram has refunded this payment already"));
             }
         }

@@ -271,14 +271,12 @@ pub async fn payer(conn: &mut PgConnection, charge_id: &str) -> Result<Option<i6
         .await
 }
 
-/// Whether the payment `charge_id` is known to be refunded.
-pub async fn refunded(conn: &mut PgConnection, charge_id: &str) -> Result<bool, sqlx::Error> {
-    let refunded: Option<bool> =
-        sqlx::query_scalar("SELECT refunded_at IS NOT NULL FROM telegram_payments WHERE charge_id = $1")
-            .bind(charge_id)
-            .fetch_optional(conn)
-            .await?;
-    Ok(refunded.unwrap_or(false))
+/// Whether the payment `charge_id` is refunded; `None` when no such payment is recorded.
+pub async fn refunded(conn: &mut PgConnection, charge_id: &str) -> Result<Option<bool>, sqlx::Error> {
+    sqlx::query_scalar("SELECT refunded_at IS NOT NULL FROM telegram_payments WHERE charge_id = $1")
+        .bind(charge_id)
+        .fetch_optional(conn)
+        .await
 }
 
 /// Marks the payment `charge_id` refunded (once: the first time counts) and revokes what it

@@ -103,21 +103,13 @@ pub async fn rescue_orphans(pool: &PgPool, worker_timeout: Duration) -> Result<u
 /// statement holds many locks; returns how many. Their ledger rows stay, so a late duplicate
 /// enqueue of the same logical job is still refused.
 pub async fn prune_finished(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
-    let mut total = 0;
-    loop {
-        let n = sqlx::query(
-            "DELETE FROM jobs WHERE id IN (
-                 SELECT id FROM jobs
-                 WHERE state IN ('completed', 'discarded') AND finished_at < now() - make_interval(secs => $1)
-                 LIMIT 5000)",
-        )
-        .bind(retention.as_secs_f64())
-        .execute(pool)
-        .await?
-        .rows_affected();
-        total += n;
-        if n < 5000 {
-            return Ok(total);
-        }
-    }
+    crate::db::delete_in_batches(
+        pool,
+        "DELETE FROM jobs WHERE id IN (
+             SELECT id FROM jobs
+             WHERE state IN ('completed', 'discarded') AND finished_at < now() - make_interval(secs => $1)
+             LIMIT $2)",
+        retention,
+    )
+    .await
 }

@@ -132,22 +132,13 @@ pub const MIN_UPDATE_RETENTION: Duration = Duration::from_secs(2 * 24 * 3600);
 /// Deletes updates received more than `retention` (at least [`MIN_UPDATE_RETENTION`]) ago, in
 /// batches; returns how many.
 pub async fn prune(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
-    let keep = retention.max(MIN_UPDATE_RETENTION);
-    let mut total = 0;
-    loop {
-        let n = sqlx::query(
-            "DELETE FROM telegram_updates WHERE update_id IN (
-                 SELECT update_id FROM telegram_updates
-                 WHERE received_at < now() - make_interval(secs => $1)
-                 LIMIT 5000)",
-        )
-        .bind(keep.as_secs_f64())
-        .execute(pool)
-        .await?
-        .rows_affected();
-        total += n;
-        if n < 5000 {
-            return Ok(total);
-        }
-    }
+    crate::db::delete_in_batches(
+        pool,
+        "DELETE FROM telegram_updates WHERE update_id IN (
+             SELECT update_id FROM telegram_updates
+             WHERE received_at < now() - make_interval(secs => $1)
+             LIMIT $2)",
+        retention.max(MIN_UPDATE_RETENTION),
+    )
+    .await
 }
