@@ -6,6 +6,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use jobs::billing::Plans;
+use jobs::marketing::Settings;
 use jobs::config::{ConfigError, Secret, optional, parsed_or, required};
 
 use crate::auth::init_data::{self, InitDataKeys};
@@ -43,6 +44,9 @@ pub struct Config {
     pub jwt: JwtConfig,
     /// The Telegram side: the webhook's secret and Mini App sign-in.
     pub telegram: TelegramConfig,
+    /// `TELEGRAM_BOT_USERNAME` and `TELEGRAM_MESSAGES_PER_SECOND`: for campaigns' deep links and
+    /// broadcasts' expected finish.
+    pub marketing: Settings,
 }
 
 /// TelegramConfig is what the web process needs of the bot.
@@ -95,6 +99,7 @@ impl Config {
         };
         Ok(Config {
             telegram,
+            marketing: Settings::from_env()?,
             host,
             port,
             database_url,

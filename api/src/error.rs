@@ -32,6 +32,8 @@ pub enum ProblemKind {
     InvalidSignature,
     /// 400: a plan code that is not in the catalogue, or not for sale through this route.
     UnknownPlan,
+    /// 400: a well-formed campaign that cannot run (bad names, schedule, audience or promos).
+    InvalidCampaign,
     /// 401: the bearer token is missing or wrong.
     Unauthorized,
     /// 404: no such route, or no such resource.
@@ -56,11 +58,12 @@ pub enum ProblemKind {
 
 impl ProblemKind {
     /// Every named kind, for the golden test of the slugs.
-    pub const NAMED: [ProblemKind; 13] = [
+    pub const NAMED: [ProblemKind; 14] = [
         ProblemKind::InvalidRequest,
         ProblemKind::InvalidNotification,
         ProblemKind::InvalidSignature,
         ProblemKind::UnknownPlan,
+        ProblemKind::InvalidCampaign,
         ProblemKind::Unauthorized,
         ProblemKind::NotFound,
         ProblemKind::MethodNotAllowed,
@@ -78,7 +81,8 @@ impl ProblemKind {
             ProblemKind::InvalidRequest
             | ProblemKind::InvalidNotification
             | ProblemKind::InvalidSignature
-            | ProblemKind::UnknownPlan => StatusCode::BAD_REQUEST,
+            | ProblemKind::UnknownPlan
+            | ProblemKind::InvalidCampaign => StatusCode::BAD_REQUEST,
             ProblemKind::Unauthorized => StatusCode::UNAUTHORIZED,
             ProblemKind::NotFound => StatusCode::NOT_FOUND,
             ProblemKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -106,6 +110,7 @@ impl ProblemKind {
             ProblemKind::InvalidNotification => "invalid-notification",
             ProblemKind::InvalidSignature => "invalid-signature",
             ProblemKind::UnknownPlan => "unknown-plan",
+            ProblemKind::InvalidCampaign => "invalid-campaign",
             ProblemKind::Unauthorized => "unauthorized",
             ProblemKind::NotFound => "not-found",
             ProblemKind::MethodNotAllowed => "method-not-allowed",
@@ -126,6 +131,7 @@ impl ProblemKind {
             ProblemKind::InvalidNotification => "The notification would be refused by Telegram",
             ProblemKind::InvalidSignature => "The webhook signature does not verify",
             ProblemKind::UnknownPlan => "No such plan for sale",
+            ProblemKind::InvalidCampaign => "The campaign cannot run as given",
             ProblemKind::Unauthorized => "A valid bearer token is required",
             ProblemKind::NotFound => "Not found",
             ProblemKind::MethodNotAllowed => "Method not allowed",
@@ -255,7 +261,7 @@ impl ApiResponse for Problem {
             responses: vec![MetaResponse {
                 description: "A problem (RFC 7807). `type` is a stable `urn:paygate:problem:<slug>`: \
                               invalid-request (400), invalid-notification (400), invalid-signature (400), \
-                              unknown-plan (400), unauthorized (401), \
+                              unknown-plan (400), invalid-campaign (400), unauthorized (401), \
                               not-found (404), method-not-allowed (405), conflict (409), \
                               length-required (411), payload-too-large (413), \
                               unsupported-media-type (415), internal (500), unavailable (503).",
@@ -363,6 +369,7 @@ mod tests {
             ("invalid-notification", 400),
             ("invalid-signature", 400),
             ("unknown-plan", 400),
+            ("invalid-campaign", 400),
             ("unauthorized", 401),
             ("not-found", 404),
             ("method-not-allowed", 405),

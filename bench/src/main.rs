@@ -275,6 +275,10 @@ async fn webhook_ingest(url: &str, connections: usize, window: Duration) -> anyh
         },
         telegram: api::config::TelegramConfig::new("123456:bench-token", "bench-telegram-secret-token")
             .map_err(|e| anyhow::anyhow!("{e}"))?,
+        marketing: jobs::marketing::Settings {
+            bot_username: None,
+            messages_per_second: 30.0,
+        },
     };
     let app = api::Application::build(config).await?;
     let endpoint = format!("http://127.0.0.1:{}/webhooks/stripe", app.port());

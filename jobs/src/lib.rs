@@ -12,11 +12,13 @@
 //! - [`stripe`]: the Stripe API client, webhook signatures, the event objects billing reads.
 //! - [`telegram`]: the `notifications` payload, the Bot API client, the shared send pace, the
 //!   webhook's inbox, Mini App users.
-//! - [`tracking`]: promo clicks.
+//! - [`marketing`]: promo campaigns, their broadcasts, per-promo statistics.
+//! - [`tracking`]: promo clicks and the payments attributed to them.
 
 pub mod billing;
 pub mod config;
 pub mod db;
+pub mod marketing;
 pub mod metrics;
 pub mod queue;
 pub mod stripe;

@@ -1,16 +1,20 @@
-//! Promo clicks: how a promo button or deep link names its campaign and promo, and the
-//! `tracking` job that records a click.
+//! Promo clicks and conversions: how a promo button or deep link names its campaign and promo,
+//! the `tracking` job that records a click (with the broadcast it came from), and the one that
+//! attributes a payment to the payer's last click (last touch).
 //!
 //! A promo's callback button carries `promo:<campaign>:<promo>` and its deep link
 //! `t.me/<bot>?start=promo-<campaign>-<promo>`; both names are `[A-Za-z0-9_]`, 1 to 24 characters,
 //! so that the callback data fits Telegram's 64 bytes and the start parameter its 64 characters
 //! and alphabet.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 
-use crate::queue::{JobPayload, Queue};
+use crate::billing::counters;
+use crate::queue::{JobPayload, NewJob, Queue};
 
 /// The longest campaign or promo name.
 pub const MAX_NAME_LEN: usize = 24;
@@ -91,23 +95,90 @@ pub struct RecordClick {
     pub clicked_at: DateTime<Utc>,
 }
 
-impl JobPayload for RecordClick {
-    const QUEUE: Queue = Queue::Tracking;
-}
-
 impl RecordClick {
-    /// The job's logical key.
-    pub fn key(&self) -> String {
-        format!("telegram_update:{}:click", self.update_id)
+    /// The job.
+    pub fn job(&self) -> NewJob {
+        NewJob::new(
+            &TrackingJob::Click(self.clone()),
+            format!("telegram_update:{}:click", self.update_id),
+        )
     }
 }
 
-/// Stores `click`; a click of an update already stored changes nothing.
+/// AttributePayment is the `tracking` job that attributes one payment to its payer's last click
+/// within the attribution window, if there is one. Enqueued in the transaction that records the
+/// payment, keyed by the payment, so a payment is considered once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttributePayment {
+    /// `stripe:<invoice id>` or `telegram_stars:<charge id>`.
+    pub payment: String,
+    pub user_id: i64,
+    /// In the currency's smallest unit.
+    pub amount: i64,
+    pub currency: String,
+    pub paid_at: DateTime<Utc>,
+}
+
+impl AttributePayment {
+    /// The job.
+    pub fn job(&self) -> NewJob {
+        NewJob::new(
+            &TrackingJob::Conversion(self.clone()),
+            format!("conversion:{}", self.payment),
+        )
+    }
+}
+
+/// TrackingJob is a job of the `tracking` queue. Tagged by `kind`; a payload without `kind` is a
+/// click as queued before the queue carried conversions, so it still decodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", from = "StoredTrackingJob")]
+pub enum TrackingJob {
+    Click(RecordClick),
+    Conversion(AttributePayment),
+}
+
+impl JobPayload for TrackingJob {
+    const QUEUE: Queue = Queue::Tracking;
+}
+
+/// StoredTrackingJob is every shape a `tracking` payload has been stored in.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StoredTrackingJob {
+    Tagged(TaggedTrackingJob),
+    Untagged(RecordClick),
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum TaggedTrackingJob {
+    Click(RecordClick),
+    Conversion(AttributePayment),
+}
+
+impl From<StoredTrackingJob> for TrackingJob {
+    fn from(stored: StoredTrackingJob) -> TrackingJob {
+        match stored {
+            StoredTrackingJob::Untagged(click) | StoredTrackingJob::Tagged(TaggedTrackingJob::Click(click)) => {
+                TrackingJob::Click(click)
+            }
+            StoredTrackingJob::Tagged(TaggedTrackingJob::Conversion(p)) => TrackingJob::Conversion(p),
+        }
+    }
+}
+
+/// Stores `click` with the broadcast it came from: the latest broadcast of its campaign and
+/// promo sent to its chat (the user's private chat for a deep link) before the click. A click of
+/// an update already stored changes nothing.
 pub async fn record(conn: &mut PgConnection, click: &RecordClick) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO promo_clicks (update_id, user_id, chat_id, campaign, promo, via, clicked_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
-         ON CONFLICT (update_id) DO NOTHING",
+    let stored: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO promo_clicks (update_id, user_id, chat_id, campaign, promo, via, clicked_at, broadcast_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7,
+                 (SELECT b.id FROM broadcast_recipients r JOIN broadcasts b ON b.id = r.broadcast_id
+                  WHERE r.chat_id = coalesce($3, $2) AND b.campaign = $4 AND b.promo = $5 AND b.created_at <= $7
+                  ORDER BY b.id DESC LIMIT 1))
+         ON CONFLICT (update_id) DO NOTHING RETURNING id",
     )
     .bind(click.update_id)
     .bind(click.user_id)
@@ -116,9 +187,48 @@ pub async fn record(conn: &mut PgConnection, click: &RecordClick) -> Result<(), 
     .bind(&click.promo.promo)
     .bind(click.via.name())
     .bind(click.clicked_at)
-    .execute(conn)
-    .await
-    .map(|_| ())
+    .fetch_optional(&mut *conn)
+    .await?;
+    if stored.is_some() {
+        counters::add(
+            conn,
+            "marketing_clicks_total",
+            &format!("campaign=\"{}\",via=\"{}\"", click.promo.campaign, click.via.name()),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The attribution window unless configured (`ATTRIBUTION_WINDOW_HOURS`): seven days.
+pub const DEFAULT_ATTRIBUTION_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Attributes `payment` to its payer's last click in the `window` before it, and returns the
+/// campaign credited; none when no click qualifies or the payment was attributed already.
+pub async fn attribute(
+    conn: &mut PgConnection,
+    payment: &AttributePayment,
+    window: Duration,
+) -> Result<Option<String>, sqlx::Error> {
+    let campaign: Option<String> = sqlx::query_scalar(
+        "INSERT INTO conversions (payment, user_id, amount, currency, paid_at, click_id, campaign, promo, broadcast_id)
+         SELECT $1, $2, $3, $4, $5, c.id, c.campaign, c.promo, c.broadcast_id FROM promo_clicks c
+         WHERE c.user_id = $2 AND c.clicked_at <= $5 AND c.clicked_at > $5 - make_interval(secs => $6)
+         ORDER BY c.clicked_at DESC, c.id DESC LIMIT 1
+         ON CONFLICT (payment) DO NOTHING RETURNING campaign",
+    )
+    .bind(&payment.payment)
+    .bind(payment.user_id)
+    .bind(payment.amount)
+    .bind(&payment.currency)
+    .bind(payment.paid_at)
+    .bind(window.as_secs_f64())
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(campaign) = &campaign {
+        counters::add(conn, "marketing_conversions_total", &format!("campaign=\"{campaign}\"")).await?;
+    }
+    Ok(campaign)
 }
 
 #[cfg(test)]
@@ -149,5 +259,35 @@ mod tests {
         let promo = Promo::new(&longest, &longest).unwrap();
         assert!(promo.callback_data().len() <= 64 && promo.start_payload().len() <= 64);
         assert_eq!(Promo::new(&format!("{longest}c"), "p"), None);
+    }
+
+    #[test]
+    fn tracking_payloads_decode_in_every_shape_they_were_stored_in() {
+        let click = RecordClick {
+            update_id: 7,
+            user_id: 42,
+            chat_id: Some(42),
+            promo: Promo::new("c", "p").unwrap(),
+            via: Via::Start,
+            clicked_at: "2026-12-01T10:00:00Z".parse().unwrap(),
+        };
+        let legacy = serde_json::to_value(&click).unwrap();
+        assert!(legacy.get("kind").is_none());
+        assert_eq!(
+            serde_json::from_value::<TrackingJob>(legacy).unwrap(),
+            TrackingJob::Click(click.clone())
+        );
+        let conversion = TrackingJob::Conversion(AttributePayment {
+            payment: "stripe:in_1".into(),
+            user_id: 42,
+            amount: 999,
+            currency: "usd".into(),
+            paid_at: "2026-12-01T10:00:00Z".parse().unwrap(),
+        });
+        for job in [TrackingJob::Click(click), conversion] {
+            let stored = serde_json::to_value(&job).unwrap();
+            assert!(stored.get("kind").is_some(), "{stored}");
+            assert_eq!(serde_json::from_value::<TrackingJob>(stored).unwrap(), job);
+        }
     }
 }

@@ -16,6 +16,8 @@ use tokio::sync::oneshot;
 
 /// The bot token the tests configure; the fake refuses any other.
 pub const BOT_TOKEN: &str = "123456:test-token";
+/// The test bot's username: promos' deep links name it.
+pub const BOT_USERNAME: &str = "paygate_test_bot";
 
 /// The plan catalogue the tests configure.
 pub const PLANS: &str = r#"{"pro_monthly": {"name": "Pro", "entitlement": "pro", "period_days": 30,
@@ -83,6 +85,16 @@ impl World {
             links: Links {
                 billing_portal: Some(PORTAL_LINK.into()),
             },
+            attribution_window: jobs::tracking::DEFAULT_ATTRIBUTION_WINDOW,
+            marketing: self.marketing(per_second),
+        }
+    }
+
+    /// The campaign settings of both processes: the test bot's username, sends at `per_second`.
+    pub fn marketing(&self, per_second: f64) -> jobs::marketing::Settings {
+        jobs::marketing::Settings {
+            bot_username: Some(BOT_USERNAME.into()),
+            messages_per_second: per_second,
         }
     }
 
@@ -99,6 +111,7 @@ impl World {
             jwt: self.jwt(),
             telegram: api::config::TelegramConfig::new(BOT_TOKEN, TELEGRAM_WEBHOOK_SECRET)
                 .expect("a valid bot token and secret"),
+            marketing: self.marketing(30.0),
         }
     }
 
@@ -138,6 +151,7 @@ impl World {
             text: text.into(),
             parse_mode: None,
             buttons: vec![],
+            broadcast_id: None,
         };
         let mut tx = self.pool.begin().await.unwrap();
         let enqueued = enqueue(&mut tx, &NewJob::new(&message, key)).await.unwrap();

@@ -197,3 +197,84 @@ async fn set_banned(user_id: i64, banned: bool) -> anyhow::Result<()> {
     println!("user {user_id} {}", if banned { "banned" } else { "unbanned" });
     Ok(())
 }
+
+/// CampaignsCommand is one of the `worker campaigns` subcommands (needs DATABASE_URL). The same
+/// operations back the `/v1/ops/campaigns` endpoints; answers print as JSON.
+#[derive(Debug, Subcommand)]
+pub enum CampaignsCommand {
+    /// Creates a campaign from a JSON file shaped as the body of `POST /v1/ops/campaigns`
+    /// (deep-link buttons need TELEGRAM_BOT_USERNAME).
+    Create {
+        #[arg(long)]
+        file: std::path::PathBuf,
+    },
+    /// Lists campaigns.
+    List,
+    /// Shows one campaign.
+    Show { name: String },
+    /// Stops a campaign's scheduled broadcasts.
+    Pause { name: String },
+    /// Restarts them from the next slot.
+    Resume { name: String },
+    /// Shows the message the next broadcast will send.
+    Preview { name: String },
+    /// Begins a broadcast of the next promo now.
+    Send { name: String },
+    /// Sends, unique clickers, click-through, conversions and revenue per promo, over the
+    /// campaign's life or since --since (e.g. 7d).
+    Stats {
+        name: String,
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<Duration>,
+    },
+    /// Shows a broadcast's progress.
+    Broadcast { id: i64 },
+}
+
+/// Runs `command`, printing its result to stdout.
+pub async fn run_campaigns(pool: &PgPool, command: CampaignsCommand) -> anyhow::Result<()> {
+    use jobs::marketing::campaigns::{self, CampaignSpec};
+    use jobs::marketing::{Settings, broadcasts, stats};
+
+    fn print(value: &impl serde::Serialize) -> anyhow::Result<()> {
+        println!("{}", serde_json::to_string_pretty(value)?);
+        Ok(())
+    }
+    let missing = |name: &str| anyhow::anyhow!("no campaign named {name:?}");
+    match command {
+        CampaignsCommand::Create { file } => {
+            let text = std::fs::read_to_string(&file)?;
+            let spec: CampaignSpec =
+                serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let settings = Settings::from_env()?;
+            print(&campaigns::create(pool, &spec.into_campaign()?, settings.bot_username.as_deref()).await?)
+        }
+        CampaignsCommand::List => print(&campaigns::list(pool).await?),
+        CampaignsCommand::Show { name } => print(&campaigns::find(pool, &name).await?.ok_or_else(|| missing(&name))?),
+        CampaignsCommand::Pause { name } => print(&campaigns::set_paused(pool, &name, true).await?),
+        CampaignsCommand::Resume { name } => print(&campaigns::set_paused(pool, &name, false).await?),
+        CampaignsCommand::Preview { name } => {
+            print(&campaigns::next_promo(pool, &name).await?.ok_or_else(|| missing(&name))?)
+        }
+        CampaignsCommand::Send { name } => {
+            print(&broadcasts::begin(pool, &name, None).await?.ok_or_else(|| missing(&name))?)
+        }
+        CampaignsCommand::Stats { name, since } => {
+            let campaign = campaigns::find(pool, &name).await?.ok_or_else(|| missing(&name))?;
+            let to = chrono::Utc::now();
+            let from = match since {
+                Some(since) => to - chrono::Duration::from_std(since)?,
+                None => campaign.created_at,
+            };
+            print(&stats::campaign(pool, &name, from, to).await?.ok_or_else(|| missing(&name))?)
+        }
+        CampaignsCommand::Broadcast { id } => {
+            let rate = Settings::from_env()?.messages_per_second;
+            print(
+                &broadcasts::progress(pool, id, rate)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("no broadcast {id}"))?,
+            )
+        }
+    }
+}

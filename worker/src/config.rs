@@ -7,7 +7,9 @@ use jobs::billing::stripe::Links;
 use jobs::config::{ConfigError, Secret, optional, parsed_or, required};
 use jobs::stripe::client::DEFAULT_API_URL as STRIPE_DEFAULT_API_URL;
 use jobs::telegram::client::DEFAULT_API_URL;
+use jobs::marketing::Settings;
 use jobs::telegram::pace::Pace;
+use jobs::tracking::DEFAULT_ATTRIBUTION_WINDOW;
 
 /// Config is everything `worker run` needs.
 #[derive(Debug, Clone)]
@@ -28,6 +30,10 @@ pub struct Config {
     pub stripe: StripeConfig,
     /// Where notifications send users (`BILLING_PORTAL_LINK`).
     pub links: Links,
+    /// `ATTRIBUTION_WINDOW_HOURS`: how long after a promo click a payment is attributed to it.
+    pub attribution_window: Duration,
+    /// The bot's username and the send rate, as the web process reads them too.
+    pub marketing: Settings,
 }
 
 /// StripeConfig is how the worker talks to Stripe and where Stripe sends users back to.
@@ -48,13 +54,7 @@ pub struct StripeConfig {
 impl Config {
     /// Reads the configuration; the error names the first bad variable.
     pub fn from_env() -> Result<Config, ConfigError> {
-        let per_second: f64 = parsed_or("TELEGRAM_MESSAGES_PER_SECOND", 30.0)?;
-        if !(per_second > 0.0 && per_second <= 1000.0) {
-            return Err(ConfigError {
-                var: "TELEGRAM_MESSAGES_PER_SECOND",
-                problem: "must be more than 0 and at most 1000".into(),
-            });
-        }
+        let marketing = Settings::from_env()?;
         let concurrency: usize = parsed_or("WORKER_CONCURRENCY", 20)?;
         if concurrency == 0 {
             return Err(ConfigError {
@@ -69,7 +69,7 @@ impl Config {
             telegram_bot_token: Secret::required("TELEGRAM_BOT_TOKEN", 1)?,
             telegram_api_url: optional("TELEGRAM_API_URL").unwrap_or_else(|| DEFAULT_API_URL.to_string()),
             telegram_pace: Pace {
-                per_second,
+                per_second: marketing.messages_per_second,
                 ..Pace::TELEGRAM_DEFAULT
             },
             job_retention: Duration::from_secs(3600 * parsed_or::<u64>("JOB_RETENTION_HOURS", 168)?),
@@ -91,7 +91,21 @@ impl Config {
                     .map(|_| url("BILLING_PORTAL_LINK"))
                     .transpose()?,
             },
+            attribution_window: attribution_window()?,
+            marketing,
         })
+    }
+}
+
+/// `ATTRIBUTION_WINDOW_HOURS`, 1 to 8760 (a year); seven days unless set.
+fn attribution_window() -> Result<Duration, ConfigError> {
+    let default = DEFAULT_ATTRIBUTION_WINDOW.as_secs() / 3600;
+    match parsed_or::<u64>("ATTRIBUTION_WINDOW_HOURS", default)? {
+        hours @ 1..=8760 => Ok(Duration::from_secs(hours * 3600)),
+        _ => Err(ConfigError {
+            var: "ATTRIBUTION_WINDOW_HOURS",
+            problem: "must be 1 to 8760".into(),
+        }),
     }
 }
 

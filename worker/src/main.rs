@@ -1,7 +1,8 @@
-//! The worker binary: `worker [run]`, `worker migrate`, `worker jobs …`, `worker telegram …`.
+//! The worker binary: `worker [run]`, `worker migrate`, `worker jobs …`, `worker campaigns …`,
+//! `worker telegram …`.
 
 use clap::{Parser, Subcommand};
-use worker::cli::{JobsCommand, TelegramCommand};
+use worker::cli::{CampaignsCommand, JobsCommand, TelegramCommand};
 use worker::config::Config;
 
 #[derive(Debug, Parser)]
@@ -23,6 +24,9 @@ enum Command {
     /// Inspects queues and dead jobs; retries or discards them.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Creates, pauses, resumes, previews and sends promo campaigns; their statistics.
+    #[command(subcommand)]
+    Campaigns(CampaignsCommand),
     /// Registers the bot's webhook with Telegram, or shows it.
     #[command(subcommand)]
     Telegram(TelegramCommand),
@@ -56,6 +60,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Jobs(command) => {
             let pool = jobs::db::connect(&jobs::config::required("DATABASE_URL")?, 2).await?;
             worker::cli::run(&pool, command).await
+        }
+        Command::Campaigns(command) => {
+            let pool = jobs::db::connect(&jobs::config::required("DATABASE_URL")?, 2).await?;
+            worker::cli::run_campaigns(&pool, command).await
         }
         Command::Telegram(command) => worker::cli::run_telegram(command).await,
     }

@@ -20,10 +20,12 @@ use jobs::stripe::client::StripeClient;
 use jobs::telegram::SendMessage;
 use jobs::telegram::client::TelegramClient;
 use jobs::telegram::pace::Pace;
-use jobs::tracking::RecordClick;
+use jobs::marketing::broadcasts::{self, FanOut};
+use jobs::tracking::TrackingJob;
 use sqlx::PgPool;
 
 use crate::config::Config;
+use crate::handlers::broadcasts::Broadcaster;
 use crate::handlers::notifications::{self, Notifier};
 use crate::handlers::{Billing, checkout, entitlements, refunds, tracking};
 
@@ -37,6 +39,9 @@ pub const WORKER_TIMEOUT: Duration = Duration::from_secs(20);
 /// (retries, deferrals), and the few enqueues that send no NOTIFY (see the migration
 /// `notify_only_idle_queues`). It bounds their wait; an empty fetch costs one index probe.
 pub const POLL_FALLBACK: Duration = Duration::from_millis(100);
+/// How often the campaign scheduler looks for due slots: a broadcast begins at most this long
+/// after its slot.
+pub const SCHEDULER_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Runs every queue's worker until `shutdown` resolves, then hands back what is unfinished.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
@@ -74,6 +79,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         stripe: StripeClient::new(&config.stripe.secret_key, &config.stripe.api_url).map_err(anyhow::Error::msg)?,
         telegram: notifier.telegram.clone(),
         urls: Arc::new(config.stripe.clone()),
+        attribution_window: config.attribution_window,
+    };
+    let broadcaster = Broadcaster {
+        pool: pool.clone(),
+        stats: stats.clone(),
+        page_size: broadcasts::PAGE_SIZE,
     };
 
     let mut names = Vec::new();
@@ -105,7 +116,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     queue_worker!(EntitlementsJob, entitlements::handle, billing.clone());
     queue_worker!(CreateSession, checkout::handle, billing.clone());
     queue_worker!(MakeRefund, refunds::handle, billing.clone());
-    queue_worker!(RecordClick, tracking::handle, billing.clone());
+    queue_worker!(TrackingJob, tracking::handle, billing.clone());
+    queue_worker!(FanOut, crate::handlers::broadcasts::handle, broadcaster);
     let monitor = monitor
         .should_restart(|worker, error| {
             tracing::error!(worker = worker.name(), %error, "worker stopped, restarting it");
@@ -120,6 +132,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         config.job_retention,
         names.clone(),
     ));
+    let scheduler = tokio::spawn(schedule_campaigns(pool.clone()));
     tracing::info!(process, queues = ?names, "worker running");
     monitor
         .run_with_signal(async move {
@@ -130,6 +143,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .await?;
 
     maintenance.abort();
+    scheduler.abort();
     for name in &names {
         let handed_back = maintenance::hand_back(&pool, name).await?;
         if handed_back > 0 {
@@ -147,6 +161,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
 
 fn worker_name(process: &str, queue: Queue) -> String {
     format!("{process}:{queue}")
+}
+
+/// Begins the broadcasts of campaigns whose slot came due, every [`SCHEDULER_INTERVAL`] from the
+/// start. Every worker process runs it; the database lets one of them begin each slot.
+async fn schedule_campaigns(pool: PgPool) {
+    let mut tick = tokio::time::interval(SCHEDULER_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = broadcasts::fire_due(&pool, chrono::Utc::now()).await {
+            tracing::warn!(error = %e, "the campaign scheduler's pass failed");
+        }
+    }
 }
 
 /// Heartbeats this process's workers, rescues orphans, prunes finished jobs and flushes counters,

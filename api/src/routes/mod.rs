@@ -5,6 +5,7 @@
 //! into `jobs`, in one transaction when it writes → answer or [`Problem`](crate::error::Problem).
 
 pub mod billing;
+pub mod campaigns;
 pub mod health;
 pub mod json_string;
 pub mod me;
@@ -29,6 +30,8 @@ pub enum Tag {
     Notifications,
     /// Queue statistics and dead jobs: inspect, retry, discard; refunds (operators).
     Ops,
+    /// Promo campaigns, their broadcasts and statistics (operators).
+    Marketing,
     /// Signing in: a Telegram Mini App's `initData` for a user token.
     Auth,
     /// Stripe Checkout and Billing Portal sessions and Telegram Stars invoice links for the
@@ -46,6 +49,7 @@ pub type Api = (
     notifications::NotificationsApi,
     ops::OpsApi,
     refunds::RefundsApi,
+    campaigns::CampaignsApi,
     sign_in::SignInApi,
     billing::BillingApi,
     me::MeApi,
@@ -61,6 +65,7 @@ pub fn service() -> OpenApiService<Api, ()> {
             notifications::NotificationsApi,
             ops::OpsApi,
             refunds::RefundsApi,
+            campaigns::CampaignsApi,
             sign_in::SignInApi,
             billing::BillingApi,
             me::MeApi,

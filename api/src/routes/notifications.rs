@@ -45,6 +45,24 @@ pub enum ParseMode {
     MarkdownV2,
 }
 
+impl ParseMode {
+    /// The queue payload's parse mode.
+    pub fn into_telegram(self) -> tg::ParseMode {
+        match self {
+            ParseMode::Html => tg::ParseMode::Html,
+            ParseMode::MarkdownV2 => tg::ParseMode::MarkdownV2,
+        }
+    }
+
+    /// The parse mode of a queue payload.
+    pub fn from_telegram(mode: tg::ParseMode) -> ParseMode {
+        match mode {
+            tg::ParseMode::Html => ParseMode::Html,
+            tg::ParseMode::MarkdownV2 => ParseMode::MarkdownV2,
+        }
+    }
+}
+
 /// Button is an inline button: it opens `url` or sends `callback_data` back to the bot; exactly
 /// one of the two.
 #[derive(Debug, Object)]
@@ -81,10 +99,7 @@ impl From<Notification> for SendMessage {
         SendMessage {
             chat_id: n.chat_id,
             text: n.text.into(),
-            parse_mode: n.parse_mode.map(|mode| match mode {
-                ParseMode::Html => tg::ParseMode::Html,
-                ParseMode::MarkdownV2 => tg::ParseMode::MarkdownV2,
-            }),
+            parse_mode: n.parse_mode.map(ParseMode::into_telegram),
             buttons: n
                 .buttons
                 .into_iter()
@@ -98,6 +113,7 @@ impl From<Notification> for SendMessage {
                         .collect()
                 })
                 .collect(),
+            broadcast_id: None,
         }
     }
 }

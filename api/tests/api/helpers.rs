@@ -59,6 +59,9 @@ pub struct TestApp {
     pub client: reqwest::Client,
 }
 
+/// The bot's username in the test config: promos' deep links name it.
+pub const BOT_USERNAME: &str = "paygate_test_bot";
+
 /// The config of a test app on `db_url`: loopback, a free port.
 pub fn config(db_url: &str) -> Config {
     Config {
@@ -72,6 +75,10 @@ pub fn config(db_url: &str) -> Config {
         jwt: jwt(),
         telegram: api::config::TelegramConfig::new(BOT_TOKEN, TELEGRAM_WEBHOOK_SECRET)
             .expect("a valid bot token and secret"),
+        marketing: jobs::marketing::Settings {
+            bot_username: Some(BOT_USERNAME.into()),
+            messages_per_second: 30.0,
+        },
     }
 }
 

@@ -275,6 +275,7 @@ pub fn notification(change: &Changed, plan_name: &str, why: Option<&str>) -> Opt
         text,
         parse_mode: None,
         buttons: Vec::new(),
+        broadcast_id: None,
     };
     Some(NewJob::new(
         &message,

@@ -22,6 +22,7 @@ use crate::queue::{NewJob, enqueue};
 use crate::telegram::client::StarsInvoice;
 use crate::telegram::updates::{PreCheckoutQuery, RefundedPayment, SuccessfulPayment};
 use crate::telegram::users;
+use crate::tracking::AttributePayment;
 
 /// Telegram Stars' currency code.
 pub const CURRENCY: &str = "XTR";
@@ -244,14 +245,23 @@ pub async fn apply_payment(
     charge_id: &str,
     cause: &str,
 ) -> Result<Applied, sqlx::Error> {
-    let row: Option<(String, String, i64)> =
-        sqlx::query_as("SELECT source, currency, total_amount FROM telegram_payments WHERE charge_id = $1")
-            .bind(charge_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    let Some((source, currency, amount)) = row else {
+    let row: Option<(String, String, i64, i64, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT source, currency, total_amount, user_id, paid_at FROM telegram_payments WHERE charge_id = $1",
+    )
+    .bind(charge_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((source, currency, amount, user_id, paid_at)) = row else {
         return Ok(Applied::UnknownPayment);
     };
+    let attribution = AttributePayment {
+        payment: format!("telegram_stars:{charge_id}"),
+        user_id,
+        amount,
+        currency: currency.clone(),
+        paid_at,
+    };
+    enqueue(conn, &attribution.job()).await?;
     counters::add(conn, "telegram_payments_total", "result=\"paid\"").await?;
     counters::add_value(
         conn,

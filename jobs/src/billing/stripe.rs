@@ -29,6 +29,7 @@ use crate::stripe::objects::{
     self, Charge, CheckoutSession, Dispute, Event, Invoice, InvoicePayment, Subscription, id_of, meta,
 };
 use crate::telegram::{Button, SendMessage};
+use crate::tracking::AttributePayment;
 
 /// The metadata key naming the Telegram user on sessions and subscriptions we create.
 pub const USER_KEY: &str = "telegram_user_id";
@@ -167,7 +168,7 @@ pub async fn apply_event(
         }
         "invoice.paid" => {
             let invoice: Invoice = object(&event)?;
-            on_invoice_paid(conn, plans, &invoice, &cause).await?
+            on_invoice_paid(conn, plans, &event, &invoice, &cause).await?
         }
         "invoice.payment_failed" => {
             let invoice: Invoice = object(&event)?;
@@ -320,6 +321,7 @@ async fn on_checkout_session(
                     .into(),
                 parse_mode: None,
                 buttons: Vec::new(),
+                broadcast_id: None,
             };
             enqueue(conn, &NewJob::new(&message, format!("{cause}:notice"))).await?;
             return Ok(Outcome::Notified);
@@ -356,6 +358,7 @@ async fn on_checkout_session(
 async fn on_invoice_paid(
     conn: &mut PgConnection,
     plans: &Plans,
+    event: &Event,
     invoice: &Invoice,
     cause: &str,
 ) -> Result<Outcome, EventError> {
@@ -381,8 +384,39 @@ async fn on_invoice_paid(
     .await?;
     if newly {
         counters::add(conn, "billing_payments_total", "status=\"paid\"").await?;
+        attribute_invoice(conn, event, invoice, subscription).await?;
     }
     Ok(rederive(conn, plans, subscription, cause).await?)
+}
+
+/// Queues the attribution of a newly paid invoice to a promo click, when it charged something
+/// and its subscriber is known. Only `invoice.paid` does this: it names every paid invoice once,
+/// by its own id, with its amount.
+async fn attribute_invoice(
+    conn: &mut PgConnection,
+    event: &Event,
+    invoice: &Invoice,
+    subscription: &str,
+) -> Result<(), sqlx::Error> {
+    let (Some(amount), Some(currency)) = (invoice.amount_paid.filter(|a| *a > 0), &invoice.currency) else {
+        return Ok(());
+    };
+    let user_id: Option<i64> = sqlx::query_scalar("SELECT user_id FROM stripe_subscriptions WHERE id = $1")
+        .bind(subscription)
+        .fetch_optional(&mut *conn)
+        .await?
+        .flatten();
+    let Some(user_id) = user_id else {
+        return Ok(());
+    };
+    let payment = AttributePayment {
+        payment: format!("stripe:{}", invoice.id),
+        user_id,
+        amount,
+        currency: currency.clone(),
+        paid_at: timestamp(event.created),
+    };
+    enqueue(conn, &payment.job()).await.map(|_| ())
 }
 
 async fn on_invoice_payment_failed(
@@ -448,6 +482,7 @@ async fn on_invoice_payment_failed(
         ),
         parse_mode: None,
         buttons,
+        broadcast_id: None,
     };
     enqueue(
         conn,

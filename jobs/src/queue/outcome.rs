@@ -30,6 +30,14 @@ pub enum JobError {
     Terminal(String),
 }
 
+impl JobError {
+    /// Whether this failure of attempt `attempt` of `max_attempts` leaves the job dead.
+    pub fn is_final(&self, attempt: i32, max_attempts: i32) -> bool {
+        let policy = RetryPolicy::DEFAULT;
+        matches!(Transition::after(attempt, max_attempts, &policy, self, 0.0), Transition::Dead { .. })
+    }
+}
+
 impl From<sqlx::Error> for JobError {
     fn from(e: sqlx::Error) -> JobError {
         JobError::Retryable(format!("database: {e}"))

@@ -104,6 +104,11 @@ pub struct Invoice {
     pub charge: Option<Expandable>,
     #[serde(default)]
     pub hosted_invoice_url: Option<String>,
+    /// In the currency's smallest unit.
+    #[serde(default)]
+    pub amount_paid: Option<i64>,
+    #[serde(default)]
+    pub currency: Option<String>,
 }
 
 impl Invoice {

@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use super::updates::{Update, kind_of};
 use crate::billing::Plans;
 use crate::billing::stars;
-use crate::queue::{NewJob, enqueue};
+use crate::queue::enqueue;
 use crate::tracking::{Promo, RecordClick, Via};
 
 /// Reply is the Bot API method call to return in the webhook's response.
@@ -91,12 +91,16 @@ pub async fn accept(pool: &PgPool, plans: &Plans, raw: &str) -> Result<Accepted,
                 // Callback queries carry no time of their own: the click is now.
                 clicked_at: Utc::now(),
             };
-            enqueue(&mut tx, &NewJob::new(&click, click.key())).await?;
+            enqueue(&mut tx, &click.job()).await?;
         }
     }
     if let (false, Some(message)) = (duplicate, &update.message) {
         let sent_at = DateTime::from_timestamp(message.date, 0).unwrap_or_else(Utc::now);
         let user_id = message.from.as_ref().map_or(message.chat.id, |u| u.id);
+        if message.chat.id > 0 {
+            // A user who writes to the bot has it unblocked: in the audience, reachable again.
+            super::store::saw_chat(&mut tx, message.chat.id, sent_at, true).await?;
+        }
         if let Some(payment) = &message.successful_payment {
             if payment.currency == stars::CURRENCY {
                 stars::record_payment(&mut tx, user_id, sent_at, payment).await?;
@@ -116,7 +120,7 @@ pub async fn accept(pool: &PgPool, plans: &Plans, raw: &str) -> Result<Accepted,
                 via: Via::Start,
                 clicked_at: sent_at,
             };
-            enqueue(&mut tx, &NewJob::new(&click, click.key())).await?;
+            enqueue(&mut tx, &click.job()).await?;
         }
     }
     tx.commit().await?;

@@ -30,6 +30,9 @@ pub struct SendMessage {
     /// Rows of inline buttons under the message.
     #[serde(default)]
     pub buttons: Vec<Vec<Button>>,
+    /// The broadcast this message is part of, whose recipient outcome its delivery records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broadcast_id: Option<i64>,
 }
 
 impl JobPayload for SendMessage {
@@ -102,6 +105,7 @@ mod tests {
             text: "hello".into(),
             parse_mode: None,
             buttons: vec![],
+            broadcast_id: None,
         }
     }
 

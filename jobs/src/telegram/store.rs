@@ -64,3 +64,29 @@ pub async fn mark_unreachable(conn: &mut PgConnection, chat_id: i64, reason: &st
     .await?;
     Ok(())
 }
+
+/// Records that `chat_id` (a user's private chat) joined the bot's audience at `at`, if it had
+/// not before. `unblocked`: the user wrote to the bot, which they cannot while blocking it, so a
+/// block recorded before `at` is lifted.
+pub async fn saw_chat(
+    conn: &mut PgConnection,
+    chat_id: i64,
+    at: chrono::DateTime<chrono::Utc>,
+    unblocked: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO telegram_chats (chat_id, first_seen_at) VALUES ($1, $2)
+         ON CONFLICT (chat_id) DO UPDATE SET
+             first_seen_at = coalesce(telegram_chats.first_seen_at, excluded.first_seen_at),
+             unreachable_reason = CASE WHEN $3 AND telegram_chats.unreachable_at < excluded.first_seen_at
+                                       THEN NULL ELSE telegram_chats.unreachable_reason END,
+             unreachable_at = CASE WHEN $3 AND telegram_chats.unreachable_at < excluded.first_seen_at
+                                   THEN NULL ELSE telegram_chats.unreachable_at END",
+    )
+    .bind(chat_id)
+    .bind(at)
+    .bind(unblocked)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

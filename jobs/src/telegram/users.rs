@@ -69,9 +69,13 @@ pub async fn upsert(conn: &mut PgConnection, user: &ProvisionUser) -> Result<(),
     .bind(p.allows_write_to_pm)
     .bind(&p.photo_url)
     .bind(user.signed_in_at)
-    .execute(conn)
-    .await
-    .map(|_| ())
+    .execute(&mut *conn)
+    .await?;
+    if p.allows_write_to_pm {
+        // The bot may write to them: they join the audience (a block we saw stays).
+        super::store::saw_chat(conn, p.id, user.signed_in_at, false).await?;
+    }
+    Ok(())
 }
 
 /// Whether `user_id` is banned; a user we have never seen is not.

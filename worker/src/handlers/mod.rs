@@ -1,5 +1,6 @@
 //! One handler per queue: the apalis-facing function that runs an attempt of a job.
 
+pub mod broadcasts;
 pub mod checkout;
 pub mod entitlements;
 pub mod notifications;
@@ -32,6 +33,8 @@ pub struct Billing {
     pub telegram: TelegramClient,
     /// Where Stripe sends users back to; its secret key is already in `stripe`.
     pub urls: Arc<StripeConfig>,
+    /// How long after a promo click a payment is still attributed to it.
+    pub attribution_window: std::time::Duration,
 }
 
 /// Applies `effect` through the job's effect transaction, once: a job whose logical key the

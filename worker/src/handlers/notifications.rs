@@ -18,6 +18,7 @@ use std::time::Duration;
 use apalis_core::error::BoxDynError;
 use apalis_core::task::data::Data;
 use backon::{ExponentialBuilder, Retryable};
+use jobs::marketing::broadcasts::{self, Outcome};
 use jobs::metrics::JobStats;
 use jobs::queue::outcome::run_attempt;
 use jobs::queue::{Completed, EffectTx, Job, JobError};
@@ -41,7 +42,25 @@ pub struct Notifier {
 /// Runs one attempt of a notification job.
 pub async fn handle(job: Job<SendMessage>, notifier: Data<Notifier>) -> Result<(), BoxDynError> {
     let notifier = &*notifier;
-    run_attempt(&notifier.pool, &notifier.stats, job, |job| deliver(notifier, job)).await?;
+    run_attempt(&notifier.pool, &notifier.stats, job, |job| async move {
+        let (attempt, max_attempts) = (job.attempt, job.max_attempts);
+        let (chat_id, broadcast_id) = (job.payload.chat_id, job.payload.broadcast_id);
+        let result = deliver(notifier, job).await;
+        if let (Err(e), Some(broadcast_id)) = (&result, broadcast_id)
+            && e.is_final(attempt, max_attempts)
+        {
+            // The job goes dead: its recipient counts as failed (until ops retry it).
+            let failed = async {
+                let mut conn = notifier.pool.acquire().await?;
+                broadcasts::record_outcome(&mut conn, broadcast_id, chat_id, Outcome::Failed).await
+            };
+            if let Err(e) = failed.await {
+                tracing::warn!(broadcast_id, chat_id, error = %e, "recording a failed broadcast message failed");
+            }
+        }
+        result
+    })
+    .await?;
     Ok(())
 }
 
@@ -111,5 +130,15 @@ async fn deliver(notifier: &Notifier, job: Job<SendMessage>) -> Result<Completed
 }
 
 async fn record(tx: &mut EffectTx, job: &Job<SendMessage>, message_id: Option<i64>) -> Result<(), sqlx::Error> {
-    store::record_delivery(tx.conn(), &job.logical_key, job.id, job.payload.chat_id, message_id).await
+    let chat_id = job.payload.chat_id;
+    store::record_delivery(tx.conn(), &job.logical_key, job.id, chat_id, message_id).await?;
+    if let Some(broadcast_id) = job.payload.broadcast_id {
+        let outcome = if message_id.is_some() {
+            Outcome::Sent
+        } else {
+            Outcome::Unreachable
+        };
+        broadcasts::record_outcome(tx.conn(), broadcast_id, chat_id, outcome).await?;
+    }
+    Ok(())
 }

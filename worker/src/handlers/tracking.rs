@@ -1,23 +1,28 @@
-//! The `tracking` queue: stores promo clicks the webhook saw.
+//! The `tracking` queue: stores promo clicks the webhook saw, and attributes payments to them.
 
 use apalis_core::error::BoxDynError;
 use apalis_core::task::data::Data;
 use jobs::queue::outcome::run_attempt;
 use jobs::queue::{Completed, Job, JobError};
-use jobs::tracking::{self, RecordClick};
+use jobs::tracking::{self, TrackingJob};
 
 use super::{Billing, apply_once};
 
-/// Runs one attempt of a click's recording.
-pub async fn handle(job: Job<RecordClick>, billing: Data<Billing>) -> Result<(), BoxDynError> {
+/// Runs one attempt of a tracking job.
+pub async fn handle(job: Job<TrackingJob>, billing: Data<Billing>) -> Result<(), BoxDynError> {
     let billing = &*billing;
-    run_attempt(&billing.pool, &billing.stats, job, |job| record(billing, job)).await?;
+    run_attempt(&billing.pool, &billing.stats, job, |job| track(billing, job)).await?;
     Ok(())
 }
 
-async fn record(billing: &Billing, job: Job<RecordClick>) -> Result<Completed, JobError> {
-    apply_once(&billing.pool, &job, async |tx| {
-        tracking::record(tx.conn(), &job.payload).await
+async fn track(billing: &Billing, job: Job<TrackingJob>) -> Result<Completed, JobError> {
+    apply_once(&billing.pool, &job, async |tx| match &job.payload {
+        TrackingJob::Click(click) => tracking::record(tx.conn(), click).await,
+        TrackingJob::Conversion(payment) => {
+            let campaign = tracking::attribute(tx.conn(), payment, billing.attribution_window).await?;
+            tracing::info!(payment = payment.payment, ?campaign, "payment attributed");
+            Ok(())
+        }
     })
     .await
 }

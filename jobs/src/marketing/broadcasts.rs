@@ -1,0 +1,357 @@
+//! Broadcasts: a campaign's due slot (or an operator's "send now") becomes one broadcast, which
+//! fans out into one `notifications` job per recipient, a page at a time.
+//!
+//! - One broadcast per slot: [`begin`] locks the campaign row, checks the slot has not fired, and
+//!   inserts the broadcast under `UNIQUE (campaign, slot)`, so any number of worker processes
+//!   seeing the same slot come due make one broadcast.
+//! - Fan-out in pages: each [`FanOut`] job resolves one page of the audience by keyset
+//!   (`chat_id > after`), and in its effect transaction inserts the page's recipients
+//!   (`ON CONFLICT DO NOTHING`), enqueues a message for each recipient it inserted, and enqueues
+//!   the next page. No transaction holds more than a page; a job killed mid-page rolls back and
+//!   its re-run does the page again; a recipient already inserted is never sent a second job.
+//! - Outcomes: the notifications handler writes each recipient's outcome (sent, unreachable,
+//!   failed) with its delivery; [`progress`] counts them.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgPool};
+
+use super::campaigns::{self, PromoMessage};
+use crate::billing::counters;
+use crate::queue::{JobPayload, NewJob, Queue, enqueue, enqueue_many};
+
+/// How many recipients one fan-out job takes.
+pub const PAGE_SIZE: i64 = 1000;
+
+/// FanOut is the `broadcasts` queue's job: queue the messages of the recipients after `after`
+/// (chat id order), one page of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FanOut {
+    pub broadcast_id: i64,
+    /// The last chat of the previous page; none for the first page.
+    #[serde(default)]
+    pub after: Option<i64>,
+}
+
+impl JobPayload for FanOut {
+    const QUEUE: Queue = Queue::Broadcasts;
+}
+
+impl FanOut {
+    /// The job, keyed by broadcast and page.
+    pub fn job(&self) -> NewJob {
+        let page = self.after.map_or_else(|| "first".to_string(), |a| a.to_string());
+        NewJob::new(self, format!("broadcast:{}:after:{page}", self.broadcast_id))
+    }
+}
+
+/// The logical key of broadcast `broadcast_id`'s message to `chat_id`.
+pub fn message_key(broadcast_id: i64, chat_id: i64) -> String {
+    format!("broadcast:{broadcast_id}:{chat_id}")
+}
+
+/// Started is a broadcast just begun.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Started {
+    pub broadcast_id: i64,
+    pub campaign: String,
+    pub promo: String,
+}
+
+/// Begins a broadcast of campaign `name`: for the schedule `slot`, or now (`None`, "send now",
+/// which also sends for a paused campaign). Returns none when the slot is no longer due (another
+/// process fired it, or the campaign was paused) or the campaign does not exist.
+pub async fn begin(pool: &PgPool, name: &str, slot: Option<DateTime<Utc>>) -> Result<Option<Started>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    if let Some(slot) = slot {
+        // Under the campaign's row lock, a second process waits here and then sees the slot fired.
+        let still_due = campaigns::lock_unpaused(&mut tx, name)
+            .await?
+            .and_then(|c| c.due_slot(slot))
+            .is_some_and(|due| due == slot);
+        if !still_due {
+            return Ok(None);
+        }
+    }
+    let promo: Option<(String, Json<PromoMessage>, String, Vec<i64>)> = sqlx::query_as(
+        "UPDATE campaigns c SET next_promo = c.next_promo + 1, last_slot = coalesce($2, c.last_slot)
+         FROM campaign_promos p
+         WHERE c.name = $1 AND p.campaign = c.name
+           AND p.position = c.next_promo % (SELECT count(*) FROM campaign_promos q WHERE q.campaign = c.name)
+         RETURNING p.name, p.message, c.audience, c.chat_ids",
+    )
+    .bind(name)
+    .bind(slot)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((promo, message, audience, chat_ids)) = promo else {
+        return Ok(None);
+    };
+    let id: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO broadcasts (campaign, promo, slot, audience, chat_ids, message)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (campaign, slot) DO NOTHING RETURNING id",
+    )
+    .bind(name)
+    .bind(&promo)
+    .bind(slot)
+    .bind(&audience)
+    .bind(&chat_ids)
+    .bind(&message)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(broadcast_id) = id else {
+        return Ok(None);
+    };
+    enqueue(
+        &mut tx,
+        &FanOut {
+            broadcast_id,
+            after: None,
+        }
+        .job(),
+    )
+    .await?;
+    counters::add(&mut tx, "marketing_posts_total", &campaign_label(name)).await?;
+    tx.commit().await?;
+    tracing::info!(broadcast_id, campaign = name, promo, ?slot, "broadcast begun");
+    Ok(Some(Started {
+        broadcast_id,
+        campaign: name.into(),
+        promo,
+    }))
+}
+
+fn campaign_label(name: &str) -> String {
+    // Campaign names are [A-Za-z0-9_]: nothing to escape.
+    format!("campaign=\"{name}\"")
+}
+
+/// The scheduler's pass: begins a broadcast for every unpaused campaign whose latest slot has
+/// not fired. Safe to run in every worker process at once.
+pub async fn fire_due(pool: &PgPool, now: DateTime<Utc>) -> Result<Vec<Started>, sqlx::Error> {
+    let mut started = Vec::new();
+    for campaign in campaigns::unpaused(pool).await? {
+        if let Some(slot) = campaign.due_slot(now)
+            && let Some(s) = begin(pool, &campaign.name, Some(slot)).await?
+        {
+            started.push(s);
+        }
+    }
+    Ok(started)
+}
+
+/// Page is what one fan-out job did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    /// Recipients in the page.
+    pub recipients: usize,
+    /// Messages queued: recipients not already in the broadcast.
+    pub queued: usize,
+    /// Whether this was the last page.
+    pub last: bool,
+}
+
+/// Does one page of `job`'s fan-out of at most `page_size` recipients through `conn`, the job's
+/// effect transaction.
+pub async fn fan_out(conn: &mut PgConnection, job: &FanOut, page_size: i64) -> Result<Page, sqlx::Error> {
+    let broadcast: Option<(String, Vec<i64>, Json<PromoMessage>, DateTime<Utc>)> =
+        sqlx::query_as("SELECT audience, chat_ids, message, created_at FROM broadcasts WHERE id = $1")
+            .bind(job.broadcast_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some((audience, chat_ids, message, created_at)) = broadcast else {
+        return Err(sqlx::Error::RowNotFound);
+    };
+    let after = job.after.unwrap_or(i64::MIN);
+    let page: Vec<i64> = if audience == "chats" {
+        sqlx::query_scalar(
+            "SELECT id FROM unnest($1::bigint[]) AS id
+             WHERE id > $2
+               AND NOT EXISTS (SELECT 1 FROM telegram_chats c WHERE c.chat_id = id AND c.unreachable_at IS NOT NULL)
+             GROUP BY id ORDER BY id LIMIT $3",
+        )
+        .bind(&chat_ids)
+        .bind(after)
+        .bind(page_size)
+        .fetch_all(&mut *conn)
+        .await?
+    } else {
+        // Users who wrote to the bot before the broadcast began, still reachable, not banned,
+        // and for `without_entitlement` without access now.
+        sqlx::query_scalar(
+            "SELECT c.chat_id FROM telegram_chats c
+             WHERE c.chat_id > greatest($1, 0) AND c.first_seen_at <= $2 AND c.unreachable_at IS NULL
+               AND NOT EXISTS (SELECT 1 FROM telegram_users u WHERE u.id = c.chat_id AND u.banned)
+               AND ($3 = 'all_users' OR NOT EXISTS (
+                   SELECT 1 FROM entitlements e
+                   WHERE e.user_id = c.chat_id AND e.status = 'active' AND e.expires_at > now()))
+             ORDER BY c.chat_id LIMIT $4",
+        )
+        .bind(after)
+        .bind(created_at)
+        .bind(&audience)
+        .bind(page_size)
+        .fetch_all(&mut *conn)
+        .await?
+    };
+    let inserted: Vec<i64> = sqlx::query_scalar(
+        "INSERT INTO broadcast_recipients (broadcast_id, chat_id) SELECT $1, unnest($2::bigint[])
+         ON CONFLICT DO NOTHING RETURNING chat_id",
+    )
+    .bind(job.broadcast_id)
+    .bind(&page)
+    .fetch_all(&mut *conn)
+    .await?;
+    let messages: Vec<NewJob> = inserted
+        .iter()
+        .map(|&chat| NewJob::new(&message.to(chat, job.broadcast_id), message_key(job.broadcast_id, chat)))
+        .collect();
+    let queued = enqueue_many(conn, &messages).await?;
+    let last = (page.len() as i64) < page_size;
+    match page.last() {
+        Some(&last_chat) if !last => {
+            enqueue(
+                conn,
+                &FanOut {
+                    broadcast_id: job.broadcast_id,
+                    after: Some(last_chat),
+                }
+                .job(),
+            )
+            .await?;
+        }
+        _ => {
+            sqlx::query("UPDATE broadcasts SET fanned_out_at = now() WHERE id = $1 AND fanned_out_at IS NULL")
+                .bind(job.broadcast_id)
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    Ok(Page {
+        recipients: page.len(),
+        queued,
+        last,
+    })
+}
+
+/// Outcome is what became of one recipient's message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Sent,
+    /// The chat blocked the bot (or was already known to have).
+    Unreachable,
+    /// The message's job died.
+    Failed,
+}
+
+impl Outcome {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Outcome::Sent => "sent",
+            Outcome::Unreachable => "unreachable",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// Records the outcome of broadcast `broadcast_id`'s message to `chat_id`, and counts it.
+pub async fn record_outcome(
+    conn: &mut PgConnection,
+    broadcast_id: i64,
+    chat_id: i64,
+    outcome: Outcome,
+) -> Result<(), sqlx::Error> {
+    let changed = sqlx::query(
+        "UPDATE broadcast_recipients SET outcome = $3, done_at = now()
+         WHERE broadcast_id = $1 AND chat_id = $2 AND outcome IS DISTINCT FROM $3",
+    )
+    .bind(broadcast_id)
+    .bind(chat_id)
+    .bind(outcome.name())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if changed > 0 {
+        counters::add(
+            conn,
+            "marketing_broadcast_recipients_total",
+            &format!("outcome=\"{}\"", outcome.name()),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Progress is where a broadcast stands.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Progress {
+    pub id: i64,
+    pub campaign: String,
+    pub promo: String,
+    /// The schedule slot it was sent for; none for a send-now.
+    pub slot: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    /// Whether every recipient is known: until then `total` grows.
+    pub fanned_out: bool,
+    pub total: i64,
+    pub sent: i64,
+    pub failed: i64,
+    pub unreachable: i64,
+    pub pending: i64,
+    /// When the pending messages will have gone out at the configured send rate, if this
+    /// broadcast had the rate to itself; none when nothing is pending.
+    pub expected_finish_at: Option<DateTime<Utc>>,
+}
+
+type ProgressRow = (
+    String,
+    String,
+    Option<DateTime<Utc>>,
+    DateTime<Utc>,
+    bool,
+    i64,
+    i64,
+    i64,
+    i64,
+);
+
+/// The progress of broadcast `id`; `per_second` is the send rate messages are paced at.
+pub async fn progress(pool: &PgPool, id: i64, per_second: f64) -> Result<Option<Progress>, sqlx::Error> {
+    let row: Option<ProgressRow> = sqlx::query_as(
+        "SELECT b.campaign, b.promo, b.slot, b.created_at, b.fanned_out_at IS NOT NULL,
+                count(r.chat_id),
+                count(*) FILTER (WHERE r.outcome = 'sent'),
+                count(*) FILTER (WHERE r.outcome = 'failed'),
+                count(*) FILTER (WHERE r.outcome = 'unreachable')
+         FROM broadcasts b LEFT JOIN broadcast_recipients r ON r.broadcast_id = b.id
+         WHERE b.id = $1
+         GROUP BY b.id",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(
+        row.map(|(campaign, promo, slot, created_at, fanned_out, total, sent, failed, unreachable)| {
+            let pending = total - sent - failed - unreachable;
+            Progress {
+                id,
+                campaign,
+                promo,
+                slot,
+                created_at,
+                fanned_out,
+                total,
+                sent,
+                failed,
+                unreachable,
+                pending,
+                expected_finish_at: (pending > 0 && per_second > 0.0)
+                    .then(|| Utc::now() + Duration::from_secs_f64(pending as f64 / per_second)),
+            }
+        }),
+    )
+}
