@@ -6,8 +6,8 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use jobs::billing::Plans;
-use jobs::marketing::Settings;
 use jobs::config::{ConfigError, Secret, optional, parsed_or, required};
+use jobs::marketing::Settings;
 
 use crate::auth::init_data::{self, InitDataKeys};
 

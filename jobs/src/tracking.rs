@@ -169,14 +169,16 @@ impl From<StoredTrackingJob> for TrackingJob {
 }
 
 /// Stores `click` with the broadcast it came from: the latest broadcast of its campaign and
-/// promo sent to its chat (the user's private chat for a deep link) before the click. A click of
-/// an update already stored changes nothing.
+/// promo sent to its chat (the user's private chat for a deep link) before the click (click
+/// times are whole seconds, hence a second's slack). A click of an update already stored
+/// changes nothing.
 pub async fn record(conn: &mut PgConnection, click: &RecordClick) -> Result<(), sqlx::Error> {
     let stored: Option<i64> = sqlx::query_scalar(
         "INSERT INTO promo_clicks (update_id, user_id, chat_id, campaign, promo, via, clicked_at, broadcast_id)
          VALUES ($1, $2, $3, $4, $5, $6, $7,
                  (SELECT b.id FROM broadcast_recipients r JOIN broadcasts b ON b.id = r.broadcast_id
-                  WHERE r.chat_id = coalesce($3, $2) AND b.campaign = $4 AND b.promo = $5 AND b.created_at <= $7
+                  WHERE r.chat_id = coalesce($3, $2) AND b.campaign = $4 AND b.promo = $5
+                    AND b.created_at < $7 + interval '1 second'
                   ORDER BY b.id DESC LIMIT 1))
          ON CONFLICT (update_id) DO NOTHING RETURNING id",
     )
@@ -213,7 +215,7 @@ pub async fn attribute(
     let campaign: Option<String> = sqlx::query_scalar(
         "INSERT INTO conversions (payment, user_id, amount, currency, paid_at, click_id, campaign, promo, broadcast_id)
          SELECT $1, $2, $3, $4, $5, c.id, c.campaign, c.promo, c.broadcast_id FROM promo_clicks c
-         WHERE c.user_id = $2 AND c.clicked_at <= $5 AND c.clicked_at > $5 - make_interval(secs => $6)
+         WHERE c.user_id = $2 AND c.clicked_at <= $5 AND c.clicked_at >= $5 - make_interval(secs => $6)
          ORDER BY c.clicked_at DESC, c.id DESC LIMIT 1
          ON CONFLICT (payment) DO NOTHING RETURNING campaign",
     )

@@ -2,5 +2,6 @@
 
 mod billing;
 mod crash;
+mod marketing;
 mod notifications;
 mod telegram;

@@ -253,20 +253,25 @@ pub async fn run_campaigns(pool: &PgPool, command: CampaignsCommand) -> anyhow::
         CampaignsCommand::Show { name } => print(&campaigns::find(pool, &name).await?.ok_or_else(|| missing(&name))?),
         CampaignsCommand::Pause { name } => print(&campaigns::set_paused(pool, &name, true).await?),
         CampaignsCommand::Resume { name } => print(&campaigns::set_paused(pool, &name, false).await?),
-        CampaignsCommand::Preview { name } => {
-            print(&campaigns::next_promo(pool, &name).await?.ok_or_else(|| missing(&name))?)
-        }
-        CampaignsCommand::Send { name } => {
-            print(&broadcasts::begin(pool, &name, None).await?.ok_or_else(|| missing(&name))?)
-        }
+        CampaignsCommand::Preview { name } => print(
+            &campaigns::next_promo(pool, &name)
+                .await?
+                .ok_or_else(|| missing(&name))?,
+        ),
+        CampaignsCommand::Send { name } => print(
+            &broadcasts::begin(pool, &name, None)
+                .await?
+                .ok_or_else(|| missing(&name))?,
+        ),
         CampaignsCommand::Stats { name, since } => {
-            let campaign = campaigns::find(pool, &name).await?.ok_or_else(|| missing(&name))?;
-            let to = chrono::Utc::now();
-            let from = match since {
-                Some(since) => to - chrono::Duration::from_std(since)?,
-                None => campaign.created_at,
-            };
-            print(&stats::campaign(pool, &name, from, to).await?.ok_or_else(|| missing(&name))?)
+            let from = since
+                .map(|since| chrono::Duration::from_std(since).map(|d| chrono::Utc::now() - d))
+                .transpose()?;
+            print(
+                &stats::campaign(pool, &name, from, None)
+                    .await?
+                    .ok_or_else(|| missing(&name))?,
+            )
         }
         CampaignsCommand::Broadcast { id } => {
             let rate = Settings::from_env()?.messages_per_second;

@@ -5,9 +5,9 @@ use std::time::Duration;
 use jobs::billing::Plans;
 use jobs::billing::stripe::Links;
 use jobs::config::{ConfigError, Secret, optional, parsed_or, required};
+use jobs::marketing::Settings;
 use jobs::stripe::client::DEFAULT_API_URL as STRIPE_DEFAULT_API_URL;
 use jobs::telegram::client::DEFAULT_API_URL;
-use jobs::marketing::Settings;
 use jobs::telegram::pace::Pace;
 use jobs::tracking::DEFAULT_ATTRIBUTION_WINDOW;
 

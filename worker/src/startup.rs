@@ -13,6 +13,7 @@ use backon::{ExponentialBuilder, Retryable};
 use jobs::billing::EntitlementsJob;
 use jobs::billing::refunds::MakeRefund;
 use jobs::billing::requests::CreateSession;
+use jobs::marketing::broadcasts::{self, FanOut};
 use jobs::metrics::JobStats;
 use jobs::queue::backend::{FetchSettings, QueueBackend, Wakeups};
 use jobs::queue::{JobPayload, Queue, maintenance};
@@ -20,7 +21,6 @@ use jobs::stripe::client::StripeClient;
 use jobs::telegram::SendMessage;
 use jobs::telegram::client::TelegramClient;
 use jobs::telegram::pace::Pace;
-use jobs::marketing::broadcasts::{self, FanOut};
 use jobs::tracking::TrackingJob;
 use sqlx::PgPool;
 

@@ -430,9 +430,9 @@ impl CampaignsApi {
                 tracing::info!(campaign = c.name, "campaign created");
                 Ok(CreateResponse::Created(Json(c.into())))
             }
-            Err(e @ CampaignError::Exists(_)) => Ok(CreateResponse::Conflict(Json(
-                Problem::conflict(e.to_string()).body(),
-            ))),
+            Err(e @ CampaignError::Exists(_)) => {
+                Ok(CreateResponse::Conflict(Json(Problem::conflict(e.to_string()).body())))
+            }
             Err(e) => Err(campaign_problem(e)),
         }
     }
@@ -446,7 +446,12 @@ impl CampaignsApi {
 
     /// Show a campaign
     #[oai(path = "/campaigns/:name", method = "get", operation_id = "show_campaign")]
-    async fn show(&self, _auth: AdminAuth, pool: Data<&PgPool>, name: Path<String>) -> Result<CampaignResponse, Problem> {
+    async fn show(
+        &self,
+        _auth: AdminAuth,
+        pool: Data<&PgPool>,
+        name: Path<String>,
+    ) -> Result<CampaignResponse, Problem> {
         match campaigns::find(&pool, &name).await? {
             Some(c) => Ok(CampaignResponse::Ok(Json(c.into()))),
             None => Ok(CampaignResponse::NotFound(no_campaign(&name))),
@@ -457,7 +462,12 @@ impl CampaignsApi {
     ///
     /// No scheduled broadcast begins while it is paused; broadcasts under way go on.
     #[oai(path = "/campaigns/:name/pause", method = "post", operation_id = "pause_campaign")]
-    async fn pause(&self, _auth: AdminAuth, pool: Data<&PgPool>, name: Path<String>) -> Result<CampaignResponse, Problem> {
+    async fn pause(
+        &self,
+        _auth: AdminAuth,
+        pool: Data<&PgPool>,
+        name: Path<String>,
+    ) -> Result<CampaignResponse, Problem> {
         campaign_response(campaigns::set_paused(&pool, &name, true).await)
     }
 
@@ -465,15 +475,29 @@ impl CampaignsApi {
     ///
     /// Slots that fell in the pause are skipped: the next broadcast is the next slot from now.
     #[oai(path = "/campaigns/:name/resume", method = "post", operation_id = "resume_campaign")]
-    async fn resume(&self, _auth: AdminAuth, pool: Data<&PgPool>, name: Path<String>) -> Result<CampaignResponse, Problem> {
+    async fn resume(
+        &self,
+        _auth: AdminAuth,
+        pool: Data<&PgPool>,
+        name: Path<String>,
+    ) -> Result<CampaignResponse, Problem> {
         campaign_response(campaigns::set_paused(&pool, &name, false).await)
     }
 
     /// Preview the next promo
     ///
     /// The message the campaign's next broadcast (scheduled or sent now) will send.
-    #[oai(path = "/campaigns/:name/next-promo", method = "get", operation_id = "preview_next_promo")]
-    async fn preview(&self, _auth: AdminAuth, pool: Data<&PgPool>, name: Path<String>) -> Result<PreviewResponse, Problem> {
+    #[oai(
+        path = "/campaigns/:name/next-promo",
+        method = "get",
+        operation_id = "preview_next_promo"
+    )]
+    async fn preview(
+        &self,
+        _auth: AdminAuth,
+        pool: Data<&PgPool>,
+        name: Path<String>,
+    ) -> Result<PreviewResponse, Problem> {
         let Some(next) = campaigns::next_promo(&pool, &name).await? else {
             return Ok(PreviewResponse::NotFound(no_campaign(&name)));
         };
@@ -519,14 +543,12 @@ impl CampaignsApi {
         /// End of the range (RFC 3339), exclusive.
         to: Query<Option<DateTime<Utc>>>,
     ) -> Result<StatsResponse, Problem> {
-        let Some(campaign) = campaigns::find(&pool, &name).await? else {
-            return Ok(StatsResponse::NotFound(no_campaign(&name)));
-        };
-        let (from, to) = (from.0.unwrap_or(campaign.created_at), to.0.unwrap_or_else(Utc::now));
-        if from > to {
+        if let (Some(from), Some(to)) = (from.0, to.0)
+            && from > to
+        {
             return Err(Problem::invalid_request("from must not be after to"));
         }
-        match stats::campaign(&pool, &name, from, to).await? {
+        match stats::campaign(&pool, &name, from.0, to.0).await? {
             Some(s) => Ok(StatsResponse::Ok(Json(s.into()))),
             None => Ok(StatsResponse::NotFound(no_campaign(&name))),
         }

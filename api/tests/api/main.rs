@@ -3,6 +3,7 @@
 
 mod auth;
 mod billing;
+mod campaigns;
 mod dead_jobs;
 mod entitlements;
 mod errors;

@@ -334,8 +334,8 @@ pub async fn progress(pool: &PgPool, id: i64, per_second: f64) -> Result<Option<
     .bind(id)
     .fetch_optional(pool)
     .await?;
-    Ok(
-        row.map(|(campaign, promo, slot, created_at, fanned_out, total, sent, failed, unreachable)| {
+    Ok(row.map(
+        |(campaign, promo, slot, created_at, fanned_out, total, sent, failed, unreachable)| {
             let pending = total - sent - failed - unreachable;
             Progress {
                 id,
@@ -352,6 +352,6 @@ pub async fn progress(pool: &PgPool, id: i64, per_second: f64) -> Result<Option<
                 expected_finish_at: (pending > 0 && per_second > 0.0)
                     .then(|| Utc::now() + Duration::from_secs_f64(pending as f64 / per_second)),
             }
-        }),
-    )
+        },
+    ))
 }

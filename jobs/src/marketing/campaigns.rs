@@ -260,7 +260,9 @@ impl NewCampaign {
         self.schedule.validate().map_err(invalid)?;
         if let Audience::Chats { chat_ids } = &self.audience {
             if chat_ids.is_empty() || chat_ids.len() > MAX_LISTED_CHATS {
-                return Err(invalid(format!("a chats audience lists 1 to {MAX_LISTED_CHATS} chat ids")));
+                return Err(invalid(format!(
+                    "a chats audience lists 1 to {MAX_LISTED_CHATS} chat ids"
+                )));
             }
             if chat_ids.contains(&0) {
                 return Err(invalid("chat id 0 names no chat".into()));
@@ -294,7 +296,10 @@ impl NewCampaign {
                         let bot = bot_username.ok_or_else(|| {
                             invalid("a deep_link button needs the bot's username: set TELEGRAM_BOT_USERNAME".into())
                         })?;
-                        (Some(format!("https://t.me/{bot}?start={}", names.start_payload())), None)
+                        (
+                            Some(format!("https://t.me/{bot}?start={}", names.start_payload())),
+                            None,
+                        )
                     }
                 };
                 buttons.push(vec![Button {
@@ -615,14 +620,7 @@ mod tests {
             Some(at("2026-12-06T09:30:00Z"))
         );
         for bad in ["* * * *", "0 0 * * * *", "61 * * * *", "nonsense x y z w"] {
-            assert!(
-                Schedule::Cron {
-                    expression: bad.into()
-                }
-                .validate()
-                .is_err(),
-                "{bad}"
-            );
+            assert!(Schedule::Cron { expression: bad.into() }.validate().is_err(), "{bad}");
         }
     }
 
@@ -642,7 +640,10 @@ mod tests {
         due.last_slot = Some(at("2026-12-01T11:00:00Z"));
         due.skip_until = Some(at("2026-12-01T12:10:00Z"));
         assert_eq!(due.due_slot(now), None);
-        assert_eq!(due.due_slot(at("2026-12-01T13:00:00Z")), Some(at("2026-12-01T13:00:00Z")));
+        assert_eq!(
+            due.due_slot(at("2026-12-01T13:00:00Z")),
+            Some(at("2026-12-01T13:00:00Z"))
+        );
     }
 
     fn campaign() -> NewCampaign {

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
@@ -49,21 +49,28 @@ fn ratio(part: i64, whole: i64) -> f64 {
     if whole == 0 { 0.0 } else { part as f64 / whole as f64 }
 }
 
-/// The statistics of campaign `name` over `[from, to)`; none if there is no such campaign.
+/// The statistics of campaign `name` over `[from, to)`, by default from the campaign's creation
+/// (in whole seconds, as click times are) to now; none if there is no such campaign.
 pub async fn campaign(
     pool: &PgPool,
     name: &str,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
 ) -> Result<Option<CampaignStats>, sqlx::Error> {
+    let created_at: Option<DateTime<Utc>> = sqlx::query_scalar("SELECT created_at FROM campaigns WHERE name = $1")
+        .bind(name)
+        .fetch_optional(pool)
+        .await?;
+    let Some(created_at) = created_at else {
+        return Ok(None);
+    };
+    let from = from.unwrap_or_else(|| created_at.trunc_subsecs(0));
+    let to = to.unwrap_or_else(Utc::now);
     let promos: Vec<String> =
         sqlx::query_scalar("SELECT name FROM campaign_promos WHERE campaign = $1 ORDER BY position")
             .bind(name)
             .fetch_all(pool)
             .await?;
-    if promos.is_empty() {
-        return Ok(None);
-    }
     let sends: Vec<(String, i64)> = sqlx::query_as(
         "SELECT b.promo, count(*) FROM broadcasts b
          JOIN broadcast_recipients r ON r.broadcast_id = b.id AND r.outcome = 'sent'

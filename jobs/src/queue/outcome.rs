@@ -34,7 +34,10 @@ impl JobError {
     /// Whether this failure of attempt `attempt` of `max_attempts` leaves the job dead.
     pub fn is_final(&self, attempt: i32, max_attempts: i32) -> bool {
         let policy = RetryPolicy::DEFAULT;
-        matches!(Transition::after(attempt, max_attempts, &policy, self, 0.0), Transition::Dead { .. })
+        matches!(
+            Transition::after(attempt, max_attempts, &policy, self, 0.0),
+            Transition::Dead { .. }
+        )
     }
 }
 

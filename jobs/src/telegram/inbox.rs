@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::PgPool;
 
 use super::updates::{Update, kind_of};
@@ -88,8 +88,10 @@ pub async fn accept(pool: &PgPool, plans: &Plans, raw: &str) -> Result<Accepted,
                 chat_id: callback.message.as_ref().map(|m| m.chat.id),
                 promo,
                 via: Via::Callback,
-                // Callback queries carry no time of their own: the click is now.
-                clicked_at: Utc::now(),
+                // Callback queries carry no time of their own: the click is now, in whole
+                // seconds like the dates Telegram gives messages (and payments), so that a
+                // payment in the same second as the click still comes after it.
+                clicked_at: Utc::now().trunc_subsecs(0),
             };
             enqueue(&mut tx, &click.job()).await?;
         }

@@ -24,7 +24,10 @@ pub struct Broadcaster {
 /// Runs one attempt of a fan-out page.
 pub async fn handle(job: Job<FanOut>, broadcaster: Data<Broadcaster>) -> Result<(), BoxDynError> {
     let broadcaster = &*broadcaster;
-    run_attempt(&broadcaster.pool, &broadcaster.stats, job, |job| fan_out(broadcaster, job)).await?;
+    run_attempt(&broadcaster.pool, &broadcaster.stats, job, |job| {
+        fan_out(broadcaster, job)
+    })
+    .await?;
     Ok(())
 }
 

@@ -1,0 +1,244 @@
+//! `/v1/ops/campaigns` and `/v1/ops/broadcasts`: create, list, pause, resume, preview, send now,
+//! progress, statistics; bad input is a problem and writes nothing.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{BOT_USERNAME, TestApp, assert_problem, spawn_app};
+
+const CAMPAIGNS: &str = "/v1/ops/campaigns";
+
+fn campaign(name: &str) -> Value {
+    json!({
+        "name": name,
+        "audience": "all_users",
+        "every_hours": 6,
+        "promos": [
+            {"name": "a", "text": "Go *Pro*", "parse_mode": "markdown_v2",
+             "buttons": [{"text": "Get Pro", "action": "deep_link"}, {"text": "Why?", "action": "callback"}]},
+            {"name": "b", "text": "Still thinking?", "buttons": [{"text": "Get Pro", "action": "callback"}]}
+        ]
+    })
+}
+
+async fn create(app: &TestApp, body: &Value) -> reqwest::Response {
+    app.post_admin(CAMPAIGNS, body).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_campaign_is_created_listed_paused_resumed_and_previewed() {
+    let app = spawn_app().await;
+    let resp = create(&app, &campaign("winter")).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let created: Value = resp.json().await.unwrap();
+    assert_eq!(created["name"], "winter");
+    assert_eq!(created["audience"], "all_users");
+    assert_eq!(created["every_hours"], 6);
+    assert_eq!(created["promos"], json!(["a", "b"]));
+    assert_eq!(created["next_promo"], "a");
+    assert_eq!(created["paused"], false);
+    assert!(created["next_slot"].is_string(), "{created}");
+
+    let list: Value = app.get_admin(CAMPAIGNS).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+
+    let paused: Value = app
+        .post_admin(&format!("{CAMPAIGNS}/winter/pause"), &json!(null))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (paused["paused"].clone(), paused["next_slot"].clone()),
+        (json!(true), Value::Null)
+    );
+    let resumed: Value = app
+        .post_admin(&format!("{CAMPAIGNS}/winter/resume"), &json!(null))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(resumed["paused"], false);
+
+    let preview: Value = app
+        .get_admin(&format!("{CAMPAIGNS}/winter/next-promo"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        preview,
+        json!({
+            "campaign": "winter", "promo": "a", "text": "Go *Pro*", "parse_mode": "markdown_v2",
+            "buttons": [
+                [{"text": "Get Pro", "url": format!("https://t.me/{BOT_USERNAME}?start=promo-winter-a"),
+                  "callback_data": null}],
+                [{"text": "Why?", "url": null, "callback_data": "promo:winter:a"}]
+            ]
+        })
+    );
+
+    let again = create(&app, &campaign("winter")).await;
+    assert_problem(again, StatusCode::CONFLICT, "conflict").await;
+}
+
+#[tokio::test]
+async fn send_now_begins_a_broadcast_whose_progress_and_stats_are_visible() {
+    let app = spawn_app().await;
+    create(&app, &campaign("now")).await;
+    let resp = app
+        .post_admin(&format!("{CAMPAIGNS}/now/send"), &json!(null))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let started: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (started["campaign"].clone(), started["promo"].clone()),
+        (json!("now"), json!("a"))
+    );
+    let id = started["broadcast_id"].as_i64().unwrap();
+    assert_eq!(started["status_url"], format!("/v1/ops/broadcasts/{id}"));
+    // The broadcast and its first fan-out job, written together.
+    assert_eq!(app.jobs_of("broadcasts").await.len(), 1);
+
+    let progress: Value = app
+        .get_admin(&format!("/v1/ops/broadcasts/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(progress["fanned_out"], false);
+    assert_eq!(
+        (progress["total"].clone(), progress["pending"].clone()),
+        (json!(0), json!(0))
+    );
+    assert_eq!(progress["expected_finish_at"], Value::Null);
+    // The rotation moved on.
+    let preview: Value = app
+        .get_admin(&format!("{CAMPAIGNS}/now/next-promo"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(preview["promo"], "b");
+
+    let stats: Value = app
+        .get_admin(&format!("{CAMPAIGNS}/now/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["promos"].as_array().unwrap().len(), 2);
+    assert_eq!(stats["promos"][0]["sends"], 0);
+    assert_eq!(stats["promos"][0]["click_through_rate"], 0.0);
+    let backwards = app
+        .get_admin(&format!(
+            "{CAMPAIGNS}/now/stats?from=2026-12-02T00:00:00Z&to=2026-12-01T00:00:00Z"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(backwards, StatusCode::BAD_REQUEST, "invalid-request").await;
+}
+
+#[tokio::test]
+async fn unknown_campaigns_and_broadcasts_are_404() {
+    let app = spawn_app().await;
+    for path in [
+        format!("{CAMPAIGNS}/nope"),
+        format!("{CAMPAIGNS}/nope/next-promo"),
+        format!("{CAMPAIGNS}/nope/stats"),
+        "/v1/ops/broadcasts/999".to_string(),
+    ] {
+        let resp = app.get_admin(&path).send().await.unwrap();
+        assert_problem(resp, StatusCode::NOT_FOUND, "not-found").await;
+    }
+    for action in ["pause", "resume", "send"] {
+        let resp = app
+            .post_admin(&format!("{CAMPAIGNS}/nope/{action}"), &json!(null))
+            .send()
+            .await
+            .unwrap();
+        assert_problem(resp, StatusCode::NOT_FOUND, "not-found").await;
+    }
+}
+
+#[tokio::test]
+async fn campaigns_that_cannot_run_are_refused_and_nothing_is_written() {
+    let app = spawn_app().await;
+    let mut cases: Vec<(Value, &str)> = Vec::new();
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut c = campaign("bad");
+        f(&mut c);
+        c
+    };
+    cases.push((with(&|c| c["name"] = json!("has-dash")), "invalid-campaign"));
+    cases.push((with(&|c| c["cron"] = json!("0 9 * * *")), "invalid-campaign"));
+    cases.push((
+        with(&|c| {
+            c.as_object_mut().unwrap().remove("every_hours");
+            c["cron"] = json!("0 9 * *");
+        }),
+        "invalid-campaign",
+    ));
+    cases.push((with(&|c| c["audience"] = json!("chats")), "invalid-campaign"));
+    cases.push((with(&|c| c["chat_ids"] = json!([1, 2])), "invalid-campaign"));
+    cases.push((with(&|c| c["every_hours"] = json!(0)), "invalid-campaign"));
+    cases.push((with(&|c| c["promos"] = json!([])), "invalid-campaign"));
+    cases.push((with(&|c| c["promos"][1]["name"] = json!("a")), "invalid-campaign"));
+    cases.push((with(&|c| c["promos"][0]["buttons"] = json!([])), "invalid-campaign"));
+    cases.push((
+        with(&|c| c["promos"][0]["text"] = json!("x".repeat(4097))),
+        "invalid-campaign",
+    ));
+    cases.push((with(&|c| c["audience"] = json!("everyone")), "invalid-request"));
+    cases.push((with(&|c| c["surprise"] = json!(1)), "invalid-request"));
+    cases.push((
+        with(&|c| c["promos"][0]["buttons"][0]["action"] = json!("url")),
+        "invalid-request",
+    ));
+    cases.push((with(&|c| c["name"] = json!(7)), "invalid-request"));
+    for (body, slug) in cases {
+        let resp = create(&app, &body).await;
+        let problem = assert_problem(resp, StatusCode::BAD_REQUEST, slug).await;
+        assert!(!problem["detail"].as_str().unwrap().is_empty(), "{body}");
+    }
+    assert_eq!(app.count("campaigns").await, 0);
+    assert_eq!(app.count("campaign_promos").await, 0);
+}
+
+#[tokio::test]
+async fn campaign_routes_need_the_admin_token() {
+    let app = spawn_app().await;
+    for path in [
+        CAMPAIGNS.to_string(),
+        format!("{CAMPAIGNS}/x/stats"),
+        "/v1/ops/broadcasts/1".into(),
+    ] {
+        let resp = app.get(&path).send().await.unwrap();
+        assert_problem(resp, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    }
+    let resp = app
+        .client
+        .post(app.url(CAMPAIGNS))
+        .bearer_auth("user-token-is-not-admin")
+        .json(&campaign("x"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(resp, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    assert_eq!(app.count("campaigns").await, 0);
+}

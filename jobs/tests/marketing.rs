@@ -1,0 +1,645 @@
+//! Campaigns on a real PostgreSQL: one broadcast per slot however many schedulers fire it,
+//! rotation, audiences, the paged fan-out and its re-runs, click and conversion attribution,
+//! statistics.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use jobs::marketing::broadcasts::{self, FanOut, Outcome};
+use jobs::marketing::campaigns::{
+    self, Audience, ButtonAction, CampaignSpec, NewCampaign, NewPromo, PromoButton, Schedule,
+};
+use jobs::marketing::stats;
+use jobs::telegram::SendMessage;
+use jobs::telegram::store;
+use jobs::tracking::{self, AttributePayment, Promo, RecordClick, Via};
+use sqlx::PgPool;
+
+const BOT: &str = "paygate_test_bot";
+const WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
+
+async fn pool() -> (String, PgPool) {
+    let url = sandbox::postgres::test_database().await;
+    let pool = jobs::db::connect(&url, 10).await.unwrap();
+    (url, pool)
+}
+
+fn promo(name: &str) -> NewPromo {
+    NewPromo {
+        name: name.into(),
+        text: format!("Promo {name}"),
+        parse_mode: None,
+        buttons: vec![
+            PromoButton {
+                text: "Get Pro".into(),
+                action: ButtonAction::DeepLink,
+            },
+            PromoButton {
+                text: "More".into(),
+                action: ButtonAction::Callback,
+            },
+        ],
+    }
+}
+
+fn campaign(name: &str, audience: Audience, schedule: Schedule, promos: &[&str]) -> NewCampaign {
+    NewCampaign {
+        name: name.into(),
+        audience,
+        schedule,
+        promos: promos.iter().map(|p| promo(p)).collect(),
+    }
+}
+
+/// Creates `c` as if it had been created `ago`.
+async fn create_backdated(pool: &PgPool, c: &NewCampaign, ago: TimeDelta) -> DateTime<Utc> {
+    campaigns::create(pool, c, Some(BOT)).await.unwrap();
+    sqlx::query_scalar(
+        "UPDATE campaigns SET created_at = now() - make_interval(secs => $2) WHERE name = $1 RETURNING created_at",
+    )
+    .bind(&c.name)
+    .bind(ago.num_seconds() as f64)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Users who wrote to the bot: `ids`, seen an hour ago.
+async fn seen(pool: &PgPool, ids: impl IntoIterator<Item = i64>) {
+    let mut conn = pool.acquire().await.unwrap();
+    for id in ids {
+        store::saw_chat(&mut conn, id, Utc::now() - TimeDelta::hours(1), true)
+            .await
+            .unwrap();
+    }
+}
+
+/// Runs every pending `broadcasts` job, oldest first, with `page_size`, each in its own
+/// transaction that also completes it (as the effect protocol does); returns the pages.
+async fn run_fan_out(pool: &PgPool, page_size: i64) -> Vec<broadcasts::Page> {
+    let mut pages = Vec::new();
+    loop {
+        let next: Option<(i64, serde_json::Value)> = sqlx::query_as(
+            "SELECT id, payload FROM jobs WHERE queue = 'broadcasts' AND state = 'pending' ORDER BY id LIMIT 1",
+        )
+        .fetch_optional(pool)
+        .await
+        .unwrap();
+        let Some((id, payload)) = next else {
+            return pages;
+        };
+        let job: FanOut = serde_json::from_value(payload).unwrap();
+        let mut tx = pool.begin().await.unwrap();
+        pages.push(broadcasts::fan_out(&mut tx, &job, page_size).await.unwrap());
+        sqlx::query("UPDATE jobs SET state = 'completed', finished_at = now() WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+}
+
+/// The queued messages of broadcast `id`, by chat.
+async fn messages_of(pool: &PgPool, id: i64) -> Vec<(String, SendMessage)> {
+    let rows: Vec<(String, serde_json::Value)> = sqlx::query_as(
+        "SELECT logical_key, payload FROM jobs WHERE queue = 'notifications' AND payload->>'broadcast_id' = $1::text
+         ORDER BY (payload->>'chat_id')::bigint",
+    )
+    .bind(id.to_string())
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|(key, payload)| (key, serde_json::from_value(payload).unwrap()))
+        .collect()
+}
+
+async fn count(pool: &PgPool, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+#[tokio::test]
+async fn one_slot_makes_one_broadcast_however_many_processes_fire_it() {
+    let (url, pool) = pool().await;
+    let other_process = jobs::db::connect(&url, 10).await.unwrap();
+    let c = campaign("hourly", Audience::AllUsers, Schedule::Every { hours: 1 }, &["a"]);
+    let created = create_backdated(&pool, &c, TimeDelta::minutes(330)).await;
+    let now = Utc::now();
+
+    // Eight scheduler passes at once, from two pools (two processes' worth of connections).
+    let passes = (0..8).map(|i| {
+        let pool = if i % 2 == 0 {
+            pool.clone()
+        } else {
+            other_process.clone()
+        };
+        tokio::spawn(async move { broadcasts::fire_due(&pool, now).await.unwrap() })
+    });
+    let started: usize = futures::future::join_all(passes)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().len())
+        .sum();
+    assert_eq!(started, 1);
+    let slots: Vec<Option<DateTime<Utc>>> = sqlx::query_scalar("SELECT slot FROM broadcasts")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    // Five and a half hours in: the slot at five hours, not the four it missed before.
+    assert_eq!(slots, [Some(created + TimeDelta::hours(5))]);
+    assert!(broadcasts::fire_due(&pool, now).await.unwrap().is_empty());
+
+    // The next slot fires once; a worker down for ten hours then catches up with one, not ten.
+    assert_eq!(
+        broadcasts::fire_due(&pool, now + TimeDelta::hours(1))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        broadcasts::fire_due(&pool, now + TimeDelta::hours(11))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(count(&pool, "SELECT count(*) FROM broadcasts").await, 3);
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM jobs WHERE queue = 'broadcasts'").await,
+        3,
+        "one fan-out job per broadcast"
+    );
+}
+
+#[tokio::test]
+async fn a_paused_campaign_skips_its_slots_and_resumes_at_the_next() {
+    let (_, pool) = pool().await;
+    let c = campaign("paused", Audience::AllUsers, Schedule::Every { hours: 1 }, &["a"]);
+    create_backdated(&pool, &c, TimeDelta::minutes(90)).await;
+    campaigns::set_paused(&pool, "paused", true).await.unwrap();
+    assert!(broadcasts::fire_due(&pool, Utc::now()).await.unwrap().is_empty());
+    let resumed = campaigns::set_paused(&pool, "paused", false).await.unwrap();
+    assert!(!resumed.paused);
+    // The slot that fell in the pause does not fire on resume; the next one does.
+    assert!(broadcasts::fire_due(&pool, Utc::now()).await.unwrap().is_empty());
+    let next = broadcasts::fire_due(&pool, Utc::now() + TimeDelta::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 1);
+    // Send-now works for a paused campaign too.
+    campaigns::set_paused(&pool, "paused", true).await.unwrap();
+    assert!(broadcasts::begin(&pool, "paused", None).await.unwrap().is_some());
+    assert!(broadcasts::begin(&pool, "nope", None).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn promos_rotate_in_order_across_sends_and_ticks() {
+    let (_, pool) = pool().await;
+    let c = campaign(
+        "rotate",
+        Audience::AllUsers,
+        Schedule::Every { hours: 1 },
+        &["a", "b", "c"],
+    );
+    create_backdated(&pool, &c, TimeDelta::minutes(61)).await;
+    let mut sent = Vec::new();
+    for i in 0..7 {
+        let preview = campaigns::next_promo(&pool, "rotate").await.unwrap().unwrap();
+        let started = if i == 3 {
+            // A scheduled tick takes its turn in the same rotation.
+            broadcasts::fire_due(&pool, Utc::now()).await.unwrap().remove(0)
+        } else {
+            broadcasts::begin(&pool, "rotate", None).await.unwrap().unwrap()
+        };
+        assert_eq!(preview.promo, started.promo);
+        sent.push(started.promo);
+    }
+    assert_eq!(sent, ["a", "b", "c", "a", "b", "c", "a"]);
+    let stored: Vec<String> = sqlx::query_scalar("SELECT promo FROM broadcasts ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, sent);
+}
+
+#[tokio::test]
+async fn a_broadcast_reaches_its_audience_once_a_page_at_a_time() {
+    let (_, pool) = pool().await;
+    seen(&pool, 1001..=1035).await;
+    let mut conn = pool.acquire().await.unwrap();
+    for blocked in [1003, 1004, 1005] {
+        store::mark_unreachable(&mut conn, blocked, "Forbidden: bot was blocked by the user")
+            .await
+            .unwrap();
+    }
+    for banned in [1010, 1011] {
+        sqlx::query("INSERT INTO telegram_users (id, first_name, profile_at, banned) VALUES ($1, 'B', now(), true)")
+            .bind(banned)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+    // Marked unreachable, never in the audience: a 403 alone does not add a chat.
+    store::mark_unreachable(&mut conn, 2000, "blocked").await.unwrap();
+    // An active entitlement: left out of `without_entitlement` only.
+    sqlx::query(
+        "INSERT INTO entitlements (user_id, source, plan, entitlement, status, expires_at)
+         VALUES (1020, 'stripe:sub_1', 'pro', 'pro', 'active', now() + interval '1 day')",
+    )
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    drop(conn);
+
+    campaigns::create(
+        &pool,
+        &campaign("all", Audience::AllUsers, Schedule::Every { hours: 4 }, &["a"]),
+        Some(BOT),
+    )
+    .await
+    .unwrap();
+    let all = broadcasts::begin(&pool, "all", None).await.unwrap().unwrap();
+    // A user who first writes after the broadcast began is not in it.
+    store::saw_chat(
+        &mut pool.acquire().await.unwrap(),
+        1036,
+        Utc::now() + TimeDelta::seconds(5),
+        true,
+    )
+    .await
+    .unwrap();
+    let pages = run_fan_out(&pool, 10).await;
+    assert_eq!(
+        pages.iter().map(|p| p.recipients).collect::<Vec<_>>(),
+        [10, 10, 10, 0],
+        "30 recipients in pages of 10"
+    );
+    assert!(pages.last().unwrap().last);
+    let messages = messages_of(&pool, all.broadcast_id).await;
+    let chats: Vec<i64> = messages.iter().map(|(_, m)| m.chat_id).collect();
+    let expected: Vec<i64> = (1001..=1035)
+        .filter(|id| ![1003, 1004, 1005, 1010, 1011].contains(id))
+        .collect();
+    assert_eq!(chats, expected);
+    let (key, first) = &messages[0];
+    assert_eq!(key, &format!("broadcast:{}:1001", all.broadcast_id));
+    assert_eq!(first.text, "Promo a");
+    assert_eq!(
+        first.buttons[0][0].url.as_deref(),
+        Some("https://t.me/paygate_test_bot?start=promo-all-a")
+    );
+    assert_eq!(first.buttons[1][0].callback_data.as_deref(), Some("promo:all:a"));
+    let progress = broadcasts::progress(&pool, all.broadcast_id, 10.0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(progress.fanned_out);
+    assert_eq!((progress.total, progress.pending, progress.sent), (30, 30, 0));
+    let eta = (progress.expected_finish_at.unwrap() - Utc::now()).num_seconds();
+    assert!(
+        (2..=3).contains(&eta),
+        "30 pending at 10/s finish in about 3 s, not {eta}"
+    );
+
+    // Without entitlement: the entitled user is left out.
+    campaigns::create(
+        &pool,
+        &campaign(
+            "lapsed",
+            Audience::WithoutEntitlement,
+            Schedule::Every { hours: 4 },
+            &["a"],
+        ),
+        Some(BOT),
+    )
+    .await
+    .unwrap();
+    let lapsed = broadcasts::begin(&pool, "lapsed", None).await.unwrap().unwrap();
+    run_fan_out(&pool, 1000).await;
+    let lapsed_chats: HashSet<i64> = messages_of(&pool, lapsed.broadcast_id)
+        .await
+        .into_iter()
+        .map(|(_, m)| m.chat_id)
+        .collect();
+    assert_eq!(lapsed_chats.len(), 29, "1020 is entitled; 1036 has not written yet");
+    assert!(!lapsed_chats.contains(&1020) && lapsed_chats.contains(&1021));
+
+    // Listed chats: a channel and a user, less the blocked one, each once.
+    campaigns::create(
+        &pool,
+        &campaign(
+            "listed",
+            Audience::Chats {
+                chat_ids: vec![-1001234, 1003, 1001, -1001234],
+            },
+            Schedule::Every { hours: 4 },
+            &["a"],
+        ),
+        Some(BOT),
+    )
+    .await
+    .unwrap();
+    let listed = broadcasts::begin(&pool, "listed", None).await.unwrap().unwrap();
+    run_fan_out(&pool, 1).await;
+    let listed_chats: Vec<i64> = messages_of(&pool, listed.broadcast_id)
+        .await
+        .into_iter()
+        .map(|(_, m)| m.chat_id)
+        .collect();
+    assert_eq!(listed_chats, [-1001234, 1001]);
+}
+
+#[tokio::test]
+async fn a_fan_out_killed_mid_page_or_run_again_queues_nobody_twice() {
+    let (_, pool) = pool().await;
+    seen(&pool, 1..=25).await;
+    campaigns::create(
+        &pool,
+        &campaign("again", Audience::AllUsers, Schedule::Every { hours: 4 }, &["a"]),
+        Some(BOT),
+    )
+    .await
+    .unwrap();
+    let b = broadcasts::begin(&pool, "again", None).await.unwrap().unwrap();
+    let first_page = FanOut {
+        broadcast_id: b.broadcast_id,
+        after: None,
+    };
+
+    // Killed mid-page: its transaction never commits, and nothing of it remains.
+    let mut tx = pool.begin().await.unwrap();
+    let page = broadcasts::fan_out(&mut tx, &first_page, 10).await.unwrap();
+    assert_eq!(page.queued, 10);
+    drop(tx);
+    assert_eq!(count(&pool, "SELECT count(*) FROM broadcast_recipients").await, 0);
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM jobs WHERE queue = 'notifications'").await,
+        0
+    );
+
+    // The re-run and the rest of the fan-out.
+    let pages = run_fan_out(&pool, 10).await;
+    assert_eq!(pages.iter().map(|p| p.queued).sum::<usize>(), 25);
+
+    // Every page run once more (a duplicate job, a rescued orphan): nobody is queued again, and
+    // no page is queued again either.
+    for after in [None, Some(10), Some(20)] {
+        let mut tx = pool.begin().await.unwrap();
+        let again = FanOut {
+            broadcast_id: b.broadcast_id,
+            after,
+        };
+        let page = broadcasts::fan_out(&mut tx, &again, 10).await.unwrap();
+        assert_eq!(page.queued, 0, "after {after:?}");
+        tx.commit().await.unwrap();
+    }
+    assert!(run_fan_out(&pool, 10).await.is_empty());
+    let messages = messages_of(&pool, b.broadcast_id).await;
+    let keys: HashSet<&String> = messages.iter().map(|(k, _)| k).collect();
+    assert_eq!((messages.len(), keys.len()), (25, 25));
+    assert_eq!(count(&pool, "SELECT count(*) FROM broadcast_recipients").await, 25);
+}
+
+#[tokio::test]
+async fn recipients_outcomes_are_counted_once_each() {
+    let (_, pool) = pool().await;
+    seen(&pool, 1..=4).await;
+    campaigns::create(
+        &pool,
+        &campaign("out", Audience::AllUsers, Schedule::Every { hours: 4 }, &["a"]),
+        Some(BOT),
+    )
+    .await
+    .unwrap();
+    let b = broadcasts::begin(&pool, "out", None)
+        .await
+        .unwrap()
+        .unwrap()
+        .broadcast_id;
+    run_fan_out(&pool, 100).await;
+    let mut conn = pool.acquire().await.unwrap();
+    broadcasts::record_outcome(&mut conn, b, 1, Outcome::Sent)
+        .await
+        .unwrap();
+    broadcasts::record_outcome(&mut conn, b, 1, Outcome::Sent)
+        .await
+        .unwrap();
+    broadcasts::record_outcome(&mut conn, b, 2, Outcome::Unreachable)
+        .await
+        .unwrap();
+    broadcasts::record_outcome(&mut conn, b, 3, Outcome::Failed)
+        .await
+        .unwrap();
+    let p = broadcasts::progress(&pool, b, 30.0).await.unwrap().unwrap();
+    assert_eq!((p.total, p.sent, p.unreachable, p.failed, p.pending), (4, 1, 1, 1, 1));
+    let sent: f64 = sqlx::query_scalar(
+        "SELECT value FROM counters WHERE name = 'marketing_broadcast_recipients_total' AND labels = 'outcome=\"sent\"'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(sent, 1.0, "a repeated outcome is not counted twice");
+    assert_eq!(broadcasts::progress(&pool, b + 100, 30.0).await.unwrap(), None);
+}
+
+fn click(update_id: i64, user: i64, promo: (&str, &str), at: DateTime<Utc>) -> RecordClick {
+    RecordClick {
+        update_id,
+        user_id: user,
+        chat_id: Some(user),
+        promo: Promo::new(promo.0, promo.1).unwrap(),
+        via: Via::Callback,
+        clicked_at: at,
+    }
+}
+
+fn payment(id: &str, user: i64, amount: i64, at: DateTime<Utc>) -> AttributePayment {
+    AttributePayment {
+        payment: format!("telegram_stars:{id}"),
+        user_id: user,
+        amount,
+        currency: "XTR".into(),
+        paid_at: at,
+    }
+}
+
+#[tokio::test]
+async fn a_payment_after_a_click_is_attributed_to_the_last_click_once() {
+    let (_, pool) = pool().await;
+    seen(&pool, [7, 8]).await;
+    campaigns::create(
+        &pool,
+        &campaign("conv", Audience::AllUsers, Schedule::Every { hours: 4 }, &["a", "b"]),
+        Some(BOT),
+    )
+    .await
+    .unwrap();
+    let first = broadcasts::begin(&pool, "conv", None).await.unwrap().unwrap();
+    run_fan_out(&pool, 100).await;
+    let now = Utc::now() + TimeDelta::seconds(1);
+    let mut conn = pool.acquire().await.unwrap();
+    tracking::record(&mut conn, &click(1, 7, ("conv", "a"), now))
+        .await
+        .unwrap();
+    tracking::record(&mut conn, &click(1, 7, ("conv", "a"), now))
+        .await
+        .unwrap();
+    let broadcast: Option<i64> = sqlx::query_scalar("SELECT broadcast_id FROM promo_clicks WHERE update_id = 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        broadcast,
+        Some(first.broadcast_id),
+        "the click names the broadcast it came from"
+    );
+
+    // A later click on another promo is the last touch.
+    tracking::record(&mut conn, &click(2, 7, ("conv", "b"), now + TimeDelta::hours(1)))
+        .await
+        .unwrap();
+    let paid = payment("stx1", 7, 250, now + TimeDelta::hours(2));
+    assert_eq!(
+        tracking::attribute(&mut conn, &paid, WINDOW).await.unwrap().as_deref(),
+        Some("conv")
+    );
+    assert_eq!(
+        tracking::attribute(&mut conn, &paid, WINDOW).await.unwrap(),
+        None,
+        "stored once"
+    );
+    let (promo, amount): (String, i64) = sqlx::query_as("SELECT promo, amount FROM conversions WHERE payment = $1")
+        .bind(&paid.payment)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!((promo.as_str(), amount), ("b", 250));
+
+    // Outside the window, before any click, or by someone who never clicked: not attributed.
+    let late = payment(
+        "stx2",
+        7,
+        250,
+        now + TimeDelta::hours(1) + TimeDelta::days(7) + TimeDelta::seconds(1),
+    );
+    assert_eq!(tracking::attribute(&mut conn, &late, WINDOW).await.unwrap(), None);
+    let early = payment("stx3", 7, 250, now - TimeDelta::minutes(1));
+    assert_eq!(tracking::attribute(&mut conn, &early, WINDOW).await.unwrap(), None);
+    let stranger = payment("stx4", 8, 250, now + TimeDelta::hours(2));
+    assert_eq!(tracking::attribute(&mut conn, &stranger, WINDOW).await.unwrap(), None);
+    // Just inside the window still counts.
+    let inside = payment("stx5", 7, 90, now + TimeDelta::hours(1) + TimeDelta::days(7));
+    assert!(tracking::attribute(&mut conn, &inside, WINDOW).await.unwrap().is_some());
+    assert_eq!(count(&pool, "SELECT count(*) FROM conversions").await, 2);
+}
+
+#[tokio::test]
+async fn stats_count_sends_clickers_conversions_and_revenue_per_promo() {
+    let (_, pool) = pool().await;
+    seen(&pool, 1..=10).await;
+    campaigns::create(
+        &pool,
+        &campaign("st", Audience::AllUsers, Schedule::Every { hours: 4 }, &["a", "b"]),
+        Some(BOT),
+    )
+    .await
+    .unwrap();
+    let a = broadcasts::begin(&pool, "st", None)
+        .await
+        .unwrap()
+        .unwrap()
+        .broadcast_id;
+    run_fan_out(&pool, 100).await;
+    let mut conn = pool.acquire().await.unwrap();
+    for chat in 1..=8 {
+        broadcasts::record_outcome(&mut conn, a, chat, Outcome::Sent)
+            .await
+            .unwrap();
+    }
+    let now = Utc::now() + TimeDelta::seconds(1);
+    // Four clickers, one of them twice.
+    for (update, user) in [(1, 1), (2, 2), (3, 2), (4, 3), (5, 4)] {
+        tracking::record(&mut conn, &click(update, user, ("st", "a"), now))
+            .await
+            .unwrap();
+    }
+    for (id, user, amount, currency) in [("p1", 1, 250, "XTR"), ("p2", 2, 999, "usd")] {
+        let mut p = payment(id, user, amount, now + TimeDelta::minutes(5));
+        p.currency = currency.into();
+        tracking::attribute(&mut conn, &p, WINDOW).await.unwrap();
+    }
+    let stats = stats::campaign(
+        &pool,
+        "st",
+        Some(now - TimeDelta::hours(1)),
+        Some(now + TimeDelta::hours(1)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let a = &stats.promos[0];
+    assert_eq!(
+        (a.promo.as_str(), a.sends, a.unique_clickers, a.conversions),
+        ("a", 8, 4, 2)
+    );
+    assert_eq!((a.click_through_rate, a.conversion_rate), (0.5, 0.5));
+    let revenue: Vec<(&str, i64)> = a.revenue.iter().map(|r| (r.currency.as_str(), r.amount)).collect();
+    assert_eq!(revenue, [("XTR", 250), ("usd", 999)]);
+    let b = &stats.promos[1];
+    assert_eq!((b.sends, b.unique_clickers, b.click_through_rate), (0, 0, 0.0));
+    // A range that ends before everything counts nothing.
+    let before = stats::campaign(
+        &pool,
+        "st",
+        Some(now - TimeDelta::days(2)),
+        Some(now - TimeDelta::days(1)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!((before.promos[0].sends, before.promos[0].unique_clickers), (0, 0));
+    assert!(stats::campaign(&pool, "none", None, None).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_spec_becomes_a_campaign_or_says_why_not() {
+    let spec: CampaignSpec = serde_json::from_str(
+        r#"{"name": "spec", "audience": "chats", "chat_ids": [-100], "cron": "0 9 * * 1",
+            "promos": [{"name": "a", "text": "hi", "buttons": [{"text": "Go", "action": "callback"}]}]}"#,
+    )
+    .unwrap();
+    let c = spec.clone().into_campaign().unwrap();
+    assert_eq!(c.audience, Audience::Chats { chat_ids: vec![-100] });
+    assert_eq!(
+        c.schedule,
+        Schedule::Cron {
+            expression: "0 9 * * 1".into()
+        }
+    );
+    let mut both = spec.clone();
+    both.every_hours = Some(2);
+    assert!(both.into_campaign().is_err());
+    let mut stray = spec.clone();
+    stray.audience = "all_users".into();
+    assert!(stray.into_campaign().is_err());
+    let mut default = spec;
+    default.audience = "all_users".into();
+    default.chat_ids = None;
+    default.cron = None;
+    assert_eq!(default.into_campaign().unwrap().schedule, Schedule::Every { hours: 4 });
+
+    let (_, pool) = pool().await;
+    let c = campaign("dup", Audience::AllUsers, Schedule::Every { hours: 4 }, &["a"]);
+    campaigns::create(&pool, &c, Some(BOT)).await.unwrap();
+    assert!(matches!(
+        campaigns::create(&pool, &c, Some(BOT)).await,
+        Err(campaigns::CampaignError::Exists(_))
+    ));
+    assert!(matches!(
+        campaigns::set_paused(&pool, "missing", true).await,
+        Err(campaigns::CampaignError::NotFound(_))
+    ));
+}
