@@ -7,7 +7,11 @@
 //! apalis workers, `run_attempt`, the effect ledger), at N = 10,000 and 200,000 with one and two
 //! worker processes; (d) enqueue-to-start latency with idle workers, p50 and p99; (e) signed
 //! Stripe webhooks ingested over HTTP by the web process (signature check, inbox row and its
-//! job in one transaction), from the same number of client connections as the baseline.
+//! job in one transaction), from the same number of client connections as the baseline;
+//! (f) a broadcast's fan-out to an audience of 100,000 users: recipients queued per second, each
+//! page of 1,000 one transaction (audience page, recipient rows, their `notifications` jobs, the
+//! next page's job, the page job's completion), pages one after another as the chain of fan-out
+//! jobs runs them.
 //!
 //! The trivial job has no effect of its own: its ledger row and completion are written by the
 //! batching `Completer`, as for any handler whose work happens outside the database. Jobs with a
@@ -55,6 +59,9 @@ struct Cli {
     /// Latency samples.
     #[arg(long, default_value_t = 300)]
     samples: usize,
+    /// Users in the broadcast fan-out's audience.
+    #[arg(long, default_value_t = 100_000)]
+    audience: i64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,7 +86,7 @@ struct BenchJob {
 }
 
 impl JobPayload for BenchJob {
-    // The bench runs on a database of its own; it borrows a queue that has no handler yet.
+    // The bench runs on a database of its own with workers of its own; it borrows a queue name.
     const QUEUE: Queue = Queue::Tracking;
 }
 
@@ -250,7 +257,70 @@ async fn main() -> anyhow::Result<()> {
         webhooks,
         webhooks / baseline
     );
+    reset(&pool).await?;
+
+    let recipients = broadcast_fan_out(&pool, cli.audience).await?;
+    println!(
+        "{:<66} {:>10.0}/s   {:.2}x",
+        format!("(f) broadcast fan-out to {} users: recipients queued", cli.audience),
+        recipients,
+        recipients / baseline
+    );
     Ok(())
+}
+
+/// Puts `audience` users in the bot's audience, begins a broadcast to all of them and runs its
+/// fan-out jobs page by page as the `broadcasts` worker does; returns recipients queued per second.
+async fn broadcast_fan_out(pool: &PgPool, audience: i64) -> anyhow::Result<f64> {
+    use jobs::marketing::broadcasts::{self, FanOut, PAGE_SIZE};
+    use jobs::marketing::campaigns::{self, Audience, ButtonAction, NewCampaign, NewPromo, PromoButton, Schedule};
+
+    sqlx::query(
+        "INSERT INTO telegram_chats (chat_id, first_seen_at)
+         SELECT id, now() - interval '1 day' FROM generate_series(1, $1) AS id",
+    )
+    .bind(audience)
+    .execute(pool)
+    .await?;
+    sqlx::query("VACUUM ANALYZE telegram_chats").execute(pool).await?;
+    let campaign = NewCampaign {
+        name: "bench".into(),
+        audience: Audience::AllUsers,
+        schedule: Schedule::Every { hours: 4 },
+        promos: vec![NewPromo {
+            name: "a".into(),
+            text: "Pro for less this week".into(),
+            parse_mode: None,
+            buttons: vec![PromoButton {
+                text: "Tell me more".into(),
+                action: ButtonAction::Callback,
+            }],
+        }],
+    };
+    campaigns::create(pool, &campaign, None).await?;
+    let started = Instant::now();
+    broadcasts::begin(pool, "bench", None)
+        .await?
+        .context("the bench campaign exists")?;
+    let mut queued = 0;
+    loop {
+        let next: Option<(i64, serde_json::Value)> = sqlx::query_as(
+            "SELECT id, payload FROM jobs WHERE queue = 'broadcasts' AND state = 'pending' ORDER BY id LIMIT 1",
+        )
+        .fetch_optional(pool)
+        .await?;
+        let Some((id, payload)) = next else { break };
+        let job: FanOut = serde_json::from_value(payload)?;
+        let mut tx = pool.begin().await?;
+        queued += broadcasts::fan_out(&mut tx, &job, PAGE_SIZE).await?.queued;
+        sqlx::query("UPDATE jobs SET state = 'completed', finished_at = now() WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+    anyhow::ensure!(queued as i64 == audience, "queued {queued} of {audience}");
+    Ok(queued as f64 / started.elapsed().as_secs_f64())
 }
 
 /// Serves the web process on a free port and posts it distinct signed `checkout.session.completed`

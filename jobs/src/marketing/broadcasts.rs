@@ -155,15 +155,30 @@ pub struct Page {
     pub last: bool,
 }
 
+/// Broadcast is what the fan-out reads of its broadcast.
+#[derive(sqlx::FromRow)]
+struct Broadcast {
+    audience: String,
+    chat_ids: Vec<i64>,
+    message: Json<PromoMessage>,
+    created_at: DateTime<Utc>,
+}
+
 /// Does one page of `job`'s fan-out of at most `page_size` recipients through `conn`, the job's
 /// effect transaction.
 pub async fn fan_out(conn: &mut PgConnection, job: &FanOut, page_size: i64) -> Result<Page, sqlx::Error> {
-    let broadcast: Option<(String, Vec<i64>, Json<PromoMessage>, DateTime<Utc>)> =
+    let broadcast: Option<Broadcast> =
         sqlx::query_as("SELECT audience, chat_ids, message, created_at FROM broadcasts WHERE id = $1")
             .bind(job.broadcast_id)
             .fetch_optional(&mut *conn)
             .await?;
-    let Some((audience, chat_ids, message, created_at)) = broadcast else {
+    let Some(Broadcast {
+        audience,
+        chat_ids,
+        message,
+        created_at,
+    }) = broadcast
+    else {
         return Err(sqlx::Error::RowNotFound);
     };
     let after = job.after.unwrap_or(i64::MIN);

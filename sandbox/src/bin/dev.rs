@@ -81,6 +81,11 @@ async fn main() -> anyhow::Result<()> {
                     "TELEGRAM_WEBHOOK_SECRET".to_string(),
                     env_or("TELEGRAM_WEBHOOK_SECRET", DEV_TELEGRAM_WEBHOOK_SECRET),
                 ),
+                // Promos' deep-link buttons name the bot.
+                (
+                    "TELEGRAM_BOT_USERNAME".to_string(),
+                    env_or("TELEGRAM_BOT_USERNAME", "paygate_dev_bot"),
+                ),
             ];
             (Some(fake), env)
         }
@@ -202,6 +207,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some(url) = &fake_url {
         println!("  curl -s {url}/sandbox/messages    # the bot's confirmation to user {DEV_USER_ID}");
     }
+    println!(
+        "\nRun a promo campaign to chat {DEV_USER_ID} now, then watch the broadcast and the campaign's stats:\n  curl -s -X POST http://127.0.0.1:{port}/v1/ops/campaigns -H 'Authorization: Bearer {admin_token}' \\\n    -H 'Content-Type: application/json' -d '{{\"name\": \"winter\", \"audience\": \"chats\", \"chat_ids\": [{DEV_USER_ID}], \"promos\": [{{\"name\": \"a\", \"text\": \"Pro for less this week\", \"buttons\": [{{\"text\": \"Get Pro\", \"action\": \"deep_link\"}}, {{\"text\": \"Tell me more\", \"action\": \"callback\"}}]}}]}}'\n  curl -s -X POST http://127.0.0.1:{port}/v1/ops/campaigns/winter/send -H 'Authorization: Bearer {admin_token}'\n  curl -s http://127.0.0.1:{port}/v1/ops/broadcasts/<broadcast_id> -H 'Authorization: Bearer {admin_token}'\n  curl -s http://127.0.0.1:{port}/v1/ops/campaigns/winter/stats -H 'Authorization: Bearer {admin_token}'"
+    );
     println!("\nCtrl-C stops everything.");
 
     tokio::signal::ctrl_c().await?;
