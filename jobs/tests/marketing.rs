@@ -65,6 +65,13 @@ async fn create_backdated(pool: &PgPool, c: &NewCampaign, ago: TimeDelta) -> Dat
     .unwrap()
 }
 
+/// Creates campaign `name` (every 4 hours) and sends it now.
+async fn send_now(pool: &PgPool, name: &str, audience: Audience, promos: &[&str]) -> broadcasts::Started {
+    let c = campaign(name, audience, Schedule::Every { hours: 4 }, promos);
+    campaigns::create(pool, &c, Some(BOT)).await.unwrap();
+    broadcasts::begin(pool, name, None).await.unwrap().unwrap()
+}
+
 /// Users who wrote to the bot: `ids`, seen an hour ago.
 async fn seen(pool: &PgPool, ids: impl IntoIterator<Item = i64>) {
     let mut conn = pool.acquire().await.unwrap();
@@ -254,14 +261,7 @@ async fn a_broadcast_reaches_its_audience_once_a_page_at_a_time() {
     .unwrap();
     drop(conn);
 
-    campaigns::create(
-        &pool,
-        &campaign("all", Audience::AllUsers, Schedule::Every { hours: 4 }, &["a"]),
-        Some(BOT),
-    )
-    .await
-    .unwrap();
-    let all = broadcasts::begin(&pool, "all", None).await.unwrap().unwrap();
+    let all = send_now(&pool, "all", Audience::AllUsers, &["a"]).await;
     // A user who first writes after the broadcast began is not in it.
     store::saw_chat(
         &mut pool.acquire().await.unwrap(),
@@ -305,19 +305,7 @@ async fn a_broadcast_reaches_its_audience_once_a_page_at_a_time() {
     );
 
     // Without entitlement: the entitled user is left out.
-    campaigns::create(
-        &pool,
-        &campaign(
-            "lapsed",
-            Audience::WithoutEntitlement,
-            Schedule::Every { hours: 4 },
-            &["a"],
-        ),
-        Some(BOT),
-    )
-    .await
-    .unwrap();
-    let lapsed = broadcasts::begin(&pool, "lapsed", None).await.unwrap().unwrap();
+    let lapsed = send_now(&pool, "lapsed", Audience::WithoutEntitlement, &["a"]).await;
     run_fan_out(&pool, 1000).await;
     let lapsed_chats: HashSet<i64> = messages_of(&pool, lapsed.broadcast_id)
         .await
@@ -328,21 +316,15 @@ async fn a_broadcast_reaches_its_audience_once_a_page_at_a_time() {
     assert!(!lapsed_chats.contains(&1020) && lapsed_chats.contains(&1021));
 
     // Listed chats: a channel and a user, less the blocked one, each once.
-    campaigns::create(
+    let listed = send_now(
         &pool,
-        &campaign(
-            "listed",
-            Audience::Chats {
-                chat_ids: vec![-1001234, 1003, 1001, -1001234],
-            },
-            Schedule::Every { hours: 4 },
-            &["a"],
-        ),
-        Some(BOT),
+        "listed",
+        Audience::Chats {
+            chat_ids: vec![-1001234, 1003, 1001, -1001234],
+        },
+        &["a"],
     )
-    .await
-    .unwrap();
-    let listed = broadcasts::begin(&pool, "listed", None).await.unwrap().unwrap();
+    .await;
     run_fan_out(&pool, 1).await;
     let listed_chats: Vec<i64> = messages_of(&pool, listed.broadcast_id)
         .await
@@ -356,14 +338,7 @@ async fn a_broadcast_reaches_its_audience_once_a_page_at_a_time() {
 async fn a_fan_out_killed_mid_page_or_run_again_queues_nobody_twice() {
     let (_, pool) = pool().await;
     seen(&pool, 1..=25).await;
-    campaigns::create(
-        &pool,
-        &campaign("again", Audience::AllUsers, Schedule::Every { hours: 4 }, &["a"]),
-        Some(BOT),
-    )
-    .await
-    .unwrap();
-    let b = broadcasts::begin(&pool, "again", None).await.unwrap().unwrap();
+    let b = send_now(&pool, "again", Audience::AllUsers, &["a"]).await;
     let first_page = FanOut {
         broadcast_id: b.broadcast_id,
         after: None,
@@ -407,18 +382,7 @@ async fn a_fan_out_killed_mid_page_or_run_again_queues_nobody_twice() {
 async fn recipients_outcomes_are_counted_once_each() {
     let (_, pool) = pool().await;
     seen(&pool, 1..=4).await;
-    campaigns::create(
-        &pool,
-        &campaign("out", Audience::AllUsers, Schedule::Every { hours: 4 }, &["a"]),
-        Some(BOT),
-    )
-    .await
-    .unwrap();
-    let b = broadcasts::begin(&pool, "out", None)
-        .await
-        .unwrap()
-        .unwrap()
-        .broadcast_id;
+    let b = send_now(&pool, "out", Audience::AllUsers, &["a"]).await.broadcast_id;
     run_fan_out(&pool, 100).await;
     let mut conn = pool.acquire().await.unwrap();
     broadcasts::record_outcome(&mut conn, b, 1, Outcome::Sent)
@@ -470,14 +434,7 @@ fn payment(id: &str, user: i64, amount: i64, at: DateTime<Utc>) -> AttributePaym
 async fn a_payment_after_a_click_is_attributed_to_the_last_click_once() {
     let (_, pool) = pool().await;
     seen(&pool, [7, 8]).await;
-    campaigns::create(
-        &pool,
-        &campaign("conv", Audience::AllUsers, Schedule::Every { hours: 4 }, &["a", "b"]),
-        Some(BOT),
-    )
-    .await
-    .unwrap();
-    let first = broadcasts::begin(&pool, "conv", None).await.unwrap().unwrap();
+    let first = send_now(&pool, "conv", Audience::AllUsers, &["a", "b"]).await;
     run_fan_out(&pool, 100).await;
     let now = Utc::now() + TimeDelta::seconds(1);
     let mut conn = pool.acquire().await.unwrap();
@@ -540,17 +497,8 @@ async fn a_payment_after_a_click_is_attributed_to_the_last_click_once() {
 async fn stats_count_sends_clickers_conversions_and_revenue_per_promo() {
     let (_, pool) = pool().await;
     seen(&pool, 1..=10).await;
-    campaigns::create(
-        &pool,
-        &campaign("st", Audience::AllUsers, Schedule::Every { hours: 4 }, &["a", "b"]),
-        Some(BOT),
-    )
-    .await
-    .unwrap();
-    let a = broadcasts::begin(&pool, "st", None)
+    let a = send_now(&pool, "st", Audience::AllUsers, &["a", "b"])
         .await
-        .unwrap()
-        .unwrap()
         .broadcast_id;
     run_fan_out(&pool, 100).await;
     let mut conn = pool.acquire().await.unwrap();

@@ -21,6 +21,11 @@ fn campaign(name: &str) -> Value {
     })
 }
 
+/// Sends `request` and reads its JSON answer.
+async fn answer(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 async fn create(app: &TestApp, body: &Value) -> reqwest::Response {
     app.post_admin(CAMPAIGNS, body).send().await.unwrap()
 }
@@ -39,39 +44,18 @@ async fn a_campaign_is_created_listed_paused_resumed_and_previewed() {
     assert_eq!(created["paused"], false);
     assert!(created["next_slot"].is_string(), "{created}");
 
-    let list: Value = app.get_admin(CAMPAIGNS).send().await.unwrap().json().await.unwrap();
+    let list = answer(app.get_admin(CAMPAIGNS)).await;
     assert_eq!(list.as_array().unwrap().len(), 1);
 
-    let paused: Value = app
-        .post_admin(&format!("{CAMPAIGNS}/winter/pause"), &json!(null))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let paused: Value = answer(app.post_admin(&format!("{CAMPAIGNS}/winter/pause"), &json!(null))).await;
     assert_eq!(
         (paused["paused"].clone(), paused["next_slot"].clone()),
         (json!(true), Value::Null)
     );
-    let resumed: Value = app
-        .post_admin(&format!("{CAMPAIGNS}/winter/resume"), &json!(null))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let resumed: Value = answer(app.post_admin(&format!("{CAMPAIGNS}/winter/resume"), &json!(null))).await;
     assert_eq!(resumed["paused"], false);
 
-    let preview: Value = app
-        .get_admin(&format!("{CAMPAIGNS}/winter/next-promo"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let preview: Value = answer(app.get_admin(&format!("{CAMPAIGNS}/winter/next-promo"))).await;
     assert_eq!(
         preview,
         json!({
@@ -108,14 +92,7 @@ async fn send_now_begins_a_broadcast_whose_progress_and_stats_are_visible() {
     // The broadcast and its first fan-out job, written together.
     assert_eq!(app.jobs_of("broadcasts").await.len(), 1);
 
-    let progress: Value = app
-        .get_admin(&format!("/v1/ops/broadcasts/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let progress: Value = answer(app.get_admin(&format!("/v1/ops/broadcasts/{id}"))).await;
     assert_eq!(progress["fanned_out"], false);
     assert_eq!(
         (progress["total"].clone(), progress["pending"].clone()),
@@ -123,24 +100,10 @@ async fn send_now_begins_a_broadcast_whose_progress_and_stats_are_visible() {
     );
     assert_eq!(progress["expected_finish_at"], Value::Null);
     // The rotation moved on.
-    let preview: Value = app
-        .get_admin(&format!("{CAMPAIGNS}/now/next-promo"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let preview: Value = answer(app.get_admin(&format!("{CAMPAIGNS}/now/next-promo"))).await;
     assert_eq!(preview["promo"], "b");
 
-    let stats: Value = app
-        .get_admin(&format!("{CAMPAIGNS}/now/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: Value = answer(app.get_admin(&format!("{CAMPAIGNS}/now/stats"))).await;
     assert_eq!(stats["promos"].as_array().unwrap().len(), 2);
     assert_eq!(stats["promos"][0]["sends"], 0);
     assert_eq!(stats["promos"][0]["click_through_rate"], 0.0);
