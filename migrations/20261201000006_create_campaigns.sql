@@ -5,6 +5,19 @@
 -- to the Mini App allowing messages). Rows made only by a 403 stay out (first_seen_at NULL).
 ALTER TABLE telegram_chats ADD COLUMN first_seen_at timestamptz;
 
+-- Users known before this migration join it as of the first thing we know of them: a stored
+-- message in their private chat, a Stars payment, a Mini App sign-in allowing messages.
+INSERT INTO telegram_chats (chat_id, first_seen_at)
+SELECT chat_id, min(seen_at) FROM (
+    SELECT (payload::jsonb #>> '{message,chat,id}')::bigint AS chat_id, received_at AS seen_at
+    FROM telegram_updates WHERE kind = 'message'
+    UNION ALL SELECT user_id, paid_at FROM telegram_payments
+    UNION ALL SELECT id, profile_at FROM telegram_users WHERE allows_write_to_pm
+) AS seen
+WHERE chat_id > 0
+GROUP BY chat_id
+ON CONFLICT (chat_id) DO UPDATE SET first_seen_at = excluded.first_seen_at;
+
 CREATE TABLE campaigns (
     -- Also the campaign's part of its promos' button payloads, hence the alphabet and length.
     name        text        PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9_]{1,24}$'),

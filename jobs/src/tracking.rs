@@ -1,5 +1,5 @@
 //! Promo clicks and conversions: how a promo button or deep link names its campaign and promo,
-//! the `tracking` job that records a click (with the broadcast it came from), and the one that
+//! how a click is stored (with the broadcast it came from), and the `tracking` job that
 //! attributes a payment to the payer's last click (last touch).
 //!
 //! A promo's callback button carries `promo:<campaign>:<promo>` and its deep link
@@ -83,8 +83,8 @@ impl Via {
     }
 }
 
-/// RecordClick is the `tracking` job that stores one click; keyed by its update, so a click is
-/// stored once however often Telegram delivers it.
+/// RecordClick is one click, stored once by its update however often Telegram delivers it: by the
+/// webhook, in the update's transaction (and by `tracking` jobs queued before it did).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordClick {
     pub update_id: i64,
@@ -93,16 +93,6 @@ pub struct RecordClick {
     pub promo: Promo,
     pub via: Via,
     pub clicked_at: DateTime<Utc>,
-}
-
-impl RecordClick {
-    /// The job.
-    pub fn job(&self) -> NewJob {
-        NewJob::new(
-            &TrackingJob::Click(self.clone()),
-            format!("telegram_update:{}:click", self.update_id),
-        )
-    }
 }
 
 /// AttributePayment is the `tracking` job that attributes one payment to its payer's last click
@@ -130,7 +120,7 @@ impl AttributePayment {
 }
 
 /// TrackingJob is a job of the `tracking` queue. Tagged by `kind`; a payload without `kind` is a
-/// click as queued before the queue carried conversions, so it still decodes.
+/// click as queued before the webhook stored clicks itself, so it still decodes and is stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", from = "StoredTrackingJob")]
 pub enum TrackingJob {

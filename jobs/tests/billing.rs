@@ -351,3 +351,33 @@ async fn a_reversal_naming_the_same_payment_twice_is_one_reversal() {
     assert_eq!(outcome, Outcome::Applied);
     assert_eq!(state(&pool, &sub).await.unwrap().0, Status::Revoked);
 }
+
+#[tokio::test]
+async fn a_paid_invoice_queues_its_attribution_once_whichever_event_came_first() {
+    let pool = pool().await;
+    for (i, checkout_first) in [true, false].into_iter().enumerate() {
+        let sub = Subscription::new(&format!("attr{i}"), USER + i as i64, "pro_monthly", "price_pro");
+        let checkout = sub.checkout_session("checkout.session.completed", "paid", T0);
+        let invoice = sub.invoice_paid(1, T0 + 30 * DAY, T0 + 1);
+        let order = if checkout_first { [&checkout, &invoice] } else { [&invoice, &checkout] };
+        for event in order {
+            deliver(&pool, event).await;
+        }
+        // Stripe sending the invoice again under a new event id queues nothing more.
+        let mut again = invoice.clone();
+        again["id"] = format!("{}_again", invoice["id"].as_str().unwrap()).into();
+        deliver(&pool, &again).await;
+        let jobs: Vec<Value> = sqlx::query_scalar(
+            "SELECT payload FROM jobs WHERE queue = 'tracking' AND (payload->>'user_id')::bigint = $1",
+        )
+        .bind(sub.user_id)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(jobs.len(), 1, "checkout first: {checkout_first}: {jobs:?}");
+        assert_eq!(jobs[0]["kind"], "conversion");
+        assert_eq!(jobs[0]["amount"], sandbox::stripe::PAYMENT_AMOUNT);
+        assert_eq!(jobs[0]["currency"], sandbox::stripe::CURRENCY);
+        assert!(jobs[0]["payment"].as_str().unwrap().starts_with("stripe:in_"), "{}", jobs[0]);
+    }
+}

@@ -591,3 +591,87 @@ async fn a_spec_becomes_a_campaign_or_says_why_not() {
         Err(campaigns::CampaignError::NotFound(_))
     ));
 }
+
+#[tokio::test]
+async fn users_known_before_campaigns_existed_join_the_audience_by_migration() {
+    let (_, pool) = pool().await;
+    // The migration's backfill statement, run again on rows written as before it.
+    let migration = include_str!("../../migrations/20261201000006_create_campaigns.sql");
+    let start = migration.find("INSERT INTO telegram_chats").unwrap();
+    let backfill = &migration[start..start + migration[start..].find(';').unwrap()];
+    sqlx::query(
+        "INSERT INTO telegram_updates (update_id, kind, payload, received_at) VALUES
+             (1, 'message', '{\"update_id\": 1, \"message\": {\"chat\": {\"id\": 501}}}', now() - interval '2 days'),
+             (2, 'message', '{\"update_id\": 2, \"message\": {\"chat\": {\"id\": -100}}}', now()),
+             (3, 'callback_query', '{\"update_id\": 3}', now())",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO telegram_users (id, first_name, profile_at, allows_write_to_pm) VALUES
+             (502, 'A', now(), true), (503, 'B', now(), false)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO telegram_payments (charge_id, user_id, invoice_payload, currency, total_amount, source, paid_at)
+         VALUES ('stx1', 504, 'pro', 'XTR', 250, 'telegram_stars:stx1', now() - interval '1 day'),
+                ('stx2', 501, 'pro', 'XTR', 250, 'telegram_stars:stx2', now())",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    store::mark_unreachable(&mut pool.acquire().await.unwrap(), 504, "blocked")
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(backfill.to_string()))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let seen: Vec<(i64, bool)> = sqlx::query_as(
+        "SELECT chat_id, first_seen_at < now() - interval '36 hours' FROM telegram_chats
+         WHERE first_seen_at IS NOT NULL ORDER BY chat_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(seen, [(501, true), (502, false), (504, false)]);
+    // The blocked payer stays out of an audience.
+    let b = send_now(&pool, "old", Audience::AllUsers, &["a"]).await;
+    run_fan_out(&pool, 100).await;
+    let chats: Vec<i64> = messages_of(&pool, b.broadcast_id)
+        .await
+        .into_iter()
+        .map(|(_, m)| m.chat_id)
+        .collect();
+    assert_eq!(chats, [501, 502]);
+}
+
+#[tokio::test]
+async fn concurrent_sends_each_take_their_turn_in_the_rotation() {
+    let (url, pool) = pool().await;
+    let other_process = jobs::db::connect(&url, 10).await.unwrap();
+    let c = campaign("busy", Audience::AllUsers, Schedule::Every { hours: 1 }, &["a", "b", "c"]);
+    create_backdated(&pool, &c, TimeDelta::minutes(61)).await;
+    // Nine operators' send-nows and a scheduler pass at once, over two pools.
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let pool = if i % 2 == 0 { pool.clone() } else { other_process.clone() };
+        tasks.push(tokio::spawn(async move {
+            if i == 5 {
+                broadcasts::fire_due(&pool, Utc::now()).await.unwrap().len()
+            } else {
+                usize::from(broadcasts::begin(&pool, "busy", None).await.unwrap().is_some())
+            }
+        }));
+    }
+    let begun: usize = futures::future::join_all(tasks).await.into_iter().map(|r| r.unwrap()).sum();
+    assert_eq!(begun, 10, "no send was lost to another");
+    let promos: Vec<String> = sqlx::query_scalar("SELECT promo FROM broadcasts ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(promos, ["a", "b", "c", "a", "b", "c", "a", "b", "c", "a"]);
+}

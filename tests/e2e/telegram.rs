@@ -272,38 +272,3 @@ async fn paying_an_invoice_link_on_the_fake_bot_api_grants_the_plan_unless_the_b
     assert_eq!(payments, 0);
     assert_eq!(world.count("SELECT count(*) FROM telegram_payments").await, 1);
 }
-
-#[tokio::test]
-async fn promo_clicks_reach_the_clicks_table_once() {
-    let world = World::new(Limits::default()).await;
-    let api = world.start_api().await;
-    let worker = world.start_worker(world.worker_config(30.0));
-    let http = reqwest::Client::new();
-    let webhook = format!("{api}/webhooks/telegram");
-    let press = updates::callback_query(901, "cbq-901", 7001, 7001, "promo:spring:a");
-    let start = updates::start_command(902, 7002, "promo-spring-b");
-    for update in [&press, &start, &press] {
-        let resp = post_update(&http, &webhook, Some(TELEGRAM_WEBHOOK_SECRET), update).await;
-        assert!(resp.status().is_success(), "{}", resp.status());
-    }
-    world
-        .wait_for_count(
-            "SELECT count(*) FROM jobs WHERE queue = 'tracking' AND state = 'completed'",
-            2,
-            WAIT,
-        )
-        .await;
-    worker.stop().await;
-    let clicks: Vec<(i64, i64, Option<i64>, String, String, String)> =
-        sqlx::query_as("SELECT update_id, user_id, chat_id, campaign, promo, via FROM promo_clicks ORDER BY update_id")
-            .fetch_all(&world.pool)
-            .await
-            .unwrap();
-    assert_eq!(
-        clicks,
-        vec![
-            (901, 7001, Some(7001), "spring".into(), "a".into(), "callback".into()),
-            (902, 7002, Some(7002), "spring".into(), "b".into(), "start".into()),
-        ]
-    );
-}

@@ -217,7 +217,7 @@ async fn a_redelivered_pre_checkout_query_gets_its_first_answer() {
 }
 
 #[tokio::test]
-async fn promo_clicks_are_queued_and_callbacks_answered_inline() {
+async fn promo_clicks_are_stored_once_and_callbacks_answered_inline() {
     let app = spawn_app().await;
     let press = updates::callback_query(60, "cbq-1", 42, 42, "promo:spring:a");
     let body = method_call(app.deliver_update(&press).await).await;
@@ -235,24 +235,24 @@ async fn promo_clicks_are_queued_and_callbacks_answered_inline() {
     );
     let plain = updates::start_command(63, 44, "");
     assert_eq!(app.deliver_update(&plain).await.status(), StatusCode::NO_CONTENT);
-    // A repeat of the press is answered again and queues nothing more.
+    // A repeat of the press is answered again and stores nothing more.
     method_call(app.deliver_update(&press).await).await;
 
-    let mut clicks: Vec<(String, Value)> = app.jobs_of("tracking").await;
-    clicks.sort_by(|a, b| a.0.cmp(&b.0));
-    assert_eq!(clicks.len(), 2, "{clicks:?}");
-    assert_eq!(clicks[0].0, "telegram_update:60:click");
-    assert_eq!(clicks[0].1["promo"], json!({"campaign": "spring", "promo": "a"}));
+    // Stored with the update, once each; no job.
+    let clicks: Vec<(i64, i64, Option<i64>, String, String, String)> = sqlx::query_as(
+        "SELECT update_id, user_id, chat_id, campaign, promo, via FROM promo_clicks ORDER BY update_id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
     assert_eq!(
-        (clicks[0].1["via"].as_str(), clicks[0].1["user_id"].as_i64()),
-        (Some("callback"), Some(42))
+        clicks,
+        [
+            (60, 42, Some(42), "spring".into(), "a".into(), "callback".into()),
+            (61, 43, Some(43), "spring".into(), "b".into(), "start".into()),
+        ]
     );
-    assert_eq!(clicks[1].0, "telegram_update:61:click");
-    assert_eq!(clicks[1].1["promo"], json!({"campaign": "spring", "promo": "b"}));
-    assert_eq!(
-        (clicks[1].1["via"].as_str(), clicks[1].1["chat_id"].as_i64()),
-        (Some("start"), Some(43))
-    );
+    assert!(app.jobs_of("tracking").await.is_empty());
     assert_eq!(app.count("telegram_updates").await, 4);
 }
 

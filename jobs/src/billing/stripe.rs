@@ -384,14 +384,16 @@ async fn on_invoice_paid(
     .await?;
     if newly {
         counters::add(conn, "billing_payments_total", "status=\"paid\"").await?;
-        attribute_invoice(conn, event, invoice, subscription).await?;
     }
+    // Not only when newly paid: a checkout may have recorded this invoice paid first. The job's
+    // key (the invoice) makes a repeat queue nothing.
+    attribute_invoice(conn, event, invoice, subscription).await?;
     Ok(rederive(conn, plans, subscription, cause).await?)
 }
 
-/// Queues the attribution of a newly paid invoice to a promo click, when it charged something
-/// and its subscriber is known. Only `invoice.paid` does this: it names every paid invoice once,
-/// by its own id, with its amount.
+/// Queues the attribution of a paid invoice to a promo click, when it charged something and its
+/// subscriber is known. Only `invoice.paid` does this: it names every paid invoice by its own id,
+/// with its amount.
 async fn attribute_invoice(
     conn: &mut PgConnection,
     event: &Event,

@@ -66,15 +66,15 @@ pub struct Started {
 /// process fired it, or the campaign was paused) or the campaign does not exist.
 pub async fn begin(pool: &PgPool, name: &str, slot: Option<DateTime<Utc>>) -> Result<Option<Started>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    if let Some(slot) = slot {
-        // Under the campaign's row lock, a second process waits here and then sees the slot fired.
-        let still_due = campaigns::lock_unpaused(&mut tx, name)
-            .await?
-            .and_then(|c| c.due_slot(slot))
-            .is_some_and(|due| due == slot);
-        if !still_due {
-            return Ok(None);
-        }
+    // Under the campaign's row lock: a second process firing the same slot waits here and then
+    // sees it fired; concurrent sends take their turns in the rotation.
+    let Some(campaign) = campaigns::lock(&mut tx, name).await? else {
+        return Ok(None);
+    };
+    if let Some(slot) = slot
+        && campaign.due_slot(slot) != Some(slot)
+    {
+        return Ok(None);
     }
     let promo: Option<(String, Json<PromoMessage>, String, Vec<i64>)> = sqlx::query_as(
         "UPDATE campaigns c SET next_promo = c.next_promo + 1, last_slot = coalesce($2, c.last_slot)

@@ -112,15 +112,69 @@ impl Schedule {
     }
 }
 
-/// The cron crate's schedule for a five-field expression (it wants seconds first).
+/// The cron crate's schedule for a standard five-field expression. The crate wants seconds first
+/// and numbers weekdays 1 (Sunday) to 7, where standard cron has 0 (or 7) for Sunday to 6: the
+/// weekday field is handed over as day names.
 fn cron(expression: &str) -> Result<cron::Schedule, String> {
-    let fields = expression.split_whitespace().count();
-    if fields != 5 {
+    let fields: Vec<&str> = expression.split_whitespace().collect();
+    let [minute, hour, day, month, weekday] = fields[..] else {
         return Err(format!(
-            "cron {expression:?} has {fields} fields; give five: minute hour day-of-month month day-of-week"
+            "cron {expression:?} has {} fields; give five: minute hour day-of-month month day-of-week",
+            fields.len()
         ));
+    };
+    let weekday = weekday_names(weekday).map_err(|e| format!("cron {expression:?}: {e}"))?;
+    cron::Schedule::from_str(&format!("0 {minute} {hour} {day} {month} {weekday}"))
+        .map_err(|e| format!("cron {expression:?}: {e}"))
+}
+
+const WEEKDAYS: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+
+/// A standard cron weekday field (`*`, numbers 0-7 with 0 and 7 for Sunday, names, ranges,
+/// lists, steps) as the list of day names it selects.
+fn weekday_names(field: &str) -> Result<String, String> {
+    if field == "*" || field == "?" {
+        return Ok(field.to_string());
     }
-    cron::Schedule::from_str(&format!("0 {expression}")).map_err(|e| format!("cron {expression:?}: {e}"))
+    let day = |s: &str| -> Result<usize, String> {
+        match s.parse::<usize>() {
+            Ok(n @ 0..=7) => Ok(n % 7),
+            Ok(_) => Err(format!("weekday {s} is not 0 to 7")),
+            Err(_) => WEEKDAYS
+                .iter()
+                .position(|d| d.eq_ignore_ascii_case(s))
+                .ok_or_else(|| format!("weekday {s:?} is not a number 0 to 7 or SUN to SAT")),
+        }
+    };
+    let mut selected = [false; 7];
+    for item in field.split(',') {
+        let (range, step) = match item.split_once('/') {
+            Some((range, step)) => (range, step.parse::<usize>().map_err(|_| format!("step {step:?}"))?),
+            None => (item, 1),
+        };
+        if step == 0 {
+            return Err("a step of 0".into());
+        }
+        let (first, last) = match range.split_once('-') {
+            _ if range == "*" => (0, 6),
+            Some((a, b)) => (day(a)?, if b == "7" { 7 } else { day(b)? }),
+            None if step > 1 => (day(range)?, 6),
+            None => (day(range)?, day(range)?),
+        };
+        if first > last {
+            return Err(format!("weekday range {range:?} runs backwards"));
+        }
+        for d in (first..=last).step_by(step) {
+            selected[d % 7] = true;
+        }
+    }
+    Ok(WEEKDAYS
+        .iter()
+        .zip(selected)
+        .filter(|(_, on)| *on)
+        .map(|(name, _)| *name)
+        .collect::<Vec<_>>()
+        .join(","))
 }
 
 /// ButtonAction is what a promo button does.
@@ -510,65 +564,49 @@ pub async fn next_promo(pool: &PgPool, name: &str) -> Result<Option<NextPromo>, 
     }))
 }
 
-/// DueCampaign is what the scheduler reads of an unpaused campaign.
-#[derive(Debug, Clone)]
+/// DueCampaign is what the scheduler reads of a campaign.
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct DueCampaign {
     pub name: String,
-    pub schedule: Schedule,
+    every_hours: Option<i32>,
+    cron: Option<String>,
     pub created_at: DateTime<Utc>,
     pub last_slot: Option<DateTime<Utc>>,
     pub skip_until: Option<DateTime<Utc>>,
+    pub paused: bool,
 }
 
 impl DueCampaign {
     /// The slot to fire now, if one is due that has not fired.
     pub fn due_slot(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let slot = self.schedule.latest_slot(self.created_at, now)?;
+        let schedule = schedule_of(self.every_hours, self.cron.clone());
+        let slot = schedule.latest_slot(self.created_at, now)?;
         let fired = self.last_slot.is_some_and(|last| slot <= last);
         let skipped = self.skip_until.is_some_and(|until| slot <= until);
-        (!fired && !skipped).then_some(slot)
-    }
-}
-
-type DueRow = (
-    String,
-    Option<i32>,
-    Option<String>,
-    DateTime<Utc>,
-    Option<DateTime<Utc>>,
-    Option<DateTime<Utc>>,
-);
-
-fn due_of((name, every_hours, cron, created_at, last_slot, skip_until): DueRow) -> DueCampaign {
-    DueCampaign {
-        name,
-        schedule: schedule_of(every_hours, cron),
-        created_at,
-        last_slot,
-        skip_until,
+        (!self.paused && !fired && !skipped).then_some(slot)
     }
 }
 
 /// Unpaused campaigns, as the scheduler reads them.
 pub(crate) async fn unpaused(pool: &PgPool) -> Result<Vec<DueCampaign>, sqlx::Error> {
-    let rows: Vec<DueRow> = sqlx::query_as(
-        "SELECT name, every_hours, cron, created_at, last_slot, skip_until FROM campaigns WHERE paused_at IS NULL",
+    sqlx::query_as(
+        "SELECT name, every_hours, cron, created_at, last_slot, skip_until, false AS paused
+         FROM campaigns WHERE paused_at IS NULL",
     )
     .fetch_all(pool)
-    .await?;
-    Ok(rows.into_iter().map(due_of).collect())
+    .await
 }
 
-/// The campaign `name`, locked for the rest of `conn`'s transaction; none if it is paused.
-pub(crate) async fn lock_unpaused(conn: &mut PgConnection, name: &str) -> Result<Option<DueCampaign>, sqlx::Error> {
-    let row: Option<DueRow> = sqlx::query_as(
-        "SELECT name, every_hours, cron, created_at, last_slot, skip_until FROM campaigns
-         WHERE name = $1 AND paused_at IS NULL FOR UPDATE",
+/// The campaign `name`, locked for the rest of `conn`'s transaction, so that its rotation and
+/// last slot move one broadcast at a time; none if it does not exist.
+pub(crate) async fn lock(conn: &mut PgConnection, name: &str) -> Result<Option<DueCampaign>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT name, every_hours, cron, created_at, last_slot, skip_until, paused_at IS NOT NULL AS paused
+         FROM campaigns WHERE name = $1 FOR UPDATE",
     )
     .bind(name)
     .fetch_optional(conn)
-    .await?;
-    Ok(row.map(due_of))
+    .await
 }
 
 #[cfg(test)]
@@ -619,19 +657,47 @@ mod tests {
             schedule.next_slot(created, at("2026-12-05T12:00:00Z")),
             Some(at("2026-12-06T09:30:00Z"))
         );
-        for bad in ["* * * *", "0 0 * * * *", "61 * * * *", "nonsense x y z w"] {
+        for bad in ["* * * *", "0 0 * * * *", "61 * * * *", "nonsense x y z w", "0 9 * * 8", "0 9 * * 5-1", "0 9 * * FUNDAY"] {
             assert!(Schedule::Cron { expression: bad.into() }.validate().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn cron_weekdays_count_as_standard_cron_does() {
+        let latest = |expression: &str, now: &str| {
+            Schedule::Cron {
+                expression: expression.into(),
+            }
+            .latest_slot(at("2026-11-01T00:00:00Z"), at(now))
+        };
+        // 2026-12-06 is a Sunday, 2026-12-07 a Monday, 2026-12-11 a Friday, 2026-12-12 a Saturday.
+        assert_eq!(latest("0 9 * * 1-5", "2026-12-07T10:00:00Z"), Some(at("2026-12-07T09:00:00Z")));
+        assert_eq!(latest("0 9 * * 1-5", "2026-12-06T10:00:00Z"), Some(at("2026-12-04T09:00:00Z")));
+        for sunday in ["0", "7", "SUN", "sun"] {
+            let expression = format!("0 9 * * {sunday}");
+            assert_eq!(
+                latest(&expression, "2026-12-07T10:00:00Z"),
+                Some(at("2026-12-06T09:00:00Z")),
+                "{expression}"
+            );
+        }
+        assert_eq!(latest("0 9 * * 5-7", "2026-12-06T08:00:00Z"), Some(at("2026-12-05T09:00:00Z")));
+        assert_eq!(latest("0 9 * * MON,FRI", "2026-12-10T10:00:00Z"), Some(at("2026-12-07T09:00:00Z")));
+        assert_eq!(latest("0 9 * * */2", "2026-12-08T10:00:00Z"), Some(at("2026-12-08T09:00:00Z")));
+        assert_eq!(weekday_names("*/2"), Ok("SUN,TUE,THU,SAT".into()));
+        assert_eq!(weekday_names("1/2"), Ok("MON,WED,FRI".into()));
     }
 
     #[test]
     fn a_fired_or_skipped_slot_does_not_fire_again() {
         let mut due = DueCampaign {
             name: "c".into(),
-            schedule: Schedule::Every { hours: 1 },
+            every_hours: Some(1),
+            cron: None,
             created_at: at("2026-12-01T10:00:00Z"),
             last_slot: None,
             skip_until: None,
+            paused: false,
         };
         let now = at("2026-12-01T12:30:00Z");
         assert_eq!(due.due_slot(now), Some(at("2026-12-01T12:00:00Z")));

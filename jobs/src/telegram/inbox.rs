@@ -2,6 +2,9 @@
 //! (a payment, a refund, a click) with the jobs that act on it, all in one transaction, and say
 //! what to answer inline. A repeat of a stored update writes nothing.
 //!
+//! A promo click is stored here rather than by a job, so that it is in the database before any
+//! later update (a payment) can be attributed to it.
+//!
 //! Only a `pre_checkout_query` is decided here, because Telegram wants its answer within 10 s;
 //! that answer and a callback query's acknowledgement ride in the webhook's HTTP response.
 
@@ -13,8 +16,7 @@ use sqlx::PgPool;
 use super::updates::{Update, kind_of};
 use crate::billing::Plans;
 use crate::billing::stars;
-use crate::queue::enqueue;
-use crate::tracking::{Promo, RecordClick, Via};
+use crate::tracking::{self, Promo, RecordClick, Via};
 
 /// Reply is the Bot API method call to return in the webhook's response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +95,7 @@ pub async fn accept(pool: &PgPool, plans: &Plans, raw: &str) -> Result<Accepted,
                 // payment in the same second as the click still comes after it.
                 clicked_at: Utc::now().trunc_subsecs(0),
             };
-            enqueue(&mut tx, &click.job()).await?;
+            tracking::record(&mut tx, &click).await?;
         }
     }
     if let (false, Some(message)) = (duplicate, &update.message) {
@@ -122,7 +124,7 @@ pub async fn accept(pool: &PgPool, plans: &Plans, raw: &str) -> Result<Accepted,
                 via: Via::Start,
                 clicked_at: sent_at,
             };
-            enqueue(&mut tx, &click.job()).await?;
+            tracking::record(&mut tx, &click).await?;
         }
     }
     tx.commit().await?;
