@@ -79,6 +79,8 @@ CREATE TABLE broadcast_recipients (
     CONSTRAINT broadcast_recipients_outcome_known CHECK (outcome IN ('sent', 'unreachable', 'failed'))
 );
 CREATE INDEX broadcast_recipients_chat ON broadcast_recipients (chat_id, broadcast_id);
+-- Campaign statistics count sent messages per broadcast from the index alone.
+CREATE INDEX broadcast_recipients_sent ON broadcast_recipients (broadcast_id) WHERE outcome = 'sent';
 
 -- The broadcast a click came from: the latest of its campaign and promo its chat was sent.
 ALTER TABLE promo_clicks ADD COLUMN broadcast_id bigint;

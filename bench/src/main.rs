@@ -312,7 +312,7 @@ async fn broadcast_fan_out(pool: &PgPool, audience: i64) -> anyhow::Result<f64> 
         let Some((id, payload)) = next else { break };
         let job: FanOut = serde_json::from_value(payload)?;
         let mut tx = pool.begin().await?;
-        queued += broadcasts::fan_out(&mut tx, &job, PAGE_SIZE).await?.queued;
+        queued += broadcasts::fan_out(&mut tx, &job, PAGE_SIZE, 30.0).await?.queued;
         sqlx::query("UPDATE jobs SET state = 'completed', finished_at = now() WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)

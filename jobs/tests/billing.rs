@@ -359,7 +359,11 @@ async fn a_paid_invoice_queues_its_attribution_once_whichever_event_came_first()
         let sub = Subscription::new(&format!("attr{i}"), USER + i as i64, "pro_monthly", "price_pro");
         let checkout = sub.checkout_session("checkout.session.completed", "paid", T0);
         let invoice = sub.invoice_paid(1, T0 + 30 * DAY, T0 + 1);
-        let order = if checkout_first { [&checkout, &invoice] } else { [&invoice, &checkout] };
+        let order = if checkout_first {
+            [&checkout, &invoice]
+        } else {
+            [&invoice, &checkout]
+        };
         for event in order {
             deliver(&pool, event).await;
         }
@@ -378,6 +382,10 @@ async fn a_paid_invoice_queues_its_attribution_once_whichever_event_came_first()
         assert_eq!(jobs[0]["kind"], "conversion");
         assert_eq!(jobs[0]["amount"], sandbox::stripe::PAYMENT_AMOUNT);
         assert_eq!(jobs[0]["currency"], sandbox::stripe::CURRENCY);
-        assert!(jobs[0]["payment"].as_str().unwrap().starts_with("stripe:in_"), "{}", jobs[0]);
+        assert!(
+            jobs[0]["payment"].as_str().unwrap().starts_with("stripe:in_"),
+            "{}",
+            jobs[0]
+        );
     }
 }

@@ -98,7 +98,7 @@ async fn run_fan_out(pool: &PgPool, page_size: i64) -> Vec<broadcasts::Page> {
         };
         let job: FanOut = serde_json::from_value(payload).unwrap();
         let mut tx = pool.begin().await.unwrap();
-        pages.push(broadcasts::fan_out(&mut tx, &job, page_size).await.unwrap());
+        pages.push(broadcasts::fan_out(&mut tx, &job, page_size, 30.0).await.unwrap());
         sqlx::query("UPDATE jobs SET state = 'completed', finished_at = now() WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -292,6 +292,17 @@ async fn a_broadcast_reaches_its_audience_once_a_page_at_a_time() {
         Some("https://t.me/paygate_test_bot?start=promo-all-a")
     );
     assert_eq!(first.buttons[1][0].callback_data.as_deref(), Some("promo:all:a"));
+    // Spread at the send rate (30 a second here) from the broadcast's start, in chat order.
+    let due: Vec<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM j.run_at - b.created_at)::float8
+         FROM jobs j JOIN broadcasts b ON b.id = (j.payload->>'broadcast_id')::bigint
+         WHERE j.queue = 'notifications' ORDER BY (j.payload->>'chat_id')::bigint",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(due.windows(2).all(|w| w[1] > w[0]), "{due:?}");
+    assert!(due[0] < 0.5 && (0.95..1.5).contains(&due[29]), "{due:?}");
     let progress = broadcasts::progress(&pool, all.broadcast_id, 10.0)
         .await
         .unwrap()
@@ -342,11 +353,12 @@ async fn a_fan_out_killed_mid_page_or_run_again_queues_nobody_twice() {
     let first_page = FanOut {
         broadcast_id: b.broadcast_id,
         after: None,
+        before: 0,
     };
 
     // Killed mid-page: its transaction never commits, and nothing of it remains.
     let mut tx = pool.begin().await.unwrap();
-    let page = broadcasts::fan_out(&mut tx, &first_page, 10).await.unwrap();
+    let page = broadcasts::fan_out(&mut tx, &first_page, 10, 30.0).await.unwrap();
     assert_eq!(page.queued, 10);
     drop(tx);
     assert_eq!(count(&pool, "SELECT count(*) FROM broadcast_recipients").await, 0);
@@ -361,13 +373,14 @@ async fn a_fan_out_killed_mid_page_or_run_again_queues_nobody_twice() {
 
     // Every page run once more (a duplicate job, a rescued orphan): nobody is queued again, and
     // no page is queued again either.
-    for after in [None, Some(10), Some(20)] {
+    for (after, before) in [(None, 0), (Some(10), 10), (Some(20), 20)] {
         let mut tx = pool.begin().await.unwrap();
         let again = FanOut {
             broadcast_id: b.broadcast_id,
             after,
+            before,
         };
-        let page = broadcasts::fan_out(&mut tx, &again, 10).await.unwrap();
+        let page = broadcasts::fan_out(&mut tx, &again, 10, 30.0).await.unwrap();
         assert_eq!(page.queued, 0, "after {after:?}");
         tx.commit().await.unwrap();
     }
@@ -399,6 +412,15 @@ async fn recipients_outcomes_are_counted_once_each() {
         .unwrap();
     let p = broadcasts::progress(&pool, b, 30.0).await.unwrap().unwrap();
     assert_eq!((p.total, p.sent, p.unreachable, p.failed, p.pending), (4, 1, 1, 1, 1));
+    // A message whose job died without its handler saying so (a timeout, a panic) or that ops
+    // discarded is failed too.
+    sqlx::query("UPDATE jobs SET state = 'dead' WHERE queue = 'notifications' AND logical_key = $1")
+        .bind(broadcasts::message_key(b, 4))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let p = broadcasts::progress(&pool, b, 30.0).await.unwrap().unwrap();
+    assert_eq!((p.failed, p.pending, p.expected_finish_at), (2, 0, None));
     let sent: f64 = sqlx::query_scalar(
         "SELECT value FROM counters WHERE name = 'marketing_broadcast_recipients_total' AND labels = 'outcome=\"sent\"'",
     )
@@ -653,12 +675,21 @@ async fn users_known_before_campaigns_existed_join_the_audience_by_migration() {
 async fn concurrent_sends_each_take_their_turn_in_the_rotation() {
     let (url, pool) = pool().await;
     let other_process = jobs::db::connect(&url, 10).await.unwrap();
-    let c = campaign("busy", Audience::AllUsers, Schedule::Every { hours: 1 }, &["a", "b", "c"]);
+    let c = campaign(
+        "busy",
+        Audience::AllUsers,
+        Schedule::Every { hours: 1 },
+        &["a", "b", "c"],
+    );
     create_backdated(&pool, &c, TimeDelta::minutes(61)).await;
     // Nine operators' send-nows and a scheduler pass at once, over two pools.
     let mut tasks = Vec::new();
     for i in 0..10 {
-        let pool = if i % 2 == 0 { pool.clone() } else { other_process.clone() };
+        let pool = if i % 2 == 0 {
+            pool.clone()
+        } else {
+            other_process.clone()
+        };
         tasks.push(tokio::spawn(async move {
             if i == 5 {
                 broadcasts::fire_due(&pool, Utc::now()).await.unwrap().len()
@@ -667,7 +698,11 @@ async fn concurrent_sends_each_take_their_turn_in_the_rotation() {
             }
         }));
     }
-    let begun: usize = futures::future::join_all(tasks).await.into_iter().map(|r| r.unwrap()).sum();
+    let begun: usize = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .sum();
     assert_eq!(begun, 10, "no send was lost to another");
     let promos: Vec<String> = sqlx::query_scalar("SELECT promo FROM broadcasts ORDER BY id")
         .fetch_all(&pool)

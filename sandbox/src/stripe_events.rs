@@ -74,7 +74,11 @@ impl Subscription {
         invoice["id"] = json!(self.invoice(n));
         invoice["customer"] = json!(self.customer);
         invoice["status"] = json!(status);
-        invoice["amount_paid"] = json!(if status == "paid" { crate::stripe::PAYMENT_AMOUNT } else { 0 });
+        invoice["amount_paid"] = json!(if status == "paid" {
+            crate::stripe::PAYMENT_AMOUNT
+        } else {
+            0
+        });
         invoice["currency"] = json!(crate::stripe::CURRENCY);
         invoice["subscription"] = Value::Null;
         invoice["parent"] = json!({

@@ -116,8 +116,10 @@ async fn two_worker_processes_and_one_due_slot_send_each_reachable_user_one_mess
         &broadcasts::FanOut {
             broadcast_id: next.broadcast_id,
             after: None,
+            before: 0,
         },
         1000,
+        20.0,
     )
     .await
     .unwrap();

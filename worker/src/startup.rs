@@ -85,6 +85,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         pool: pool.clone(),
         stats: stats.clone(),
         page_size: broadcasts::PAGE_SIZE,
+        per_second: config.telegram_pace.per_second,
     };
 
     let mut names = Vec::new();

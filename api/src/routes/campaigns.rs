@@ -82,7 +82,7 @@ pub struct CampaignRequest {
     /// 1 to 24 of `A-Z a-z 0-9 _`; the campaign's id.
     pub name: JsonString,
     pub audience: AudienceKind,
-    /// The chats of a `chats` audience (1 to 10,000); only with it.
+    /// The chats of a `chats` audience (1 to 2,000); only with it.
     pub chat_ids: Option<Vec<i64>>,
     /// Send every this many hours (1 to 8760), counted from creation; 4 when neither this nor
     /// `cron` is given.

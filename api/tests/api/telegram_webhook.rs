@@ -239,12 +239,11 @@ async fn promo_clicks_are_stored_once_and_callbacks_answered_inline() {
     method_call(app.deliver_update(&press).await).await;
 
     // Stored with the update, once each; no job.
-    let clicks: Vec<(i64, i64, Option<i64>, String, String, String)> = sqlx::query_as(
-        "SELECT update_id, user_id, chat_id, campaign, promo, via FROM promo_clicks ORDER BY update_id",
-    )
-    .fetch_all(&app.pool)
-    .await
-    .unwrap();
+    let clicks: Vec<(i64, i64, Option<i64>, String, String, String)> =
+        sqlx::query_as("SELECT update_id, user_id, chat_id, campaign, promo, via FROM promo_clicks ORDER BY update_id")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
     assert_eq!(
         clicks,
         [

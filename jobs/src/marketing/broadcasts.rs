@@ -9,6 +9,9 @@
 //!   (`ON CONFLICT DO NOTHING`), enqueues a message for each recipient it inserted, and enqueues
 //!   the next page. No transaction holds more than a page; a job killed mid-page rolls back and
 //!   its re-run does the page again; a recipient already inserted is never sent a second job.
+//! - Spread: recipient `n`'s message is due `n / rate` after the broadcast began (the send rate
+//!   every message shares), not all at once, so that a message queued meanwhile (a payment's
+//!   confirmation) is due before most of a large broadcast rather than behind all of it.
 //! - Outcomes: the notifications handler writes each recipient's outcome (sent, unreachable,
 //!   failed) with its delivery; [`progress`] counts them.
 
@@ -34,6 +37,9 @@ pub struct FanOut {
     /// The last chat of the previous page; none for the first page.
     #[serde(default)]
     pub after: Option<i64>,
+    /// Recipients in the pages before this one.
+    #[serde(default)]
+    pub before: i64,
 }
 
 impl JobPayload for FanOut {
@@ -111,6 +117,7 @@ pub async fn begin(pool: &PgPool, name: &str, slot: Option<DateTime<Utc>>) -> Re
         &FanOut {
             broadcast_id,
             after: None,
+            before: 0,
         }
         .job(),
     )
@@ -165,8 +172,13 @@ struct Broadcast {
 }
 
 /// Does one page of `job`'s fan-out of at most `page_size` recipients through `conn`, the job's
-/// effect transaction.
-pub async fn fan_out(conn: &mut PgConnection, job: &FanOut, page_size: i64) -> Result<Page, sqlx::Error> {
+/// effect transaction; messages are spread at `per_second`.
+pub async fn fan_out(
+    conn: &mut PgConnection,
+    job: &FanOut,
+    page_size: i64,
+    per_second: f64,
+) -> Result<Page, sqlx::Error> {
     let broadcast: Option<Broadcast> =
         sqlx::query_as("SELECT audience, chat_ids, message, created_at FROM broadcasts WHERE id = $1")
             .bind(job.broadcast_id)
@@ -221,9 +233,17 @@ pub async fn fan_out(conn: &mut PgConnection, job: &FanOut, page_size: i64) -> R
     .bind(&page)
     .fetch_all(&mut *conn)
     .await?;
+    let now = Utc::now();
+    let due = |n: i64| Duration::from_secs_f64(n as f64 / per_second);
     let messages: Vec<NewJob> = inserted
         .iter()
-        .map(|&chat| NewJob::new(&message.to(chat, job.broadcast_id), message_key(job.broadcast_id, chat)))
+        .map(|&chat| {
+            // Its place in the broadcast (the page is in chat order), counted from the start, or
+            // from now for a fan-out running late.
+            let n = page.binary_search(&chat).unwrap_or_default() as i64;
+            let at = (created_at + due(job.before + n)).max(now + due(n));
+            NewJob::new(&message.to(chat, job.broadcast_id), message_key(job.broadcast_id, chat)).run_at(at)
+        })
         .collect();
     let queued = enqueue_many(conn, &messages).await?;
     let last = (page.len() as i64) < page_size;
@@ -234,6 +254,7 @@ pub async fn fan_out(conn: &mut PgConnection, job: &FanOut, page_size: i64) -> R
                 &FanOut {
                     broadcast_id: job.broadcast_id,
                     after: Some(last_chat),
+                    before: job.before + page.len() as i64,
                 }
                 .job(),
             )
@@ -340,9 +361,16 @@ pub async fn progress(pool: &PgPool, id: i64, per_second: f64) -> Result<Option<
         "SELECT b.campaign, b.promo, b.slot, b.created_at, b.fanned_out_at IS NOT NULL,
                 count(r.chat_id),
                 count(*) FILTER (WHERE r.outcome = 'sent'),
-                count(*) FILTER (WHERE r.outcome = 'failed'),
+                count(*) FILTER (WHERE r.outcome = 'failed'
+                                 OR (r.chat_id IS NOT NULL AND r.outcome IS NULL
+                                     AND (j.state IS NULL OR j.state IN ('dead', 'discarded')))),
                 count(*) FILTER (WHERE r.outcome = 'unreachable')
-         FROM broadcasts b LEFT JOIN broadcast_recipients r ON r.broadcast_id = b.id
+         FROM broadcasts b
+         LEFT JOIN broadcast_recipients r ON r.broadcast_id = b.id
+         -- A recipient without an outcome whose job died (also of a timeout or a panic), was
+         -- discarded, or is gone (discarded and pruned: a sent one would have its outcome) failed.
+         LEFT JOIN jobs j ON r.outcome IS NULL AND j.queue = 'notifications'
+                          AND j.logical_key = 'broadcast:' || r.broadcast_id || ':' || r.chat_id
          WHERE b.id = $1
          GROUP BY b.id",
     )

@@ -21,8 +21,9 @@ pub const DEFAULT_EVERY_HOURS: u32 = 4;
 pub const MAX_PROMOS: usize = 20;
 /// The most buttons one promo carries (one per row).
 pub const MAX_BUTTONS: usize = 8;
-/// The most chats a `chats` audience lists.
-pub const MAX_LISTED_CHATS: usize = 10_000;
+/// The most chats a `chats` audience lists (their ids fit the API's 64 KiB body limit); larger
+/// audiences are the bot's users.
+pub const MAX_LISTED_CHATS: usize = 2_000;
 
 /// Audience is who a campaign's broadcasts go to; resolved when each broadcast begins.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -657,7 +658,15 @@ mod tests {
             schedule.next_slot(created, at("2026-12-05T12:00:00Z")),
             Some(at("2026-12-06T09:30:00Z"))
         );
-        for bad in ["* * * *", "0 0 * * * *", "61 * * * *", "nonsense x y z w", "0 9 * * 8", "0 9 * * 5-1", "0 9 * * FUNDAY"] {
+        for bad in [
+            "* * * *",
+            "0 0 * * * *",
+            "61 * * * *",
+            "nonsense x y z w",
+            "0 9 * * 8",
+            "0 9 * * 5-1",
+            "0 9 * * FUNDAY",
+        ] {
             assert!(Schedule::Cron { expression: bad.into() }.validate().is_err(), "{bad}");
         }
     }
@@ -671,8 +680,14 @@ mod tests {
             .latest_slot(at("2026-11-01T00:00:00Z"), at(now))
         };
         // 2026-12-06 is a Sunday, 2026-12-07 a Monday, 2026-12-11 a Friday, 2026-12-12 a Saturday.
-        assert_eq!(latest("0 9 * * 1-5", "2026-12-07T10:00:00Z"), Some(at("2026-12-07T09:00:00Z")));
-        assert_eq!(latest("0 9 * * 1-5", "2026-12-06T10:00:00Z"), Some(at("2026-12-04T09:00:00Z")));
+        assert_eq!(
+            latest("0 9 * * 1-5", "2026-12-07T10:00:00Z"),
+            Some(at("2026-12-07T09:00:00Z"))
+        );
+        assert_eq!(
+            latest("0 9 * * 1-5", "2026-12-06T10:00:00Z"),
+            Some(at("2026-12-04T09:00:00Z"))
+        );
         for sunday in ["0", "7", "SUN", "sun"] {
             let expression = format!("0 9 * * {sunday}");
             assert_eq!(
@@ -681,9 +696,18 @@ mod tests {
                 "{expression}"
             );
         }
-        assert_eq!(latest("0 9 * * 5-7", "2026-12-06T08:00:00Z"), Some(at("2026-12-05T09:00:00Z")));
-        assert_eq!(latest("0 9 * * MON,FRI", "2026-12-10T10:00:00Z"), Some(at("2026-12-07T09:00:00Z")));
-        assert_eq!(latest("0 9 * * */2", "2026-12-08T10:00:00Z"), Some(at("2026-12-08T09:00:00Z")));
+        assert_eq!(
+            latest("0 9 * * 5-7", "2026-12-06T08:00:00Z"),
+            Some(at("2026-12-05T09:00:00Z"))
+        );
+        assert_eq!(
+            latest("0 9 * * MON,FRI", "2026-12-10T10:00:00Z"),
+            Some(at("2026-12-07T09:00:00Z"))
+        );
+        assert_eq!(
+            latest("0 9 * * */2", "2026-12-08T10:00:00Z"),
+            Some(at("2026-12-08T09:00:00Z"))
+        );
         assert_eq!(weekday_names("*/2"), Ok("SUN,TUE,THU,SAT".into()));
         assert_eq!(weekday_names("1/2"), Ok("MON,WED,FRI".into()));
     }

@@ -19,6 +19,8 @@ pub struct Broadcaster {
     pub stats: Arc<JobStats>,
     /// Recipients per fan-out job.
     pub page_size: i64,
+    /// The send rate the messages are spread at.
+    pub per_second: f64,
 }
 
 /// Runs one attempt of a fan-out page.
@@ -33,7 +35,7 @@ pub async fn handle(job: Job<FanOut>, broadcaster: Data<Broadcaster>) -> Result<
 
 async fn fan_out(broadcaster: &Broadcaster, job: Job<FanOut>) -> Result<Completed, JobError> {
     apply_once(&broadcaster.pool, &job, async |tx| {
-        let page = broadcasts::fan_out(tx.conn(), &job.payload, broadcaster.page_size).await?;
+        let page = broadcasts::fan_out(tx.conn(), &job.payload, broadcaster.page_size, broadcaster.per_second).await?;
         tracing::info!(
             broadcast_id = job.payload.broadcast_id,
             recipients = page.recipients,
