@@ -710,3 +710,72 @@ async fn concurrent_sends_each_take_their_turn_in_the_rotation() {
         .unwrap();
     assert_eq!(promos, ["a", "b", "c", "a", "b", "c", "a", "b", "c", "a"]);
 }
+
+#[tokio::test]
+async fn writing_to_the_bot_or_signing_in_joins_the_audience_and_writing_lifts_a_block() {
+    use jobs::telegram::{inbox, users};
+
+    let (_, pool) = pool().await;
+    let plans =
+        jobs::billing::Plans::parse(r#"{"pro": {"name": "Pro", "entitlement": "pro", "period_days": 30}}"#).unwrap();
+    let first_seen = |chat: i64| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_as::<_, (Option<DateTime<Utc>>, bool)>(
+                "SELECT first_seen_at, unreachable_at IS NOT NULL FROM telegram_chats WHERE chat_id = $1",
+            )
+            .bind(chat)
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let write = |update_id: i64, user: i64, date: DateTime<Utc>| {
+        let mut update = sandbox::telegram_updates::text_message(update_id, user, "/start");
+        update["message"]["date"] = date.timestamp().into();
+        update.to_string()
+    };
+    let now = Utc::now();
+    inbox::accept(&pool, &plans, &write(1, 801, now - TimeDelta::hours(2)))
+        .await
+        .unwrap();
+    let (seen, blocked) = first_seen(801).await.unwrap();
+    assert_eq!(
+        (seen.map(|s| s.timestamp()), blocked),
+        (Some((now - TimeDelta::hours(2)).timestamp()), false)
+    );
+
+    // Blocked now: an older message delivered late does not lift it, a newer one does, and the
+    // first time seen stays the first.
+    store::mark_unreachable(&mut pool.acquire().await.unwrap(), 801, "blocked")
+        .await
+        .unwrap();
+    inbox::accept(&pool, &plans, &write(2, 801, now - TimeDelta::hours(1)))
+        .await
+        .unwrap();
+    assert!(first_seen(801).await.unwrap().1, "still blocked");
+    inbox::accept(&pool, &plans, &write(3, 801, now + TimeDelta::seconds(5)))
+        .await
+        .unwrap();
+    let (seen_again, blocked) = first_seen(801).await.unwrap();
+    assert_eq!((seen_again, blocked), (seen, false));
+
+    // A Mini App sign-in joins only when it allows the bot to write.
+    let mut conn = pool.acquire().await.unwrap();
+    for (id, allows) in [(802, true), (803, false)] {
+        let profile: users::Profile =
+            serde_json::from_value(serde_json::json!({"id": id, "first_name": "M", "allows_write_to_pm": allows}))
+                .unwrap();
+        users::upsert(
+            &mut conn,
+            &users::ProvisionUser {
+                profile,
+                signed_in_at: now,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    assert!(first_seen(802).await.is_some());
+    assert!(first_seen(803).await.is_none());
+}
