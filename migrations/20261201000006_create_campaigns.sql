@@ -6,17 +6,32 @@
 ALTER TABLE telegram_chats ADD COLUMN first_seen_at timestamptz;
 
 -- Users known before this migration join it as of the first thing we know of them: a stored
--- message in their private chat, a Stars payment, a Mini App sign-in allowing messages.
+-- message in their private chat (updates are kept JOB_RETENTION_HOURS), a Stars payment, a Mini
+-- App sign-in allowing messages, a message delivered to them, a promo click. A block recorded
+-- before their latest stored message is lifted, as a live message lifts it.
+WITH seen (chat_id, at, wrote) AS (
+    -- (PostgreSQL's JSON functions refuse a \u0000 escape, which JSON allows: such rare rows
+    -- are skipped rather than failing the migration.)
+    SELECT (payload::jsonb #>> '{message,chat,id}')::bigint, received_at, true
+    FROM telegram_updates WHERE kind = 'message' AND strpos(payload, '\u0000') = 0
+    UNION ALL SELECT user_id, paid_at, false FROM telegram_payments
+    UNION ALL SELECT id, profile_at, false FROM telegram_users WHERE allows_write_to_pm
+    UNION ALL SELECT chat_id, created_at, false FROM telegram_deliveries WHERE status = 'sent'
+    UNION ALL SELECT user_id, clicked_at, false FROM promo_clicks
+), known AS (
+    SELECT chat_id, min(at) AS first_seen, max(at) FILTER (WHERE wrote) AS last_wrote
+    FROM seen WHERE chat_id > 0 GROUP BY chat_id
+)
 INSERT INTO telegram_chats (chat_id, first_seen_at)
-SELECT chat_id, min(seen_at) FROM (
-    SELECT (payload::jsonb #>> '{message,chat,id}')::bigint AS chat_id, received_at AS seen_at
-    FROM telegram_updates WHERE kind = 'message'
-    UNION ALL SELECT user_id, paid_at FROM telegram_payments
-    UNION ALL SELECT id, profile_at FROM telegram_users WHERE allows_write_to_pm
-) AS seen
-WHERE chat_id > 0
-GROUP BY chat_id
-ON CONFLICT (chat_id) DO UPDATE SET first_seen_at = excluded.first_seen_at;
+SELECT chat_id, first_seen FROM known
+ON CONFLICT (chat_id) DO UPDATE SET
+    first_seen_at = excluded.first_seen_at,
+    unreachable_reason = CASE WHEN telegram_chats.unreachable_at
+                                   < (SELECT last_wrote FROM known k WHERE k.chat_id = excluded.chat_id)
+                              THEN NULL ELSE telegram_chats.unreachable_reason END,
+    unreachable_at = CASE WHEN telegram_chats.unreachable_at
+                               < (SELECT last_wrote FROM known k WHERE k.chat_id = excluded.chat_id)
+                          THEN NULL ELSE telegram_chats.unreachable_at END;
 
 CREATE TABLE campaigns (
     -- Also the campaign's part of its promos' button payloads, hence the alphabet and length.

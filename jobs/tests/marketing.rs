@@ -354,6 +354,7 @@ async fn a_fan_out_killed_mid_page_or_run_again_queues_nobody_twice() {
         broadcast_id: b.broadcast_id,
         after: None,
         before: 0,
+        start: None,
     };
 
     // Killed mid-page: its transaction never commits, and nothing of it remains.
@@ -379,6 +380,7 @@ async fn a_fan_out_killed_mid_page_or_run_again_queues_nobody_twice() {
             broadcast_id: b.broadcast_id,
             after,
             before,
+            start: None,
         };
         let page = broadcasts::fan_out(&mut tx, &again, 10, 30.0).await.unwrap();
         assert_eq!(page.queued, 0, "after {after:?}");
@@ -619,7 +621,7 @@ async fn users_known_before_campaigns_existed_join_the_audience_by_migration() {
     let (_, pool) = pool().await;
     // The migration's backfill statement, run again on rows written as before it.
     let migration = include_str!("../../migrations/20261201000006_create_campaigns.sql");
-    let start = migration.find("INSERT INTO telegram_chats").unwrap();
+    let start = migration.find("WITH seen").unwrap();
     let backfill = &migration[start..start + migration[start..].find(';').unwrap()];
     sqlx::query(
         "INSERT INTO telegram_updates (update_id, kind, payload, received_at) VALUES
@@ -648,6 +650,20 @@ async fn users_known_before_campaigns_existed_join_the_audience_by_migration() {
     store::mark_unreachable(&mut pool.acquire().await.unwrap(), 504, "blocked")
         .await
         .unwrap();
+    // 501 blocked the bot, then wrote to it again (its message of now): no longer blocked. A
+    // stored message PostgreSQL's JSON functions refuse (\u0000) is skipped.
+    sqlx::query("INSERT INTO telegram_chats (chat_id, unreachable_at, unreachable_reason) VALUES (501, now() - interval '1 day', 'blocked')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO telegram_updates (update_id, kind, payload, received_at) VALUES
+             (4, 'message', '{\"update_id\": 4, \"message\": {\"chat\": {\"id\": 501}}}', now()),
+             (5, 'message', '{\"update_id\": 5, \"message\": {\"chat\": {\"id\": 509}, \"text\": \"\\u0000\"}}', now())",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
     sqlx::query(sqlx::AssertSqlSafe(backfill.to_string()))
         .execute(&pool)
         .await

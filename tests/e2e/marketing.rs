@@ -117,6 +117,7 @@ async fn two_worker_processes_and_one_due_slot_send_each_reachable_user_one_mess
             broadcast_id: next.broadcast_id,
             after: None,
             before: 0,
+            start: None,
         },
         1000,
         20.0,

@@ -239,8 +239,8 @@ pub struct BroadcastProgress {
     /// Recipients who blocked the bot.
     pub unreachable: i64,
     pub pending: i64,
-    /// When the pending messages will have gone out at `TELEGRAM_MESSAGES_PER_SECOND`, if this
-    /// broadcast had the rate to itself; null when nothing is pending.
+    /// When the pending messages will have gone out at the broadcast's share (90%) of
+    /// `TELEGRAM_MESSAGES_PER_SECOND`; null when nothing is pending.
     pub expected_finish_at: Option<DateTime<Utc>>,
 }
 

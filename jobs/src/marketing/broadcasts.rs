@@ -9,9 +9,10 @@
 //!   (`ON CONFLICT DO NOTHING`), enqueues a message for each recipient it inserted, and enqueues
 //!   the next page. No transaction holds more than a page; a job killed mid-page rolls back and
 //!   its re-run does the page again; a recipient already inserted is never sent a second job.
-//! - Spread: recipient `n`'s message is due `n / rate` after the broadcast began (the send rate
-//!   every message shares), not all at once, so that a message queued meanwhile (a payment's
-//!   confirmation) is due before most of a large broadcast rather than behind all of it.
+//! - Spread: recipient `n`'s message is due `n / (RATE_SHARE × rate)` after the first page ran
+//!   (`rate` is the send rate every message shares), not all at once, so that a message queued
+//!   meanwhile (a payment's confirmation) is due before most of a large broadcast rather than
+//!   behind all of it, and the rest of the rate is left to such messages.
 //! - Outcomes: the notifications handler writes each recipient's outcome (sent, unreachable,
 //!   failed) with its delivery; [`progress`] counts them.
 
@@ -29,6 +30,10 @@ use crate::queue::{JobPayload, NewJob, Queue, enqueue, enqueue_many};
 /// How many recipients one fan-out job takes.
 pub const PAGE_SIZE: i64 = 1000;
 
+/// The share of the send rate a broadcast's messages are spread over; the rest is headroom for
+/// other messages sent meanwhile.
+pub const RATE_SHARE: f64 = 0.9;
+
 /// FanOut is the `broadcasts` queue's job: queue the messages of the recipients after `after`
 /// (chat id order), one page of them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +45,9 @@ pub struct FanOut {
     /// Recipients in the pages before this one.
     #[serde(default)]
     pub before: i64,
+    /// When the first page ran: the messages are spread from here. None for the first page.
+    #[serde(default)]
+    pub start: Option<DateTime<Utc>>,
 }
 
 impl JobPayload for FanOut {
@@ -118,6 +126,7 @@ pub async fn begin(pool: &PgPool, name: &str, slot: Option<DateTime<Utc>>) -> Re
             broadcast_id,
             after: None,
             before: 0,
+            start: None,
         }
         .job(),
     )
@@ -233,15 +242,16 @@ pub async fn fan_out(
     .bind(&page)
     .fetch_all(&mut *conn)
     .await?;
-    let now = Utc::now();
-    let due = |n: i64| Duration::from_secs_f64(n as f64 / per_second);
+    // Spread from when the first page ran (not from the broadcast's creation: a fan-out that
+    // started late would otherwise make its first pages due at once).
+    let start = job.start.unwrap_or_else(|| created_at.max(Utc::now()));
     let messages: Vec<NewJob> = inserted
         .iter()
         .map(|&chat| {
-            // Its place in the broadcast (the page is in chat order), counted from the start, or
-            // from now for a fan-out running late.
-            let n = page.binary_search(&chat).unwrap_or_default() as i64;
-            let at = (created_at + due(job.before + n)).max(now + due(n));
+            // Its place in the broadcast: the pages before, then its place in this one (the page
+            // is in chat order).
+            let n = job.before + page.binary_search(&chat).unwrap_or_default() as i64;
+            let at = start + Duration::from_secs_f64(n as f64 / (RATE_SHARE * per_second));
             NewJob::new(&message.to(chat, job.broadcast_id), message_key(job.broadcast_id, chat)).run_at(at)
         })
         .collect();
@@ -255,6 +265,7 @@ pub async fn fan_out(
                     broadcast_id: job.broadcast_id,
                     after: Some(last_chat),
                     before: job.before + page.len() as i64,
+                    start: Some(start),
                 }
                 .job(),
             )
@@ -338,8 +349,8 @@ pub struct Progress {
     pub failed: i64,
     pub unreachable: i64,
     pub pending: i64,
-    /// When the pending messages will have gone out at the configured send rate, if this
-    /// broadcast had the rate to itself; none when nothing is pending.
+    /// When the pending messages will have gone out at the broadcast's share of the send rate;
+    /// none when nothing is pending.
     pub expected_finish_at: Option<DateTime<Utc>>,
 }
 
@@ -361,24 +372,34 @@ pub async fn progress(pool: &PgPool, id: i64, per_second: f64) -> Result<Option<
         "SELECT b.campaign, b.promo, b.slot, b.created_at, b.fanned_out_at IS NOT NULL,
                 count(r.chat_id),
                 count(*) FILTER (WHERE r.outcome = 'sent'),
-                count(*) FILTER (WHERE r.outcome = 'failed'
-                                 OR (r.chat_id IS NOT NULL AND r.outcome IS NULL
-                                     AND (j.state IS NULL OR j.state IN ('dead', 'discarded')))),
+                count(*) FILTER (WHERE r.outcome = 'failed'),
                 count(*) FILTER (WHERE r.outcome = 'unreachable')
-         FROM broadcasts b
-         LEFT JOIN broadcast_recipients r ON r.broadcast_id = b.id
-         -- A recipient without an outcome whose job died (also of a timeout or a panic), was
-         -- discarded, or is gone (discarded and pruned: a sent one would have its outcome) failed.
-         LEFT JOIN jobs j ON r.outcome IS NULL AND j.queue = 'notifications'
-                          AND j.logical_key = 'broadcast:' || r.broadcast_id || ':' || r.chat_id
+         FROM broadcasts b LEFT JOIN broadcast_recipients r ON r.broadcast_id = b.id
          WHERE b.id = $1
          GROUP BY b.id",
     )
     .bind(id)
     .fetch_optional(pool)
     .await?;
+    // Recipients without an outcome whose job died without its handler recording it (a timeout,
+    // a panic), was discarded, or is gone (discarded and pruned: a sent one has its outcome)
+    // failed too. Looked up job by job, by key, for the recipients still without an outcome.
+    let unrecorded_failures: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM broadcast_recipients r
+         LEFT JOIN LATERAL (
+             SELECT j.state FROM jobs j
+             WHERE j.queue = 'notifications'
+               AND j.logical_key = 'broadcast:' || r.broadcast_id || ':' || r.chat_id
+         ) j ON true
+         WHERE r.broadcast_id = $1 AND r.outcome IS NULL
+           AND (j.state IS NULL OR j.state IN ('dead', 'discarded'))",
+    )
+    .bind(id)
+    .fetch_one(pool)
+    .await?;
     Ok(row.map(
         |(campaign, promo, slot, created_at, fanned_out, total, sent, failed, unreachable)| {
+            let failed = failed + unrecorded_failures;
             let pending = total - sent - failed - unreachable;
             Progress {
                 id,
@@ -393,7 +414,7 @@ pub async fn progress(pool: &PgPool, id: i64, per_second: f64) -> Result<Option<
                 unreachable,
                 pending,
                 expected_finish_at: (pending > 0 && per_second > 0.0)
-                    .then(|| Utc::now() + Duration::from_secs_f64(pending as f64 / per_second)),
+                    .then(|| Utc::now() + Duration::from_secs_f64(pending as f64 / (RATE_SHARE * per_second))),
             }
         },
     ))

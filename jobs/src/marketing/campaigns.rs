@@ -124,6 +124,13 @@ fn cron(expression: &str) -> Result<cron::Schedule, String> {
             fields.len()
         ));
     };
+    if day != "*" && day != "?" && weekday != "*" && weekday != "?" {
+        // Classic cron fires when either matches; the cron crate when both do. Refused rather
+        // than read either way.
+        return Err(format!(
+            "cron {expression:?} restricts both the day of the month and the weekday; restrict one"
+        ));
+    }
     let weekday = weekday_names(weekday).map_err(|e| format!("cron {expression:?}: {e}"))?;
     cron::Schedule::from_str(&format!("0 {minute} {hour} {day} {month} {weekday}"))
         .map_err(|e| format!("cron {expression:?}: {e}"))
@@ -137,14 +144,16 @@ fn weekday_names(field: &str) -> Result<String, String> {
     if field == "*" || field == "?" {
         return Ok(field.to_string());
     }
-    let day = |s: &str| -> Result<usize, String> {
+    // A day as written: 0-7, or a name; Sunday ends a range as 7, so that `SAT-SUN` runs forward.
+    let day = |s: &str, ends_range: bool| -> Result<usize, String> {
         match s.parse::<usize>() {
-            Ok(n @ 0..=7) => Ok(n % 7),
+            Ok(n @ 0..=7) => Ok(n),
             Ok(_) => Err(format!("weekday {s} is not 0 to 7")),
-            Err(_) => WEEKDAYS
-                .iter()
-                .position(|d| d.eq_ignore_ascii_case(s))
-                .ok_or_else(|| format!("weekday {s:?} is not a number 0 to 7 or SUN to SAT")),
+            Err(_) => match WEEKDAYS.iter().position(|d| d.eq_ignore_ascii_case(s)) {
+                Some(0) if ends_range => Ok(7),
+                Some(n) => Ok(n),
+                None => Err(format!("weekday {s:?} is not a number 0 to 7 or SUN to SAT")),
+            },
         }
     };
     let mut selected = [false; 7];
@@ -158,9 +167,9 @@ fn weekday_names(field: &str) -> Result<String, String> {
         }
         let (first, last) = match range.split_once('-') {
             _ if range == "*" => (0, 6),
-            Some((a, b)) => (day(a)?, if b == "7" { 7 } else { day(b)? }),
-            None if step > 1 => (day(range)?, 6),
-            None => (day(range)?, day(range)?),
+            Some((a, b)) => (day(a, false)?, day(b, true)?),
+            None if step > 1 => (day(range, false)?, 6),
+            None => (day(range, false)?, day(range, false)?),
         };
         if first > last {
             return Err(format!("weekday range {range:?} runs backwards"));
@@ -710,6 +719,21 @@ mod tests {
         );
         assert_eq!(weekday_names("*/2"), Ok("SUN,TUE,THU,SAT".into()));
         assert_eq!(weekday_names("1/2"), Ok("MON,WED,FRI".into()));
+        assert_eq!(weekday_names("7-7"), Ok("SUN".into()));
+        assert_eq!(weekday_names("SAT-SUN"), Ok("SUN,SAT".into()));
+        assert_eq!(weekday_names("MON-SUN"), Ok("SUN,MON,TUE,WED,THU,FRI,SAT".into()));
+        assert_eq!(weekday_names("5-07"), Ok("SUN,FRI,SAT".into()));
+        for bad in ["7-3", "SUN-SAT-MON", "", "1,", "x/2", "1/0", "8"] {
+            assert!(weekday_names(bad).is_err(), "{bad}");
+        }
+        assert!(
+            Schedule::Cron {
+                expression: "0 9 1 * MON".into()
+            }
+            .validate()
+            .is_err(),
+            "day of month and weekday both restricted"
+        );
     }
 
     #[test]
