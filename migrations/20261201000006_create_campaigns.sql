@@ -3,7 +3,9 @@
 
 -- The bot's audience: a private chat is in it once its user has written to the bot (or signed in
 -- to the Mini App allowing messages). Rows made only by a 403 stay out (first_seen_at NULL).
-ALTER TABLE telegram_chats ADD COLUMN first_seen_at timestamptz;
+-- last_seen_at: the latest time its user wrote to the bot (or restarted it), so that a block
+-- reported out of order does not outlive a later message.
+ALTER TABLE telegram_chats ADD COLUMN first_seen_at timestamptz, ADD COLUMN last_seen_at timestamptz;
 
 -- Users known before this migration join it as of the first thing we know of them: a stored
 -- message in their private chat (updates are kept JOB_RETENTION_HOURS), a Stars payment, a Mini
@@ -22,10 +24,11 @@ WITH seen (chat_id, at, wrote) AS (
     SELECT chat_id, min(at) AS first_seen, max(at) FILTER (WHERE wrote) AS last_wrote
     FROM seen WHERE chat_id > 0 GROUP BY chat_id
 )
-INSERT INTO telegram_chats (chat_id, first_seen_at)
-SELECT chat_id, first_seen FROM known
+INSERT INTO telegram_chats (chat_id, first_seen_at, last_seen_at)
+SELECT chat_id, first_seen, last_wrote FROM known
 ON CONFLICT (chat_id) DO UPDATE SET
     first_seen_at = excluded.first_seen_at,
+    last_seen_at = excluded.last_seen_at,
     unreachable_reason = CASE WHEN telegram_chats.unreachable_at
                                    < (SELECT last_wrote FROM known k WHERE k.chat_id = excluded.chat_id)
                               THEN NULL ELSE telegram_chats.unreachable_reason END,

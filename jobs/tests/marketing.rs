@@ -728,7 +728,7 @@ async fn concurrent_sends_each_take_their_turn_in_the_rotation() {
 }
 
 #[tokio::test]
-async fn writing_to_the_bot_or_signing_in_joins_the_audience_and_writing_lifts_a_block() {
+async fn writing_to_the_bot_or_signing_in_joins_the_audience_and_blocks_come_and_go_in_order() {
     use jobs::telegram::{inbox, users};
 
     let (_, pool) = pool().await;
@@ -775,6 +775,30 @@ async fn writing_to_the_bot_or_signing_in_joins_the_audience_and_writing_lifts_a
         .unwrap();
     let (seen_again, blocked) = first_seen(801).await.unwrap();
     assert_eq!((seen_again, blocked), (seen, false));
+
+    // Telegram tells of a block (`my_chat_member` kicked) before any send meets a 403; a block
+    // older than the user's last message (delivered late) is ignored; a restart lifts it.
+    let member = |update_id: i64, status: &str, date: DateTime<Utc>| {
+        sandbox::telegram_updates::my_chat_member(update_id, 801, status, date.timestamp()).to_string()
+    };
+    inbox::accept(&pool, &plans, &member(4, "kicked", now - TimeDelta::minutes(5)))
+        .await
+        .unwrap();
+    assert!(!first_seen(801).await.unwrap().1, "older than the message of now + 5 s");
+    inbox::accept(&pool, &plans, &member(5, "kicked", now + TimeDelta::minutes(1)))
+        .await
+        .unwrap();
+    assert!(first_seen(801).await.unwrap().1, "blocked");
+    let b = send_now(&pool, "blocks", Audience::AllUsers, &["a"]).await;
+    run_fan_out(&pool, 100).await;
+    assert!(
+        messages_of(&pool, b.broadcast_id).await.is_empty(),
+        "a blocked user is left out"
+    );
+    inbox::accept(&pool, &plans, &member(6, "member", now + TimeDelta::minutes(2)))
+        .await
+        .unwrap();
+    assert!(!first_seen(801).await.unwrap().1, "restarted");
 
     // A Mini App sign-in joins only when it allows the bot to write.
     let mut conn = pool.acquire().await.unwrap();

@@ -150,7 +150,7 @@ async fn the_webhook_is_set_with_its_secret_and_update_kinds_and_read_back() {
         Some(json!({
             "url": url,
             "secret_token": "s3cret_token-1",
-            "allowed_updates": ["message", "callback_query", "pre_checkout_query"],
+            "allowed_updates": ["message", "callback_query", "pre_checkout_query", "my_chat_member"],
             "drop_pending_updates": false,
         }))
     );
@@ -273,4 +273,15 @@ fn the_sandbox_updates_read_as_telegrams() {
         parse(updates::unknown_kind(7)),
         UpdateKind::MessageReaction(_)
     ));
+
+    for (status, blocked) in [("kicked", true), ("member", false)] {
+        match parse(updates::my_chat_member(8, 5, status, 1_800_000_000)) {
+            UpdateKind::MyChatMember(m) => {
+                assert_eq!((m.chat.id.0, m.from.id.0), (5, 5));
+                assert_eq!(m.new_chat_member.is_banned(), blocked, "{status}");
+                assert_eq!(m.date.timestamp(), 1_800_000_000);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

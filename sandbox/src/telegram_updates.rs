@@ -124,6 +124,22 @@ pub fn start_command(update_id: i64, user_id: i64, payload: &str) -> Value {
     update
 }
 
+/// A `my_chat_member` update of `user_id`'s private chat: `status` `kicked` when the user blocked
+/// the bot, `member` when they started (or restarted) it, at `date`.
+pub fn my_chat_member(update_id: i64, user_id: i64, status: &str, date: i64) -> Value {
+    let old = if status == "kicked" { "member" } else { "kicked" };
+    json!({
+        "update_id": update_id,
+        "my_chat_member": {
+            "chat": chat(user_id),
+            "from": user(user_id),
+            "date": date,
+            "old_chat_member": {"user": bot(), "status": old, "until_date": 0},
+            "new_chat_member": {"user": bot(), "status": status, "until_date": 0},
+        },
+    })
+}
+
 /// A text message from `user_id` in its private chat with the bot.
 pub fn text_message(update_id: i64, user_id: i64, text: &str) -> Value {
     private_message(update_id, user_id, "text", json!(text))

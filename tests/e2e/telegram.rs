@@ -175,7 +175,10 @@ async fn worker_telegram_set_webhook_registers_the_url_and_secret() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    assert_eq!(allowed, vec!["message", "callback_query", "pre_checkout_query"]);
+    assert_eq!(
+        allowed,
+        vec!["message", "callback_query", "pre_checkout_query", "my_chat_member"]
+    );
 }
 
 #[tokio::test]

@@ -164,7 +164,7 @@ pub async fn run_telegram(command: TelegramCommand) -> anyhow::Result<()> {
             };
             let secret = required("TELEGRAM_WEBHOOK_SECRET")?;
             bot()?.set_webhook(&url, &secret, &BOT_UPDATES).await?;
-            println!("webhook set: {url} (message, callback_query, pre_checkout_query)");
+            println!("webhook set: {url} (message, callback_query, pre_checkout_query, my_chat_member)");
         }
         TelegramCommand::WebhookInfo => {
             let (url, pending, last_error) = bot()?.webhook_info().await?;

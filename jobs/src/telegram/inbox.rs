@@ -98,6 +98,17 @@ pub async fn accept(pool: &PgPool, plans: &Plans, raw: &str) -> Result<Accepted,
             tracking::record(&mut tx, &click).await?;
         }
     }
+    if let (false, Some(change)) = (duplicate, &update.my_chat_member)
+        && change.chat.id > 0
+    {
+        // The user blocked the bot, or started it again; a later message also unblocks.
+        let at = DateTime::from_timestamp(change.date, 0).unwrap_or_else(Utc::now);
+        match change.new_chat_member.status.as_str() {
+            "kicked" => super::store::blocked_by_user(&mut tx, change.chat.id, at).await?,
+            "member" => super::store::saw_chat(&mut tx, change.chat.id, at, true).await?,
+            _ => {}
+        }
+    }
     if let (false, Some(message)) = (duplicate, &update.message) {
         let sent_at = DateTime::from_timestamp(message.date, 0).unwrap_or_else(Utc::now);
         let user_id = message.from.as_ref().map_or(message.chat.id, |u| u.id);

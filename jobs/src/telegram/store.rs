@@ -75,9 +75,12 @@ pub async fn saw_chat(
     unblocked: bool,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO telegram_chats (chat_id, first_seen_at) VALUES ($1, $2)
+        "INSERT INTO telegram_chats (chat_id, first_seen_at, last_seen_at)
+         VALUES ($1, $2, CASE WHEN $3 THEN $2::timestamptz END)
          ON CONFLICT (chat_id) DO UPDATE SET
              first_seen_at = coalesce(telegram_chats.first_seen_at, excluded.first_seen_at),
+             last_seen_at = CASE WHEN $3 THEN greatest(telegram_chats.last_seen_at, excluded.first_seen_at)
+                                 ELSE telegram_chats.last_seen_at END,
              unreachable_reason = CASE WHEN $3 AND telegram_chats.unreachable_at < excluded.first_seen_at
                                        THEN NULL ELSE telegram_chats.unreachable_reason END,
              unreachable_at = CASE WHEN $3 AND telegram_chats.unreachable_at < excluded.first_seen_at
@@ -86,6 +89,31 @@ pub async fn saw_chat(
     .bind(chat_id)
     .bind(at)
     .bind(unblocked)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// What Telegram says when a user blocked the bot, as a send's 403 says it.
+pub const BLOCKED_BY_USER: &str = "Forbidden: bot was blocked by the user";
+
+/// Records that the user of private chat `chat_id` blocked the bot at `at` (a `my_chat_member`
+/// update), unless they wrote to it after that: updates may arrive out of order.
+pub async fn blocked_by_user(
+    conn: &mut PgConnection,
+    chat_id: i64,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO telegram_chats (chat_id, unreachable_at, unreachable_reason) VALUES ($1, $2, $3)
+         ON CONFLICT (chat_id) DO UPDATE SET
+             unreachable_at = greatest(telegram_chats.unreachable_at, excluded.unreachable_at),
+             unreachable_reason = excluded.unreachable_reason
+         WHERE telegram_chats.last_seen_at IS NULL OR telegram_chats.last_seen_at < excluded.unreachable_at",
+    )
+    .bind(chat_id)
+    .bind(at)
+    .bind(BLOCKED_BY_USER)
     .execute(conn)
     .await?;
     Ok(())

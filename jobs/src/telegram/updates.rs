@@ -17,6 +17,8 @@ pub struct Update {
     pub pre_checkout_query: Option<PreCheckoutQuery>,
     #[serde(default)]
     pub callback_query: Option<CallbackQuery>,
+    #[serde(default)]
+    pub my_chat_member: Option<ChatMemberUpdated>,
 }
 
 /// User is who sent a message or a query.
@@ -93,6 +95,23 @@ pub struct CallbackQuery {
     pub message: Option<CallbackMessage>,
     #[serde(default)]
     pub data: Option<String>,
+}
+
+/// ChatMemberUpdated is a change of the bot's membership of a chat; in a private chat, the user
+/// blocking the bot (`kicked`) or starting it again (`member`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ChatMemberUpdated {
+    pub chat: Chat,
+    /// Unix time of the change.
+    pub date: i64,
+    pub new_chat_member: ChatMember,
+}
+
+/// ChatMember is as much of a membership as we read.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ChatMember {
+    /// `creator`, `administrator`, `member`, `restricted`, `left` or `kicked`.
+    pub status: String,
 }
 
 /// CallbackMessage is as much of a button's message as we read.
