@@ -160,8 +160,9 @@ impl From<StoredTrackingJob> for TrackingJob {
 
 /// Stores `click` with the broadcast it came from: the latest broadcast of its campaign and
 /// promo sent to its chat (the user's private chat for a deep link) before the click (click
-/// times are whole seconds, hence a second's slack). A click of an update already stored
-/// changes nothing.
+/// times are whole seconds, hence a second's slack); none when there is none, or its recipients
+/// were pruned (`BROADCAST_RETENTION_DAYS` after it). A click of an update already stored changes
+/// nothing.
 pub async fn record(conn: &mut PgConnection, click: &RecordClick) -> Result<(), sqlx::Error> {
     let stored: Option<i64> = sqlx::query_scalar(
         "INSERT INTO promo_clicks (update_id, user_id, chat_id, campaign, promo, via, clicked_at, broadcast_id)

@@ -108,6 +108,41 @@ async fn two_worker_processes_and_one_due_slot_send_each_reachable_user_one_mess
     );
     assert!(progress.fanned_out && progress.expected_finish_at.is_none());
 
+    // A month later a worker's maintenance keeps the counts on the broadcast and prunes the
+    // per-recipient rows.
+    sqlx::query("UPDATE broadcasts SET fanned_out_at = now() - interval '31 days'")
+        .execute(&world.pool)
+        .await
+        .unwrap();
+    let mut third = world.spawn_worker_process(worker, 20.0);
+    world
+        .wait_for_count(
+            "SELECT count(*) FROM broadcasts WHERE summarised_at IS NOT NULL",
+            1,
+            WAIT,
+        )
+        .await;
+    world
+        .wait_for_count("SELECT count(*) FROM broadcast_recipients", 0, WAIT)
+        .await;
+    signal(&third, "TERM");
+    assert!(exited(&mut third).await.success());
+    assert_eq!(
+        world
+            .count("SELECT count(*) FROM telegram_deliveries WHERE logical_key LIKE 'broadcast:%'")
+            .await,
+        0
+    );
+    let summarised = broadcasts::progress(&world.pool, id, 20.0).await.unwrap().unwrap();
+    assert!(summarised.summarised_at.is_some());
+    assert_eq!(
+        broadcasts::Progress {
+            summarised_at: None,
+            ..summarised
+        },
+        progress
+    );
+
     // The next broadcast leaves the blocked users out from the start.
     let next = broadcasts::begin(&world.pool, "every4h", None).await.unwrap().unwrap();
     let mut tx = world.pool.begin().await.unwrap();

@@ -6,6 +6,7 @@ use jobs::billing::Plans;
 use jobs::billing::stripe::Links;
 use jobs::config::{ConfigError, Secret, optional, parsed_or, required};
 use jobs::marketing::Settings;
+use jobs::marketing::broadcasts::DEFAULT_BROADCAST_RETENTION;
 use jobs::stripe::client::DEFAULT_API_URL as STRIPE_DEFAULT_API_URL;
 use jobs::telegram::client::DEFAULT_API_URL;
 use jobs::telegram::pace::Pace;
@@ -34,6 +35,9 @@ pub struct Config {
     pub attribution_window: Duration,
     /// The bot's username and the send rate, as the web process reads them too.
     pub marketing: Settings,
+    /// `BROADCAST_RETENTION_DAYS`: how long after a broadcast's fan-out finished its
+    /// per-recipient rows are kept before only its counts remain.
+    pub broadcast_retention: Duration,
 }
 
 /// StripeConfig is how the worker talks to Stripe and where Stripe sends users back to.
@@ -93,6 +97,7 @@ impl Config {
             },
             attribution_window: attribution_window()?,
             marketing,
+            broadcast_retention: broadcast_retention()?,
         })
     }
 }
@@ -105,6 +110,18 @@ fn attribution_window() -> Result<Duration, ConfigError> {
         _ => Err(ConfigError {
             var: "ATTRIBUTION_WINDOW_HOURS",
             problem: "must be 1 to 8760".into(),
+        }),
+    }
+}
+
+/// `BROADCAST_RETENTION_DAYS`, 1 to 3650; thirty days unless set.
+fn broadcast_retention() -> Result<Duration, ConfigError> {
+    let default = DEFAULT_BROADCAST_RETENTION.as_secs() / 86400;
+    match parsed_or::<u64>("BROADCAST_RETENTION_DAYS", default)? {
+        days @ 1..=3650 => Ok(Duration::from_secs(days * 86400)),
+        _ => Err(ConfigError {
+            var: "BROADCAST_RETENTION_DAYS",
+            problem: "must be 1 to 3650".into(),
         }),
     }
 }

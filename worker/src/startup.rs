@@ -130,7 +130,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let maintenance = tokio::spawn(maintain(
         pool.clone(),
         stats.clone(),
-        config.job_retention,
+        Retention {
+            jobs: config.job_retention,
+            broadcasts: config.broadcast_retention,
+        },
         names.clone(),
     ));
     let scheduler = tokio::spawn(schedule_campaigns(pool.clone()));
@@ -177,13 +180,22 @@ async fn schedule_campaigns(pool: PgPool) {
     }
 }
 
-/// Heartbeats this process's workers, rescues orphans, prunes finished jobs and flushes counters,
+/// How long what the maintenance prunes is kept.
+struct Retention {
+    /// Completed and discarded jobs, and stored Telegram updates.
+    jobs: Duration,
+    /// Broadcasts' per-recipient rows, from the end of their fan-out.
+    broadcasts: Duration,
+}
+
+/// Heartbeats this process's workers, rescues orphans, prunes finished jobs, stored updates and
+/// old broadcasts' recipients, and flushes counters,
 /// every [`HEARTBEAT`], until aborted after the hand-back. Each step is safe to run in every
 /// process at once.
 ///
 /// The heartbeat is sent from here rather than by apalis's backend, which skips it while fetched
 /// jobs wait for a slot and during shutdown: a busy worker must not look dead.
-async fn maintain(pool: PgPool, stats: Arc<JobStats>, retention: Duration, workers: Vec<String>) {
+async fn maintain(pool: PgPool, stats: Arc<JobStats>, retention: Retention, workers: Vec<String>) {
     let mut tick = tokio::time::interval(HEARTBEAT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut round: u64 = 0;
@@ -205,7 +217,7 @@ async fn maintain(pool: PgPool, stats: Arc<JobStats>, retention: Duration, worke
         }
         // Pruning deletes in batches; once a minute is plenty.
         if round % 12 == 1 {
-            let pruned = (|| maintenance::prune_finished(&pool, retention))
+            let pruned = (|| maintenance::prune_finished(&pool, retention.jobs))
                 .retry(ExponentialBuilder::default().with_max_times(3))
                 .await;
             match pruned {
@@ -216,10 +228,22 @@ async fn maintain(pool: PgPool, stats: Arc<JobStats>, retention: Duration, worke
             if let Err(e) = Pace::prune(&pool).await {
                 tracing::warn!(error = %e, "pruning send slots failed");
             }
-            match jobs::telegram::inbox::prune(&pool, retention).await {
+            match jobs::telegram::inbox::prune(&pool, retention.jobs).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(pruned = n, "old telegram updates pruned"),
                 Err(e) => tracing::warn!(error = %e, "pruning telegram updates failed"),
+            }
+            match broadcasts::prune(&pool, retention.broadcasts).await {
+                Ok(broadcasts::Pruned {
+                    summarised: 0,
+                    recipients: 0,
+                }) => {}
+                Ok(p) => tracing::info!(
+                    summarised = p.summarised,
+                    recipients = p.recipients,
+                    "old broadcasts' recipients pruned"
+                ),
+                Err(e) => tracing::warn!(error = %e, "pruning broadcasts' recipients failed"),
             }
         }
     }

@@ -242,6 +242,9 @@ pub struct BroadcastProgress {
     /// When the pending messages will have gone out at the broadcast's share (90%) of
     /// `TELEGRAM_MESSAGES_PER_SECOND`; null when nothing is pending.
     pub expected_finish_at: Option<DateTime<Utc>>,
+    /// When its per-recipient rows were pruned (`BROADCAST_RETENTION_DAYS` after its fan-out
+    /// finished) and these counts kept on the broadcast instead; null until then.
+    pub summarised_at: Option<DateTime<Utc>>,
 }
 
 impl From<Progress> for BroadcastProgress {
@@ -259,6 +262,7 @@ impl From<Progress> for BroadcastProgress {
             unreachable: p.unreachable,
             pending: p.pending,
             expected_finish_at: p.expected_finish_at,
+            summarised_at: p.summarised_at,
         }
     }
 }

@@ -99,13 +99,34 @@ async fn send_now_begins_a_broadcast_whose_progress_and_stats_are_visible() {
         (json!(0), json!(0))
     );
     assert_eq!(progress["expected_finish_at"], Value::Null);
+    assert_eq!(progress["summarised_at"], Value::Null);
+    // Once its recipients are pruned, the counts kept on the broadcast are what it reports.
+    sqlx::query(
+        "UPDATE broadcasts SET summarised_at = now(), total = 5, sent = 3, failed = 1, unreachable = 1 WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let summarised: Value = answer(app.get_admin(&format!("/v1/ops/broadcasts/{id}"))).await;
+    assert_eq!(
+        [
+            &summarised["total"],
+            &summarised["sent"],
+            &summarised["failed"],
+            &summarised["unreachable"],
+            &summarised["pending"]
+        ],
+        [&json!(5), &json!(3), &json!(1), &json!(1), &json!(0)]
+    );
+    assert!(summarised["summarised_at"].is_string());
     // The rotation moved on.
     let preview: Value = answer(app.get_admin(&format!("{CAMPAIGNS}/now/next-promo"))).await;
     assert_eq!(preview["promo"], "b");
 
     let stats: Value = answer(app.get_admin(&format!("{CAMPAIGNS}/now/stats"))).await;
     assert_eq!(stats["promos"].as_array().unwrap().len(), 2);
-    assert_eq!(stats["promos"][0]["sends"], 0);
+    assert_eq!(stats["promos"][0]["sends"], 3, "the sends kept on the broadcast");
     assert_eq!(stats["promos"][0]["click_through_rate"], 0.0);
     let backwards = app
         .get_admin(&format!(

@@ -352,34 +352,86 @@ pub struct Progress {
     /// When the pending messages will have gone out at the broadcast's share of the send rate;
     /// none when nothing is pending.
     pub expected_finish_at: Option<DateTime<Utc>>,
+    /// When its per-recipient rows were pruned and these counts kept on the broadcast instead;
+    /// none until then.
+    pub summarised_at: Option<DateTime<Utc>>,
 }
 
-type ProgressRow = (
-    String,
-    String,
-    Option<DateTime<Utc>>,
-    DateTime<Utc>,
-    bool,
-    i64,
-    i64,
-    i64,
-    i64,
-);
+/// Counts are a broadcast's recipients by outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Counts {
+    total: i64,
+    sent: i64,
+    failed: i64,
+    unreachable: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct ProgressRow {
+    campaign: String,
+    promo: String,
+    slot: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    fanned_out: bool,
+    summarised_at: Option<DateTime<Utc>>,
+    total: Option<i64>,
+    sent: Option<i64>,
+    failed: Option<i64>,
+    unreachable: Option<i64>,
+}
 
 /// The progress of broadcast `id`; `per_second` is the send rate messages are paced at.
 pub async fn progress(pool: &PgPool, id: i64, per_second: f64) -> Result<Option<Progress>, sqlx::Error> {
     let row: Option<ProgressRow> = sqlx::query_as(
-        "SELECT b.campaign, b.promo, b.slot, b.created_at, b.fanned_out_at IS NOT NULL,
-                count(r.chat_id),
-                count(*) FILTER (WHERE r.outcome = 'sent'),
-                count(*) FILTER (WHERE r.outcome = 'failed'),
-                count(*) FILTER (WHERE r.outcome = 'unreachable')
-         FROM broadcasts b LEFT JOIN broadcast_recipients r ON r.broadcast_id = b.id
-         WHERE b.id = $1
-         GROUP BY b.id",
+        "SELECT campaign, promo, slot, created_at, fanned_out_at IS NOT NULL AS fanned_out,
+                summarised_at, total, sent, failed, unreachable
+         FROM broadcasts WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(pool)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let counts = match (row.total, row.sent, row.failed, row.unreachable) {
+        (Some(total), Some(sent), Some(failed), Some(unreachable)) => Counts {
+            total,
+            sent,
+            failed,
+            unreachable,
+        },
+        _ => live_counts(&mut *pool.acquire().await?, id).await?,
+    };
+    let pending = counts.total - counts.sent - counts.failed - counts.unreachable;
+    Ok(Some(Progress {
+        id,
+        campaign: row.campaign,
+        promo: row.promo,
+        slot: row.slot,
+        created_at: row.created_at,
+        fanned_out: row.fanned_out,
+        total: counts.total,
+        sent: counts.sent,
+        failed: counts.failed,
+        unreachable: counts.unreachable,
+        pending,
+        expected_finish_at: (pending > 0 && per_second > 0.0)
+            .then(|| Utc::now() + Duration::from_secs_f64(pending as f64 / (RATE_SHARE * per_second))),
+        summarised_at: row.summarised_at,
+    }))
+}
+
+/// Counts broadcast `id`'s recipients by outcome from their rows.
+async fn live_counts(conn: &mut PgConnection, id: i64) -> Result<Counts, sqlx::Error> {
+    let (total, sent, failed, unreachable): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*),
+                count(*) FILTER (WHERE outcome = 'sent'),
+                count(*) FILTER (WHERE outcome = 'failed'),
+                count(*) FILTER (WHERE outcome = 'unreachable')
+         FROM broadcast_recipients WHERE broadcast_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&mut *conn)
     .await?;
     // Recipients without an outcome whose job died without its handler recording it (a timeout,
     // a panic), was discarded, or is gone (discarded and pruned: a sent one has its outcome)
@@ -395,27 +447,140 @@ pub async fn progress(pool: &PgPool, id: i64, per_second: f64) -> Result<Option<
            AND (j.state IS NULL OR j.state IN ('dead', 'discarded'))",
     )
     .bind(id)
-    .fetch_one(pool)
+    .fetch_one(&mut *conn)
     .await?;
-    Ok(row.map(
-        |(campaign, promo, slot, created_at, fanned_out, total, sent, failed, unreachable)| {
-            let failed = failed + unrecorded_failures;
-            let pending = total - sent - failed - unreachable;
-            Progress {
-                id,
-                campaign,
-                promo,
-                slot,
-                created_at,
-                fanned_out,
-                total,
-                sent,
-                failed,
-                unreachable,
-                pending,
-                expected_finish_at: (pending > 0 && per_second > 0.0)
-                    .then(|| Utc::now() + Duration::from_secs_f64(pending as f64 / (RATE_SHARE * per_second))),
+    Ok(Counts {
+        total,
+        sent,
+        failed: failed + unrecorded_failures,
+        unreachable,
+    })
+}
+
+/// Pruned is what one retention pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Broadcasts whose counts were kept on their row.
+    pub summarised: u64,
+    /// Recipient rows deleted, each with its message's delivery and effect ledger rows.
+    pub recipients: u64,
+}
+
+/// How long a broadcast's per-recipient rows are kept after its fan-out finished, unless
+/// configured (`BROADCAST_RETENTION_DAYS`): thirty days.
+pub const DEFAULT_BROADCAST_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How many recipients one pruning statement deletes at most.
+const PRUNE_BATCH: i64 = 5000;
+
+/// Summarises every broadcast whose fan-out finished more than `retention` ago and none of
+/// whose messages is still queued or running (their counts are final), then deletes the
+/// recipients of summarised broadcasts with their messages' delivery and effect ledger rows, in
+/// batches. Safe to run in every worker process at once.
+///
+/// Nothing can send a pruned message again: its recipient row is what a re-run fan-out checks,
+/// and a summarised broadcast's fan-out jobs have all completed (their own ledger rows stay).
+/// A dead message retried after its broadcast was summarised is sent, but not counted in it.
+pub async fn prune(pool: &PgPool, retention: Duration) -> Result<Pruned, sqlx::Error> {
+    let mut pruned = Pruned::default();
+    let due: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM broadcasts
+         WHERE summarised_at IS NULL AND fanned_out_at < now() - make_interval(secs => $1)
+         ORDER BY id",
+    )
+    .bind(retention.as_secs_f64())
+    .fetch_all(pool)
+    .await?;
+    for id in due {
+        if summarise(pool, id).await? {
+            pruned.summarised += 1;
+        }
+    }
+    // Summarised broadcasts with recipients left: those just summarised, and any whose pruning
+    // a stopped pass left half done. Probed by primary key, broadcast by broadcast.
+    let summarised: Vec<i64> = sqlx::query_scalar(
+        "SELECT b.id FROM broadcasts b
+         WHERE b.summarised_at IS NOT NULL
+           AND EXISTS (SELECT 1 FROM broadcast_recipients r WHERE r.broadcast_id = b.id)
+         ORDER BY b.id",
+    )
+    .fetch_all(pool)
+    .await?;
+    for id in summarised {
+        loop {
+            // One statement per batch, so a recipient never outlives its message's delivery or
+            // ledger row (or the reverse) whatever stops the pass.
+            let n: i64 = sqlx::query_scalar(
+                "WITH gone AS (
+                     DELETE FROM broadcast_recipients
+                     WHERE broadcast_id = $1 AND chat_id IN (
+                         SELECT chat_id FROM broadcast_recipients WHERE broadcast_id = $1 LIMIT $2)
+                     RETURNING 'broadcast:' || broadcast_id || ':' || chat_id AS key
+                 ), deliveries AS (
+                     DELETE FROM telegram_deliveries WHERE logical_key IN (SELECT key FROM gone)
+                 ), ledger AS (
+                     DELETE FROM effect_ledger
+                     WHERE queue = 'notifications' AND logical_key IN (SELECT key FROM gone)
+                 )
+                 SELECT count(*) FROM gone",
+            )
+            .bind(id)
+            .bind(PRUNE_BATCH)
+            .fetch_one(pool)
+            .await?;
+            pruned.recipients += n as u64;
+            if n < PRUNE_BATCH {
+                break;
             }
-        },
-    ))
+        }
+    }
+    Ok(pruned)
+}
+
+/// Keeps broadcast `id`'s counts on its row, unless another process is doing so or one of its
+/// messages is still queued or running; returns whether it did.
+async fn summarise(pool: &PgPool, id: i64) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let mine: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM broadcasts WHERE id = $1 AND summarised_at IS NULL FOR UPDATE SKIP LOCKED")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    // Rolled back explicitly: a dropped transaction's rollback waits for its connection's next
+    // use, and until then its row lock would make every process skip the broadcast.
+    if mine.is_none() {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    // Any of its messages, whatever its recorded outcome: a dead one retried by ops is queued
+    // again with its `failed` outcome still recorded.
+    let unsettled: bool = sqlx::query_scalar(
+        "SELECT EXISTS (
+             SELECT 1 FROM broadcast_recipients r
+             JOIN jobs j ON j.queue = 'notifications'
+                        AND j.logical_key = 'broadcast:' || r.broadcast_id || ':' || r.chat_id
+             WHERE r.broadcast_id = $1 AND j.state IN ('pending', 'running'))",
+    )
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if unsettled {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    let counts = live_counts(&mut tx, id).await?;
+    sqlx::query(
+        "UPDATE broadcasts SET summarised_at = now(), total = $2, sent = $3, failed = $4, unreachable = $5
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(counts.total)
+    .bind(counts.sent)
+    .bind(counts.failed)
+    .bind(counts.unreachable)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    tracing::info!(broadcast_id = id, ?counts, "broadcast summarised");
+    Ok(true)
 }

@@ -3,7 +3,9 @@
 //!
 //! Each figure counts what happened in the range by its own time: sends by their broadcast's
 //! start, clicks by click time, conversions by payment time. Rates divide within a promo:
-//! click-through = unique clickers / sends, conversion = conversions / unique clickers.
+//! click-through = unique clickers / sends, conversion = conversions / unique clickers. A
+//! broadcast's sends are counted from its recipients, or once those are pruned from the count
+//! kept on its row.
 
 use std::collections::BTreeMap;
 
@@ -72,8 +74,10 @@ pub async fn campaign(
             .fetch_all(pool)
             .await?;
     let sends: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT b.promo, count(*) FROM broadcasts b
-         JOIN broadcast_recipients r ON r.broadcast_id = b.id AND r.outcome = 'sent'
+        "SELECT b.promo, sum(coalesce(b.sent, (
+                    SELECT count(*) FROM broadcast_recipients r WHERE r.broadcast_id = b.id AND r.outcome = 'sent'
+                )))::bigint
+         FROM broadcasts b
          WHERE b.campaign = $1 AND b.created_at >= $2 AND b.created_at < $3
          GROUP BY b.promo",
     )
