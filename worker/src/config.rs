@@ -95,33 +95,25 @@ impl Config {
                     .map(|_| url("BILLING_PORTAL_LINK"))
                     .transpose()?,
             },
-            attribution_window: attribution_window()?,
+            // Up to a year.
+            attribution_window: whole_units("ATTRIBUTION_WINDOW_HOURS", HOUR, DEFAULT_ATTRIBUTION_WINDOW, 8760)?,
             marketing,
-            broadcast_retention: broadcast_retention()?,
+            // Up to ten years.
+            broadcast_retention: whole_units("BROADCAST_RETENTION_DAYS", DAY, DEFAULT_BROADCAST_RETENTION, 3650)?,
         })
     }
 }
 
-/// `ATTRIBUTION_WINDOW_HOURS`, 1 to 8760 (a year); seven days unless set.
-fn attribution_window() -> Result<Duration, ConfigError> {
-    let default = DEFAULT_ATTRIBUTION_WINDOW.as_secs() / 3600;
-    match parsed_or::<u64>("ATTRIBUTION_WINDOW_HOURS", default)? {
-        hours @ 1..=8760 => Ok(Duration::from_secs(hours * 3600)),
-        _ => Err(ConfigError {
-            var: "ATTRIBUTION_WINDOW_HOURS",
-            problem: "must be 1 to 8760".into(),
-        }),
-    }
-}
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
 
-/// `BROADCAST_RETENTION_DAYS`, 1 to 3650; thirty days unless set.
-fn broadcast_retention() -> Result<Duration, ConfigError> {
-    let default = DEFAULT_BROADCAST_RETENTION.as_secs() / 86400;
-    match parsed_or::<u64>("BROADCAST_RETENTION_DAYS", default)? {
-        days @ 1..=3650 => Ok(Duration::from_secs(days * 86400)),
+/// The duration in `var`: a whole number of `unit`s from 1 to `max`, `default` unless set.
+fn whole_units(var: &'static str, unit: Duration, default: Duration, max: u64) -> Result<Duration, ConfigError> {
+    match parsed_or::<u64>(var, default.as_secs() / unit.as_secs())? {
+        n if (1..=max).contains(&n) => Ok(unit * n as u32),
         _ => Err(ConfigError {
-            var: "BROADCAST_RETENTION_DAYS",
-            problem: "must be 1 to 3650".into(),
+            var,
+            problem: format!("must be 1 to {max}"),
         }),
     }
 }
@@ -135,5 +127,43 @@ fn url(var: &'static str) -> Result<String, ConfigError> {
             var,
             problem: format!("must be an absolute http(s) URL: {value:?}"),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_duration_in_whole_units_defaults_and_refuses_what_is_out_of_range() {
+        // Variables only this test reads.
+        unsafe {
+            std::env::set_var("PAYGATE_TEST_UNITS_48", "48");
+            std::env::set_var("PAYGATE_TEST_UNITS_0", "0");
+            std::env::set_var("PAYGATE_TEST_UNITS_9000", "9000");
+            std::env::set_var("PAYGATE_TEST_UNITS_WORD", "week");
+        }
+        assert_eq!(
+            whole_units("PAYGATE_TEST_UNITS_48", HOUR, DAY, 8760).unwrap(),
+            HOUR * 48
+        );
+        assert_eq!(
+            whole_units("PAYGATE_TEST_UNITS_UNSET", DAY, DAY * 30, 3650).unwrap(),
+            DAY * 30
+        );
+        for var in [
+            "PAYGATE_TEST_UNITS_0",
+            "PAYGATE_TEST_UNITS_9000",
+            "PAYGATE_TEST_UNITS_WORD",
+        ] {
+            let e = whole_units(var, HOUR, DAY, 8760).unwrap_err();
+            assert_eq!(e.var, var);
+        }
+        assert_eq!(
+            whole_units("PAYGATE_TEST_UNITS_0", HOUR, DAY, 8760)
+                .unwrap_err()
+                .problem,
+            "must be 1 to 8760"
+        );
     }
 }
