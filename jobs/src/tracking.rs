@@ -160,9 +160,9 @@ impl From<StoredTrackingJob> for TrackingJob {
 
 /// Stores `click` with the broadcast it came from: the latest broadcast of its campaign and
 /// promo sent to its chat (the user's private chat for a deep link) before the click (click
-/// times are whole seconds, hence a second's slack); none when there is none, or its recipients
-/// were pruned (`BROADCAST_RETENTION_DAYS` after it). A click of an update already stored changes
-/// nothing.
+/// times are whole seconds, hence a second's slack); none when there is none, or when a later
+/// broadcast of it had its recipients pruned (`BROADCAST_RETENTION_DAYS` after it), since that
+/// one may have been the chat's. A click of an update already stored changes nothing.
 pub async fn record(conn: &mut PgConnection, click: &RecordClick) -> Result<(), sqlx::Error> {
     let stored: Option<i64> = sqlx::query_scalar(
         "INSERT INTO promo_clicks (update_id, user_id, chat_id, campaign, promo, via, clicked_at, broadcast_id)
@@ -170,6 +170,11 @@ pub async fn record(conn: &mut PgConnection, click: &RecordClick) -> Result<(), 
                  (SELECT b.id FROM broadcast_recipients r JOIN broadcasts b ON b.id = r.broadcast_id
                   WHERE r.chat_id = coalesce($3, $2) AND b.campaign = $4 AND b.promo = $5
                     AND b.created_at < $7 + interval '1 second'
+                    -- Whether a later, pruned broadcast of it reached the chat is unknown.
+                    AND NOT EXISTS (
+                        SELECT 1 FROM broadcasts s
+                        WHERE s.campaign = $4 AND s.promo = $5 AND s.id > b.id
+                          AND s.created_at < $7 + interval '1 second' AND s.summarised_at IS NOT NULL)
                   ORDER BY b.id DESC LIMIT 1))
          ON CONFLICT (update_id) DO NOTHING RETURNING id",
     )

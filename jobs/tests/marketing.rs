@@ -11,6 +11,7 @@ use jobs::marketing::campaigns::{
     self, Audience, ButtonAction, CampaignSpec, NewCampaign, NewPromo, PromoButton, Schedule,
 };
 use jobs::marketing::stats;
+use jobs::queue::ops;
 use jobs::telegram::SendMessage;
 use jobs::telegram::store;
 use jobs::tracking::{self, AttributePayment, Promo, RecordClick, Via};
@@ -987,17 +988,21 @@ async fn an_old_settled_broadcast_keeps_its_counts_and_loses_its_per_recipient_r
         (1, 5, None)
     );
 
-    // Nothing more to do; a dead message retried by ops later is not counted again.
+    // Nothing more to do. Its dead message was discarded with the summary: ops cannot retry a
+    // weeks-old promo whose delivery record is gone.
     assert_eq!(
         broadcasts::prune(&pool, RETENTION).await.unwrap(),
         broadcasts::Pruned::default()
     );
-    let mut conn = pool.acquire().await.unwrap();
-    broadcasts::record_outcome(&mut conn, old, 6, Outcome::Sent)
+    let dead: i64 = sqlx::query_scalar("SELECT id FROM jobs WHERE logical_key = $1 AND state = 'discarded'")
+        .bind(broadcasts::message_key(old, 6))
+        .fetch_one(&pool)
         .await
         .unwrap();
-    let again = broadcasts::progress(&pool, old, 30.0).await.unwrap().unwrap();
-    assert_eq!((again.sent, again.failed), (4, 1));
+    assert_eq!(
+        ops::retry(&pool, dead).await.unwrap(),
+        ops::Change::WrongState("discarded".into())
+    );
 }
 
 #[tokio::test]
@@ -1015,6 +1020,16 @@ async fn a_retried_message_holds_its_broadcast_until_it_ends() {
         .await
         .unwrap();
     fanned_out_days_ago(&pool, b, 31).await;
+    assert_eq!(
+        broadcasts::prune(&pool, RETENTION).await.unwrap(),
+        broadcasts::Pruned::default()
+    );
+    // Taken by a worker: still not.
+    sqlx::query("UPDATE jobs SET state = 'running', locked_by = 'w', locked_at = now() WHERE logical_key = $1")
+        .bind(broadcasts::message_key(b, 2))
+        .execute(&pool)
+        .await
+        .unwrap();
     assert_eq!(
         broadcasts::prune(&pool, RETENTION).await.unwrap(),
         broadcasts::Pruned::default()
@@ -1083,4 +1098,45 @@ async fn processes_pruning_at_once_summarise_a_large_broadcast_once_in_batches()
     assert_eq!(rows_of(&pool, b).await, (0, 0, 0));
     let p = broadcasts::progress(&pool, b, 30.0).await.unwrap().unwrap();
     assert_eq!((p.total, p.sent, p.pending), (USERS, USERS, 0));
+}
+
+#[tokio::test]
+async fn a_click_is_not_credited_to_an_older_broadcast_when_a_later_one_was_pruned() {
+    let (_, pool) = pool().await;
+    seen(&pool, 1..=2).await;
+    let c = campaign("clk", Audience::AllUsers, Schedule::Every { hours: 4 }, &["a"]);
+    campaigns::create(&pool, &c, Some(BOT)).await.unwrap();
+    let first = broadcasts::begin(&pool, "clk", None)
+        .await
+        .unwrap()
+        .unwrap()
+        .broadcast_id;
+    run_fan_out(&pool, 100).await;
+    let second = broadcasts::begin(&pool, "clk", None)
+        .await
+        .unwrap()
+        .unwrap()
+        .broadcast_id;
+    run_fan_out(&pool, 100).await;
+    let mut conn = pool.acquire().await.unwrap();
+    let clicked = |update: i64| click(update, 1, ("clk", "a"), Utc::now() + TimeDelta::seconds(1));
+    let broadcast_of = |update: i64| {
+        sqlx::query_scalar::<_, Option<i64>>("SELECT broadcast_id FROM promo_clicks WHERE update_id = $1")
+            .bind(update)
+            .fetch_one(&pool)
+    };
+    tracking::record(&mut conn, &clicked(1)).await.unwrap();
+    assert_eq!(broadcast_of(1).await.unwrap(), Some(second));
+    // The second broadcast is settled and pruned; the first still has a message queued and keeps
+    // its rows, but the click may well have been on the second's message.
+    for chat in 1..=2 {
+        settle(&pool, second, chat, Outcome::Sent).await;
+    }
+    settle(&pool, first, 1, Outcome::Sent).await;
+    fanned_out_days_ago(&pool, first, 31).await;
+    fanned_out_days_ago(&pool, second, 31).await;
+    let pruned = broadcasts::prune(&pool, RETENTION).await.unwrap();
+    assert_eq!((pruned.summarised, pruned.recipients), (1, 2));
+    tracking::record(&mut conn, &clicked(2)).await.unwrap();
+    assert_eq!(broadcast_of(2).await.unwrap(), None);
 }

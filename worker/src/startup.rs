@@ -39,6 +39,8 @@ pub const WORKER_TIMEOUT: Duration = Duration::from_secs(20);
 /// (retries, deferrals), and the few enqueues that send no NOTIFY (see the migration
 /// `notify_only_idle_queues`). It bounds their wait; an empty fetch costs one index probe.
 pub const POLL_FALLBACK: Duration = Duration::from_millis(100);
+/// How long the pruning of old rows rests between passes.
+pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 /// How often the campaign scheduler looks for due slots: a broadcast begins at most this long
 /// after its slot.
 pub const SCHEDULER_INTERVAL: Duration = Duration::from_secs(30);
@@ -127,14 +129,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .with_terminator(async { tokio::time::sleep(GRACE).await });
 
     tokio::spawn(wakeups.listen(pool.clone()));
-    let maintenance = tokio::spawn(maintain(
+    let maintenance = tokio::spawn(maintain(pool.clone(), stats.clone(), names.clone()));
+    let pruning = tokio::spawn(prune(
         pool.clone(),
-        stats.clone(),
         Retention {
             jobs: config.job_retention,
             broadcasts: config.broadcast_retention,
         },
-        names.clone(),
     ));
     let scheduler = tokio::spawn(schedule_campaigns(pool.clone()));
     tracing::info!(process, queues = ?names, "worker running");
@@ -147,6 +148,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .await?;
 
     maintenance.abort();
+    pruning.abort();
     scheduler.abort();
     for name in &names {
         let handed_back = maintenance::hand_back(&pool, name).await?;
@@ -180,28 +182,18 @@ async fn schedule_campaigns(pool: PgPool) {
     }
 }
 
-/// How long what the maintenance prunes is kept.
-struct Retention {
-    /// Completed and discarded jobs, and stored Telegram updates.
-    jobs: Duration,
-    /// Broadcasts' per-recipient rows, from the end of their fan-out.
-    broadcasts: Duration,
-}
-
-/// Heartbeats this process's workers, rescues orphans, prunes finished jobs, stored updates and
-/// old broadcasts' recipients, and flushes counters,
-/// every [`HEARTBEAT`], until aborted after the hand-back. Each step is safe to run in every
-/// process at once.
+/// Heartbeats this process's workers, rescues orphans and flushes counters, every
+/// [`HEARTBEAT`], until aborted after the hand-back. Each step is safe to run in every process at
+/// once, and each is short: nothing here may delay the next heartbeat past [`WORKER_TIMEOUT`],
+/// or other processes would hand this one's running jobs to others while it still runs them.
 ///
 /// The heartbeat is sent from here rather than by apalis's backend, which skips it while fetched
 /// jobs wait for a slot and during shutdown: a busy worker must not look dead.
-async fn maintain(pool: PgPool, stats: Arc<JobStats>, retention: Retention, workers: Vec<String>) {
+async fn maintain(pool: PgPool, stats: Arc<JobStats>, workers: Vec<String>) {
     let mut tick = tokio::time::interval(HEARTBEAT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut round: u64 = 0;
     loop {
         tick.tick().await;
-        round += 1;
         for worker in &workers {
             if let Err(e) = maintenance::heartbeat(&pool, worker).await {
                 tracing::warn!(worker, error = %e, "heartbeat failed");
@@ -215,36 +207,51 @@ async fn maintain(pool: PgPool, stats: Arc<JobStats>, retention: Retention, work
         if let Err(e) = stats.flush(&pool).await {
             tracing::warn!(error = %e, "flushing job metrics failed");
         }
-        // Pruning deletes in batches; once a minute is plenty.
-        if round % 12 == 1 {
-            let pruned = (|| maintenance::prune_finished(&pool, retention.jobs))
-                .retry(ExponentialBuilder::default().with_max_times(3))
-                .await;
-            match pruned {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(pruned = n, "finished jobs pruned"),
-                Err(e) => tracing::warn!(error = %e, "pruning finished jobs failed"),
-            }
-            if let Err(e) = Pace::prune(&pool).await {
-                tracing::warn!(error = %e, "pruning send slots failed");
-            }
-            match jobs::telegram::inbox::prune(&pool, retention.jobs).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(pruned = n, "old telegram updates pruned"),
-                Err(e) => tracing::warn!(error = %e, "pruning telegram updates failed"),
-            }
-            match broadcasts::prune(&pool, retention.broadcasts).await {
-                Ok(broadcasts::Pruned {
-                    summarised: 0,
-                    recipients: 0,
-                }) => {}
-                Ok(p) => tracing::info!(
-                    summarised = p.summarised,
-                    recipients = p.recipients,
-                    "old broadcasts' recipients pruned"
-                ),
-                Err(e) => tracing::warn!(error = %e, "pruning broadcasts' recipients failed"),
-            }
+    }
+}
+
+/// How long what [`prune`] deletes is kept.
+struct Retention {
+    /// Completed and discarded jobs, and stored Telegram updates.
+    jobs: Duration,
+    /// Broadcasts' per-recipient rows, from the end of their fan-out.
+    broadcasts: Duration,
+}
+
+/// Deletes old rows, at start and every [`PRUNE_INTERVAL`] after a pass ends: finished jobs,
+/// past send slots, stored Telegram updates, old broadcasts' recipients. A pass deletes in
+/// batches and may take long (the first after a backlog), which is why it is not part of
+/// [`maintain`]. Every process runs it; each step is safe to run at once.
+async fn prune(pool: PgPool, retention: Retention) {
+    loop {
+        let pruned = (|| maintenance::prune_finished(&pool, retention.jobs))
+            .retry(ExponentialBuilder::default().with_max_times(3))
+            .await;
+        match pruned {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pruned = n, "finished jobs pruned"),
+            Err(e) => tracing::warn!(error = %e, "pruning finished jobs failed"),
         }
+        if let Err(e) = Pace::prune(&pool).await {
+            tracing::warn!(error = %e, "pruning send slots failed");
+        }
+        match jobs::telegram::inbox::prune(&pool, retention.jobs).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pruned = n, "old telegram updates pruned"),
+            Err(e) => tracing::warn!(error = %e, "pruning telegram updates failed"),
+        }
+        match broadcasts::prune(&pool, retention.broadcasts).await {
+            Ok(broadcasts::Pruned {
+                summarised: 0,
+                recipients: 0,
+            }) => {}
+            Ok(p) => tracing::info!(
+                summarised = p.summarised,
+                recipients = p.recipients,
+                "old broadcasts' recipients pruned"
+            ),
+            Err(e) => tracing::warn!(error = %e, "pruning broadcasts' recipients failed"),
+        }
+        tokio::time::sleep(PRUNE_INTERVAL).await;
     }
 }

@@ -25,6 +25,7 @@ use sqlx::{PgConnection, PgPool};
 
 use super::campaigns::{self, PromoMessage};
 use crate::billing::counters;
+use crate::queue::ops::DISCARD_SET;
 use crate::queue::{JobPayload, NewJob, Queue, enqueue, enqueue_many};
 
 /// How many recipients one fan-out job takes.
@@ -476,11 +477,12 @@ const PRUNE_BATCH: i64 = 5000;
 /// Summarises every broadcast whose fan-out finished more than `retention` ago and none of
 /// whose messages is still queued or running (their counts are final), then deletes the
 /// recipients of summarised broadcasts with their messages' delivery and effect ledger rows, in
-/// batches. Safe to run in every worker process at once.
+/// batches. Safe to run in every worker process at once; a pass may take long, so it must not run
+/// where it would hold up heartbeats.
 ///
-/// Nothing can send a pruned message again: its recipient row is what a re-run fan-out checks,
-/// and a summarised broadcast's fan-out jobs have all completed (their own ledger rows stay).
-/// A dead message retried after its broadcast was summarised is sent, but not counted in it.
+/// Nothing can send a pruned message again: its recipient row is what a re-run fan-out checks, a
+/// summarised broadcast's fan-out jobs have all completed (their own ledger rows stay), and its
+/// messages' jobs are completed or discarded, never to run again (see [`summarise`]).
 pub async fn prune(pool: &PgPool, retention: Duration) -> Result<Pruned, sqlx::Error> {
     let mut pruned = Pruned::default();
     let due: Vec<i64> = sqlx::query_scalar(
@@ -507,30 +509,37 @@ pub async fn prune(pool: &PgPool, retention: Duration) -> Result<Pruned, sqlx::E
     .fetch_all(pool)
     .await?;
     for id in summarised {
+        let mut after = i64::MIN;
         loop {
             // One statement per batch, so a recipient never outlives its message's delivery or
-            // ledger row (or the reverse) whatever stops the pass.
-            let n: i64 = sqlx::query_scalar(
+            // ledger row (or the reverse) whatever stops the pass. Batches walk the chats in
+            // order from where the last one ended, not over the index entries it deleted.
+            let (n, last): (i64, Option<i64>) = sqlx::query_as(
                 "WITH gone AS (
                      DELETE FROM broadcast_recipients
                      WHERE broadcast_id = $1 AND chat_id IN (
-                         SELECT chat_id FROM broadcast_recipients WHERE broadcast_id = $1 LIMIT $2)
-                     RETURNING 'broadcast:' || broadcast_id || ':' || chat_id AS key
+                         SELECT chat_id FROM broadcast_recipients
+                         WHERE broadcast_id = $1 AND chat_id > $2
+                         ORDER BY chat_id LIMIT $3)
+                     RETURNING chat_id, 'broadcast:' || broadcast_id || ':' || chat_id AS key
                  ), deliveries AS (
                      DELETE FROM telegram_deliveries WHERE logical_key IN (SELECT key FROM gone)
                  ), ledger AS (
                      DELETE FROM effect_ledger
                      WHERE queue = 'notifications' AND logical_key IN (SELECT key FROM gone)
                  )
-                 SELECT count(*) FROM gone",
+                 SELECT count(*), max(chat_id) FROM gone",
             )
             .bind(id)
+            .bind(after)
             .bind(PRUNE_BATCH)
             .fetch_one(pool)
             .await?;
             pruned.recipients += n as u64;
-            if n < PRUNE_BATCH {
-                break;
+            match last {
+                // A batch another process deleted first comes back short: carry on past it.
+                Some(last) => after = last,
+                None => break,
             }
         }
     }
@@ -539,6 +548,13 @@ pub async fn prune(pool: &PgPool, retention: Duration) -> Result<Pruned, sqlx::E
 
 /// Keeps broadcast `id`'s counts on its row, unless another process is doing so or one of its
 /// messages is still queued or running; returns whether it did.
+///
+/// Its dead messages are discarded in the same transaction: its counts are final, a retry weeks
+/// later would send a stale promo, and a dead job may even have delivered (its worker was
+/// presumed dead and its job given up while it sent), which only the delivery and ledger rows
+/// about to be pruned would have caught. Discarding before the check for queued messages means
+/// an ops retry either came first (the check sees it queued and nothing is summarised) or finds
+/// the job discarded.
 async fn summarise(pool: &PgPool, id: i64) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let mine: Option<i32> =
@@ -547,13 +563,21 @@ async fn summarise(pool: &PgPool, id: i64) -> Result<bool, sqlx::Error> {
             .fetch_optional(&mut *tx)
             .await?;
     // Rolled back explicitly: a dropped transaction's rollback waits for its connection's next
-    // use, and until then its row lock would make every process skip the broadcast.
+    // use, and until then its locks would hold up other processes and ops.
     if mine.is_none() {
         tx.rollback().await?;
         return Ok(false);
     }
-    // Any of its messages, whatever its recorded outcome: a dead one retried by ops is queued
-    // again with its `failed` outcome still recorded.
+    // Dead notification jobs are few: found through their partial index.
+    let discarded = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{DISCARD_SET} WHERE queue = 'notifications' AND state = 'dead' AND logical_key LIKE 'broadcast:' || $1 || ':%'"
+    )))
+    .bind(id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    // Any of its messages, whatever its recorded outcome: one retried by ops is queued again
+    // with its `failed` outcome still recorded.
     let unsettled: bool = sqlx::query_scalar(
         "SELECT EXISTS (
              SELECT 1 FROM broadcast_recipients r
@@ -581,6 +605,6 @@ async fn summarise(pool: &PgPool, id: i64) -> Result<bool, sqlx::Error> {
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    tracing::info!(broadcast_id = id, ?counts, "broadcast summarised");
+    tracing::info!(broadcast_id = id, ?counts, discarded, "broadcast summarised");
     Ok(true)
 }

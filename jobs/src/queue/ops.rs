@@ -183,7 +183,7 @@ pub async fn retry_matching(pool: &PgPool, filter: &DeadFilter) -> Result<u64, s
 }
 
 /// The SET clause of a discard: kept for the record, never run, pruned with finished jobs.
-const DISCARD_SET: &str = "UPDATE jobs SET state = 'discarded', finished_at = now()";
+pub(crate) const DISCARD_SET: &str = "UPDATE jobs SET state = 'discarded', finished_at = now()";
 
 /// Discards job `id` if it is dead or waiting to run.
 pub async fn discard(pool: &PgPool, id: i64) -> Result<Change, sqlx::Error> {
