@@ -1008,11 +1008,17 @@ async fn an_old_settled_broadcast_keeps_its_counts_and_loses_its_per_recipient_r
 #[tokio::test]
 async fn a_retried_message_holds_its_broadcast_until_it_ends() {
     let (_, pool) = pool().await;
-    seen(&pool, 1..=2).await;
+    seen(&pool, 1..=3).await;
     let b = send_now(&pool, "retry", Audience::AllUsers, &["a"]).await.broadcast_id;
     run_fan_out(&pool, 100).await;
     settle(&pool, b, 1, Outcome::Sent).await;
     settle(&pool, b, 2, Outcome::Failed).await;
+    settle(&pool, b, 3, Outcome::Failed).await;
+    let state_of = |chat: i64| {
+        sqlx::query_scalar::<_, String>("SELECT state FROM jobs WHERE logical_key = $1")
+            .bind(broadcasts::message_key(b, chat))
+            .fetch_one(&pool)
+    };
     // Ops retry the dead message: queued again, its `failed` outcome still recorded.
     sqlx::query("UPDATE jobs SET state = 'pending', finished_at = NULL WHERE logical_key = $1")
         .bind(broadcasts::message_key(b, 2))
@@ -1034,20 +1040,23 @@ async fn a_retried_message_holds_its_broadcast_until_it_ends() {
         broadcasts::prune(&pool, RETENTION).await.unwrap(),
         broadcasts::Pruned::default()
     );
+    // The summary backed off as a whole: chat 3's dead message can still be retried.
+    assert_eq!(state_of(3).await.unwrap(), "dead");
     settle(&pool, b, 2, Outcome::Sent).await;
     assert_eq!(
         broadcasts::prune(&pool, RETENTION).await.unwrap(),
         broadcasts::Pruned {
             summarised: 1,
-            recipients: 2
+            recipients: 3
         }
     );
     let p = broadcasts::progress(&pool, b, 30.0).await.unwrap().unwrap();
     assert_eq!(
         (p.total, p.sent, p.failed),
-        (2, 2, 0),
+        (3, 2, 1),
         "the retry's send is in the counts"
     );
+    assert_eq!(state_of(3).await.unwrap(), "discarded");
 }
 
 #[tokio::test]

@@ -537,8 +537,9 @@ pub async fn prune(pool: &PgPool, retention: Duration) -> Result<Pruned, sqlx::E
             .await?;
             pruned.recipients += n as u64;
             match last {
-                // A batch another process deleted first comes back short: carry on past it.
                 Some(last) => after = last,
+                // Done, or another process deleted this batch first and carries on past it (or
+                // the next pass does).
                 None => break,
             }
         }
@@ -576,14 +577,16 @@ async fn summarise(pool: &PgPool, id: i64) -> Result<bool, sqlx::Error> {
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    // Any of its messages, whatever its recorded outcome: one retried by ops is queued again
-    // with its `failed` outcome still recorded.
+    // Any of its messages, whatever its recorded outcome (one retried by ops is queued again with
+    // its `failed` outcome still recorded). A dead one now died since the discard: it was running
+    // then, so back off too. Once none is queued, running or dead, none can become so before
+    // this commits: a retry waits on the discard's row locks and then finds the job discarded.
     let unsettled: bool = sqlx::query_scalar(
         "SELECT EXISTS (
              SELECT 1 FROM broadcast_recipients r
              JOIN jobs j ON j.queue = 'notifications'
                         AND j.logical_key = 'broadcast:' || r.broadcast_id || ':' || r.chat_id
-             WHERE r.broadcast_id = $1 AND j.state IN ('pending', 'running'))",
+             WHERE r.broadcast_id = $1 AND j.state IN ('pending', 'running', 'dead'))",
     )
     .bind(id)
     .fetch_one(&mut *tx)
