@@ -11,7 +11,10 @@
 //! (f) a broadcast's fan-out to an audience of 100,000 users: recipients queued per second, each
 //! page of 1,000 one transaction (audience page, recipient rows, their `notifications` jobs, the
 //! next page's job, the page job's completion), pages one after another as the chain of fan-out
-//! jobs runs them.
+//! jobs runs them; (g) the retention pass over that broadcast once every message is recorded
+//! sent: its summary (a check of every message's job, the counts) and the deletion of its
+//! recipients with their delivery and effect ledger rows, 5,000 to a statement; recipients
+//! pruned per second.
 //!
 //! The trivial job has no effect of its own: its ledger row and completion are written by the
 //! batching `Completer`, as for any handler whose work happens outside the database. Jobs with a
@@ -266,7 +269,51 @@ async fn main() -> anyhow::Result<()> {
         recipients,
         recipients / baseline
     );
+
+    let pruned = broadcast_prune(&pool, cli.audience).await?;
+    println!(
+        "{:<66} {:>10.0}/s   {:.2}x",
+        "(g) pruning that broadcast once sent: recipients pruned",
+        pruned,
+        pruned / baseline
+    );
     Ok(())
+}
+
+/// Marks every message of (f)'s broadcast sent, as the notifications handler records it
+/// (delivery, ledger row, completed job, outcome), moves the broadcast past its retention, and
+/// times the retention pass that summarises it and deletes its recipients with their delivery
+/// and ledger rows; returns recipients pruned per second.
+async fn broadcast_prune(pool: &PgPool, audience: i64) -> anyhow::Result<f64> {
+    use jobs::marketing::broadcasts::{self, DEFAULT_BROADCAST_RETENTION};
+
+    sqlx::query(
+        "WITH done AS (
+             UPDATE jobs SET state = 'completed', finished_at = now()
+             WHERE queue = 'notifications' RETURNING id, logical_key, payload
+         ), delivered AS (
+             INSERT INTO telegram_deliveries (logical_key, chat_id, status, message_id, job_id)
+             SELECT logical_key, (payload->>'chat_id')::bigint, 'sent', 1, id FROM done
+         )
+         INSERT INTO effect_ledger (queue, logical_key, job_id) SELECT 'notifications', logical_key, id FROM done",
+    )
+    .execute(pool)
+    .await?;
+    sqlx::query("UPDATE broadcast_recipients SET outcome = 'sent', done_at = now()")
+        .execute(pool)
+        .await?;
+    sqlx::query("UPDATE broadcasts SET fanned_out_at = now() - interval '31 days'")
+        .execute(pool)
+        .await?;
+    sqlx::query("VACUUM ANALYZE").execute(pool).await?;
+    let started = Instant::now();
+    let pruned = broadcasts::prune(pool, DEFAULT_BROADCAST_RETENTION).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        pruned.summarised == 1 && pruned.recipients as i64 == audience,
+        "pruned {pruned:?} of {audience}"
+    );
+    Ok(pruned.recipients as f64 / elapsed)
 }
 
 /// Puts `audience` users in the bot's audience, begins a broadcast to all of them and runs its
