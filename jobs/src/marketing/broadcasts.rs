@@ -548,7 +548,7 @@ pub async fn prune(pool: &PgPool, retention: Duration) -> Result<Pruned, sqlx::E
 }
 
 /// Keeps broadcast `id`'s counts on its row, unless another process is doing so or one of its
-/// messages is still queued or running; returns whether it did.
+/// messages is still queued or running (or died meanwhile); returns whether it did.
 ///
 /// Its dead messages are discarded in the same transaction: its counts are final, a retry weeks
 /// later would send a stale promo, and a dead job may even have delivered (its worker was
