@@ -27,7 +27,7 @@ pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
 }
 
 /// How many rows one pruning statement deletes at most, so that none holds many locks.
-const PRUNE_BATCH: i64 = 5000;
+pub const PRUNE_BATCH: i64 = 5000;
 
 /// Runs `statement`, which deletes at most `$2` rows older than `$1` seconds, until it deletes
 /// fewer than that; returns how many it deleted in all.

@@ -25,6 +25,7 @@ use sqlx::{PgConnection, PgPool};
 
 use super::campaigns::{self, PromoMessage};
 use crate::billing::counters;
+use crate::db::PRUNE_BATCH;
 use crate::queue::ops::DISCARD_SET;
 use crate::queue::{JobPayload, NewJob, Queue, enqueue, enqueue_many};
 
@@ -470,9 +471,6 @@ pub struct Pruned {
 /// How long a broadcast's per-recipient rows are kept after its fan-out finished, unless
 /// configured (`BROADCAST_RETENTION_DAYS`): thirty days.
 pub const DEFAULT_BROADCAST_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
-
-/// How many recipients one pruning statement deletes at most.
-const PRUNE_BATCH: i64 = 5000;
 
 /// Summarises every broadcast whose fan-out finished more than `retention` ago and none of
 /// whose messages is still queued or running (their counts are final), then deletes the
