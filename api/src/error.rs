@@ -329,7 +329,8 @@ pub fn problem_of(err: poem::Error) -> Problem {
         ProblemKind::NotFound => "no route matches this path".into(),
         ProblemKind::MethodNotAllowed => "the route does not accept this method".into(),
         ProblemKind::LengthRequired => "a request body needs a Content-Length header".into(),
-        ProblemKind::PayloadTooLarge => format!("the request body is over {} bytes", crate::startup::MAX_BODY_BYTES),
+        // The body limit middleware names the limit; this is a body that grew past it unannounced.
+        ProblemKind::PayloadTooLarge => "the request body is over this route's limit".into(),
         ProblemKind::Internal => return Problem::internal(&err),
         _ => kind.title().to_string(),
     };

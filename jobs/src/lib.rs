@@ -18,8 +18,10 @@
 pub mod billing;
 pub mod config;
 pub mod db;
+pub mod inbox;
 pub mod marketing;
 pub mod metrics;
+pub mod notifications;
 pub mod queue;
 pub mod stripe;
 pub mod telegram;

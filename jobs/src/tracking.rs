@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 
-use crate::billing::counters;
-use crate::queue::{JobPayload, NewJob, Queue};
+use crate::metrics::{self, counters};
+use crate::queue::{Completed, Job, JobError, JobPayload, NewJob, Queue, apply_once};
 
 /// The longest campaign or promo name.
 pub const MAX_NAME_LEN: usize = 24;
@@ -158,6 +158,19 @@ impl From<StoredTrackingJob> for TrackingJob {
     }
 }
 
+/// Runs one attempt of a `tracking` job: stores a click, or attributes a payment within `window`.
+pub async fn run(pool: &PgPool, window: Duration, job: Job<TrackingJob>) -> Result<Completed, JobError> {
+    apply_once(pool, &job, async |tx| match &job.payload {
+        TrackingJob::Click(click) => record(tx.conn(), click).await,
+        TrackingJob::Conversion(payment) => {
+            let campaign = attribute(tx.conn(), payment, window).await?;
+            tracing::info!(payment = payment.payment, ?campaign, "payment attributed");
+            Ok(())
+        }
+    })
+    .await
+}
+
 /// Stores `click` with the broadcast it came from: the latest broadcast of its campaign and
 /// promo sent to its chat (the user's private chat for a deep link) before the click (click
 /// times are whole seconds, hence a second's slack); none when there is none, or when a later
@@ -190,7 +203,7 @@ pub async fn record(conn: &mut PgConnection, click: &RecordClick) -> Result<(), 
     if stored.is_some() {
         counters::add(
             conn,
-            "marketing_clicks_total",
+            metrics::MARKETING_CLICKS,
             &format!("campaign=\"{}\",via=\"{}\"", click.promo.campaign, click.via.name()),
         )
         .await?;
@@ -224,7 +237,12 @@ pub async fn attribute(
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(campaign) = &campaign {
-        counters::add(conn, "marketing_conversions_total", &format!("campaign=\"{campaign}\"")).await?;
+        counters::add(
+            conn,
+            metrics::MARKETING_CONVERSIONS,
+            &format!("campaign=\"{campaign}\""),
+        )
+        .await?;
     }
     Ok(campaign)
 }

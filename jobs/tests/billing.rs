@@ -2,9 +2,11 @@
 //! events ends in the same entitlement, and each change is recorded and told once.
 
 use chrono::{DateTime, TimeZone, Utc};
+use jobs::billing::Plans;
 use jobs::billing::entitlements::{self, Status};
-use jobs::billing::stripe::{Ingested, Links, Outcome, apply_event, ingest, source};
-use jobs::billing::{Plans, counters};
+use jobs::billing::stripe::{Links, Outcome, apply_event, source};
+use jobs::inbox::stripe::{Ingested, ingest};
+use jobs::metrics::counters;
 use jobs::stripe::objects::Event;
 use sandbox::stripe_events::Subscription;
 use serde_json::Value;
@@ -40,7 +42,9 @@ fn at(unix: i64) -> DateTime<Utc> {
 async fn deliver(pool: &PgPool, event: &Value) -> Outcome {
     let raw = event.to_string();
     let parsed: Event = serde_json::from_str(&raw).unwrap();
-    ingest(pool, &parsed, &raw).await.unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    ingest(&mut tx, &parsed, &raw).await.unwrap();
+    tx.commit().await.unwrap();
     let mut tx = pool.begin().await.unwrap();
     let outcome = apply_event(&mut tx, &plans(), &links(), &parsed.id).await.unwrap();
     tx.commit().await.unwrap();
@@ -128,7 +132,9 @@ async fn repeated_events_change_nothing_and_enqueue_nothing() {
     // The same event id again: the inbox refuses it.
     let raw = paid.to_string();
     let parsed: Event = serde_json::from_str(&raw).unwrap();
-    assert_eq!(ingest(&pool, &parsed, &raw).await.unwrap(), Ingested::Duplicate);
+    let mut tx = pool.begin().await.unwrap();
+    assert_eq!(ingest(&mut tx, &parsed, &raw).await.unwrap(), Ingested::Duplicate);
+    tx.commit().await.unwrap();
     // Stripe resending the same state under a new event id: recorded, no change, no message.
     let again = sub.checkout_session("checkout.session.completed", "paid", T0);
     assert_eq!(deliver(&pool, &again).await, Outcome::Recorded);

@@ -735,7 +735,8 @@ async fn concurrent_sends_each_take_their_turn_in_the_rotation() {
 
 #[tokio::test]
 async fn writing_to_the_bot_or_signing_in_joins_the_audience_and_blocks_come_and_go_in_order() {
-    use jobs::telegram::{inbox, users};
+    use jobs::billing::users;
+    use jobs::inbox::telegram as inbox;
 
     let (_, pool) = pool().await;
     let plans =

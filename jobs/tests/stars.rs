@@ -5,7 +5,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use jobs::billing::entitlements::{self, Status};
 use jobs::billing::stars::{self, Applied};
 use jobs::billing::{EntitlementsJob, Plans};
-use jobs::telegram::inbox;
+use jobs::inbox::telegram as inbox;
 use sandbox::telegram_updates::{self as updates, Recurring};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -233,8 +233,8 @@ async fn a_refund_of_a_payment_never_seen_changes_nothing() {
 
 #[tokio::test]
 async fn a_banned_user_cannot_pay_and_a_sign_in_neither_lifts_the_ban_nor_loses_the_profile() {
-    use jobs::telegram::inbox::Reply;
-    use jobs::telegram::users::{self, Profile, ProvisionUser};
+    use jobs::billing::users::{self, Profile, ProvisionUser};
+    use jobs::inbox::telegram::Reply;
 
     let pool = pool().await;
     let answer = async |update_id: i64| {

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use e2e::World;
 use jobs::billing::refunds::{self, NewRefund, Provider};
 use jobs::billing::requests::{self, Kind};
-use jobs::billing::stripe::ingest;
+use jobs::inbox::stripe::ingest;
 use jobs::stripe::objects::Event;
 use sandbox::stripe_events::Subscription;
 use sandbox::telegram::Limits;
@@ -17,10 +17,10 @@ const DAY: i64 = 86_400;
 
 async fn request(world: &World, user: i64, kind: Kind, key: &str) -> i64 {
     let plan = (kind == Kind::Checkout).then_some("pro_monthly");
-    match requests::create(&world.pool, user, kind, plan, Some(key))
-        .await
-        .unwrap()
-    {
+    let mut tx = world.pool.begin().await.unwrap();
+    let created = requests::create(&mut tx, user, kind, plan, Some(key)).await.unwrap();
+    tx.commit().await.unwrap();
+    match created {
         requests::Created::New(r) => r.id,
         requests::Created::Existing(r) => panic!("request {} already existed", r.id),
     }
@@ -50,7 +50,9 @@ fn form(request: &sandbox::stripe::StripeRequest, key: &str) -> Option<String> {
 async fn deliver(world: &World, event: &Value) {
     let raw = event.to_string();
     let parsed: Event = serde_json::from_str(&raw).unwrap();
-    ingest(&world.pool, &parsed, &raw).await.unwrap();
+    let mut tx = world.pool.begin().await.unwrap();
+    ingest(&mut tx, &parsed, &raw).await.unwrap();
+    tx.commit().await.unwrap();
 }
 
 #[tokio::test]
@@ -195,7 +197,10 @@ async fn a_paid_subscription_is_granted_and_told_and_an_ops_refund_revokes_it_on
         amount: None,
         reason: Some("requested_by_customer".into()),
     };
-    let refunds::Created::New(refund) = refunds::create(&world.pool, &refund, Some("r1")).await.unwrap() else {
+    let mut tx = world.pool.begin().await.unwrap();
+    let created = refunds::create(&mut tx, &refund, Some("r1")).await.unwrap();
+    tx.commit().await.unwrap();
+    let refunds::Created::New(refund) = created else {
         panic!("a new refund")
     };
     world

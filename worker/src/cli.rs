@@ -193,7 +193,7 @@ fn bot() -> anyhow::Result<jobs::telegram::client::TelegramClient> {
 async fn set_banned(user_id: i64, banned: bool) -> anyhow::Result<()> {
     let pool = jobs::db::connect(&jobs::config::required("DATABASE_URL")?, 2).await?;
     let mut conn = pool.acquire().await?;
-    jobs::telegram::users::set_banned(&mut conn, user_id, banned).await?;
+    jobs::billing::users::set_banned(&mut conn, user_id, banned).await?;
     println!("user {user_id} {}", if banned { "banned" } else { "unbanned" });
     Ok(())
 }

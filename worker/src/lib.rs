@@ -3,7 +3,7 @@
 //! # Layout
 //! - [`config`]: the environment it reads.
 //! - [`startup`]: `worker run` — the apalis workers, the job listener, maintenance, shutdown.
-//! - [`handlers`]: one module per queue.
+//! - [`handlers`]: one handler per queue, each one call into `jobs`.
 //! - [`cli`]: `worker jobs …`, the ops commands for dead jobs and queue statistics.
 
 pub mod cli;

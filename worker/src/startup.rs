@@ -10,11 +10,13 @@ use std::time::Duration;
 
 use apalis::prelude::{Monitor, WorkerBuilder, WorkerBuilderExt};
 use backon::{ExponentialBuilder, Retryable};
-use jobs::billing::EntitlementsJob;
 use jobs::billing::refunds::MakeRefund;
 use jobs::billing::requests::CreateSession;
+use jobs::billing::requests::ReturnUrls;
+use jobs::billing::{Billing, EntitlementsJob};
 use jobs::marketing::broadcasts::{self, FanOut};
 use jobs::metrics::JobStats;
+use jobs::notifications::Notifier;
 use jobs::queue::backend::{FetchSettings, QueueBackend, Wakeups};
 use jobs::queue::{JobPayload, Queue, maintenance};
 use jobs::stripe::client::StripeClient;
@@ -25,9 +27,7 @@ use jobs::tracking::TrackingJob;
 use sqlx::PgPool;
 
 use crate::config::Config;
-use crate::handlers::broadcasts::Broadcaster;
-use crate::handlers::notifications::{self, Notifier};
-use crate::handlers::{Billing, checkout, entitlements, refunds, tracking};
+use crate::handlers::{self, Broadcaster};
 
 /// How long running jobs may take to finish after shutdown begins: under Heroku's 30 s.
 pub const GRACE: Duration = Duration::from_secs(20);
@@ -80,7 +80,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         links: config.links.clone(),
         stripe: StripeClient::new(&config.stripe.secret_key, &config.stripe.api_url).map_err(anyhow::Error::msg)?,
         telegram: notifier.telegram.clone(),
-        urls: Arc::new(config.stripe.clone()),
+        return_urls: Arc::new(ReturnUrls {
+            success: config.stripe.success_url.clone(),
+            cancel: config.stripe.cancel_url.clone(),
+            portal_return: config.stripe.portal_return_url.clone(),
+        }),
         attribution_window: config.attribution_window,
     };
     let broadcaster = Broadcaster {
@@ -115,12 +119,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             });
         }};
     }
-    queue_worker!(SendMessage, notifications::handle, notifier.clone());
-    queue_worker!(EntitlementsJob, entitlements::handle, billing.clone());
-    queue_worker!(CreateSession, checkout::handle, billing.clone());
-    queue_worker!(MakeRefund, refunds::handle, billing.clone());
-    queue_worker!(TrackingJob, tracking::handle, billing.clone());
-    queue_worker!(FanOut, crate::handlers::broadcasts::handle, broadcaster);
+    queue_worker!(SendMessage, handlers::notification, notifier.clone());
+    queue_worker!(EntitlementsJob, handlers::entitlements, billing.clone());
+    queue_worker!(CreateSession, handlers::checkout, billing.clone());
+    queue_worker!(MakeRefund, handlers::refund, billing.clone());
+    queue_worker!(TrackingJob, handlers::tracking, billing.clone());
+    queue_worker!(FanOut, handlers::fan_out, broadcaster);
     let monitor = monitor
         .should_restart(|worker, error| {
             tracing::error!(worker = worker.name(), %error, "worker stopped, restarting it");
@@ -235,7 +239,7 @@ async fn prune(pool: PgPool, retention: Retention) {
         if let Err(e) = Pace::prune(&pool).await {
             tracing::warn!(error = %e, "pruning send slots failed");
         }
-        match jobs::telegram::inbox::prune(&pool, retention.jobs).await {
+        match jobs::inbox::telegram::prune(&pool, retention.jobs).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(pruned = n, "old telegram updates pruned"),
             Err(e) => tracing::warn!(error = %e, "pruning telegram updates failed"),

@@ -25,7 +25,7 @@ use crate::auth::AdminAuth;
 use crate::error::{Problem, ProblemDetails, ProblemKind};
 
 /// CampaignsApi serves `/v1/ops/campaigns` and `/v1/ops/broadcasts`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct CampaignsApi;
 
 /// AudienceKind is who a campaign's broadcasts go to, resolved when each broadcast begins.

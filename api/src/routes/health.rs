@@ -14,7 +14,7 @@ use crate::error::{Problem, ProblemDetails, ProblemKind};
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// ProbeApi serves `/health`, `/ready` and `/metrics`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct ProbeApi;
 
 /// Status is the body of a passing probe.

@@ -12,7 +12,7 @@ use crate::auth::UserAuth;
 use crate::error::Problem;
 
 /// MeApi serves `/v1/me/...`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct MeApi;
 
 /// EntitlementStatus is where an entitlement stands.

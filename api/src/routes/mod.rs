@@ -6,6 +6,7 @@
 
 pub mod billing;
 pub mod campaigns;
+pub mod extract;
 pub mod health;
 pub mod json_string;
 pub mod me;
@@ -16,9 +17,6 @@ pub mod sign_in;
 pub mod stripe_webhook;
 pub mod telegram_webhook;
 
-use poem::Request;
-use poem_openapi::error::ContentTypeError;
-use poem_openapi::payload::{Json, Payload};
 use poem_openapi::{OpenApi, OpenApiService, Tags};
 
 /// Tag groups the operations in the spec.
@@ -59,23 +57,8 @@ pub type Api = (
 
 /// The OpenAPI service serving [`Api`].
 pub fn service() -> OpenApiService<Api, ()> {
-    OpenApiService::new(
-        (
-            health::ProbeApi,
-            notifications::NotificationsApi,
-            ops::OpsApi,
-            refunds::RefundsApi,
-            campaigns::CampaignsApi,
-            sign_in::SignInApi,
-            billing::BillingApi,
-            me::MeApi,
-            stripe_webhook::StripeWebhookApi,
-            telegram_webhook::TelegramWebhookApi,
-        ),
-        "paygate",
-        env!("CARGO_PKG_VERSION"),
-    )
-    .description(
+    // Every part of the tuple is a unit struct, so the tuple's Default is the whole API.
+    OpenApiService::new(Api::default(), "paygate", env!("CARGO_PKG_VERSION")).description(
         "The web process of paygate. Every error is `application/problem+json` (RFC 7807) with a stable \
              `type` of the form `urn:paygate:problem:<slug>`; every answer carries `X-Request-Id`. \
              Operators authenticate with `adminToken`, users with `userToken` (a JWT from \
@@ -96,17 +79,4 @@ pub fn templates() -> Vec<String> {
         .flat_map(|api| api.paths)
         .map(|path| path.path)
         .collect()
-}
-
-/// Refuses a request whose body is not declared JSON (`application/json`, or `+json`), as
-/// poem-openapi's `Json` does, for extractors that read the body themselves.
-fn require_json(request: &Request) -> poem::Result<()> {
-    match request.content_type() {
-        Some(ct) if <Json<serde_json::Value> as Payload>::check_content_type(ct) => Ok(()),
-        Some(ct) => Err(ContentTypeError::NotSupported {
-            content_type: ct.to_string(),
-        }
-        .into()),
-        None => Err(ContentTypeError::ExpectContentType.into()),
-    }
 }

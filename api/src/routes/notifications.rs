@@ -14,12 +14,13 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use sqlx::PgPool;
 
 use super::Tag;
+use super::extract::IdempotencyKey;
 use super::json_string::JsonString;
 use crate::auth::AdminAuth;
 use crate::error::{Problem, ProblemKind};
 
 /// NotificationsApi serves `/v1/ops/notifications`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct NotificationsApi;
 
 /// Notification is one Telegram message to one chat.
@@ -144,18 +145,18 @@ impl NotificationsApi {
         pool: Data<&PgPool>,
         /// Makes the request safe to repeat: 1 to 200 visible ASCII characters. A repeat with the
         /// same key answers with the first request's job and enqueues nothing, whatever its body.
-        #[oai(
-            name = "Idempotency-Key",
-            validator(min_length = 1, max_length = 200, pattern = "^[!-~]+$")
-        )]
-        idempotency_key: Header<Option<String>>,
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<IdempotencyKey>>,
         body: Json<Notification>,
     ) -> Result<EnqueueResponse, Problem> {
         let message = SendMessage::from(body.0);
         message
             .validate()
             .map_err(|reason| Problem::new(ProblemKind::InvalidNotification, reason))?;
-        let job = NewJob::new(&message, logical_key(idempotency_key.0.as_deref()));
+        let job = NewJob::new(
+            &message,
+            logical_key(idempotency_key.0.as_ref().map(IdempotencyKey::as_str)),
+        );
 
         let mut tx = pool.begin().await?;
         let enqueued = enqueue(&mut tx, &job).await?;

@@ -19,7 +19,7 @@ use crate::auth::AdminAuth;
 use crate::error::{Problem, ProblemDetails};
 
 /// OpsApi serves `/v1/ops/queues` and `/v1/ops/jobs/...`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct OpsApi;
 
 /// How many dead jobs a listing returns unless told.

@@ -15,12 +15,13 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use sqlx::PgPool;
 
 use super::Tag;
+use super::extract::IdempotencyKey;
 use super::json_string::JsonString;
 use crate::auth::AdminAuth;
 use crate::error::{Problem, ProblemDetails};
 
 /// RefundsApi serves `/v1/ops/refunds`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct RefundsApi;
 
 /// RefundProvider is who took the payment.
@@ -257,21 +258,21 @@ impl RefundsApi {
         /// Required: 1 to 200 visible ASCII characters. A repeat with the same key and body answers
         /// with the first refund and refunds nothing more; the same key with another body is 409
         /// `conflict`.
-        #[oai(
-            name = "Idempotency-Key",
-            validator(min_length = 1, max_length = 200, pattern = "^[!-~]+$")
-        )]
-        idempotency_key: Header<Option<String>>,
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<IdempotencyKey>>,
         body: Json<RefundRequest>,
     ) -> Result<CreateResponse, Problem> {
-        let Some(key) = idempotency_key.0 else {
+        let Some(IdempotencyKey(key)) = idempotency_key.0 else {
             return Err(Problem::invalid_request(
                 "an Idempotency-Key header is required: a refund moves money, so its request must be safe to repeat",
             ));
         };
         let asked = NewRefund::from(body.0);
         check_payment(&pool, &asked, &key).await?;
-        Ok(match refunds::create(&pool, &asked, Some(&key)).await? {
+        let mut tx = pool.begin().await?;
+        let created = refunds::create(&mut tx, &asked, Some(&key)).await?;
+        tx.commit().await?;
+        Ok(match created {
             Created::New(refund) => {
                 tracing::info!(refund_id = refund.id, payment = %refund.payment, amount = ?refund.amount, "refund requested");
                 CreateResponse::of(refund)

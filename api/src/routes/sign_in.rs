@@ -7,8 +7,8 @@
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
+use jobs::billing::users::ProvisionUser;
 use jobs::queue::enqueue;
-use jobs::telegram::users::ProvisionUser;
 use poem::web::Data;
 use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{ApiRequest, ApiResponse, Object, OpenApi};
@@ -22,7 +22,7 @@ use crate::error::{Problem, ProblemKind};
 use crate::metrics;
 
 /// SignInApi serves `/v1/auth/telegram`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct SignInApi;
 
 /// SignInRequest carries `initData` in JSON.

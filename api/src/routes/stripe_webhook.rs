@@ -8,20 +8,20 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use jobs::billing::stripe::{Ingested, ingest};
 use jobs::config::Secret;
+use jobs::inbox::stripe::{Ingested, ingest};
 use jobs::stripe::objects::Event;
-use jobs::stripe::signature;
 use poem::web::Data;
-use poem::{Request, RequestBody};
 use poem_openapi::param::Header;
 use poem_openapi::payload::Json;
-use poem_openapi::registry::{MetaMediaType, MetaRequest, Registry};
+use poem_openapi::registry::{MetaSchemaRef, Registry};
 use poem_openapi::types::Type;
-use poem_openapi::{ApiExtractor, ApiExtractorType, ApiResponse, ExtractParamOptions, Object, OpenApi};
+use poem_openapi::{ApiResponse, Object, OpenApi};
 use sqlx::PgPool;
 
 use super::Tag;
+use super::extract::{RawBody, RawBodyDoc};
+use crate::auth::stripe as signature;
 use crate::error::{Problem, ProblemKind};
 use crate::metrics::{self, WebhookOutcome};
 
@@ -33,7 +33,7 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 pub const PATH: &str = "/webhooks/stripe";
 
 /// StripeWebhookApi serves `/webhooks/stripe`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct StripeWebhookApi;
 
 /// StripeWebhookSecrets are the endpoint's signing secrets (`STRIPE_WEBHOOK_SECRET`), handed to
@@ -65,39 +65,21 @@ pub struct StripeEventData {
 
 /// RawEvent is a webhook body exactly as it arrived: the signature covers these bytes, so
 /// nothing may parse and re-serialise them first. It documents itself as a [`StripeEvent`].
-pub struct RawEvent(pub Vec<u8>);
+pub type RawEvent = RawBody<StripeEventBody>;
 
-impl<'a> ApiExtractor<'a> for RawEvent {
-    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
+/// StripeEventBody documents a [`RawEvent`].
+pub struct StripeEventBody;
 
-    type ParamType = ();
-    type ParamRawType = ();
+impl RawBodyDoc for StripeEventBody {
+    const MAX_BYTES: usize = MAX_BODY_BYTES;
+    const DESCRIPTION: &'static str = "The event, as Stripe sent it; at most 256 KiB.";
+
+    fn schema_ref() -> MetaSchemaRef {
+        StripeEvent::schema_ref()
+    }
 
     fn register(registry: &mut Registry) {
         StripeEvent::register(registry);
-    }
-
-    fn request_meta() -> Option<MetaRequest> {
-        Some(MetaRequest {
-            description: Some("The event, as Stripe sent it; at most 256 KiB."),
-            content: vec![MetaMediaType {
-                content_type: "application/json",
-                schema: StripeEvent::schema_ref(),
-            }],
-            required: true,
-        })
-    }
-
-    async fn from_request(
-        request: &'a Request,
-        body: &mut RequestBody,
-        _param_opts: ExtractParamOptions<Self::ParamType>,
-    ) -> poem::Result<Self> {
-        super::require_json(request)?;
-        // The body limit middleware already refused a longer Content-Length; this holds whatever
-        // the header said.
-        let bytes = body.take()?.into_bytes_limit(MAX_BODY_BYTES).await?;
-        Ok(RawEvent(bytes.to_vec()))
     }
 }
 
@@ -173,7 +155,9 @@ impl StripeWebhookApi {
             .map_err(|e| rejected(Problem::new(ProblemKind::InvalidSignature, e.to_string())))?;
         let (event, raw) = parse_event(&body.0).map_err(rejected)?;
 
-        let ingested = ingest(&pool, &event, raw).await?;
+        let mut tx = pool.begin().await?;
+        let ingested = ingest(&mut tx, &event, raw).await?;
+        tx.commit().await?;
         let duplicate = ingested == Ingested::Duplicate;
         let outcome = if duplicate {
             WebhookOutcome::Duplicate

@@ -7,57 +7,38 @@
 //! acknowledgement of a button press. Telegram itself is never called here.
 
 use jobs::billing::Plans;
-use jobs::telegram::inbox::{self, InboxError, Reply};
+use jobs::inbox::telegram::{self as inbox, InboxError, Reply};
 use poem::web::Data;
-use poem::{Request, RequestBody};
 use poem_openapi::payload::Json;
-use poem_openapi::registry::{MetaMediaType, MetaRequest, MetaSchema, MetaSchemaRef, Registry};
-use poem_openapi::{ApiExtractor, ApiExtractorType, ApiResponse, ExtractParamOptions, Object, OpenApi, Union};
+use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
+use poem_openapi::{ApiResponse, Object, OpenApi, Union};
 use sqlx::PgPool;
 
 use super::Tag;
+use super::extract::{RawBody, RawBodyDoc};
 use crate::auth::TelegramAuth;
 use crate::error::Problem;
 use crate::metrics::{self, WebhookOutcome};
 use crate::startup::MAX_BODY_BYTES;
 
 /// TelegramWebhookApi serves `/webhooks/telegram`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct TelegramWebhookApi;
 
 /// RawUpdate is an update's body as it arrived, stored as sent; it documents itself as an
 /// object (Telegram's `Update`).
-pub struct RawUpdate(pub String);
+pub type RawUpdate = RawBody<UpdateBody>;
 
-impl<'a> ApiExtractor<'a> for RawUpdate {
-    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
+/// UpdateBody documents a [`RawUpdate`].
+pub struct UpdateBody;
 
-    type ParamType = ();
-    type ParamRawType = ();
+impl RawBodyDoc for UpdateBody {
+    const MAX_BYTES: usize = MAX_BODY_BYTES;
+    const DESCRIPTION: &'static str =
+        "A Bot API `Update` (https://core.telegram.org/bots/api#update), as Telegram sends it.";
 
-    fn register(_registry: &mut Registry) {}
-
-    fn request_meta() -> Option<MetaRequest> {
-        Some(MetaRequest {
-            description: Some("A Bot API `Update` (https://core.telegram.org/bots/api#update), as Telegram sends it."),
-            content: vec![MetaMediaType {
-                content_type: "application/json",
-                schema: MetaSchemaRef::Inline(Box::new(MetaSchema::new("object"))),
-            }],
-            required: true,
-        })
-    }
-
-    async fn from_request(
-        request: &'a Request,
-        body: &mut RequestBody,
-        _param_opts: ExtractParamOptions<Self::ParamType>,
-    ) -> poem::Result<Self> {
-        super::require_json(request)?;
-        let bytes = body.take()?.into_bytes_limit(MAX_BODY_BYTES).await?;
-        let text =
-            String::from_utf8(bytes.to_vec()).map_err(|_| Problem::invalid_request("the body is not UTF-8 text"))?;
-        Ok(RawUpdate(text))
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema::new("object")))
     }
 }
 
@@ -142,7 +123,8 @@ impl TelegramWebhookApi {
         plans: Data<&Plans>,
         body: RawUpdate,
     ) -> Result<TelegramWebhookResponse, Problem> {
-        let accepted = match inbox::accept(&pool, &plans, &body.0).await {
+        let update = String::from_utf8(body.0).map_err(|_| Problem::invalid_request("the body is not UTF-8 text"))?;
+        let accepted = match inbox::accept(&pool, &plans, &update).await {
             Ok(accepted) => accepted,
             Err(InboxError::Malformed(reason)) => {
                 metrics::telegram_update(None, WebhookOutcome::Rejected);

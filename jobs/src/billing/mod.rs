@@ -2,27 +2,56 @@
 //!
 //! # Layout
 //! - [`plans`]: the catalogue, from configuration.
-//! - [`entitlements`]: what users may use, one row per payment source, with its history.
-//! - [`stripe`]: the Stripe webhook inbox and the entitlement each subscription's facts call for.
+//! - [`entitlements`]: what users may use, one row per payment source, with its history, and
+//!   [`entitlements::rule`], the provider-neutral rule both providers derive them by.
+//! - [`stripe`]: the facts each Stripe event adds, and the failed-payment notices.
 //! - [`stars`]: Telegram Stars payments and refunds, and the entitlement each source's payments
 //!   call for.
 //! - [`requests`]: Checkout, Billing Portal and Stars invoice link requests, and waiting for them.
 //! - [`refunds`]: refunds ops ask for.
-//! - [`counters`]: payment and refund counts, kept transactionally for `/metrics`.
+//! - [`users`]: Telegram users' profiles (from Mini App sign-ins) and bans.
 
-pub mod counters;
 pub mod entitlements;
 pub mod plans;
 pub mod refunds;
 pub mod requests;
 pub mod stars;
 pub mod stripe;
+pub mod users;
 
 pub use plans::{Plan, Plans};
+// TEMPORARY until marketing is re-homed onto crate::metrics.
+pub use crate::metrics::counters;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
 
-use crate::queue::{JobPayload, Queue};
+use self::stars::Applied;
+use self::stripe::Links;
+use crate::metrics::JobStats;
+use crate::queue::{Completed, Job, JobError, JobPayload, Queue, apply_once};
+use crate::stripe::client::StripeClient;
+use crate::telegram::client::TelegramClient;
+
+/// Billing is what the billing and tracking jobs (entitlements, checkout, refunds, tracking) run
+/// with.
+#[derive(Debug, Clone)]
+pub struct Billing {
+    pub pool: PgPool,
+    pub stats: Arc<JobStats>,
+    pub plans: Arc<Plans>,
+    pub links: Links,
+    pub stripe: StripeClient,
+    /// For Stars invoice links and Stars refunds.
+    pub telegram: TelegramClient,
+    /// Where Stripe sends users back to; its secret key is already in `stripe`.
+    pub return_urls: Arc<requests::ReturnUrls>,
+    /// How long after a promo click a payment is still attributed to it.
+    pub attribution_window: Duration,
+}
 
 /// EntitlementsJob is a job of the `entitlements` queue: everything that changes what a user may
 /// use, or who the user is. Tagged by `kind` in the stored payload; a payload without `kind` is a
@@ -37,11 +66,72 @@ pub enum EntitlementsJob {
     /// Record a Stars refund Telegram told us of.
     StarsRefund(stars::ApplyStarsRefund),
     /// Write a Mini App user's profile.
-    ProvisionUser(crate::telegram::users::ProvisionUser),
+    ProvisionUser(users::ProvisionUser),
 }
 
 impl JobPayload for EntitlementsJob {
     const QUEUE: Queue = Queue::Entitlements;
+}
+
+/// Runs one attempt of an `entitlements` job: its facts, the entitlements they change, their
+/// history rows, the user's notifications and the job's completion commit in one transaction.
+pub async fn apply(billing: &Billing, job: Job<EntitlementsJob>) -> Result<Completed, JobError> {
+    let cause = job.logical_key.clone();
+    apply_once(&billing.pool, &job, async |tx| match &job.payload {
+        EntitlementsJob::StripeEvent(event) => {
+            let outcome = stripe::apply_event(tx.conn(), &billing.plans, &billing.links, &event.event_id).await?;
+            tracing::info!(
+                job = job.id,
+                event = event.event_id,
+                outcome = outcome.name(),
+                "stripe event applied"
+            );
+            Ok::<(), JobError>(())
+        }
+        EntitlementsJob::StarsPayment(payment) => {
+            let applied = stars::apply_payment(tx.conn(), &billing.plans, &payment.charge_id, &cause).await?;
+            match applied {
+                // The webhook stores the payment with this job: it cannot be missing.
+                Applied::UnknownPayment => Err(JobError::Terminal(format!("no Stars payment {}", payment.charge_id))),
+                Applied::PlanNotConfigured => Err(plan_not_configured(&payment.charge_id)),
+                Applied::Changed | Applied::Unchanged => {
+                    tracing::info!(
+                        job = job.id,
+                        charge = payment.charge_id,
+                        ?applied,
+                        "stars payment applied"
+                    );
+                    Ok(())
+                }
+            }
+        }
+        EntitlementsJob::StarsRefund(refund) => {
+            let applied =
+                stars::mark_refunded(tx.conn(), &billing.plans, &refund.charge_id, refund.refunded_at, &cause).await?;
+            if applied == Applied::PlanNotConfigured {
+                return Err(plan_not_configured(&refund.charge_id));
+            }
+            // A refund of a payment not recorded (yet) has nothing to revoke now; the notice the
+            // webhook stored marks the payment refunded if it comes later.
+            tracing::info!(
+                job = job.id,
+                charge = refund.charge_id,
+                ?applied,
+                "stars refund applied"
+            );
+            Ok(())
+        }
+        EntitlementsJob::ProvisionUser(user) => Ok(users::upsert(tx.conn(), user).await?),
+    })
+    .await
+}
+
+/// The error for a Stars payment whose plan left the catalogue: dead at once, for ops to put the
+/// plan back in `PLANS` and retry the job.
+pub fn plan_not_configured(charge_id: &str) -> JobError {
+    JobError::Terminal(format!(
+        "the plan of Stars payment {charge_id} is not in PLANS; restore it and retry this job"
+    ))
 }
 
 /// StoredEntitlementsJob is every shape an `entitlements` payload has been stored in.
@@ -60,7 +150,7 @@ enum TaggedEntitlementsJob {
     StripeEvent(stripe::ProcessStripeEvent),
     StarsPayment(stars::ApplyStarsPayment),
     StarsRefund(stars::ApplyStarsRefund),
-    ProvisionUser(crate::telegram::users::ProvisionUser),
+    ProvisionUser(users::ProvisionUser),
 }
 
 impl From<StoredEntitlementsJob> for EntitlementsJob {

@@ -10,7 +10,7 @@
 
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
-use super::{Enqueued, Job, NewJob, enqueue};
+use super::{Enqueued, Job, JobError, NewJob, enqueue};
 
 /// Completed is the proof a handler returns that its job's effect is committed (or was already).
 /// Only [`EffectTx::commit`] and [`Begun::AlreadyApplied`] make one, so a handler cannot report
@@ -155,4 +155,27 @@ impl EffectTx {
         self.tx.commit().await?;
         Ok(Completed(()))
     }
+}
+
+/// Applies `effect` through the job's effect transaction, once: a job whose logical key the
+/// ledger already holds completes without running it. Every handler ends here (or in
+/// [`Completer`]); the effect's own statements go through [`EffectTx::conn`].
+pub async fn apply_once<T, E, F>(pool: &PgPool, job: &Job<T>, effect: F) -> Result<Completed, JobError>
+where
+    F: AsyncFnOnce(&mut EffectTx) -> Result<(), E>,
+    JobError: From<E>,
+{
+    match EffectTx::begin(pool, job).await? {
+        Begun::AlreadyApplied(done) => Ok(done),
+        Begun::Fresh(mut tx) => {
+            effect(&mut tx).await?;
+            Ok(tx.commit().await?)
+        }
+    }
+}
+
+/// Completes `job` with nothing but its ledger row: for a job whose work was already done (a
+/// request settled by an earlier attempt, a message delivered before).
+pub async fn complete_unchanged<T>(pool: &PgPool, job: &Job<T>) -> Result<Completed, JobError> {
+    apply_once(pool, job, async |_| Ok::<(), sqlx::Error>(())).await
 }

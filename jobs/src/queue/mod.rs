@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use backoff::RetryPolicy;
-pub use effect::{Completed, EffectTx};
+pub use effect::{Completed, EffectTx, apply_once, complete_unchanged};
 pub use enqueue::{Enqueued, NewJob, enqueue, enqueue_many};
 pub use outcome::JobError;
 

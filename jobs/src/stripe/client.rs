@@ -17,6 +17,7 @@ use stripe_core::customer::CreateCustomer;
 use stripe_core::refund::{CreateRefund, CreateRefundReason};
 
 use crate::config::Secret;
+use crate::queue::JobError;
 
 /// The Stripe API's own address, used when no other is configured.
 pub const DEFAULT_API_URL: &str = "https://api.stripe.com/";
@@ -129,6 +130,17 @@ pub enum StripeError {
     /// again; `reason` is Stripe's message with its error type, code and parameter.
     #[error("refused by Stripe: {reason}")]
     Permanent { reason: String },
+}
+
+impl From<StripeError> for JobError {
+    /// The job outcome of a failed request: a refusal is dead at once; anything else retries on
+    /// the queue's backoff (`retry_after` is never known, see above).
+    fn from(e: StripeError) -> JobError {
+        match e {
+            StripeError::Permanent { reason } => JobError::Terminal(reason),
+            StripeError::Retryable { reason, .. } => JobError::Retryable(reason),
+        }
+    }
 }
 
 impl StripeClient {

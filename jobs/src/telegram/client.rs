@@ -15,6 +15,7 @@ use teloxide_core::types::{
 
 use super::{Button, ParseMode, SendMessage};
 use crate::config::Secret;
+use crate::queue::JobError;
 
 /// The Bot API's own address, used when no other is configured.
 pub const DEFAULT_API_URL: &str = "https://api.telegram.org";
@@ -62,6 +63,21 @@ pub enum SendError {
     /// Telegram (a timeout), that attempt can duplicate the message.
     #[error("transient failure: {0}")]
     Transient(String),
+}
+
+impl From<SendError> for JobError {
+    /// The job outcome of a failed call: refusals (and unreachable chats, for a caller that has
+    /// nothing better to do with them) are dead at once, failures retry, flood control waits.
+    fn from(e: SendError) -> JobError {
+        match e {
+            SendError::Unreachable(reason) | SendError::Permanent(reason) => JobError::Terminal(reason),
+            SendError::Transient(reason) => JobError::Retryable(reason),
+            SendError::RetryAfter(delay) => JobError::RetryAfter {
+                delay,
+                reason: Some(format!("Telegram asked to wait {delay:?}")),
+            },
+        }
+    }
 }
 
 /// StarsInvoice is what one Telegram Stars invoice link sells.

@@ -6,15 +6,14 @@
 //! - [`pace`]: the send-rate limiter shared by every worker process.
 //! - [`store`]: deliveries and unreachable chats.
 //! - [`updates`]: the parts of incoming updates we act on.
-//! - [`inbox`]: what the webhook does with an update, in one transaction.
-//! - [`users`]: Mini App users' profiles and bans.
+//!
+//! This is the provider only: it imports nothing of `billing`. What the webhook does with an
+//! update is [`crate::inbox::telegram`]; users' profiles and bans are [`crate::billing::users`].
 
 pub mod client;
-pub mod inbox;
 pub mod pace;
 pub mod store;
 pub mod updates;
-pub mod users;
 
 use serde::{Deserialize, Serialize};
 

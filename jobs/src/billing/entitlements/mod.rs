@@ -6,6 +6,10 @@
 //! Because the derived state is a function of accumulated facts, not of arrival order, replaying
 //! or reordering provider events ends in the same row.
 
+pub mod rule;
+
+pub use rule::{Facts, PaidPeriod, derive};
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};

@@ -2,10 +2,15 @@
 //! (the provider call carries an idempotency key derived from the refund), then the entitlement
 //! the payment bought is revoked and the user told, in one transaction.
 
+pub mod make;
+
+pub use make::make;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 
+use crate::db::insert_once;
 use crate::queue::{JobPayload, NewJob, Queue, enqueue};
 
 /// Provider is who took the payment.
@@ -119,17 +124,16 @@ impl JobPayload for MakeRefund {
 }
 
 /// Created is a refund [`create`] stored, or the one an earlier call with the same key stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Created {
-    New(Refund),
-    Existing(Refund),
-}
+pub type Created = crate::db::Created<Refund>;
 
-/// Stores a refund and enqueues it, in one transaction. A repeated `idempotency_key` returns the
-/// first refund and writes nothing.
-pub async fn create(pool: &PgPool, refund: &NewRefund, idempotency_key: Option<&str>) -> Result<Created, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let row: Option<Row> = sqlx::query_as(concat!(
+/// Stores a refund and enqueues it; run it in a transaction, so that the two commit together. A
+/// repeated `idempotency_key` returns the first refund and writes nothing.
+pub async fn create(
+    conn: &mut PgConnection,
+    refund: &NewRefund,
+    idempotency_key: Option<&str>,
+) -> Result<Created, sqlx::Error> {
+    let insert = sqlx::query_as(concat!(
         "INSERT INTO refunds (provider, payment, amount, reason, idempotency_key) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (idempotency_key) DO NOTHING
          RETURNING ",
@@ -139,29 +143,19 @@ pub async fn create(pool: &PgPool, refund: &NewRefund, idempotency_key: Option<&
     .bind(&refund.payment)
     .bind(refund.amount)
     .bind(&refund.reason)
-    .bind(idempotency_key)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(row) = row else {
-        let existing: Row = sqlx::query_as(concat!(
-            "SELECT ",
-            columns!(),
-            " FROM refunds WHERE idempotency_key = $1"
-        ))
-        .bind(idempotency_key)
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        return Ok(Created::Existing(existing.into()));
-    };
-    let refund = Refund::from(row);
-    enqueue(
-        &mut tx,
-        &NewJob::new(&MakeRefund { refund_id: refund.id }, format!("refund:{}", refund.id)),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(Created::New(refund))
+    .bind(idempotency_key);
+    let existing = sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM refunds WHERE idempotency_key = $1"
+    ))
+    .bind(idempotency_key);
+    let created = insert_once::<Row>(conn, insert, existing).await?.map(Refund::from);
+    if let Created::New(refund) = &created {
+        let job = MakeRefund { refund_id: refund.id };
+        enqueue(conn, &NewJob::new(&job, format!("refund:{}", refund.id))).await?;
+    }
+    Ok(created)
 }
 
 /// The id of the refund stored under `idempotency_key`, if any.

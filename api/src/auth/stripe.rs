@@ -8,7 +8,7 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::config::Secret;
+use jobs::config::Secret;
 
 /// How far the signed timestamp may be from our clock, either way.
 pub const TOLERANCE_SECS: i64 = 300;

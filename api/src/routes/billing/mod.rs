@@ -10,247 +10,35 @@
 //! the first request (202 while it is pending, 200 once it has settled) and writes nothing; the
 //! same key for another plan is a 409.
 
+mod views;
+
+pub use views::{
+    BillingRequestView, CheckoutRequest, CreateResponse, PortalBody, PortalRequest, PortalResponse, RequestKind,
+    RequestState, ShowResponse,
+};
+
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use jobs::billing::Plans;
-use jobs::billing::requests::{self, BillingRequest, Created, Kind, RequestStatus, Settled};
+use jobs::billing::requests::{self, Created, Kind, RequestStatus, Settled};
 use poem::web::Data;
-use poem::{Request, RequestBody};
-use poem_openapi::error::ParseRequestPayloadError;
+use poem_openapi::OpenApi;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
-use poem_openapi::registry::{MetaMediaType, MetaRequest, Registry};
-use poem_openapi::types::{ParseFromJSON, Type};
-use poem_openapi::{ApiExtractor, ApiExtractorType, ApiResponse, Enum, ExtractParamOptions, Object, OpenApi};
 use sqlx::PgPool;
 
 use super::Tag;
-use super::json_string::JsonString;
+use super::extract::IdempotencyKey;
 use crate::auth::{User, UserAuth};
-use crate::error::{Problem, ProblemDetails, ProblemKind};
+use crate::error::{Problem, ProblemKind};
 use crate::metrics;
 
 /// The longest a GET waits for its request to settle, in seconds.
 pub const WAIT_MAX_SECS: i64 = 25;
 
 /// BillingApi serves `/v1/billing/...`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct BillingApi;
-
-/// CheckoutRequest asks for a Stripe Checkout session.
-#[derive(Debug, Object)]
-#[oai(deny_unknown_fields)]
-pub struct CheckoutRequest {
-    /// The plan to buy, by code; it must be for sale through Stripe.
-    pub plan: JsonString,
-}
-
-/// PortalRequest is the body of a portal request: none at all, or an empty object.
-#[derive(Debug, Object)]
-#[oai(deny_unknown_fields)]
-pub struct PortalRequest {}
-
-/// PortalBody takes an absent or empty body, or `{}`; anything else is a 400.
-pub struct PortalBody;
-
-impl<'a> ApiExtractor<'a> for PortalBody {
-    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
-
-    type ParamType = ();
-    type ParamRawType = ();
-
-    fn register(registry: &mut Registry) {
-        PortalRequest::register(registry);
-    }
-
-    fn request_meta() -> Option<MetaRequest> {
-        Some(MetaRequest {
-            description: Some("Nothing, or an empty object."),
-            content: vec![MetaMediaType {
-                content_type: "application/json",
-                schema: PortalRequest::schema_ref(),
-            }],
-            required: false,
-        })
-    }
-
-    async fn from_request(
-        request: &'a Request,
-        body: &mut RequestBody,
-        _param_opts: ExtractParamOptions<Self::ParamType>,
-    ) -> poem::Result<Self> {
-        let bytes = body.take()?.into_bytes().await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(PortalBody);
-        }
-        super::require_json(request)?;
-        let value: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| ParseRequestPayloadError { reason: e.to_string() })?;
-        PortalRequest::parse_from_json(Some(value)).map_err(|e| ParseRequestPayloadError {
-            reason: e.into_message(),
-        })?;
-        Ok(PortalBody)
-    }
-}
-
-/// RequestKind is what a billing request asks a provider for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-#[oai(rename_all = "snake_case")]
-pub enum RequestKind {
-    /// A Stripe Checkout Session, to buy a plan.
-    Checkout,
-    /// A Stripe Billing Portal session, to manage subscriptions and payment methods.
-    Portal,
-    /// A Telegram Stars invoice link, to buy a plan with Stars (in the Mini App:
-    /// `Telegram.WebApp.openInvoice(url)`).
-    StarsInvoice,
-}
-
-/// RequestState is where a billing request stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-#[oai(rename_all = "snake_case")]
-pub enum RequestState {
-    /// Waiting for a worker to ask the provider.
-    Pending,
-    /// `url` is the session to send the user to.
-    Ready,
-    /// No session could be made; `failure` says why.
-    Failed,
-}
-
-/// BillingRequestView is a billing request as its user sees it.
-#[derive(Debug, Object)]
-#[oai(rename = "BillingRequest")]
-pub struct BillingRequestView {
-    pub id: i64,
-    pub kind: RequestKind,
-    pub status: RequestState,
-    /// The session's URL, once `ready`: send the user there. It expires within hours (checkout)
-    /// or minutes (portal); ask again rather than storing it.
-    pub url: Option<String>,
-    /// Why no session could be made, once `failed`.
-    pub failure: Option<String>,
-    /// The plan, for a checkout; null for a portal.
-    pub plan: Option<String>,
-    pub created_at: DateTime<Utc>,
-    /// Where to poll this request (also in `Location`), e.g. `/v1/billing/checkout/7`.
-    pub status_url: String,
-}
-
-impl From<BillingRequest> for BillingRequestView {
-    fn from(r: BillingRequest) -> BillingRequestView {
-        BillingRequestView {
-            status_url: status_url(r.kind, r.id),
-            id: r.id,
-            kind: match r.kind {
-                Kind::Checkout => RequestKind::Checkout,
-                Kind::Portal => RequestKind::Portal,
-                Kind::StarsInvoice => RequestKind::StarsInvoice,
-            },
-            status: match r.status {
-                RequestStatus::Pending => RequestState::Pending,
-                RequestStatus::Ready => RequestState::Ready,
-                RequestStatus::Failed => RequestState::Failed,
-            },
-            url: r.url,
-            failure: r.failure,
-            plan: r.plan,
-            created_at: r.created_at,
-        }
-    }
-}
-
-/// Where request `id` of `kind` is polled.
-fn status_url(kind: Kind, id: i64) -> String {
-    let path = match kind {
-        Kind::Checkout => "checkout",
-        Kind::Portal => "portal",
-        Kind::StarsInvoice => "stars-invoice",
-    };
-    format!("/v1/billing/{path}/{id}")
-}
-
-/// CreateResponse is the answer to a checkout POST.
-#[derive(ApiResponse)]
-pub enum CreateResponse {
-    /// The request is stored (now, or by an earlier request with the same `Idempotency-Key`)
-    /// and pending: poll `status_url`, which `Location` repeats.
-    #[oai(status = 202)]
-    Accepted(
-        Json<BillingRequestView>,
-        /// The request's `status_url`.
-        #[oai(header = "Location")]
-        String,
-    ),
-    /// An earlier request with the same `Idempotency-Key` has already settled: this is it.
-    #[oai(status = 200)]
-    Settled(
-        Json<BillingRequestView>,
-        /// The request's `status_url`.
-        #[oai(header = "Location")]
-        String,
-    ),
-    /// The `Idempotency-Key` was used before for another plan (`conflict`).
-    #[oai(status = 409, content_type = "application/problem+json")]
-    Conflict(Json<ProblemDetails>),
-}
-
-impl CreateResponse {
-    fn of(request: BillingRequest) -> CreateResponse {
-        let location = status_url(request.kind, request.id);
-        if request.status == RequestStatus::Pending {
-            CreateResponse::Accepted(Json(request.into()), location)
-        } else {
-            CreateResponse::Settled(Json(request.into()), location)
-        }
-    }
-}
-
-/// PortalResponse is the answer to a portal POST: as [`CreateResponse`], without a plan to
-/// conflict on.
-#[derive(ApiResponse)]
-pub enum PortalResponse {
-    /// The request is stored (now, or by an earlier request with the same `Idempotency-Key`)
-    /// and pending: poll `status_url`, which `Location` repeats.
-    #[oai(status = 202)]
-    Accepted(
-        Json<BillingRequestView>,
-        /// The request's `status_url`.
-        #[oai(header = "Location")]
-        String,
-    ),
-    /// An earlier request with the same `Idempotency-Key` has already settled: this is it.
-    #[oai(status = 200)]
-    Settled(
-        Json<BillingRequestView>,
-        /// The request's `status_url`.
-        #[oai(header = "Location")]
-        String,
-    ),
-}
-
-impl PortalResponse {
-    fn of(request: BillingRequest) -> PortalResponse {
-        let location = status_url(request.kind, request.id);
-        if request.status == RequestStatus::Pending {
-            PortalResponse::Accepted(Json(request.into()), location)
-        } else {
-            PortalResponse::Settled(Json(request.into()), location)
-        }
-    }
-}
-
-/// ShowResponse is one billing request, or why not.
-#[derive(ApiResponse)]
-pub enum ShowResponse {
-    /// The request as it stands (after waiting, if asked to).
-    #[oai(status = 200)]
-    Ok(Json<BillingRequestView>),
-    /// The caller has no request of this kind with this id (`not-found`).
-    #[oai(status = 404, content_type = "application/problem+json")]
-    NotFound(Json<ProblemDetails>),
-}
 
 /// Whether `plan` is sold through the provider of `kind`.
 fn for_sale(plan: &jobs::billing::Plan, kind: Kind) -> bool {
@@ -295,7 +83,9 @@ async fn start_plan_request(
     if !plans.get(&plan).is_some_and(|p| for_sale(p, kind)) {
         return Err(unknown_plan(plans, kind, &plan));
     }
-    let created = requests::create(pool, user.id, kind, Some(&plan), idempotency_key).await?;
+    let mut tx = pool.begin().await?;
+    let created = requests::create(&mut tx, user.id, kind, Some(&plan), idempotency_key).await?;
+    tx.commit().await?;
     Ok(match created {
         Created::New(request) => {
             if kind == Kind::Checkout {
@@ -367,11 +157,8 @@ impl BillingApi {
         /// Makes the request safe to repeat: 1 to 200 visible ASCII characters. A repeat with the
         /// same key answers with the first request and stores nothing; the same key with another
         /// plan is 409 `conflict`.
-        #[oai(
-            name = "Idempotency-Key",
-            validator(min_length = 1, max_length = 200, pattern = "^[!-~]+$")
-        )]
-        idempotency_key: Header<Option<String>>,
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<IdempotencyKey>>,
         body: Json<CheckoutRequest>,
     ) -> Result<CreateResponse, Problem> {
         let plan = String::from(body.0.plan);
@@ -381,7 +168,7 @@ impl BillingApi {
             auth.0,
             Kind::Checkout,
             plan,
-            idempotency_key.0.as_deref(),
+            idempotency_key.0.as_ref().map(IdempotencyKey::as_str),
         )
         .await
     }
@@ -418,15 +205,15 @@ impl BillingApi {
         pool: Data<&PgPool>,
         /// Makes the request safe to repeat: 1 to 200 visible ASCII characters. A repeat with the
         /// same key answers with the first request and stores nothing.
-        #[oai(
-            name = "Idempotency-Key",
-            validator(min_length = 1, max_length = 200, pattern = "^[!-~]+$")
-        )]
-        idempotency_key: Header<Option<String>>,
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<IdempotencyKey>>,
         _body: PortalBody,
     ) -> Result<PortalResponse, Problem> {
         let user = auth.0;
-        let created = requests::create(&pool, user.id, Kind::Portal, None, idempotency_key.0.as_deref()).await?;
+        let key = idempotency_key.0.as_ref().map(IdempotencyKey::as_str);
+        let mut tx = pool.begin().await?;
+        let created = requests::create(&mut tx, user.id, Kind::Portal, None, key).await?;
+        tx.commit().await?;
         let request = match created {
             Created::New(request) => {
                 tracing::info!(request_id = request.id, user_id = user.id, "billing portal requested");
@@ -473,11 +260,8 @@ impl BillingApi {
         /// Makes the request safe to repeat: 1 to 200 visible ASCII characters. A repeat with the
         /// same key answers with the first request and stores nothing; the same key with another
         /// plan is 409 `conflict`.
-        #[oai(
-            name = "Idempotency-Key",
-            validator(min_length = 1, max_length = 200, pattern = "^[!-~]+$")
-        )]
-        idempotency_key: Header<Option<String>>,
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<IdempotencyKey>>,
         body: Json<CheckoutRequest>,
     ) -> Result<CreateResponse, Problem> {
         let plan = String::from(body.0.plan);
@@ -487,7 +271,7 @@ impl BillingApi {
             auth.0,
             Kind::StarsInvoice,
             plan,
-            idempotency_key.0.as_deref(),
+            idempotency_key.0.as_ref().map(IdempotencyKey::as_str),
         )
         .await
     }
@@ -515,6 +299,7 @@ impl BillingApi {
 
 #[cfg(test)]
 mod tests {
+    use super::views::status_url;
     use super::*;
 
     #[test]

@@ -1,4 +1,5 @@
-//! Job counters of a worker process, flushed to the database for the web process to serve.
+//! Job counters and durations of a worker process, flushed to `job_metrics` for the web process
+//! to serve.
 //!
 //! Worker dynos take no HTTP traffic, so a scrape cannot reach them: each worker counts in
 //! memory and adds its counts to `job_metrics` every few seconds; `/metrics` on the web process
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
+use super::Metric;
 use crate::queue::Queue;
 
 /// Upper bounds (seconds) of the job duration histogram's buckets.
@@ -46,6 +48,69 @@ impl Counter {
             Counter::Retried => "retried",
             Counter::Deferred => "deferred",
             Counter::Dead => "dead",
+        }
+    }
+
+    /// The counter as `/metrics` serves it, by queue.
+    pub const fn metric(self) -> Metric {
+        match self {
+            Counter::Processed => Metric {
+                name: "paygate_jobs_processed_total",
+                help: "Job attempts completed by the workers, by queue.",
+            },
+            Counter::Failed => Metric {
+                name: "paygate_jobs_failed_total",
+                help: "Job attempts that failed, by queue.",
+            },
+            Counter::Retried => Metric {
+                name: "paygate_jobs_retried_total",
+                help: "Failed job attempts scheduled for another try, by queue.",
+            },
+            Counter::Deferred => Metric {
+                name: "paygate_jobs_deferred_total",
+                help: "Job attempts deferred without counting (rate limits), by queue.",
+            },
+            Counter::Dead => Metric {
+                name: "paygate_jobs_dead_total",
+                help: "Jobs that exhausted their attempts, by queue.",
+            },
+        }
+    }
+}
+
+/// DurationField is a `job_metrics` row of the duration histogram, as [`JobStats::flush`] names
+/// it: `duration_count`, `duration_sum_micros`, and `duration_le_{bound}` per bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DurationField {
+    Count,
+    SumMicros,
+    /// The cumulative count of the bucket at this index of [`DURATION_BUCKETS`].
+    Bucket(usize),
+}
+
+impl DurationField {
+    /// The row name of this field.
+    pub fn name(self) -> String {
+        match self {
+            DurationField::Count => "duration_count".into(),
+            DurationField::SumMicros => "duration_sum_micros".into(),
+            DurationField::Bucket(i) => format!("duration_le_{}", DURATION_BUCKETS[i]),
+        }
+    }
+
+    /// The field a row name stands for; bucket bounds are written with f64's Display, which
+    /// parses back exactly.
+    pub fn parse(metric: &str) -> Option<DurationField> {
+        match metric {
+            "duration_count" => Some(DurationField::Count),
+            "duration_sum_micros" => Some(DurationField::SumMicros),
+            other => {
+                let bound: f64 = other.strip_prefix("duration_le_")?.parse().ok()?;
+                DURATION_BUCKETS
+                    .iter()
+                    .position(|b| *b == bound)
+                    .map(DurationField::Bucket)
+            }
         }
     }
 }
@@ -125,10 +190,15 @@ impl JobStats {
             for (counter, cell) in Counter::ALL.iter().zip(&q.counters) {
                 take(&mut taken, cell, queue, counter.name().to_string());
             }
-            take(&mut taken, &q.duration_count, queue, "duration_count".into());
-            take(&mut taken, &q.duration_sum_micros, queue, "duration_sum_micros".into());
-            for (bound, cell) in DURATION_BUCKETS.iter().zip(&q.duration_buckets) {
-                take(&mut taken, cell, queue, format!("duration_le_{bound}"));
+            take(&mut taken, &q.duration_count, queue, DurationField::Count.name());
+            take(
+                &mut taken,
+                &q.duration_sum_micros,
+                queue,
+                DurationField::SumMicros.name(),
+            );
+            for (i, cell) in q.duration_buckets.iter().enumerate() {
+                take(&mut taken, cell, queue, DurationField::Bucket(i).name());
             }
         }
         if taken.is_empty() {

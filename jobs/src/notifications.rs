@@ -1,36 +1,32 @@
-//! The `notifications` queue: one Telegram message to one chat.
+//! The `notifications` job: one Telegram message to one chat.
 //!
 //! Order of an attempt: a message already recorded as delivered is not sent again; an unreachable
 //! chat is not sent to; the send waits for a slot of the shared pace; the message goes out; the
-//! delivery, ledger row and job completion commit together.
+//! delivery, ledger row and job completion commit together. A message of a broadcast also settles
+//! its recipient's outcome, in the same transaction (or, when the job goes dead, as failed).
 //!
 //! The remaining crash window: a worker that dies after Telegram accepted the message and before
 //! that commit (or whose database stays unreachable for the ~50 s the record is retried) leaves
-//! the job to be run again, and the message is sent a second time. Telegram
-//! offers no idempotency key for sendMessage, so this window (one HTTP response plus one commit)
-//! can be narrowed but not closed. A send that times out is retried too, and may likewise have
-//! been delivered.
+//! the job to be run again, and the message is sent a second time. Telegram offers no
+//! idempotency key for sendMessage, so this window (one HTTP response plus one commit) can be
+//! narrowed but not closed. A send that times out is retried too, and may likewise have been
+//! delivered.
 
 use std::sync::Arc;
-
 use std::time::Duration;
 
-use apalis_core::error::BoxDynError;
-use apalis_core::task::data::Data;
 use backon::{ExponentialBuilder, Retryable};
-use jobs::marketing::broadcasts::{self, Outcome};
-use jobs::metrics::JobStats;
-use jobs::queue::outcome::run_attempt;
-use jobs::queue::{Completed, EffectTx, Job, JobError};
-use jobs::telegram::SendMessage;
-use jobs::telegram::client::{SendError, TelegramClient};
-use jobs::telegram::pace::{Pace, Slot};
-use jobs::telegram::store;
 use sqlx::PgPool;
 
-use super::apply_once;
+use crate::marketing::broadcasts::{self, Outcome};
+use crate::metrics::JobStats;
+use crate::queue::{Completed, EffectTx, Job, JobError, apply_once, complete_unchanged};
+use crate::telegram::SendMessage;
+use crate::telegram::client::{SendError, TelegramClient};
+use crate::telegram::pace::{Pace, Slot};
+use crate::telegram::store;
 
-/// Notifier is what the notifications handler needs.
+/// Notifier is what the `notifications` job runs with.
 #[derive(Debug, Clone)]
 pub struct Notifier {
     pub pool: PgPool,
@@ -39,29 +35,24 @@ pub struct Notifier {
     pub pace: Pace,
 }
 
-/// Runs one attempt of a notification job.
-pub async fn handle(job: Job<SendMessage>, notifier: Data<Notifier>) -> Result<(), BoxDynError> {
-    let notifier = &*notifier;
-    run_attempt(&notifier.pool, &notifier.stats, job, |job| async move {
-        let (attempt, max_attempts) = (job.attempt, job.max_attempts);
-        let (chat_id, broadcast_id) = (job.payload.chat_id, job.payload.broadcast_id);
-        let result = deliver(notifier, job).await;
-        if let (Err(e), Some(broadcast_id)) = (&result, broadcast_id)
-            && e.is_final(attempt, max_attempts)
-        {
-            // The job goes dead: its recipient counts as failed (until ops retry it).
-            let failed = async {
-                let mut conn = notifier.pool.acquire().await?;
-                broadcasts::record_outcome(&mut conn, broadcast_id, chat_id, Outcome::Failed).await
-            };
-            if let Err(e) = failed.await {
-                tracing::warn!(broadcast_id, chat_id, error = %e, "recording a failed broadcast message failed");
-            }
+/// Runs one attempt of a `notifications` job.
+pub async fn send(notifier: &Notifier, job: Job<SendMessage>) -> Result<Completed, JobError> {
+    let (attempt, max_attempts) = (job.attempt, job.max_attempts);
+    let (chat_id, broadcast_id) = (job.payload.chat_id, job.payload.broadcast_id);
+    let result = deliver(notifier, job).await;
+    if let (Err(e), Some(broadcast_id)) = (&result, broadcast_id)
+        && e.is_final(attempt, max_attempts)
+    {
+        // The job goes dead: its recipient counts as failed (until ops retry it).
+        let failed = async {
+            let mut conn = notifier.pool.acquire().await?;
+            broadcasts::record_outcome(&mut conn, broadcast_id, chat_id, Outcome::Failed).await
+        };
+        if let Err(e) = failed.await {
+            tracing::warn!(broadcast_id, chat_id, error = %e, "recording a failed broadcast message failed");
         }
-        result
-    })
-    .await?;
-    Ok(())
+    }
+    result
 }
 
 async fn deliver(notifier: &Notifier, job: Job<SendMessage>) -> Result<Completed, JobError> {
@@ -70,7 +61,7 @@ async fn deliver(notifier: &Notifier, job: Job<SendMessage>) -> Result<Completed
     {
         let mut conn = pool.acquire().await?;
         if store::delivery(&mut conn, &job.logical_key).await?.is_some() {
-            return apply_once(pool, &job, async |_| Ok::<(), sqlx::Error>(())).await;
+            return complete_unchanged(pool, &job).await;
         }
         if let Some(reason) = store::unreachable_reason(&mut conn, message.chat_id).await? {
             tracing::info!(
@@ -117,15 +108,13 @@ async fn deliver(notifier: &Notifier, job: Job<SendMessage>) -> Result<Completed
             })
             .await
         }
-        Err(SendError::RetryAfter(wait)) => {
-            Pace::hold_chat(pool, message.chat_id, wait).await?;
-            Err(JobError::RetryAfter {
-                delay: wait,
-                reason: Some(format!("Telegram asked to wait {wait:?}")),
-            })
+        Err(e) => {
+            if let SendError::RetryAfter(wait) = e {
+                // Flood control is per chat as well: the chat's next sends wait too.
+                Pace::hold_chat(pool, message.chat_id, wait).await?;
+            }
+            Err(e.into())
         }
-        Err(SendError::Permanent(e)) => Err(JobError::Terminal(e)),
-        Err(SendError::Transient(e)) => Err(JobError::Retryable(e)),
     }
 }
 

@@ -1,4 +1,5 @@
-//! Counters of business outcomes (payments, refunds), kept in the database.
+//! Counters of business outcomes (payments, refunds, broadcasts, clicks), kept in the database;
+//! their names are the constants of [`super`].
 //!
 //! A worker adds to a counter inside the transaction that makes the outcome happen, so a retried
 //! job or a second worker process can never count it twice, and the web process serves the sums
@@ -8,12 +9,17 @@ use sqlx::{PgConnection, PgPool};
 
 /// Adds one to the counter `name{labels}`; `labels` is written as Prometheus writes it inside the
 /// braces, e.g. `status="paid"`.
-pub async fn add(conn: &mut PgConnection, name: &str, labels: &str) -> Result<(), sqlx::Error> {
+pub async fn add(conn: &mut PgConnection, name: &'static str, labels: &str) -> Result<(), sqlx::Error> {
     add_value(conn, name, labels, 1.0).await
 }
 
 /// Adds `value` to the counter `name{labels}` (a sum, e.g. of amounts paid).
-pub async fn add_value(conn: &mut PgConnection, name: &str, labels: &str, value: f64) -> Result<(), sqlx::Error> {
+pub async fn add_value(
+    conn: &mut PgConnection,
+    name: &'static str,
+    labels: &str,
+    value: f64,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO counters (name, labels, value) VALUES ($1, $2, $3)
          ON CONFLICT (name, labels) DO UPDATE SET value = counters.value + excluded.value",

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 
-use crate::billing::EntitlementsJob;
+use super::EntitlementsJob;
 use crate::queue::NewJob;
 
 /// Profile is what a Mini App sign-in tells about its user: the fields of Telegram's
@@ -73,7 +73,7 @@ pub async fn upsert(conn: &mut PgConnection, user: &ProvisionUser) -> Result<(),
     .await?;
     if p.allows_write_to_pm {
         // The bot may write to them: they join the audience (a block we saw stays).
-        super::store::saw_chat(conn, p.id, user.signed_in_at, false).await?;
+        crate::telegram::store::saw_chat(conn, p.id, user.signed_in_at, false).await?;
     }
     Ok(())
 }

@@ -3,6 +3,10 @@
 //! the provider and settles the request with the URL or a readable failure; the client
 //! long-polls until then.
 
+pub mod sessions;
+
+pub use sessions::{ReturnUrls, create_session};
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -11,6 +15,7 @@ use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::broadcast;
 
+use crate::db::insert_once;
 use crate::queue::{JobPayload, NewJob, Queue, enqueue};
 
 /// The channel a settled request is announced on (by a trigger, see migration 4).
@@ -120,24 +125,19 @@ impl JobPayload for CreateSession {
 
 /// Created is a request [`create`] stored, or the one an earlier call with the same
 /// idempotency key stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Created {
-    New(BillingRequest),
-    Existing(BillingRequest),
-}
+pub type Created = crate::db::Created<BillingRequest>;
 
-/// Stores a request of `user_id` and enqueues its session's creation, in one transaction. A
-/// repeated `idempotency_key` of the same user and kind returns the first request and writes
-/// nothing.
+/// Stores a request of `user_id` and enqueues its session's creation; run it in a transaction,
+/// so that the two commit together. A repeated `idempotency_key` of the same user and kind
+/// returns the first request and writes nothing.
 pub async fn create(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     user_id: i64,
     kind: Kind,
     plan: Option<&str>,
     idempotency_key: Option<&str>,
 ) -> Result<Created, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let row: Option<Row> = sqlx::query_as(concat!(
+    let insert = sqlx::query_as(concat!(
         "INSERT INTO billing_requests (user_id, kind, plan, idempotency_key) VALUES ($1, $2, $3, $4)
          ON CONFLICT (user_id, kind, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
          RETURNING ",
@@ -146,31 +146,23 @@ pub async fn create(
     .bind(user_id)
     .bind(kind.name())
     .bind(plan)
-    .bind(idempotency_key)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(row) = row else {
-        let existing: Row = sqlx::query_as(concat!(
-            "SELECT ",
-            columns!(),
-            " FROM billing_requests WHERE user_id = $1 AND kind = $2 AND idempotency_key = $3"
-        ))
-        .bind(user_id)
-        .bind(kind.name())
-        .bind(idempotency_key)
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        return Ok(Created::Existing(existing.into()));
-    };
-    let request = BillingRequest::from(row);
-    let job = NewJob::new(
-        &CreateSession { request_id: request.id },
-        format!("billing_request:{}", request.id),
-    );
-    enqueue(&mut tx, &job).await?;
-    tx.commit().await?;
-    Ok(Created::New(request))
+    .bind(idempotency_key);
+    let existing = sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM billing_requests WHERE user_id = $1 AND kind = $2 AND idempotency_key = $3"
+    ))
+    .bind(user_id)
+    .bind(kind.name())
+    .bind(idempotency_key);
+    let created = insert_once::<Row>(conn, insert, existing)
+        .await?
+        .map(BillingRequest::from);
+    if let Created::New(request) = &created {
+        let job = CreateSession { request_id: request.id };
+        enqueue(conn, &NewJob::new(&job, format!("billing_request:{}", request.id))).await?;
+    }
+    Ok(created)
 }
 
 /// The request with this id.

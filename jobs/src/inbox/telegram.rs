@@ -1,4 +1,4 @@
-//! What the Telegram webhook does with an update: store it by `update_id`, record what it tells
+//! The Telegram webhook's inbox: what it does with an update: store it by `update_id`, record what it tells
 //! (a payment, a refund, a click) with the jobs that act on it, all in one transaction, and say
 //! what to answer inline. A repeat of a stored update writes nothing.
 //!
@@ -13,9 +13,10 @@ use std::time::Duration;
 use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::PgPool;
 
-use super::updates::{Update, kind_of};
 use crate::billing::Plans;
 use crate::billing::stars;
+use crate::telegram::store;
+use crate::telegram::updates::{Update, kind_of};
 use crate::tracking::{self, Promo, RecordClick, Via};
 
 /// Reply is the Bot API method call to return in the webhook's response.
@@ -104,8 +105,8 @@ pub async fn accept(pool: &PgPool, plans: &Plans, raw: &str) -> Result<Accepted,
         // The user blocked the bot, or started it again; a later message also unblocks.
         let at = DateTime::from_timestamp(change.date, 0).unwrap_or_else(Utc::now);
         match change.new_chat_member.status.as_str() {
-            "kicked" => super::store::blocked_by_user(&mut tx, change.chat.id, at).await?,
-            "member" => super::store::saw_chat(&mut tx, change.chat.id, at, true).await?,
+            "kicked" => store::blocked_by_user(&mut tx, change.chat.id, at).await?,
+            "member" => store::saw_chat(&mut tx, change.chat.id, at, true).await?,
             _ => {}
         }
     }
@@ -114,7 +115,7 @@ pub async fn accept(pool: &PgPool, plans: &Plans, raw: &str) -> Result<Accepted,
         let user_id = message.from.as_ref().map_or(message.chat.id, |u| u.id);
         if message.chat.id > 0 {
             // A user who writes to the bot has it unblocked: in the audience, reachable again.
-            super::store::saw_chat(&mut tx, message.chat.id, sent_at, true).await?;
+            store::saw_chat(&mut tx, message.chat.id, sent_at, true).await?;
         }
         if let Some(payment) = &message.successful_payment {
             if payment.currency == stars::CURRENCY {

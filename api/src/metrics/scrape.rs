@@ -1,0 +1,221 @@
+//! One scrape of `/metrics`: the pipeline and business numbers read from the database at each
+//! scrape, published into the recorder or rendered after what it renders.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use jobs::metrics::counters::{self, Counter as BusinessCounter};
+use jobs::metrics::{Counter, DURATION_BUCKETS, DurationField, JOB_DURATION, QUEUE_JOBS, QUEUE_OLDEST, Total};
+use jobs::queue::Queue;
+use jobs::queue::ops::{self, QueueStats};
+use sqlx::PgPool;
+
+use super::install;
+
+/// How long a scrape waits for the database before serving the HTTP metrics alone.
+const PIPELINE_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Pipeline is the job pipeline as the database sees it at one scrape.
+struct Pipeline {
+    queues: Vec<QueueStats>,
+    totals: Vec<Total>,
+}
+
+impl Pipeline {
+    async fn read(pool: &PgPool) -> Result<Pipeline, sqlx::Error> {
+        let queues = ops::queue_stats(pool).await?;
+        let totals = jobs::metrics::totals(pool).await?;
+        Ok(Pipeline { queues, totals })
+    }
+
+    /// Sets the recorder's pipeline gauges and counters.
+    fn publish(&self) {
+        for q in &self.queues {
+            for (state, n) in [
+                ("pending", q.pending),
+                ("running", q.running),
+                ("scheduled", q.scheduled),
+                ("dead", q.dead),
+            ] {
+                metrics::gauge!(QUEUE_JOBS.name, "queue" => q.queue.clone(), "state" => state).set(n as f64);
+            }
+            metrics::gauge!(QUEUE_OLDEST.name, "queue" => q.queue.clone()).set(q.oldest_pending_age_seconds);
+        }
+        for Total { queue, metric, value } in &self.totals {
+            let Some(counter) = Counter::ALL.into_iter().find(|c| c.name() == metric) else {
+                continue;
+            };
+            if queue.parse::<Queue>().is_ok() {
+                metrics::counter!(counter.metric().name, "queue" => queue.clone()).absolute(*value as u64);
+            }
+        }
+    }
+}
+
+/// Serialises publish-and-render, so that concurrent scrapes each render what they read.
+static SCRAPE: Mutex<()> = Mutex::new(());
+
+/// `read` within [`PIPELINE_READ_TIMEOUT`], or `None` after logging why not.
+async fn read_or_log<T>(what: &str, read: impl Future<Output = Result<T, sqlx::Error>>) -> Option<T> {
+    match tokio::time::timeout(PIPELINE_READ_TIMEOUT, read).await {
+        Ok(Ok(value)) => Some(value),
+        Ok(Err(err)) => {
+            tracing::error!(error = %err, "reading the {what} failed");
+            None
+        }
+        Err(_) => {
+            tracing::error!("reading the {what} timed out");
+            None
+        }
+    }
+}
+
+/// The text of one scrape.
+pub async fn scrape(pool: &PgPool) -> String {
+    let handle = install();
+    let (pipeline, business) = tokio::join!(
+        read_or_log("job pipeline's metrics", Pipeline::read(pool)),
+        read_or_log("billing counters", counters::all(pool)),
+    );
+    let mut out = {
+        let _serial = SCRAPE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(pipeline) = &pipeline {
+            pipeline.publish();
+        }
+        handle.render()
+    };
+    if let Some(pipeline) = &pipeline {
+        render_durations(&pipeline.totals, &mut out);
+    }
+    if let Some(counters) = &business {
+        render_counters(counters, &mut out);
+    }
+    out
+}
+
+/// Appends the business counters as Prometheus counters, one `# TYPE` per name. A row whose
+/// name or labels would not render as valid exposition text is left out and logged, and so is
+/// a name the recorder already rendered (two families of one name would break the scrape).
+pub(super) fn render_counters(counters: &[BusinessCounter], out: &mut String) {
+    let mut typed: Option<&str> = None;
+    for BusinessCounter { name, labels, value } in counters {
+        if !valid_metric_name(name) || !valid_labels(labels) {
+            tracing::warn!(name = %name.escape_debug(), "a billing counter that cannot be rendered is left out");
+            continue;
+        }
+        if typed != Some(name.as_str()) {
+            if out.contains(&format!("# TYPE {name} ")) {
+                tracing::warn!(name = %name, "a billing counter has the name of a process metric; left out");
+                continue;
+            }
+            if !out.is_empty() && !out.ends_with('\n') {
+                out.push('\n');
+            }
+            let _ = writeln!(out, "# TYPE {name} counter");
+            typed = Some(name);
+        }
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    }
+}
+
+/// Whether `name` is a Prometheus metric name, `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+pub(super) fn valid_metric_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_' || b == b':')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+}
+
+/// Whether `labels` is what goes inside a series' braces: empty, or `name="value"` pairs
+/// separated by commas, values escaped as the exposition format escapes them (`\\`, `\"`,
+/// `\n`) and on one line.
+pub(super) fn valid_labels(labels: &str) -> bool {
+    let mut rest = labels;
+    while !rest.is_empty() {
+        let Some((name, after)) = rest.split_once("=\"") else {
+            return false;
+        };
+        if !valid_metric_name(name) || name.contains(':') {
+            return false;
+        }
+        let mut end = None;
+        let mut escaped = false;
+        for (i, c) in after.char_indices() {
+            match (escaped, c) {
+                (true, '\\' | '"' | 'n') => escaped = false,
+                (true, _) | (false, '\n' | '\r') => return false,
+                (false, '\\') => escaped = true,
+                (false, '"') => {
+                    end = Some(i);
+                    break;
+                }
+                (false, _) => {}
+            }
+        }
+        let Some(end) = end else { return false };
+        rest = &after[end + 1..];
+        if let Some(next) = rest.strip_prefix(',') {
+            if next.is_empty() {
+                return false;
+            }
+            rest = next;
+        } else if !rest.is_empty() {
+            return false;
+        }
+    }
+    true
+}
+
+/// One queue's job durations as `job_metrics` stores them.
+#[derive(Debug, Default, PartialEq)]
+struct Durations {
+    count: f64,
+    sum_micros: f64,
+    /// Cumulative, one per [`DURATION_BUCKETS`] bound.
+    buckets: [f64; DURATION_BUCKETS.len()],
+}
+
+/// Appends the job duration histogram, written by hand because the stored buckets are already
+/// cumulative counts, which the recorder's histograms cannot take.
+pub(super) fn render_durations(totals: &[Total], out: &mut String) {
+    let mut by_queue: BTreeMap<&str, Durations> = BTreeMap::new();
+    for Total { queue, metric, value } in totals {
+        if queue.parse::<Queue>().is_err() {
+            continue;
+        }
+        let Some(field) = DurationField::parse(metric) else {
+            continue;
+        };
+        let d = by_queue.entry(queue.as_str()).or_default();
+        match field {
+            DurationField::Count => d.count = *value,
+            DurationField::SumMicros => d.sum_micros = *value,
+            DurationField::Bucket(i) => d.buckets[i] = *value,
+        }
+    }
+    if by_queue.is_empty() {
+        return;
+    }
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    let (name, help) = (JOB_DURATION.name, JOB_DURATION.help);
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (queue, d) in &by_queue {
+        for (bound, n) in DURATION_BUCKETS.iter().zip(&d.buckets) {
+            let _ = writeln!(out, "{name}_bucket{{queue=\"{queue}\",le=\"{bound}\"}} {n}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{queue=\"{queue}\",le=\"+Inf\"}} {}", d.count);
+        let _ = writeln!(out, "{name}_sum{{queue=\"{queue}\"}} {}", d.sum_micros / 1e6);
+        let _ = writeln!(out, "{name}_count{{queue=\"{queue}\"}} {}", d.count);
+    }
+}
