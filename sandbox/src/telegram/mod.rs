@@ -1,0 +1,366 @@
+//! A fake Telegram Bot API on loopback. It speaks the real protocol (`POST /bot<token>/<method>`,
+//! `{"ok": …}` envelopes, Telegram's error texts), keeps Telegram's limits the way Telegram does
+//! (a 429 with `retry_after` when a chat or the bot goes too fast), and records what it was sent
+//! so tests and the local run can see it at `GET /sandbox/messages`.
+//!
+//! Besides `sendMessage` it serves what paying in Telegram Stars needs: `createInvoiceLink`
+//! (checked as Telegram checks a Stars invoice; links at `GET /sandbox/invoice_links`),
+//! `refundStarPayment` (of payments it was told of), and `setWebhook` / `getWebhookInfo`
+//! (at `GET /sandbox/webhook`). Any method can be made to fail on request ([`FakeTelegram::fail_next`]).
+//!
+//! Paying an invoice link is opening `GET /sandbox/pay/<slug>?user_id=<id>` (the slug is what
+//! follows `https://t.me/$`): the fake then does what Telegram does once a user confirms the
+//! payment form, posting the pre-checkout query and, if the bot agrees, the payment to the webhook.
+//!
+//! Parameters are read the ways Telegram reads them: JSON, a URL-encoded form, or
+//! `multipart/form-data`, which teloxide uses for `setWebhook` because it may carry a certificate.
+//! The updates Telegram sends the other way are built in [`crate::telegram_updates`].
+//!
+//! # Layout
+//! - this module: the server, its state, the method dispatch and the `/sandbox/...` views.
+//! - [`messages`]: `sendMessage` and its limits.
+//! - [`payments`]: Stars invoice links, refunds, and paying a link.
+//! - [`webhook`]: `setWebhook`, `getWebhookInfo`, and posting updates.
+//! - [`params`]: how a request's parameters are read.
+
+mod messages;
+mod params;
+mod payments;
+#[cfg(test)]
+mod tests;
+mod webhook;
+
+#[allow(unused_imports)]
+use messages::*;
+#[allow(unused_imports)]
+use params::*;
+#[allow(unused_imports)]
+use payments::*;
+#[allow(unused_imports)]
+use webhook::*;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use poem::listener::{Acceptor, Listener, TcpListener};
+use poem::web::{Data, Json, Path, Query};
+use poem::{EndpointExt, Route, Server, get, handler, post};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+/// SentMessage is one message the fake accepted.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SentMessage {
+    pub message_id: i64,
+    pub chat_id: i64,
+    pub text: String,
+    pub parse_mode: Option<String>,
+    pub reply_markup: Option<Value>,
+    /// The sender's `User-Agent`.
+    pub user_agent: Option<String>,
+    /// Milliseconds since the fake started.
+    pub at_ms: u64,
+}
+
+/// Limits are the rates the fake enforces, as Telegram does: about 30 messages a second from one
+/// bot, one a second to a chat, 20 a minute to a group.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    pub per_second: f64,
+    /// Slack for clocks and network jitter: a gap may be this much shorter than the limit.
+    pub tolerance: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            per_second: 30.0,
+            tolerance: Duration::from_millis(50),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    sent: Vec<SentMessage>,
+    blocked: HashSet<i64>,
+    // Scripted failures, served before anything else for that chat: (retry_after seconds).
+    throttle_next: HashMap<i64, Vec<u64>>,
+    last_to_chat: HashMap<i64, Instant>,
+    // Send times within the last second, for the bot-wide limit.
+    recent: Vec<Instant>,
+    rate_limited: usize,
+    next_message_id: i64,
+    // The `update_id` of the next update posted to the webhook.
+    next_update_id: i64,
+    // Scripted answers by lowercased method name, served before anything else: (HTTP status).
+    fail_next: HashMap<String, VecDeque<u16>>,
+    invoice_links: Vec<Value>,
+    // Stars payments the fake was told of, by charge id: (user id, refunded).
+    star_payments: HashMap<String, (i64, bool)>,
+    star_refunds: Vec<(i64, String)>,
+    webhook: Option<Value>,
+    // The last failed delivery to the webhook: (Unix time, Telegram's description).
+    webhook_error: Option<(u64, String)>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    token: String,
+    limits: Limits,
+    started: Instant,
+    state: Mutex<State>,
+}
+
+/// FakeTelegram is a running fake Bot API; it stops when dropped.
+#[derive(Debug)]
+pub struct FakeTelegram {
+    url: String,
+    shared: Arc<Shared>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeTelegram {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl FakeTelegram {
+    /// Starts a fake for the bot with `token` on a free loopback port.
+    pub async fn start(token: &str, limits: Limits) -> FakeTelegram {
+        Self::start_on("127.0.0.1:0", token, limits)
+            .await
+            .expect("starting the fake Bot API")
+    }
+
+    /// Starts a fake on `addr`.
+    pub async fn start_on(addr: &str, token: &str, limits: Limits) -> std::io::Result<FakeTelegram> {
+        let shared = Arc::new(Shared {
+            token: token.to_string(),
+            limits,
+            started: Instant::now(),
+            state: Mutex::new(State {
+                next_message_id: 1,
+                // Counted on from the start time, as Telegram's ids only grow, so that a run on a
+                // database an earlier run used does not repeat update ids it stored.
+                next_update_id: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(1, |d| d.as_millis() as i64),
+                ..State::default()
+            }),
+        });
+        let acceptor = TcpListener::bind(addr).into_acceptor().await?;
+        let port = acceptor.local_addr()[0].as_socket_addr().expect("a TCP address").port();
+        let app = Route::new()
+            .at("/:bot/:method", post(bot_method))
+            .at("/sandbox/messages", get(list_messages))
+            .at("/sandbox/invoice_links", get(list_invoice_links))
+            .at("/sandbox/webhook", get(show_webhook))
+            .at("/sandbox/pay/:slug", get(pay_invoice))
+            .data(shared.clone());
+        let server = tokio::spawn(async move {
+            let _ = Server::new_with_acceptor(acceptor).run(app).await;
+        });
+        Ok(FakeTelegram {
+            url: format!("http://127.0.0.1:{port}"),
+            shared,
+            server,
+        })
+    }
+
+    /// The base URL to configure as the Bot API's (`TELEGRAM_API_URL`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Every message accepted so far, in arrival order.
+    pub fn messages(&self) -> Vec<SentMessage> {
+        self.shared.state.lock().unwrap().sent.clone()
+    }
+
+    /// The texts of the messages accepted for `chat_id`, in arrival order.
+    pub fn texts_to(&self, chat_id: i64) -> Vec<String> {
+        let state = self.shared.state.lock().unwrap();
+        state
+            .sent
+            .iter()
+            .filter(|m| m.chat_id == chat_id)
+            .map(|m| m.text.clone())
+            .collect()
+    }
+
+    /// How many requests were refused with 429 because they broke a limit (not scripted ones).
+    pub fn rate_limited(&self) -> usize {
+        self.shared.state.lock().unwrap().rate_limited
+    }
+
+    /// From now on `chat_id` has blocked the bot: sends to it get 403.
+    pub fn block(&self, chat_id: i64) {
+        self.shared.state.lock().unwrap().blocked.insert(chat_id);
+    }
+
+    /// The next send to `chat_id` gets a 429 asking to retry after `seconds`.
+    pub fn throttle_next(&self, chat_id: i64, seconds: u64) {
+        self.shared
+            .state
+            .lock()
+            .unwrap()
+            .throttle_next
+            .entry(chat_id)
+            .or_default()
+            .push(seconds);
+    }
+
+    /// The next `count` calls of `method` (any Bot API method, in any case) get `status` in
+    /// Telegram's envelope, e.g. 500 `Internal Server Error`, or 429 asking to retry after 1 s.
+    pub fn fail_next(&self, method: &str, status: u16, count: usize) {
+        let mut state = self.shared.state.lock().unwrap();
+        let queue = state.fail_next.entry(method.to_ascii_lowercase()).or_default();
+        queue.extend(std::iter::repeat_n(status, count));
+    }
+
+    /// Every invoice link created so far: the parameters it was asked with (`prices` and
+    /// `subscription_period` decoded however they came) and, under `link`, the link returned.
+    pub fn invoice_links(&self) -> Vec<Value> {
+        self.shared.state.lock().unwrap().invoice_links.clone()
+    }
+
+    /// Tells the fake that `user_id` paid, with `charge_id` as the payment's
+    /// `telegram_payment_charge_id`, so that it can be refunded.
+    pub fn record_star_payment(&self, user_id: i64, charge_id: &str) {
+        self.shared
+            .state
+            .lock()
+            .unwrap()
+            .star_payments
+            .insert(charge_id.to_string(), (user_id, false));
+    }
+
+    /// Every refund made so far: (user id, charge id).
+    pub fn star_refunds(&self) -> Vec<(i64, String)> {
+        self.shared.state.lock().unwrap().star_refunds.clone()
+    }
+
+    /// The webhook as last set (`url`, `secret_token`, `allowed_updates`,
+    /// `drop_pending_updates`), or `None` when none is.
+    pub fn webhook(&self) -> Option<Value> {
+        self.shared.state.lock().unwrap().webhook.clone()
+    }
+
+    /// From now on `getWebhookInfo` reports that the last delivery failed with `message` (as in
+    /// Telegram's `Wrong response from the webhook: 500 Internal Server Error`).
+    pub fn set_webhook_error(&self, message: &str) {
+        self.shared.state.lock().unwrap().webhook_error = Some((unix_now(), message.to_string()));
+    }
+}
+
+fn error(code: u16, description: &str, retry_after: Option<u64>) -> poem::Response {
+    let mut body = json!({"ok": false, "error_code": code, "description": description});
+    if let Some(secs) = retry_after {
+        body["parameters"] = json!({"retry_after": secs});
+    }
+    poem::Response::builder()
+        .status(poem::http::StatusCode::from_u16(code).expect("a valid status"))
+        .content_type("application/json")
+        .body(body.to_string())
+}
+
+fn ok(result: Value) -> poem::Response {
+    poem::Response::builder()
+        .content_type("application/json")
+        .body(json!({"ok": true, "result": result}).to_string())
+}
+
+/// The description Telegram gives with each status, for scripted failures.
+fn scripted(status: u16) -> poem::Response {
+    let description = match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        409 => "Conflict",
+        429 => "Too Many Requests: retry after 1",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    };
+    error(status, description, (status == 429).then_some(1))
+}
+
+#[handler]
+fn bot_method(
+    Path((bot, method)): Path<(String, String)>,
+    headers: &poem::http::HeaderMap,
+    body: Vec<u8>,
+    shared: Data<&Arc<Shared>>,
+) -> poem::Response {
+    if bot.strip_prefix("bot") != Some(shared.token.as_str()) {
+        return error(401, "Unauthorized", None);
+    }
+    // Telegram's method names are case-insensitive.
+    let method = method.to_ascii_lowercase();
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let Some(params) = Params::parse(content_type, &body) else {
+        // The fake's own wording; Telegram's depends on what was wrong with the body.
+        return error(400, "Bad Request: can't parse request parameters", None);
+    };
+    let scripted_status = {
+        let mut state = shared.state.lock().unwrap();
+        state.fail_next.get_mut(&method).and_then(VecDeque::pop_front)
+    };
+    if let Some(status) = scripted_status {
+        return scripted(status);
+    }
+    match method.as_str() {
+        "sendmessage" => {
+            let user_agent = headers
+                .get("user-agent")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            send_message(&shared, &params, user_agent)
+        }
+        "createinvoicelink" => create_invoice_link(&shared, &params),
+        "refundstarpayment" => refund_star_payment(&shared, &params),
+        "setwebhook" => set_webhook(&shared, &params),
+        "getwebhookinfo" => get_webhook_info(&shared),
+        _ => error(404, "Not Found: method not found", None),
+    }
+}
+
+#[handler]
+fn list_messages(shared: Data<&Arc<Shared>>) -> Json<Vec<SentMessage>> {
+    Json(shared.state.lock().unwrap().sent.clone())
+}
+
+#[handler]
+fn list_invoice_links(shared: Data<&Arc<Shared>>) -> Json<Vec<Value>> {
+    Json(shared.state.lock().unwrap().invoice_links.clone())
+}
+
+#[handler]
+fn show_webhook(shared: Data<&Arc<Shared>>) -> Json<Option<Value>> {
+    Json(shared.state.lock().unwrap().webhook.clone())
+}
+
+impl Shared {
+    fn next_update_id(&self) -> i64 {
+        let mut state = self.state.lock().unwrap();
+        let id = state.next_update_id;
+        state.next_update_id += 1;
+        id
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
