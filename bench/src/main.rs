@@ -344,11 +344,15 @@ async fn broadcast_fan_out(pool: &PgPool, audience: i64) -> anyhow::Result<f64> 
             }],
         }],
     };
-    campaigns::create(pool, &campaign, None).await?;
+    let mut tx = pool.begin().await?;
+    campaigns::create(&mut tx, &campaign, None).await?;
+    tx.commit().await?;
     let started = Instant::now();
-    broadcasts::begin(pool, "bench", None)
+    let mut tx = pool.begin().await?;
+    broadcasts::begin(&mut tx, "bench", None)
         .await?
         .context("the bench campaign exists")?;
+    tx.commit().await?;
     let mut queued = 0;
     loop {
         let next: Option<(i64, serde_json::Value)> = sqlx::query_as(

@@ -48,7 +48,9 @@ async fn two_worker_processes_and_one_due_slot_send_each_reachable_user_one_mess
             }],
         }],
     };
-    campaigns::create(&world.pool, &campaign, None).await.unwrap();
+    let mut tx = world.pool.begin().await.unwrap();
+    campaigns::create(&mut tx, &campaign, None).await.unwrap();
+    tx.commit().await.unwrap();
     // Created four hours and a minute ago: one slot is due.
     sqlx::query("UPDATE campaigns SET created_at = now() - interval '4 hours 1 minute'")
         .execute(&mut *conn)
@@ -144,7 +146,9 @@ async fn two_worker_processes_and_one_due_slot_send_each_reachable_user_one_mess
     );
 
     // The next broadcast leaves the blocked users out from the start.
-    let next = broadcasts::begin(&world.pool, "every4h", None).await.unwrap().unwrap();
+    let mut tx = world.pool.begin().await.unwrap();
+    let next = broadcasts::begin(&mut tx, "every4h", None).await.unwrap().unwrap();
+    tx.commit().await.unwrap();
     let mut tx = world.pool.begin().await.unwrap();
     let page = broadcasts::fan_out(
         &mut tx,

@@ -240,6 +240,12 @@ pub async fn run_campaigns(pool: &PgPool, command: CampaignsCommand) -> anyhow::
         println!("{}", serde_json::to_string_pretty(value)?);
         Ok(())
     }
+    async fn set_paused(pool: &PgPool, name: &str, paused: bool) -> anyhow::Result<campaigns::Campaign> {
+        let mut tx = pool.begin().await?;
+        let campaign = campaigns::set_paused(&mut tx, name, paused).await?;
+        tx.commit().await?;
+        Ok(campaign)
+    }
     let missing = |name: &str| anyhow::anyhow!("no campaign named {name:?}");
     match command {
         CampaignsCommand::Create { file } => {
@@ -247,22 +253,26 @@ pub async fn run_campaigns(pool: &PgPool, command: CampaignsCommand) -> anyhow::
             let spec: CampaignSpec =
                 serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             let settings = Settings::from_env()?;
-            print(&campaigns::create(pool, &spec.into_campaign()?, settings.bot_username.as_deref()).await?)
+            let mut tx = pool.begin().await?;
+            let created = campaigns::create(&mut tx, &spec.into_campaign()?, settings.bot_username.as_deref()).await?;
+            tx.commit().await?;
+            print(&created)
         }
         CampaignsCommand::List => print(&campaigns::list(pool).await?),
         CampaignsCommand::Show { name } => print(&campaigns::find(pool, &name).await?.ok_or_else(|| missing(&name))?),
-        CampaignsCommand::Pause { name } => print(&campaigns::set_paused(pool, &name, true).await?),
-        CampaignsCommand::Resume { name } => print(&campaigns::set_paused(pool, &name, false).await?),
+        CampaignsCommand::Pause { name } => print(&set_paused(pool, &name, true).await?),
+        CampaignsCommand::Resume { name } => print(&set_paused(pool, &name, false).await?),
         CampaignsCommand::Preview { name } => print(
             &campaigns::next_promo(pool, &name)
                 .await?
                 .ok_or_else(|| missing(&name))?,
         ),
-        CampaignsCommand::Send { name } => print(
-            &broadcasts::begin(pool, &name, None)
-                .await?
-                .ok_or_else(|| missing(&name))?,
-        ),
+        CampaignsCommand::Send { name } => {
+            let mut tx = pool.begin().await?;
+            let started = broadcasts::begin(&mut tx, &name, None).await?;
+            tx.commit().await?;
+            print(&started.ok_or_else(|| missing(&name))?)
+        }
         CampaignsCommand::Stats { name, since } => {
             let from = since
                 .map(|since| chrono::Duration::from_std(since).map(|d| chrono::Utc::now() - d))

@@ -14,7 +14,7 @@ use jobs::billing::refunds::MakeRefund;
 use jobs::billing::requests::CreateSession;
 use jobs::billing::requests::ReturnUrls;
 use jobs::billing::{Billing, EntitlementsJob};
-use jobs::marketing::broadcasts::{self, FanOut};
+use jobs::marketing::broadcasts::{self, Broadcaster, FanOut};
 use jobs::metrics::JobStats;
 use jobs::notifications::Notifier;
 use jobs::queue::backend::{FetchSettings, QueueBackend, Wakeups};
@@ -27,7 +27,7 @@ use jobs::tracking::TrackingJob;
 use sqlx::PgPool;
 
 use crate::config::Config;
-use crate::handlers::{self, Broadcaster};
+use crate::handlers;
 
 /// How long running jobs may take to finish after shutdown begins: under Heroku's 30 s.
 pub const GRACE: Duration = Duration::from_secs(20);

@@ -20,8 +20,6 @@ pub mod stripe;
 pub mod users;
 
 pub use plans::{Plan, Plans};
-// TEMPORARY until marketing is re-homed onto crate::metrics.
-pub use crate::metrics::counters;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,9 +2,21 @@
 //!
 //! # Layout
 //! - [`campaigns`]: definitions (promos, audience, schedule), ops' changes, when slots are due.
+//!   - `schedule`: every-N-hours and cron schedules, their slots, which slot is due.
+//!   - `promo`: promo buttons and messages, checking a new campaign, ops' spec of one.
+//!   - `store`: the campaigns' SQL (create, find, list, pause, next promo, the scheduler's reads).
 //! - [`broadcasts`]: a due slot or a send-now becomes a broadcast, fanned out in pages into
 //!   `notifications` jobs; recipients' outcomes and a broadcast's progress.
+//!   - `scheduler`: beginning a broadcast for a slot or a send-now, firing the due slots.
+//!   - `fan_out`: one page of the audience into its messages.
+//!   - `progress`: recipients' outcomes and a broadcast's progress.
+//!   - `retention`: summarising old broadcasts and pruning their per-recipient rows.
 //! - [`stats`]: sends, clicks and conversions per promo over a time range.
+//!
+//! Writes that ops or the scheduler start ([`campaigns::create`], [`campaigns::set_paused`],
+//! [`broadcasts::begin`]) take a connection and run in the caller's transaction: the caller
+//! begins and commits it. [`broadcasts::fire_due`] and [`broadcasts::prune`] take the pool and
+//! commit as they go, each slot or broadcast on its own.
 //!
 //! Clicks and their attribution to payments live in [`crate::tracking`].
 

@@ -5,18 +5,25 @@
 //! Writes stay in the web process's lane: creating a campaign writes its rows; "send now"
 //! writes the broadcast with its first fan-out job, in one transaction. Sending is the workers'.
 
+//!
+//! The request bodies, the responses and the operations are here; the objects the responses
+//! carry, and how they are made from `jobs`' types, are in `views`.
+
+mod views;
+
 use chrono::{DateTime, Utc};
-use jobs::marketing::broadcasts::{self, Progress, Started};
-use jobs::marketing::campaigns::{
-    self, Audience, ButtonAction, Campaign, CampaignError, CampaignSpec, NewPromo, PromoButton, Schedule,
-};
+use jobs::marketing::broadcasts;
+use jobs::marketing::campaigns::{self, ButtonAction, CampaignError, CampaignSpec, NewPromo, PromoButton};
 use jobs::marketing::{Settings, stats};
-use jobs::telegram as tg;
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use sqlx::PgPool;
+
+pub use views::{
+    BroadcastProgress, BroadcastStarted, ButtonView, CampaignStats, CampaignView, PromoPreview, PromoStats, Revenue,
+};
 
 use super::Tag;
 use super::json_string::JsonString;
@@ -130,207 +137,6 @@ impl CampaignRequest {
     }
 }
 
-/// CampaignView is a campaign as it stands.
-#[derive(Debug, Object)]
-pub struct CampaignView {
-    pub name: String,
-    pub audience: AudienceKind,
-    /// The chats of a `chats` audience; empty otherwise.
-    pub chat_ids: Vec<i64>,
-    /// Set for an every-N-hours schedule.
-    pub every_hours: Option<u32>,
-    /// Set for a cron schedule (UTC).
-    pub cron: Option<String>,
-    /// The promos' names, in rotation order.
-    pub promos: Vec<String>,
-    /// The promo the next broadcast sends.
-    pub next_promo: String,
-    pub paused: bool,
-    pub created_at: DateTime<Utc>,
-    /// The latest scheduled slot that became a broadcast.
-    pub last_slot: Option<DateTime<Utc>>,
-    /// When the next scheduled broadcast is due; null while paused.
-    pub next_slot: Option<DateTime<Utc>>,
-}
-
-impl From<Campaign> for CampaignView {
-    fn from(c: Campaign) -> CampaignView {
-        let (audience, chat_ids) = match c.audience {
-            Audience::AllUsers => (AudienceKind::AllUsers, vec![]),
-            Audience::WithoutEntitlement => (AudienceKind::WithoutEntitlement, vec![]),
-            Audience::Chats { chat_ids } => (AudienceKind::Chats, chat_ids),
-        };
-        let (every_hours, cron) = match c.schedule {
-            Schedule::Every { hours } => (Some(hours), None),
-            Schedule::Cron { expression } => (None, Some(expression)),
-        };
-        CampaignView {
-            name: c.name,
-            audience,
-            chat_ids,
-            every_hours,
-            cron,
-            promos: c.promos,
-            next_promo: c.next_promo,
-            paused: c.paused,
-            created_at: c.created_at,
-            last_slot: c.last_slot,
-            next_slot: c.next_slot,
-        }
-    }
-}
-
-/// ButtonView is an inline button as sent.
-#[derive(Debug, Object)]
-pub struct ButtonView {
-    pub text: String,
-    pub url: Option<String>,
-    pub callback_data: Option<String>,
-}
-
-/// PromoPreview is the message the campaign's next broadcast sends.
-#[derive(Debug, Object)]
-pub struct PromoPreview {
-    pub campaign: String,
-    pub promo: String,
-    pub text: String,
-    pub parse_mode: Option<ParseMode>,
-    /// Rows of inline buttons, with their deep links and callback data rendered.
-    pub buttons: Vec<Vec<ButtonView>>,
-}
-
-/// BroadcastStarted names the broadcast a send-now began.
-#[derive(Debug, Object)]
-pub struct BroadcastStarted {
-    pub broadcast_id: i64,
-    pub campaign: String,
-    pub promo: String,
-    /// Where to watch it: `GET` for its progress.
-    pub status_url: String,
-}
-
-impl From<Started> for BroadcastStarted {
-    fn from(s: Started) -> BroadcastStarted {
-        BroadcastStarted {
-            status_url: format!("/v1/ops/broadcasts/{}", s.broadcast_id),
-            broadcast_id: s.broadcast_id,
-            campaign: s.campaign,
-            promo: s.promo,
-        }
-    }
-}
-
-/// BroadcastProgress is where a broadcast stands.
-#[derive(Debug, Object)]
-pub struct BroadcastProgress {
-    pub id: i64,
-    pub campaign: String,
-    pub promo: String,
-    /// The schedule slot it was sent for; null for a send-now.
-    pub slot: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-    /// Whether every recipient has been queued; until then `total` grows.
-    pub fanned_out: bool,
-    /// Recipients queued so far.
-    pub total: i64,
-    pub sent: i64,
-    /// Messages whose job died (see the dead jobs of the `notifications` queue).
-    pub failed: i64,
-    /// Recipients who blocked the bot.
-    pub unreachable: i64,
-    pub pending: i64,
-    /// When the pending messages will have gone out at the broadcast's share (90%) of
-    /// `TELEGRAM_MESSAGES_PER_SECOND`; null when nothing is pending.
-    pub expected_finish_at: Option<DateTime<Utc>>,
-    /// When its per-recipient rows were pruned (`BROADCAST_RETENTION_DAYS` after its fan-out
-    /// finished) and these counts kept on the broadcast instead; null until then.
-    pub summarised_at: Option<DateTime<Utc>>,
-}
-
-impl From<Progress> for BroadcastProgress {
-    fn from(p: Progress) -> BroadcastProgress {
-        BroadcastProgress {
-            id: p.id,
-            campaign: p.campaign,
-            promo: p.promo,
-            slot: p.slot,
-            created_at: p.created_at,
-            fanned_out: p.fanned_out,
-            total: p.total,
-            sent: p.sent,
-            failed: p.failed,
-            unreachable: p.unreachable,
-            pending: p.pending,
-            expected_finish_at: p.expected_finish_at,
-            summarised_at: p.summarised_at,
-        }
-    }
-}
-
-/// Revenue is an amount in one currency, in its smallest unit (cents; Stars are whole).
-#[derive(Debug, Object)]
-pub struct Revenue {
-    pub currency: String,
-    pub amount: i64,
-}
-
-/// PromoStats are one promo's figures over the range.
-#[derive(Debug, Object)]
-pub struct PromoStats {
-    pub promo: String,
-    /// Messages delivered by broadcasts begun in the range.
-    pub sends: i64,
-    /// Distinct users who clicked one of its buttons in the range.
-    pub unique_clickers: i64,
-    /// unique_clickers / sends; 0 without sends.
-    pub click_through_rate: f64,
-    /// Payments in the range attributed (last touch) to its clicks.
-    pub conversions: i64,
-    /// conversions / unique_clickers; 0 without clickers.
-    pub conversion_rate: f64,
-    /// The attributed payments' sum, per currency.
-    pub revenue: Vec<Revenue>,
-}
-
-/// CampaignStats are a campaign's figures per promo over `[from, to)`.
-#[derive(Debug, Object)]
-pub struct CampaignStats {
-    pub campaign: String,
-    pub from: DateTime<Utc>,
-    pub to: DateTime<Utc>,
-    pub promos: Vec<PromoStats>,
-}
-
-impl From<stats::CampaignStats> for CampaignStats {
-    fn from(s: stats::CampaignStats) -> CampaignStats {
-        CampaignStats {
-            campaign: s.campaign,
-            from: s.from,
-            to: s.to,
-            promos: s
-                .promos
-                .into_iter()
-                .map(|p| PromoStats {
-                    promo: p.promo,
-                    sends: p.sends,
-                    unique_clickers: p.unique_clickers,
-                    click_through_rate: p.click_through_rate,
-                    conversions: p.conversions,
-                    conversion_rate: p.conversion_rate,
-                    revenue: p
-                        .revenue
-                        .into_iter()
-                        .map(|r| Revenue {
-                            currency: r.currency,
-                            amount: r.amount,
-                        })
-                        .collect(),
-                })
-                .collect(),
-        }
-    }
-}
-
 /// CreateResponse is the answer to a new campaign.
 #[derive(ApiResponse)]
 pub enum CreateResponse {
@@ -397,9 +203,14 @@ fn no_campaign(name: &str) -> Json<ProblemDetails> {
     Json(Problem::not_found(format!("no campaign named {name:?}")).body())
 }
 
-fn campaign_response(result: Result<Campaign, CampaignError>) -> Result<CampaignResponse, Problem> {
-    match result {
-        Ok(c) => Ok(CampaignResponse::Ok(Json(c.into()))),
+/// Pauses or resumes campaign `name`, in a transaction of its own.
+async fn set_paused(pool: &PgPool, name: &str, paused: bool) -> Result<CampaignResponse, Problem> {
+    let mut tx = pool.begin().await?;
+    match campaigns::set_paused(&mut tx, name, paused).await {
+        Ok(c) => {
+            tx.commit().await?;
+            Ok(CampaignResponse::Ok(Json(c.into())))
+        }
         Err(CampaignError::NotFound(name)) => Ok(CampaignResponse::NotFound(no_campaign(&name))),
         Err(e) => Err(campaign_problem(e)),
     }
@@ -429,8 +240,10 @@ impl CampaignsApi {
         body: Json<CampaignRequest>,
     ) -> Result<CreateResponse, Problem> {
         let campaign = body.0.into_spec().into_campaign().map_err(campaign_problem)?;
-        match campaigns::create(&pool, &campaign, settings.bot_username.as_deref()).await {
+        let mut tx = pool.begin().await?;
+        match campaigns::create(&mut tx, &campaign, settings.bot_username.as_deref()).await {
             Ok(c) => {
+                tx.commit().await?;
                 tracing::info!(campaign = c.name, "campaign created");
                 Ok(CreateResponse::Created(Json(c.into())))
             }
@@ -472,7 +285,7 @@ impl CampaignsApi {
         pool: Data<&PgPool>,
         name: Path<String>,
     ) -> Result<CampaignResponse, Problem> {
-        campaign_response(campaigns::set_paused(&pool, &name, true).await)
+        set_paused(&pool, &name, true).await
     }
 
     /// Resume a campaign
@@ -485,7 +298,7 @@ impl CampaignsApi {
         pool: Data<&PgPool>,
         name: Path<String>,
     ) -> Result<CampaignResponse, Problem> {
-        campaign_response(campaigns::set_paused(&pool, &name, false).await)
+        set_paused(&pool, &name, false).await
     }
 
     /// Preview the next promo
@@ -502,21 +315,10 @@ impl CampaignsApi {
         pool: Data<&PgPool>,
         name: Path<String>,
     ) -> Result<PreviewResponse, Problem> {
-        let Some(next) = campaigns::next_promo(&pool, &name).await? else {
-            return Ok(PreviewResponse::NotFound(no_campaign(&name)));
-        };
-        Ok(PreviewResponse::Ok(Json(PromoPreview {
-            campaign: next.campaign,
-            promo: next.promo,
-            text: next.message.text,
-            parse_mode: next.message.parse_mode.map(ParseMode::from_telegram),
-            buttons: next
-                .message
-                .buttons
-                .into_iter()
-                .map(|row| row.into_iter().map(button_view).collect())
-                .collect(),
-        })))
+        match campaigns::next_promo(&pool, &name).await? {
+            Some(next) => Ok(PreviewResponse::Ok(Json(next.into()))),
+            None => Ok(PreviewResponse::NotFound(no_campaign(&name))),
+        }
     }
 
     /// Send now
@@ -525,7 +327,10 @@ impl CampaignsApi {
     /// campaign), and advances the rotation.
     #[oai(path = "/campaigns/:name/send", method = "post", operation_id = "send_campaign_now")]
     async fn send(&self, _auth: AdminAuth, pool: Data<&PgPool>, name: Path<String>) -> Result<SendResponse, Problem> {
-        match broadcasts::begin(&pool, &name, None).await? {
+        let mut tx = pool.begin().await?;
+        let started = broadcasts::begin(&mut tx, &name, None).await?;
+        tx.commit().await?;
+        match started {
             Some(started) => Ok(SendResponse::Accepted(Json(started.into()))),
             None => Ok(SendResponse::NotFound(no_campaign(&name))),
         }
@@ -576,13 +381,5 @@ impl CampaignsApi {
                 Problem::not_found(format!("no broadcast {}", id.0)).body(),
             ))),
         }
-    }
-}
-
-fn button_view(b: tg::Button) -> ButtonView {
-    ButtonView {
-        text: b.text,
-        url: b.url,
-        callback_data: b.callback_data,
     }
 }
