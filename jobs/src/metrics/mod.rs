@@ -23,46 +23,30 @@ pub struct Metric {
     pub help: &'static str,
 }
 
-pub const HTTP_REQUESTS: Metric = Metric {
-    name: "http_requests_total",
-    help: "HTTP requests answered, by method, route and status.",
-};
-pub const HTTP_DURATION: Metric = Metric {
-    name: "http_request_duration_seconds",
-    help: "Time to answer HTTP requests, by method and route.",
-};
-pub const QUEUE_JOBS: Metric = Metric {
-    name: "paygate_queue_jobs",
-    help: "Jobs by queue and state (pending: due now; scheduled: due later).",
-};
-pub const QUEUE_OLDEST: Metric = Metric {
-    name: "paygate_queue_oldest_pending_age_seconds",
-    help: "How long the longest-waiting due job of each queue has waited.",
-};
-pub const JOB_DURATION: Metric = Metric {
-    name: "paygate_job_duration_seconds",
-    help: "How long job attempts took on the workers, by queue.",
-};
-pub const STRIPE_WEBHOOK_EVENTS: Metric = Metric {
-    name: "stripe_webhook_events_total",
-    help: "Stripe webhook deliveries, by event type and outcome (verified, duplicate, rejected).",
-};
-pub const CHECKOUT_STARTED: Metric = Metric {
-    name: "billing_checkout_started_total",
-    help: "Checkout requests stored, by plan.",
-};
-pub const MINIAPP_SESSIONS: Metric = Metric {
-    name: "miniapp_sessions_total",
-    help: "Mini App sign-ins, by result (issued, refused).",
-};
-pub const MINIAPP_EXCHANGE_LATENCY: Metric = Metric {
-    name: "miniapp_exchange_latency_seconds",
-    help: "Time to exchange Mini App initData for a token, sign-ins that issued one.",
-};
-pub const TELEGRAM_UPDATES: Metric = Metric {
-    name: "telegram_updates_total",
-    help: "Telegram webhook deliveries, by update kind and outcome (accepted, duplicate, rejected).",
-};
+/// Declares each [`Metric`] as a constant: `NAME = "name", "help";`.
+macro_rules! metrics {
+    ($($constant:ident = $name:literal, $help:literal;)*) => {
+        $(pub const $constant: Metric = Metric { name: $name, help: $help };)*
+    };
+}
+
+metrics! {
+    HTTP_REQUESTS = "http_requests_total", "HTTP requests answered, by method, route and status.";
+    HTTP_DURATION = "http_request_duration_seconds", "Time to answer HTTP requests, by method and route.";
+    QUEUE_JOBS = "paygate_queue_jobs", "Jobs by queue and state (pending: due now; scheduled: due later).";
+    QUEUE_OLDEST = "paygate_queue_oldest_pending_age_seconds", "How long the longest-waiting due job of each queue has waited.";
+    JOB_DURATION = "paygate_job_duration_seconds", "How long job attempts took on the workers, by queue.";
+    STRIPE_WEBHOOK_EVENTS = "stripe_webhook_events_total", "Stripe webhook deliveries, by event type and outcome (verified, duplicate, rejected).";
+    CHECKOUT_STARTED = "billing_checkout_started_total", "Checkout requests stored, by plan.";
+    MINIAPP_SESSIONS = "miniapp_sessions_total", "Mini App sign-ins, by result (issued, refused).";
+    MINIAPP_EXCHANGE_LATENCY = "miniapp_exchange_latency_seconds", "Time to exchange Mini App initData for a token, sign-ins that issued one.";
+    TELEGRAM_UPDATES = "telegram_updates_total", "Telegram webhook deliveries, by update kind and outcome (accepted, duplicate, rejected).";
+    JOBS_PROCESSED = "paygate_jobs_processed_total", "Job attempts completed by the workers, by queue.";
+    JOBS_FAILED = "paygate_jobs_failed_total", "Job attempts that failed, by queue.";
+    JOBS_RETRIED = "paygate_jobs_retried_total", "Failed job attempts scheduled for another try, by queue.";
+    JOBS_DEFERRED = "paygate_jobs_deferred_total", "Job attempts deferred without counting (rate limits), by queue.";
+    JOBS_DEAD = "paygate_jobs_dead_total", "Jobs that exhausted their attempts, by queue.";
+}
 
 /// Stripe payments, by `status` (paid, failed, refunded, disputed).
 pub const BILLING_PAYMENTS: &str = "billing_payments_total";

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
-use super::Metric;
+use super::{self as metrics, Metric};
 use crate::queue::Queue;
 
 /// Upper bounds (seconds) of the job duration histogram's buckets.
@@ -54,26 +54,11 @@ impl Counter {
     /// The counter as `/metrics` serves it, by queue.
     pub const fn metric(self) -> Metric {
         match self {
-            Counter::Processed => Metric {
-                name: "paygate_jobs_processed_total",
-                help: "Job attempts completed by the workers, by queue.",
-            },
-            Counter::Failed => Metric {
-                name: "paygate_jobs_failed_total",
-                help: "Job attempts that failed, by queue.",
-            },
-            Counter::Retried => Metric {
-                name: "paygate_jobs_retried_total",
-                help: "Failed job attempts scheduled for another try, by queue.",
-            },
-            Counter::Deferred => Metric {
-                name: "paygate_jobs_deferred_total",
-                help: "Job attempts deferred without counting (rate limits), by queue.",
-            },
-            Counter::Dead => Metric {
-                name: "paygate_jobs_dead_total",
-                help: "Jobs that exhausted their attempts, by queue.",
-            },
+            Counter::Processed => metrics::JOBS_PROCESSED,
+            Counter::Failed => metrics::JOBS_FAILED,
+            Counter::Retried => metrics::JOBS_RETRIED,
+            Counter::Deferred => metrics::JOBS_DEFERRED,
+            Counter::Dead => metrics::JOBS_DEAD,
         }
     }
 }

@@ -31,6 +31,17 @@ impl Provider {
     }
 }
 
+impl From<String> for Provider {
+    /// The provider a stored name stands for (a CHECK constraint keeps the column to these names).
+    fn from(name: String) -> Provider {
+        if name == "telegram_stars" {
+            Provider::TelegramStars
+        } else {
+            Provider::Stripe
+        }
+    }
+}
+
 /// RefundStatus is where a refund stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -38,6 +49,16 @@ pub enum RefundStatus {
     Pending,
     Succeeded,
     Failed,
+}
+
+impl From<String> for RefundStatus {
+    fn from(name: String) -> RefundStatus {
+        match name.as_str() {
+            "succeeded" => RefundStatus::Succeeded,
+            "failed" => RefundStatus::Failed,
+            _ => RefundStatus::Pending,
+        }
+    }
 }
 
 /// NewRefund is what ops ask for.
@@ -52,14 +73,16 @@ pub struct NewRefund {
 }
 
 /// Refund is a stored refund.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Refund {
     pub id: i64,
+    #[sqlx(try_from = "String")]
     pub provider: Provider,
     pub payment: String,
     pub amount: Option<i64>,
     pub reason: Option<String>,
     pub idempotency_key: Option<String>,
+    #[sqlx(try_from = "String")]
     pub status: RefundStatus,
     pub provider_refund_id: Option<String>,
     pub failure: Option<String>,
@@ -67,50 +90,10 @@ pub struct Refund {
     pub updated_at: DateTime<Utc>,
 }
 
-type Row = (
-    i64,
-    String,
-    String,
-    Option<i64>,
-    Option<String>,
-    Option<String>,
-    String,
-    Option<String>,
-    Option<String>,
-    DateTime<Utc>,
-    DateTime<Utc>,
-);
-
 macro_rules! columns {
     () => {
         "id, provider, payment, amount, reason, idempotency_key, status, provider_refund_id, failure, created_at, updated_at"
     };
-}
-
-impl From<Row> for Refund {
-    fn from(r: Row) -> Refund {
-        Refund {
-            id: r.0,
-            provider: if r.1 == "telegram_stars" {
-                Provider::TelegramStars
-            } else {
-                Provider::Stripe
-            },
-            payment: r.2,
-            amount: r.3,
-            reason: r.4,
-            idempotency_key: r.5,
-            status: match r.6.as_str() {
-                "succeeded" => RefundStatus::Succeeded,
-                "failed" => RefundStatus::Failed,
-                _ => RefundStatus::Pending,
-            },
-            provider_refund_id: r.7,
-            failure: r.8,
-            created_at: r.9,
-            updated_at: r.10,
-        }
-    }
 }
 
 /// MakeRefund is the `refunds` job that makes one refund.
@@ -150,7 +133,7 @@ pub async fn create(
         " FROM refunds WHERE idempotency_key = $1"
     ))
     .bind(idempotency_key);
-    let created = insert_once::<Row>(conn, insert, existing).await?.map(Refund::from);
+    let created = insert_once::<Refund>(conn, insert, existing).await?;
     if let Created::New(refund) = &created {
         let job = MakeRefund { refund_id: refund.id };
         enqueue(conn, &NewJob::new(&job, format!("refund:{}", refund.id))).await?;
@@ -183,11 +166,10 @@ pub async fn open_or_done(
 
 /// The refund with this id.
 pub async fn get(conn: &mut PgConnection, id: i64) -> Result<Option<Refund>, sqlx::Error> {
-    let row: Option<Row> = sqlx::query_as(concat!("SELECT ", columns!(), " FROM refunds WHERE id = $1"))
+    sqlx::query_as(concat!("SELECT ", columns!(), " FROM refunds WHERE id = $1"))
         .bind(id)
         .fetch_optional(conn)
-        .await?;
-    Ok(row.map(Refund::from))
+        .await
 }
 
 /// Records how a pending refund ended: the provider's refund id, or why it failed.

@@ -45,6 +45,17 @@ impl Kind {
     }
 }
 
+impl From<String> for Kind {
+    /// The kind a stored name stands for (a CHECK constraint keeps the column to these names).
+    fn from(name: String) -> Kind {
+        match name.as_str() {
+            "portal" => Kind::Portal,
+            "stars_invoice" => Kind::StarsInvoice,
+            _ => Kind::Checkout,
+        }
+    }
+}
+
 /// RequestStatus is where a request stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -54,14 +65,26 @@ pub enum RequestStatus {
     Failed,
 }
 
+impl From<String> for RequestStatus {
+    fn from(name: String) -> RequestStatus {
+        match name.as_str() {
+            "ready" => RequestStatus::Ready,
+            "failed" => RequestStatus::Failed,
+            _ => RequestStatus::Pending,
+        }
+    }
+}
+
 /// BillingRequest is a stored request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct BillingRequest {
     pub id: i64,
     pub user_id: i64,
+    #[sqlx(try_from = "String")]
     pub kind: Kind,
     pub plan: Option<String>,
     pub idempotency_key: Option<String>,
+    #[sqlx(try_from = "String")]
     pub status: RequestStatus,
     pub url: Option<String>,
     pub failure: Option<String>,
@@ -69,48 +92,10 @@ pub struct BillingRequest {
     pub updated_at: DateTime<Utc>,
 }
 
-type Row = (
-    i64,
-    i64,
-    String,
-    Option<String>,
-    Option<String>,
-    String,
-    Option<String>,
-    Option<String>,
-    DateTime<Utc>,
-    DateTime<Utc>,
-);
-
 macro_rules! columns {
     () => {
         "id, user_id, kind, plan, idempotency_key, status, url, failure, created_at, updated_at"
     };
-}
-
-impl From<Row> for BillingRequest {
-    fn from(r: Row) -> BillingRequest {
-        BillingRequest {
-            id: r.0,
-            user_id: r.1,
-            kind: match r.2.as_str() {
-                "portal" => Kind::Portal,
-                "stars_invoice" => Kind::StarsInvoice,
-                _ => Kind::Checkout,
-            },
-            plan: r.3,
-            idempotency_key: r.4,
-            status: match r.5.as_str() {
-                "ready" => RequestStatus::Ready,
-                "failed" => RequestStatus::Failed,
-                _ => RequestStatus::Pending,
-            },
-            url: r.6,
-            failure: r.7,
-            created_at: r.8,
-            updated_at: r.9,
-        }
-    }
 }
 
 /// CreateSession is the `checkout` job that asks Stripe for a request's session.
@@ -155,9 +140,7 @@ pub async fn create(
     .bind(user_id)
     .bind(kind.name())
     .bind(idempotency_key);
-    let created = insert_once::<Row>(conn, insert, existing)
-        .await?
-        .map(BillingRequest::from);
+    let created = insert_once::<BillingRequest>(conn, insert, existing).await?;
     if let Created::New(request) = &created {
         let job = CreateSession { request_id: request.id };
         enqueue(conn, &NewJob::new(&job, format!("billing_request:{}", request.id))).await?;
@@ -167,11 +150,10 @@ pub async fn create(
 
 /// The request with this id.
 pub async fn get(conn: &mut PgConnection, id: i64) -> Result<Option<BillingRequest>, sqlx::Error> {
-    let row: Option<Row> = sqlx::query_as(concat!("SELECT ", columns!(), " FROM billing_requests WHERE id = $1"))
+    sqlx::query_as(concat!("SELECT ", columns!(), " FROM billing_requests WHERE id = $1"))
         .bind(id)
         .fetch_optional(conn)
-        .await?;
-    Ok(row.map(BillingRequest::from))
+        .await
 }
 
 /// Settlement is how a request ended.
