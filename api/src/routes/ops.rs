@@ -4,9 +4,8 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use jobs::queue::Queue;
-use jobs::queue::ops::{self, Change, DeadFilter, LIST_LIMIT_MAX};
+use jobs::queue::ops::{self, Change, DeadFilter, DeadJob, JobDetail, LIST_LIMIT_MAX, QueueStats};
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
@@ -25,118 +24,12 @@ pub struct OpsApi;
 /// How many dead jobs a listing returns unless told.
 pub const LIST_LIMIT_DEFAULT: i64 = 50;
 
-/// QueueStats is the state of one queue right now.
-#[derive(Debug, Object)]
-pub struct QueueStats {
-    /// The queue's name.
-    pub queue: String,
-    /// Jobs due now, waiting for a worker.
-    pub pending: i64,
-    /// Jobs running on a worker.
-    pub running: i64,
-    /// Jobs waiting for a later time: retries in backoff and deferred jobs.
-    pub scheduled: i64,
-    /// Jobs that exhausted their attempts.
-    pub dead: i64,
-    /// Seconds the longest-waiting due job has waited; 0 when none is due.
-    pub oldest_pending_age_seconds: f64,
-}
-
-impl From<ops::QueueStats> for QueueStats {
-    fn from(s: ops::QueueStats) -> QueueStats {
-        QueueStats {
-            queue: s.queue,
-            pending: s.pending,
-            running: s.running,
-            scheduled: s.scheduled,
-            dead: s.dead,
-            oldest_pending_age_seconds: s.oldest_pending_age_seconds,
-        }
-    }
-}
-
-/// DeadJob is a job that exhausted its attempts.
-#[derive(Debug, Object)]
-pub struct DeadJob {
-    pub id: i64,
-    pub queue: String,
-    /// The job's logical identity, also its idempotency key toward providers.
-    pub logical_key: String,
-    /// Attempts made in its last round.
-    pub attempt: i32,
-    pub max_attempts: i32,
-    pub created_at: DateTime<Utc>,
-    /// When its last attempt failed.
-    pub died_at: DateTime<Utc>,
-    /// The error of its last attempt.
-    pub last_error: Option<String>,
-}
-
-impl From<ops::DeadJob> for DeadJob {
-    fn from(j: ops::DeadJob) -> DeadJob {
-        DeadJob {
-            id: j.id,
-            queue: j.queue,
-            logical_key: j.logical_key,
-            attempt: j.attempt,
-            max_attempts: j.max_attempts,
-            created_at: j.created_at,
-            died_at: j.died_at,
-            last_error: j.last_error,
-        }
-    }
-}
-
 /// DeadJobPage is one page of a dead-job listing, most recently dead first.
 #[derive(Debug, Object)]
 pub struct DeadJobPage {
     pub jobs: Vec<DeadJob>,
     /// Pass as `before` for the next page; null on the last page.
     pub next_before: Option<i64>,
-}
-
-/// JobDetail is everything known about one job.
-#[derive(Debug, Object)]
-pub struct JobDetail {
-    pub id: i64,
-    pub queue: String,
-    /// The job's logical identity, also its idempotency key toward providers.
-    pub logical_key: String,
-    /// One of `pending`, `running`, `completed`, `dead`, `discarded`.
-    pub state: String,
-    /// Attempts started in the current round.
-    pub attempt: i32,
-    pub max_attempts: i32,
-    /// When the job may next run.
-    pub run_at: DateTime<Utc>,
-    pub created_at: DateTime<Utc>,
-    /// When it completed, died or was discarded.
-    pub finished_at: Option<DateTime<Utc>>,
-    /// The worker running it, while it runs.
-    pub locked_by: Option<String>,
-    /// The job's payload, as its handler reads it.
-    pub payload: serde_json::Value,
-    /// Every recorded failure, oldest first: `{attempt, at, kind, error}`.
-    pub errors: serde_json::Value,
-}
-
-impl From<ops::JobDetail> for JobDetail {
-    fn from(j: ops::JobDetail) -> JobDetail {
-        JobDetail {
-            id: j.id,
-            queue: j.queue,
-            logical_key: j.logical_key,
-            state: j.state,
-            attempt: j.attempt,
-            max_attempts: j.max_attempts,
-            run_at: j.run_at,
-            created_at: j.created_at,
-            finished_at: j.finished_at,
-            locked_by: j.locked_by,
-            payload: j.payload,
-            errors: j.errors,
-        }
-    }
 }
 
 /// JobChanged is a job's state after a retry or discard.
@@ -236,8 +129,7 @@ impl OpsApi {
     /// Every queue, including empty ones.
     #[oai(path = "/queues", method = "get", operation_id = "list_queues")]
     async fn queues(&self, _auth: AdminAuth, pool: Data<&PgPool>) -> Result<Json<Vec<QueueStats>>, Problem> {
-        let stats = ops::queue_stats(&pool).await?;
-        Ok(Json(stats.into_iter().map(QueueStats::from).collect()))
+        Ok(Json(ops::queue_stats(&pool).await?))
     }
 
     /// List dead jobs
@@ -278,10 +170,7 @@ impl OpsApi {
         } else {
             None
         };
-        Ok(Json(DeadJobPage {
-            jobs: jobs.into_iter().map(DeadJob::from).collect(),
-            next_before,
-        }))
+        Ok(Json(DeadJobPage { jobs, next_before }))
     }
 
     /// Retry dead jobs
@@ -327,7 +216,7 @@ impl OpsApi {
         id: Path<i64>,
     ) -> Result<ShowResponse, Problem> {
         Ok(match ops::show(&pool, id.0).await? {
-            Some(job) => ShowResponse::Ok(Json(job.into())),
+            Some(job) => ShowResponse::Ok(Json(job)),
             None => ShowResponse::NotFound(Json(Problem::not_found(format!("no job {}", id.0)).body())),
         })
     }

@@ -39,32 +39,45 @@ impl DeadFilter {
     }
 }
 
-/// DeadJob is one line of a dead-job listing.
+/// DeadJob is a job that exhausted its attempts.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct DeadJob {
     pub id: i64,
     pub queue: String,
+    /// The job's logical identity, also its idempotency key toward providers.
     pub logical_key: String,
+    /// Attempts made in its last round.
     pub attempt: i32,
     pub max_attempts: i32,
     pub created_at: DateTime<Utc>,
+    /// When its last attempt failed.
     pub died_at: DateTime<Utc>,
+    /// The error of its last attempt.
     pub last_error: Option<String>,
 }
 
 /// JobDetail is everything known about one job.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct JobDetail {
     pub id: i64,
     pub queue: String,
+    /// The job's logical identity, also its idempotency key toward providers.
     pub logical_key: String,
+    /// One of `pending`, `running`, `completed`, `dead`, `discarded`.
     pub state: String,
+    /// Attempts started in the current round.
     pub attempt: i32,
     pub max_attempts: i32,
+    /// When the job may next run.
     pub run_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
+    /// When it completed, died or was discarded.
     pub finished_at: Option<DateTime<Utc>>,
+    /// The worker running it, while it runs.
     pub locked_by: Option<String>,
+    /// The job's payload, as its handler reads it.
     pub payload: serde_json::Value,
     /// Every recorded failure, oldest first: `{attempt, at, kind, error}`.
     pub errors: serde_json::Value,
@@ -72,14 +85,17 @@ pub struct JobDetail {
 
 /// QueueStats is the state of one queue right now.
 #[derive(Debug, Clone, Serialize, PartialEq, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct QueueStats {
+    /// The queue's name.
     pub queue: String,
-    /// Due now, waiting for a worker.
+    /// Jobs due now, waiting for a worker.
     pub pending: i64,
-    /// Running on a worker.
+    /// Jobs running on a worker.
     pub running: i64,
-    /// Waiting for a later `run_at`: retries in backoff and deferred jobs.
+    /// Jobs waiting for a later time: retries in backoff and deferred jobs.
     pub scheduled: i64,
+    /// Jobs that exhausted their attempts.
     pub dead: i64,
     /// Seconds the longest-waiting due job has waited; 0 when none is due.
     pub oldest_pending_age_seconds: f64,
