@@ -34,6 +34,7 @@ use clap::{Parser, Subcommand};
 use jobs::metrics::JobStats;
 use jobs::queue::backend::{FetchSettings, QueueBackend, Wakeups};
 use jobs::queue::effect::{Begun, Completer};
+use jobs::queue::lease::{self, Lease};
 use jobs::queue::outcome::run_attempt;
 use jobs::queue::{EffectTx, Job, JobError, JobPayload, NewJob, Queue, enqueue, enqueue_many};
 use serde::{Deserialize, Serialize};
@@ -598,8 +599,15 @@ async fn drain_worker(url: &str, concurrency: usize) -> anyhow::Result<()> {
     let name = format!("bench-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
     let settings = FetchSettings {
         batch_size: concurrency as i64,
-        heartbeat: Duration::from_secs(5),
+        heartbeat: lease::HEARTBEAT,
     };
+    // Heartbeated as `worker run` does, so that the fetch runs under a held lease.
+    let lease = Lease::new();
+    tokio::spawn(lease::keep_alive(
+        (*pool.connect_options()).clone(),
+        lease.clone(),
+        vec![name.clone()],
+    ));
     let p = pool.clone();
     let monitor = Monitor::new().register(move |_| {
         let wakeup = wakeup
@@ -608,7 +616,12 @@ async fn drain_worker(url: &str, concurrency: usize) -> anyhow::Result<()> {
             .take()
             .unwrap_or_else(|| Wakeups::new(worker::startup::POLL_FALLBACK).subscribe(Queue::Tracking));
         WorkerBuilder::new(name.as_str())
-            .backend(QueueBackend::<BenchJob>::new(p.clone(), settings, wakeup))
+            .backend(QueueBackend::<BenchJob>::new(
+                p.clone(),
+                settings,
+                lease.clone(),
+                wakeup,
+            ))
             .concurrency(concurrency)
             .data(ctx.clone())
             .build(handle)

@@ -20,11 +20,12 @@ use sqlx::PgPool;
 
 use crate::marketing::broadcasts::{self, Outcome};
 use crate::metrics::JobStats;
+use crate::queue::lease::{self, Lease};
 use crate::queue::{Completed, EffectTx, Job, JobError, apply_once, complete_unchanged};
-use crate::telegram::SendMessage;
 use crate::telegram::client::{SendError, TelegramClient};
 use crate::telegram::pace::{Pace, Slot};
 use crate::telegram::store;
+use crate::telegram::{self, SendMessage};
 
 /// Notifier is what the `notifications` job runs with.
 #[derive(Debug, Clone)]
@@ -33,6 +34,8 @@ pub struct Notifier {
     pub stats: Arc<JobStats>,
     pub telegram: TelegramClient,
     pub pace: Pace,
+    /// The worker process's lease, checked just before every send.
+    pub lease: Lease,
 }
 
 /// Runs one attempt of a `notifications` job.
@@ -82,6 +85,16 @@ async fn deliver(notifier: &Notifier, job: Job<SendMessage>) -> Result<Completed
         }
         Slot::Granted(wait) => tokio::time::sleep(wait).await,
     }
+    // A 429 for this chat since the slot was granted: the slot is inside Telegram's window.
+    if let Some(wait) = Pace::held(pool, message.chat_id).await? {
+        return Err(JobError::RetryAfter {
+            delay: wait,
+            reason: None,
+        });
+    }
+    // The last moment before the send: after it, a second worker running this job would send
+    // the message again.
+    lease::hold_for(pool, &notifier.lease, &job, telegram::client::TIMEOUT).await?;
     match notifier.telegram.send_message(message).await {
         Ok(message_id) => {
             // Telegram has the message now: a database hiccup must not lead to a second send, so

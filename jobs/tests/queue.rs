@@ -8,6 +8,7 @@ use apalis_core::worker::context::WorkerContext;
 use jobs::metrics::JobStats;
 use jobs::queue::backend::JobStore;
 use jobs::queue::effect::Begun;
+use jobs::queue::lease::{self, Lease};
 use jobs::queue::ops::{self, Change, DeadFilter};
 use jobs::queue::outcome::run_attempt;
 use jobs::queue::{EffectTx, Enqueued, Job, JobError, JobPayload, NewJob, Queue, enqueue, maintenance};
@@ -348,6 +349,71 @@ async fn a_silent_workers_jobs_are_rescued_and_a_stopping_worker_hands_back() {
         "a handed-back attempt is not counted"
     );
     assert_eq!(fetch(&pool, "w", 10).await.len(), 4);
+}
+
+#[tokio::test]
+async fn heartbeats_keep_the_lease_while_the_pool_is_saturated() {
+    let pool = pool().await;
+    // Every connection of the pool is taken, as by jobs stalled on a lock.
+    let mut taken = Vec::new();
+    for _ in 0..5 {
+        taken.push(pool.acquire().await.unwrap());
+    }
+    let lease = Lease::new();
+    let workers = vec!["p1:tracking".to_string(), "p1:refunds".to_string()];
+    let beating = tokio::spawn(lease::keep_alive(
+        (*pool.connect_options()).clone(),
+        lease.clone(),
+        workers,
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !lease.is_held() {
+        assert!(std::time::Instant::now() < deadline, "no heartbeat got through");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM job_workers WHERE last_seen > now() - interval '5 s'")
+        .fetch_one(&mut *taken[0])
+        .await
+        .unwrap();
+    assert_eq!(seen, 2, "one statement recorded both workers");
+    assert!(lease.remaining() > lease::TERM - Duration::from_secs(2));
+    beating.abort();
+}
+
+#[tokio::test]
+async fn no_external_call_starts_for_a_job_the_worker_cannot_prove_it_owns() {
+    let pool = pool().await;
+    add(&pool, NewJob::new(&Touch { n: 1 }, "call")).await;
+    let job = fetch(&pool, "w", 1).await.remove(0);
+    let call = Duration::from_secs(20);
+    assert_eq!(lease::hold_for(&pool, &Lease::renewed_now(), &job, call).await, Ok(()));
+
+    let refused = |e: Result<(), JobError>| match e {
+        Err(JobError::RetryAfter { reason, .. }) => reason.unwrap(),
+        other => panic!("expected the call refused, got {other:?}"),
+    };
+    let never = refused(lease::hold_for(&pool, &Lease::new(), &job, call).await);
+    assert!(never.contains("lease"), "{never}");
+    let short = Lease::new();
+    short.renew(std::time::Instant::now() - lease::TERM + Duration::from_secs(10));
+    let lapsing = refused(lease::hold_for(&pool, &short, &job, call).await);
+    assert!(
+        lapsing.contains("lease"),
+        "a lease ending within the call's timeout: {lapsing}"
+    );
+    assert_eq!(
+        lease::hold_for(&pool, &short, &job, Duration::from_secs(5)).await,
+        Ok(())
+    );
+
+    // Rescued and taken by another worker meanwhile.
+    sqlx::query("UPDATE jobs SET locked_by = 'other' WHERE id = $1")
+        .bind(job.id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let taken = refused(lease::hold_for(&pool, &Lease::renewed_now(), &job, call).await);
+    assert!(taken.contains("no longer"), "{taken}");
 }
 
 #[tokio::test]

@@ -151,3 +151,62 @@ async fn two_worker_processes_share_one_send_pace() {
     let senders: HashSet<_> = sent.iter().map(|m| m.user_agent.clone()).collect();
     assert_eq!(senders.len(), 2, "both processes sent: {senders:?}");
 }
+
+#[tokio::test]
+async fn a_stalled_database_hands_no_live_workers_jobs_to_another() {
+    // 40 messages to 40 chats, drained by two processes while a lock on the send pace stalls
+    // every job for longer than a silent worker is presumed alive. The pools are saturated by
+    // stalled jobs, but heartbeats travel on connections of their own: no job is rescued from a
+    // live worker, and no chat gets its message twice.
+    const CHATS: i64 = 40;
+    let world = World::new(Limits {
+        per_second: 1000.0,
+        ..Limits::default()
+    })
+    .await;
+    for i in 0..CHATS {
+        world.notify(&format!("stall-{i}"), 3000 + i, "stalled").await;
+    }
+    let mut stall = world.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE telegram_send_slots IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *stall)
+        .await
+        .unwrap();
+    let mut first = spawn_worker(&world, 300.0);
+    let mut second = spawn_worker(&world, 300.0);
+    world
+        .wait_for_count(
+            "SELECT least(count(*), 1) FROM jobs WHERE state = 'running'",
+            1,
+            Duration::from_secs(30),
+        )
+        .await;
+    let stalled_for = jobs::queue::lease::WORKER_TIMEOUT + Duration::from_secs(5);
+    tokio::time::sleep(stalled_for).await;
+    assert_eq!(
+        world.count("SELECT count(*) FROM telegram_deliveries").await,
+        0,
+        "the stall held every send"
+    );
+    stall.rollback().await.unwrap();
+
+    world
+        .wait_for_count(
+            "SELECT count(*) FROM telegram_deliveries",
+            CHATS,
+            Duration::from_secs(90),
+        )
+        .await;
+    for worker in [&mut first, &mut second] {
+        signal(worker, "TERM");
+        assert!(exited(worker).await.success());
+    }
+    let rescued = world
+        .count(r#"SELECT count(*) FROM jobs WHERE errors @> '[{"kind": "orphaned"}]'"#)
+        .await;
+    assert_eq!(rescued, 0, "no job was taken from a live worker");
+    let sent = world.telegram.messages();
+    let chats: HashSet<i64> = sent.iter().map(|m| m.chat_id).collect();
+    assert_eq!(chats.len() as i64, CHATS, "every chat got its message");
+    assert_eq!(sent.len() as i64, CHATS, "and none got it twice");
+}

@@ -75,6 +75,29 @@ async fn telegrams_retry_after_is_obeyed_without_burning_an_attempt() {
 }
 
 #[tokio::test]
+async fn sends_already_granted_a_slot_wait_out_a_429() {
+    // Five messages to one chat. The first send is told to wait 2 s while the next two already
+    // hold slots inside that window; the fake refuses (and counts) any send inside it, as
+    // Telegram does.
+    let world = World::new(Limits::default()).await;
+    world.telegram.throttle_next(11, 2);
+    for i in 0..5 {
+        world.notify(&format!("held-{i}"), 11, "held").await;
+    }
+    let worker = world.start_worker(world.worker_config(30.0));
+    world
+        .wait_for_count("SELECT count(*) FROM telegram_deliveries", 5, Duration::from_secs(60))
+        .await;
+    worker.stop().await;
+    assert_eq!(
+        world.telegram.rate_limited(),
+        0,
+        "no send came inside Telegram's retry_after window"
+    );
+    assert_eq!(world.telegram.messages().len(), 5);
+}
+
+#[tokio::test]
 async fn sends_keep_telegrams_per_chat_and_global_pace() {
     // 6 messages to one chat and 20 to others, at 10 a second overall: the fake refuses any
     // send that breaks a limit, so a 429 would show here.
@@ -103,4 +126,18 @@ async fn sends_keep_telegrams_per_chat_and_global_pace() {
         .map(|m| m.at_ms)
         .collect();
     assert_eq!(same.len(), 6);
+    // As the receiver saw them, not as the sender meant them: the pace's margin covers jitter.
+    for gap in same.windows(2).map(|w| w[1] - w[0]) {
+        assert!(gap >= 1000, "two messages to one chat {gap} ms apart: {same:?}");
+    }
+    let all: Vec<u64> = world.telegram.messages().iter().map(|m| m.at_ms).collect();
+    let busiest = all
+        .iter()
+        .map(|start| all.iter().filter(|t| (*start..*start + 1000).contains(t)).count())
+        .max()
+        .unwrap();
+    assert!(
+        busiest <= 10,
+        "{busiest} messages arrived within one second at 10 a second"
+    );
 }

@@ -18,6 +18,7 @@ use jobs::marketing::broadcasts::{self, Broadcaster, FanOut};
 use jobs::metrics::JobStats;
 use jobs::notifications::Notifier;
 use jobs::queue::backend::{FetchSettings, QueueBackend, Wakeups};
+use jobs::queue::lease::{self, HEARTBEAT, Lease, WORKER_TIMEOUT};
 use jobs::queue::{JobPayload, Queue, maintenance};
 use jobs::stripe::client::StripeClient;
 use jobs::telegram::SendMessage;
@@ -31,10 +32,6 @@ use crate::handlers;
 
 /// How long running jobs may take to finish after shutdown begins: under Heroku's 30 s.
 pub const GRACE: Duration = Duration::from_secs(20);
-/// How often a worker records that it is alive.
-pub const HEARTBEAT: Duration = Duration::from_secs(5);
-/// How long a silent worker is presumed alive; its jobs are rescued after this.
-pub const WORKER_TIMEOUT: Duration = Duration::from_secs(20);
 /// How often an idle worker looks for jobs without being woken: jobs that became due by time
 /// (retries, deferrals), and the few enqueues that send no NOTIFY (see the migration
 /// `notify_only_idle_queues`). It bounds their wait; an empty fetch costs one index probe.
@@ -61,6 +58,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         batch_size: config.concurrency as i64,
         heartbeat: HEARTBEAT,
     };
+    // Held once the first heartbeat succeeds (see jobs::queue::lease): nothing is fetched before.
+    let lease = Lease::new();
 
     let notifier = Notifier {
         pool: pool.clone(),
@@ -72,6 +71,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         )
         .map_err(anyhow::Error::msg)?,
         pace: config.telegram_pace,
+        lease: lease.clone(),
     };
     let billing = Billing {
         pool: pool.clone(),
@@ -86,6 +86,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             portal_return: config.stripe.portal_return_url.clone(),
         }),
         attribution_window: config.attribution_window,
+        lease: lease.clone(),
     };
     let broadcaster = Broadcaster {
         pool: pool.clone(),
@@ -103,7 +104,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             let name = worker_name(&process, queue);
             names.push(name.clone());
             let wakeup = std::sync::Mutex::new(Some(wakeups.subscribe(queue)));
-            let (pool, data, concurrency) = (pool.clone(), $data, config.concurrency);
+            let (pool, lease, data, concurrency) = (pool.clone(), lease.clone(), $data, config.concurrency);
             monitor = monitor.register(move |_| {
                 // A restarted worker (after a backend error) polls on its fallback tick alone.
                 let wakeup = wakeup
@@ -112,7 +113,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
                     .take()
                     .unwrap_or_else(|| Wakeups::new(POLL_FALLBACK).subscribe(queue));
                 WorkerBuilder::new(name.as_str())
-                    .backend(QueueBackend::<$payload>::new(pool.clone(), settings, wakeup))
+                    .backend(QueueBackend::<$payload>::new(
+                        pool.clone(),
+                        settings,
+                        lease.clone(),
+                        wakeup,
+                    ))
                     .concurrency(concurrency)
                     .data(data.clone())
                     .build($handler)
@@ -133,7 +139,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .with_terminator(async { tokio::time::sleep(GRACE).await });
 
     tokio::spawn(wakeups.listen(pool.clone()));
-    let maintenance = tokio::spawn(maintain(pool.clone(), stats.clone(), names.clone()));
+    let heartbeat = tokio::spawn(lease::keep_alive(
+        (*pool.connect_options()).clone(),
+        lease,
+        names.clone(),
+    ));
+    let maintenance = tokio::spawn(maintain(pool.clone(), stats.clone()));
     let pruning = tokio::spawn(prune(
         pool.clone(),
         Retention {
@@ -151,6 +162,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         })
         .await?;
 
+    heartbeat.abort();
     maintenance.abort();
     pruning.abort();
     scheduler.abort();
@@ -186,23 +198,15 @@ async fn schedule_campaigns(pool: PgPool) {
     }
 }
 
-/// Heartbeats this process's workers, rescues orphans and flushes counters, every
-/// [`HEARTBEAT`], until aborted after the hand-back. Each step is safe to run in every process at
-/// once, and each is short: nothing here may delay the next heartbeat past [`WORKER_TIMEOUT`],
-/// or other processes would hand this one's running jobs to others while it still runs them.
-///
-/// The heartbeat is sent from here rather than by apalis's backend, which skips it while fetched
-/// jobs wait for a slot and during shutdown: a busy worker must not look dead.
-async fn maintain(pool: PgPool, stats: Arc<JobStats>, workers: Vec<String>) {
+/// Rescues the jobs of stopped workers and flushes counters, every [`HEARTBEAT`], until aborted
+/// after the hand-back. Each step is safe to run in every process at once. The heartbeat itself
+/// is not here but in [`lease::keep_alive`], on a connection of its own, so that nothing on the
+/// pool can delay it.
+async fn maintain(pool: PgPool, stats: Arc<JobStats>) {
     let mut tick = tokio::time::interval(HEARTBEAT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        for worker in &workers {
-            if let Err(e) = maintenance::heartbeat(&pool, worker).await {
-                tracing::warn!(worker, error = %e, "heartbeat failed");
-            }
-        }
         match maintenance::rescue_orphans(&pool, WORKER_TIMEOUT).await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(rescued = n, "jobs of stopped workers handed to others"),

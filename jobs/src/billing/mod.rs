@@ -30,6 +30,7 @@ use sqlx::PgPool;
 use self::stars::Applied;
 use self::stripe::Links;
 use crate::metrics::JobStats;
+use crate::queue::lease::{self, Lease};
 use crate::queue::{Completed, Job, JobError, JobPayload, Queue, apply_once};
 use crate::stripe::client::StripeClient;
 use crate::telegram::client::TelegramClient;
@@ -49,6 +50,16 @@ pub struct Billing {
     pub return_urls: Arc<requests::ReturnUrls>,
     /// How long after a promo click a payment is still attributed to it.
     pub attribution_window: Duration,
+    /// The worker process's lease, checked before every provider call.
+    pub lease: Lease,
+}
+
+impl Billing {
+    /// Checks, just before a provider call that may take up to `call`, that `job` is still this
+    /// worker's for longer than the call ([`lease::hold_for`]).
+    pub async fn hold<T>(&self, job: &Job<T>, call: Duration) -> Result<(), JobError> {
+        lease::hold_for(&self.pool, &self.lease, job, call).await
+    }
 }
 
 /// EntitlementsJob is a job of the `entitlements` queue: everything that changes what a user may

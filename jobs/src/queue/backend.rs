@@ -28,6 +28,7 @@ use futures::StreamExt;
 use futures::channel::mpsc::UnboundedReceiver;
 use sqlx::PgPool;
 
+use super::lease::Lease;
 use super::{Job, JobPayload, Queue, maintenance};
 
 /// FetchSettings tunes how a worker takes jobs.
@@ -36,7 +37,8 @@ pub struct FetchSettings {
     /// Jobs taken per fetch; keep it near the worker's concurrency, since fetched jobs count as
     /// running (attempt taken) while they wait for a free slot.
     pub batch_size: i64,
-    /// How often the worker records that it is alive.
+    /// How often apalis calls the backend's heartbeat step, a no-op here: liveness is the
+    /// process's [`Lease`].
     pub heartbeat: Duration,
 }
 
@@ -46,6 +48,7 @@ pub struct JobStore<T> {
     pool: PgPool,
     queue: Queue,
     batch_size: i64,
+    lease: Lease,
     _payload: PhantomData<fn() -> T>,
 }
 
@@ -55,6 +58,7 @@ impl<T> Clone for JobStore<T> {
             pool: self.pool.clone(),
             queue: self.queue,
             batch_size: self.batch_size,
+            lease: self.lease.clone(),
             _payload: PhantomData,
         }
     }
@@ -70,23 +74,19 @@ pub enum BackendError {
     PushUnsupported,
 }
 
-impl<T> JobStore<T> {
-    /// A store for `T`'s queue taking `batch_size` jobs a fetch, for tests that drive the
-    /// `Persistence` steps by hand.
-    pub fn new_for_tests(pool: PgPool, batch_size: i64) -> JobStore<T>
-    where
-        T: JobPayload,
-    {
+impl<T: JobPayload> JobStore<T> {
+    /// A store for `T`'s queue taking `batch_size` jobs a fetch under a lease held from now, for
+    /// tests that drive the `Persistence` steps by hand.
+    pub fn new_for_tests(pool: PgPool, batch_size: i64) -> JobStore<T> {
         JobStore {
             pool,
             queue: T::QUEUE,
             batch_size,
+            lease: Lease::renewed_now(),
             _payload: PhantomData,
         }
     }
-}
 
-impl<T: JobPayload> JobStore<T> {
     /// Takes up to a batch of due jobs for `worker`, oldest due first.
     async fn fetch(&self, worker: &str) -> Result<Vec<Task<Job<T>>>, sqlx::Error> {
         // The inner SELECT is planned knowing its LIMIT, so it walks the partial index from the
@@ -165,14 +165,19 @@ impl<T: JobPayload> Persistence for JobStore<T> {
         Ok(())
     }
 
-    async fn heartbeat(&mut self, worker: &WorkerContext) -> Result<(), BackendError> {
-        if let Err(e) = maintenance::heartbeat(&self.pool, worker.name()).await {
-            tracing::warn!(worker = worker.name(), error = %e, "heartbeat failed");
-        }
+    async fn heartbeat(&mut self, _: &WorkerContext) -> Result<(), BackendError> {
+        // Liveness is the process's lease, heartbeated on a connection of its own (see
+        // super::lease); apalis skips this while fetched jobs wait and while stopping.
         Ok(())
     }
 
     async fn fetch_next(&mut self, worker: &WorkerContext) -> Result<Vec<Task<Job<T>>>, BackendError> {
+        if !self.lease.is_held() {
+            // Jobs taken now could be handed to another worker before this one could prove it
+            // owns them: wait for a heartbeat to succeed.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            return Ok(Vec::new());
+        }
         match self.fetch(worker.name()).await {
             Ok(tasks) => Ok(tasks),
             Err(e) => {
@@ -237,12 +242,19 @@ pub struct QueueBackend<T: JobPayload> {
 }
 
 impl<T: JobPayload> QueueBackend<T> {
-    /// A backend for `T`'s queue that wakes on `wakeups` (see [`Wakeups`]).
-    pub fn new(pool: PgPool, settings: FetchSettings, wakeups: Wakeup) -> PollWith<QueueBackend<T>, Wakeup> {
+    /// A backend for `T`'s queue that wakes on `wakeups` (see [`Wakeups`]) and fetches while
+    /// the process holds `lease`.
+    pub fn new(
+        pool: PgPool,
+        settings: FetchSettings,
+        lease: Lease,
+        wakeups: Wakeup,
+    ) -> PollWith<QueueBackend<T>, Wakeup> {
         let store = JobStore {
             pool,
             queue: T::QUEUE,
             batch_size: settings.batch_size.max(1),
+            lease,
             _payload: PhantomData,
         };
         PollWith::new(

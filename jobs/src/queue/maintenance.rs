@@ -1,10 +1,10 @@
-//! Keeping the queue healthy: worker heartbeats, rescue of jobs whose worker died, hand-back at
-//! shutdown, and pruning of finished jobs. Every worker process runs it; each step is safe to
-//! run from many processes at once.
+//! Keeping the queue healthy: worker heartbeats (sent by [`super::lease`]), rescue of jobs whose
+//! worker died, hand-back at shutdown, and pruning of finished jobs. Every worker process runs
+//! it; each step is safe to run from many processes at once.
 
 use std::time::Duration;
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use super::outcome::ATTEMPT_TIMEOUT;
 
@@ -21,14 +21,15 @@ pub async fn register_worker(pool: &PgPool, name: &str, queues: &[&str]) -> Resu
     Ok(())
 }
 
-/// Records that worker `name` is still alive.
-pub async fn heartbeat(pool: &PgPool, name: &str) -> Result<(), sqlx::Error> {
+/// Records that `workers` (all of one process's) are still alive, in one statement. A worker a
+/// rescue removed meanwhile is recorded again. See [`super::lease`].
+pub async fn heartbeat(conn: &mut PgConnection, workers: &[String]) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO job_workers (name, queues) VALUES ($1, '{}')
+        "INSERT INTO job_workers (name, queues) SELECT unnest($1::text[]), '{}'
          ON CONFLICT (name) DO UPDATE SET last_seen = now()",
     )
-    .bind(name)
-    .execute(pool)
+    .bind(workers)
+    .execute(conn)
     .await?;
     Ok(())
 }

@@ -5,12 +5,14 @@
 //! handler applies its effect through an [`effect::EffectTx`], which claims the job's logical key
 //! in the effect ledger and marks the job `completed` in the same commit; a failure goes through
 //! [`outcome`] to a later `run_at` ([`backoff`]) or to `dead`, where [`ops`] can see it, retry it
-//! or discard it. [`maintenance`] rescues jobs of dead workers and prunes finished ones.
+//! or discard it. [`maintenance`] rescues jobs of dead workers and prunes finished ones; a worker
+//! proves it is alive, and stops what it can no longer prove it owns, by its [`lease`].
 
 pub mod backend;
 pub mod backoff;
 pub mod effect;
 pub mod enqueue;
+pub mod lease;
 pub mod maintenance;
 pub mod ops;
 pub mod outcome;

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
+use backon::{ExponentialBuilder, Retryable};
 use futures::FutureExt;
 use sqlx::PgPool;
 
@@ -82,8 +83,9 @@ impl Transition {
 }
 
 /// Runs one attempt of `job` through `handler` and records a failure. Panics and attempts over
-/// [`ATTEMPT_TIMEOUT`] are retryable failures. Errors only if recording the failure fails, in
-/// which case the job stays `running` until maintenance rescues it.
+/// [`ATTEMPT_TIMEOUT`] are retryable failures. Recording the failure is retried for about 45 s;
+/// errors only if it still fails, in which case the job stays `running` until maintenance
+/// rescues it as stuck.
 pub async fn run_attempt<T, F, Fut>(pool: &PgPool, stats: &JobStats, job: Job<T>, handler: F) -> Result<(), sqlx::Error>
 where
     F: FnOnce(Job<T>) -> Fut,
@@ -119,7 +121,18 @@ where
         Transition::Retry { .. } => tracing::warn!(job = id, %queue, attempt, %error, "job failed, will retry"),
         Transition::Dead { .. } => tracing::error!(job = id, %queue, attempt, %error, "job dead"),
     }
-    record(pool, id, &worker, &error, &transition).await?;
+    // Retried, since the database that failed the attempt may be failing this too (a saturated
+    // pool, a failover): unrecorded, the job would sit `running` under a live worker until
+    // maintenance takes it as stuck, minutes later.
+    (|| record(pool, id, &worker, &error, &transition))
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(5))
+                .with_max_times(12),
+        )
+        .notify(|e, wait| tracing::warn!(job = id, error = %e, ?wait, "recording a failed attempt failed"))
+        .await?;
     match transition {
         Transition::Retry { refund: true, .. } => stats.deferred(queue),
         Transition::Retry { .. } => stats.retried(queue),

@@ -24,8 +24,8 @@ pub const DEFAULT_API_URL: &str = "https://api.stripe.com/";
 
 /// How long one request may take, connecting included. Stripe answers creates within a couple
 /// of seconds; a hung request must not hold a worker slot for long, and the queue retries it
-/// under the same idempotency key.
-const TIMEOUT: Duration = Duration::from_secs(20);
+/// under the same idempotency key. A job checks its lease outlasts it before each call.
+pub const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// StripeClient sends Stripe API requests for one account. Every create is sent once, with the
 /// caller's idempotency key, so that a retry by the queue replays Stripe's first answer instead

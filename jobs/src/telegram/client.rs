@@ -20,6 +20,10 @@ use crate::queue::JobError;
 /// The Bot API's own address, used when no other is configured.
 pub const DEFAULT_API_URL: &str = "https://api.telegram.org";
 
+/// How long one request may take. Telegram answers within a few seconds or not at all; a hung
+/// send must not hold a worker slot for long. A job checks its lease outlasts it before each call.
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+
 /// TelegramClient sends Bot API requests for one bot.
 #[derive(Debug, Clone)]
 pub struct TelegramClient {
@@ -110,9 +114,7 @@ impl TelegramClient {
         let url = reqwest::Url::parse(api_url.trim_end_matches('/')).map_err(|e| format!("{api_url:?}: {e}"))?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            // Telegram answers within a few seconds or not at all; a hung send must not hold a
-            // worker slot for long.
-            .timeout(Duration::from_secs(20))
+            .timeout(TIMEOUT)
             .tcp_nodelay(true)
             .user_agent(user_agent)
             .build()

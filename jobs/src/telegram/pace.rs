@@ -4,10 +4,17 @@
 //! A sender reserves a send time with [`Pace::reserve`]. When the earliest allowed time is near,
 //! it gets that slot and waits for it; when it is further than [`Pace::max_wait`], nothing is
 //! reserved and the job is deferred to then, so no worker holds a slot while it waits.
+//!
+//! Every gap is kept [`MARGIN`] longer than Telegram's limit: Telegram counts by when requests
+//! arrive, and the network's jitter moves a send by some milliseconds after its slot.
 
 use std::time::Duration;
 
 use sqlx::PgPool;
+
+/// How much longer than Telegram's limits the gaps between sends are: 5%, 50 ms between two
+/// messages to one chat, and at 30 messages a second about 28.6 sent in any second.
+pub const MARGIN: f64 = 1.05;
 
 /// Pace is the configured send pace.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -35,13 +42,20 @@ impl Pace {
         max_wait: Duration::from_secs(2),
     };
 
-    /// The gap a chat needs between two messages: groups (negative ids) get 20 a minute.
+    /// The gap kept between two messages to a chat: Telegram allows one a second to a chat and
+    /// 20 a minute to a group (negative ids), with [`MARGIN`].
     pub fn chat_interval(chat_id: i64) -> Duration {
-        if chat_id < 0 {
+        let limit = if chat_id < 0 {
             Duration::from_secs(3)
         } else {
             Duration::from_secs(1)
-        }
+        };
+        limit.mul_f64(MARGIN)
+    }
+
+    /// The gap kept between two messages of the bot: `per_second` allows, with [`MARGIN`].
+    pub fn send_interval(&self) -> Duration {
+        Duration::from_secs_f64(MARGIN / self.per_second)
     }
 
     /// Reserves the earliest send time for `chat_id`.
@@ -52,7 +66,7 @@ impl Pace {
                  $1, make_interval(secs => $2), make_interval(secs => $3), make_interval(secs => $4))",
         )
         .bind(chat_id)
-        .bind(1.0 / self.per_second)
+        .bind(self.send_interval().as_secs_f64())
         .bind(Self::chat_interval(chat_id).as_secs_f64())
         .bind(self.max_wait.as_secs_f64())
         .fetch_one(pool)
@@ -65,10 +79,13 @@ impl Pace {
         })
     }
 
-    /// Holds back `chat_id` for `wait`: Telegram asked us to (429 `retry_after`).
+    /// Holds back `chat_id` for `wait`: Telegram asked us to (429 `retry_after`). Reservations
+    /// made from now on come after it; sends already granted a slot find it in [`Pace::held`].
     pub async fn hold_chat(pool: &PgPool, chat_id: i64, wait: Duration) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "INSERT INTO telegram_send_slots (key, next_at) VALUES ('chat:' || $1, clock_timestamp() + make_interval(secs => $2))
+            "INSERT INTO telegram_send_slots (key, next_at)
+             SELECT prefix || $1, clock_timestamp() + make_interval(secs => $2)
+             FROM unnest(ARRAY['chat:', 'hold:']) AS prefix
              ON CONFLICT (key) DO UPDATE SET next_at = greatest(telegram_send_slots.next_at, excluded.next_at)",
         )
         .bind(chat_id)
@@ -76,6 +93,19 @@ impl Pace {
         .execute(pool)
         .await?;
         Ok(())
+    }
+
+    /// How much longer Telegram asked `chat_id` to wait, if it still must: a send granted its
+    /// slot before a 429 looks here just before it goes.
+    pub async fn held(pool: &PgPool, chat_id: i64) -> Result<Option<Duration>, sqlx::Error> {
+        let wait: Option<f64> = sqlx::query_scalar(
+            "SELECT extract(epoch FROM next_at - clock_timestamp())::float8 FROM telegram_send_slots
+             WHERE key = 'hold:' || $1 AND next_at > clock_timestamp()",
+        )
+        .bind(chat_id)
+        .fetch_optional(pool)
+        .await?;
+        Ok(wait.map(|w| Duration::from_secs_f64(w.max(0.0))))
     }
 
     /// Deletes chat slots that have not been used for an hour.

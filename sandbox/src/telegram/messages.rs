@@ -17,6 +17,17 @@ pub(super) fn send_message(shared: &Shared, params: &Params, user_agent: Option<
         .get_mut(&chat_id)
         .and_then(|q| (!q.is_empty()).then(|| q.remove(0)))
     {
+        state.held_until.insert(chat_id, now + Duration::from_secs(seconds));
+        return error(429, &format!("Too Many Requests: retry after {seconds}"), Some(seconds));
+    }
+    if let Some(wait) = state
+        .held_until
+        .get(&chat_id)
+        .map(|until| until.saturating_duration_since(now))
+        .filter(|wait| !wait.is_zero())
+    {
+        state.rate_limited += 1;
+        let seconds = wait.as_secs_f64().ceil() as u64;
         return error(429, &format!("Too Many Requests: retry after {seconds}"), Some(seconds));
     }
     if state.blocked.contains(&chat_id) {

@@ -87,6 +87,8 @@ struct State {
     blocked: HashSet<i64>,
     // Scripted failures, served before anything else for that chat: (retry_after seconds).
     throttle_next: HashMap<i64, Vec<u64>>,
+    // Chats told to wait by a 429, until when: a send before then is refused again, as Telegram does.
+    held_until: HashMap<i64, Instant>,
     last_to_chat: HashMap<i64, Instant>,
     // Send times within the last second, for the bot-wide limit.
     recent: Vec<Instant>,
@@ -191,7 +193,8 @@ impl FakeTelegram {
             .collect()
     }
 
-    /// How many requests were refused with 429 because they broke a limit (not scripted ones).
+    /// How many requests were refused with 429 because they broke a limit or came while a chat
+    /// was told to wait (not the scripted ones).
     pub fn rate_limited(&self) -> usize {
         self.shared.state.lock().unwrap().rate_limited
     }
@@ -201,7 +204,8 @@ impl FakeTelegram {
         self.shared.state.lock().unwrap().blocked.insert(chat_id);
     }
 
-    /// The next send to `chat_id` gets a 429 asking to retry after `seconds`.
+    /// The next send to `chat_id` gets a 429 asking to retry after `seconds`; a send to it before
+    /// then is refused again and counted in [`FakeTelegram::rate_limited`].
     pub fn throttle_next(&self, chat_id: i64, seconds: u64) {
         self.shared
             .state

@@ -13,8 +13,14 @@ use crate::billing::stripe::{Reversal, reverse};
 use crate::billing::{Billing, plan_not_configured, stars};
 use crate::metrics::{self, counters};
 use crate::queue::{Completed, EffectTx, Job, JobError, apply_once, complete_unchanged};
-use crate::stripe::client::{PaymentRef, RefundParams, StripeError};
-use crate::telegram::client::{SendError, StarRefund};
+use crate::stripe::{
+    self,
+    client::{PaymentRef, RefundParams, StripeError},
+};
+use crate::telegram::{
+    self,
+    client::{SendError, StarRefund},
+};
 
 /// Runs one attempt of a `refunds` job.
 pub async fn make(billing: &Billing, job: Job<MakeRefund>) -> Result<Completed, JobError> {
@@ -41,6 +47,7 @@ async fn stripe_refund(billing: &Billing, job: &Job<MakeRefund>, refund: &Refund
             reason: format!("{:?} is neither a payment intent nor a charge", refund.payment),
         }),
         Some(payment) => {
+            billing.hold(job, stripe::client::TIMEOUT).await?;
             let params = RefundParams {
                 payment,
                 amount: refund.amount,
@@ -81,7 +88,10 @@ async fn stars_refund(billing: &Billing, job: &Job<MakeRefund>, refund: &Refund)
     let made = match payer {
         // The web process checked the payment; it cannot have gone since.
         None => Err(SendError::Permanent(format!("no Stars payment {:?}", refund.payment))),
-        Some(user_id) => billing.telegram.refund_star_payment(user_id, &refund.payment).await,
+        Some(user_id) => {
+            billing.hold(job, telegram::client::TIMEOUT).await?;
+            billing.telegram.refund_star_payment(user_id, &refund.payment).await
+        }
     };
     match made {
         Ok(StarRefund::AlreadyRefunded) => tracing::info!(refund = refund.id, "the Stars payment was already refunded"),

@@ -11,8 +11,8 @@ use super::{BillingRequest, CreateSession, Kind, RequestStatus, Settlement, get,
 use crate::billing::stripe::{customer_of, remember_customer};
 use crate::billing::{Billing, stars};
 use crate::queue::{Completed, Job, JobError, apply_once, complete_unchanged};
-use crate::stripe::client::{CheckoutSessionParams, StripeError};
-use crate::telegram::client::SendError;
+use crate::stripe::client::{self, CheckoutSessionParams};
+use crate::telegram;
 
 /// ReturnUrls is where Stripe sends users back to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,15 +38,13 @@ pub async fn create_session(billing: &Billing, job: Job<CreateSession>) -> Resul
         return complete_unchanged(&billing.pool, &job).await;
     }
     let created = match request.kind {
-        Kind::Checkout => checkout_session(billing, &request)
+        Kind::Checkout => checkout_session(billing, &job, &request)
             .await
-            .map_err(|e| ("Stripe", e.into())),
-        Kind::Portal => portal_session(billing, &request)
+            .map_err(|e| ("Stripe", e)),
+        Kind::Portal => portal_session(billing, &job, &request).await.map_err(|e| ("Stripe", e)),
+        Kind::StarsInvoice => stars_invoice(billing, &job, &request)
             .await
-            .map_err(|e| ("Stripe", e.into())),
-        Kind::StarsInvoice => stars_invoice(billing, &request)
-            .await
-            .map_err(|e| ("Telegram", e.into())),
+            .map_err(|e| ("Telegram", e)),
     };
     let last_failure: String;
     let settlement = match &created {
@@ -86,15 +84,17 @@ pub async fn create_session(billing: &Billing, job: Job<CreateSession>) -> Resul
 }
 
 /// A Checkout session for the request's plan: (URL, session id).
-async fn checkout_session(billing: &Billing, request: &BillingRequest) -> Result<(String, String), StripeError> {
+async fn checkout_session(
+    billing: &Billing,
+    job: &Job<CreateSession>,
+    request: &BillingRequest,
+) -> Result<(String, String), JobError> {
     let code = request.plan.as_deref().unwrap_or_default();
     let Some(price) = billing.plans.get(code).and_then(|p| p.stripe_price.as_deref()) else {
         // The web process checked the plan; the catalogue changed since.
-        return Err(StripeError::Permanent {
-            reason: format!("plan {code:?} is not sold through Stripe"),
-        });
+        return Err(JobError::Terminal(format!("plan {code:?} is not sold through Stripe")));
     };
-    let customer = customer(billing, request.user_id, false).await?;
+    let customer = customer(billing, job, request.user_id, false).await?;
     let params = CheckoutSessionParams {
         user_id: request.user_id,
         customer: customer.as_deref(),
@@ -104,6 +104,7 @@ async fn checkout_session(billing: &Billing, request: &BillingRequest) -> Result
         success_url: &billing.return_urls.success,
         cancel_url: &billing.return_urls.cancel,
     };
+    billing.hold(job, client::TIMEOUT).await?;
     let session = billing
         .stripe
         .create_checkout_session(&params, &format!("paygate:checkout:{}", request.id))
@@ -112,10 +113,15 @@ async fn checkout_session(billing: &Billing, request: &BillingRequest) -> Result
 }
 
 /// A Billing Portal session for the request's user: (URL, session id).
-async fn portal_session(billing: &Billing, request: &BillingRequest) -> Result<(String, String), StripeError> {
-    let customer = customer(billing, request.user_id, true)
+async fn portal_session(
+    billing: &Billing,
+    job: &Job<CreateSession>,
+    request: &BillingRequest,
+) -> Result<(String, String), JobError> {
+    let customer = customer(billing, job, request.user_id, true)
         .await?
         .expect("created when missing");
+    billing.hold(job, client::TIMEOUT).await?;
     let session = billing
         .stripe
         .create_portal_session(
@@ -130,32 +136,39 @@ async fn portal_session(billing: &Billing, request: &BillingRequest) -> Result<(
 /// The Stars invoice link a request asks for: (URL, URL). Telegram takes no idempotency key
 /// here, but a second link from a retried attempt charges nothing: only the stored one is handed
 /// out.
-async fn stars_invoice(billing: &Billing, request: &BillingRequest) -> Result<(String, String), SendError> {
+async fn stars_invoice(
+    billing: &Billing,
+    job: &Job<CreateSession>,
+    request: &BillingRequest,
+) -> Result<(String, String), JobError> {
     let code = request.plan.as_deref().unwrap_or_default();
     let Some(invoice) = stars::invoice(&billing.plans, code) else {
         // The web process checked the plan; the catalogue changed since.
-        return Err(SendError::Permanent(format!(
+        return Err(JobError::Terminal(format!(
             "plan {code:?} is not sold for Telegram Stars"
         )));
     };
+    billing.hold(job, telegram::client::TIMEOUT).await?;
     let url = billing.telegram.create_invoice_link(&invoice).await?;
     Ok((url.clone(), url))
 }
 
 /// The user's Stripe customer; with `create`, one is created (once per user, by its key) when
 /// none is known yet. No connection is held while Stripe is asked.
-async fn customer(billing: &Billing, user_id: i64, create: bool) -> Result<Option<String>, StripeError> {
-    let database = |e: sqlx::Error| StripeError::Retryable {
-        reason: format!("database: {e}"),
-        retry_after: None,
-    };
+async fn customer(
+    billing: &Billing,
+    job: &Job<CreateSession>,
+    user_id: i64,
+    create: bool,
+) -> Result<Option<String>, JobError> {
     let known = async { customer_of(&mut *billing.pool.acquire().await?, user_id).await };
-    if let Some(known) = known.await.map_err(database)? {
+    if let Some(known) = known.await? {
         return Ok(Some(known));
     }
     if !create {
         return Ok(None);
     }
+    billing.hold(job, client::TIMEOUT).await?;
     let created = billing
         .stripe
         .create_customer(user_id, &format!("paygate:customer:{user_id}"))
@@ -166,5 +179,5 @@ async fn customer(billing: &Billing, user_id: i64, create: bool) -> Result<Optio
         // Another request may have remembered a customer first; use whichever is stored.
         customer_of(&mut conn, user_id).await
     };
-    Ok(stored.await.map_err(database)?.or(Some(created)))
+    Ok(stored.await?.or(Some(created)))
 }
