@@ -174,8 +174,9 @@ impl<T: JobPayload> Persistence for JobStore<T> {
     async fn fetch_next(&mut self, worker: &WorkerContext) -> Result<Vec<Task<Job<T>>>, BackendError> {
         if !self.lease.is_held() {
             // Jobs taken now could be handed to another worker before this one could prove it
-            // owns them: wait for a heartbeat to succeed.
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            // owns them: wait for a heartbeat to succeed (at start, the first comes within
+            // milliseconds).
+            tokio::time::sleep(Duration::from_millis(100)).await;
             return Ok(Vec::new());
         }
         match self.fetch(worker.name()).await {
