@@ -200,6 +200,66 @@ async fn bad_dead_job_filters_are_invalid_requests() {
 }
 
 #[tokio::test]
+async fn dead_job_ages_over_100_years_are_invalid_requests_that_say_the_bound() {
+    let app = spawn_app().await;
+    let dead = app.dead_job("notifications", 10.0).await;
+    let bound = jobs::queue::ops::MAX_AGE_SECS;
+    assert_eq!(bound, 3_155_760_000, "100 years of 365.25 days");
+    for query in [
+        "newer_than_seconds=250000000000".to_string(),
+        "older_than_seconds=250000000000".to_string(),
+        format!("newer_than_seconds={}", bound + 1),
+        format!("older_than_seconds={}&queue=notifications", bound + 1),
+    ] {
+        let resp = app
+            .get_admin(&format!("/v1/ops/jobs/dead?{query}"))
+            .send()
+            .await
+            .unwrap();
+        let problem = assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-request").await;
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains(&bound.to_string()), "{query}: says the bound: {detail}");
+    }
+    for body in [
+        json!({"newer_than_seconds": 250_000_000_000_i64}),
+        json!({"older_than_seconds": 250_000_000_000_i64}),
+        json!({"queue": "notifications", "newer_than_seconds": bound + 1}),
+    ] {
+        for action in ["retry", "discard"] {
+            let resp = app
+                .post_admin(&format!("/v1/ops/jobs/dead/{action}"), &body)
+                .send()
+                .await
+                .unwrap();
+            let problem = assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-request").await;
+            let detail = problem["detail"].as_str().unwrap();
+            assert!(detail.contains(&bound.to_string()), "{body}: says the bound: {detail}");
+        }
+    }
+    assert_eq!(app.state_of(dead).await, "dead", "nothing changed");
+    assert_eq!(app.job_count().await, 1, "nothing written");
+
+    // The bound itself is taken, and means what it says.
+    let resp = app
+        .get_admin(&format!(
+            "/v1/ops/jobs/dead?newer_than_seconds={bound}&older_than_seconds=0"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.json::<Value>().await.unwrap()["jobs"][0]["id"], dead);
+    let resp = app
+        .post_admin("/v1/ops/jobs/dead/retry", &json!({"older_than_seconds": bound}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.json::<Value>().await.unwrap(), json!({"count": 0}));
+    assert_eq!(app.state_of(dead).await, "dead");
+}
+
+#[tokio::test]
 async fn a_job_id_that_is_not_an_integer_is_an_invalid_request() {
     let app = spawn_app().await;
     let resp = app.get_admin("/v1/ops/jobs/abc").send().await.unwrap();
