@@ -73,6 +73,42 @@ async fn a_notification_telegram_would_refuse_is_an_invalid_notification() {
 }
 
 #[tokio::test]
+async fn a_nul_in_a_notification_is_an_invalid_notification_and_nothing_is_queued() {
+    let app = spawn_app().await;
+    // serde_json writes U+0000 as the escape `\u0000`, the only way JSON can carry it.
+    for body in [
+        json!({"chat_id": 1, "text": "hi\u{0}there"}),
+        json!({"chat_id": 1, "text": "hi", "buttons": [[{"text": "G\u{0}o", "callback_data": "x"}]]}),
+        // The URL parser would quietly percent-encode it; the stored payload could not hold it.
+        json!({"chat_id": 1, "text": "hi", "buttons": [[{"text": "Go", "url": "https://t.me/x\u{0}"}]]}),
+        json!({"chat_id": 1, "text": "hi", "buttons": [[{"text": "Go", "callback_data": "promo:\u{0}"}]]}),
+    ] {
+        let resp = app.post_admin(NOTIFY, &body).send().await.unwrap();
+        let problem = assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-notification").await;
+        assert!(problem["detail"].as_str().unwrap().contains("U+0000"), "{problem}");
+    }
+    assert_eq!(app.job_count().await, 0);
+    // The escape as a client writes it; `\U0000` and a raw NUL byte are not JSON at all.
+    let resp = post_raw(&app, NOTIFY, r#"{"chat_id": 1, "text": "a\u0000"}"#).await;
+    assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-notification").await;
+    for not_json in [
+        &br#"{"chat_id": 1, "text": "a\U0000"}"#[..],
+        b"{\"chat_id\": 1, \"text\": \"a\x00\"}",
+    ] {
+        let resp = post_raw(&app, NOTIFY, not_json.to_vec()).await;
+        assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-request").await;
+    }
+    assert_eq!(app.job_count().await, 0);
+
+    // The six characters `\u0000` (its backslash escaped) are text like any other.
+    let resp = post_raw(&app, NOTIFY, r#"{"chat_id": 1, "text": "a\\u0000"}"#).await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let jobs = app.jobs_of("notifications").await;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].1["text"], "a\\u0000");
+}
+
+#[tokio::test]
 async fn a_body_over_64_kib_is_too_large() {
     let app = spawn_app().await;
     let body = json!({"chat_id": 1, "text": "x".repeat(64 * 1024)}).to_string();
