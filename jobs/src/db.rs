@@ -1,7 +1,10 @@
-//! Connecting to PostgreSQL, migrating our schema, and pruning old rows.
+//! Connecting to PostgreSQL, migrating our schema, pruning old rows, and the one kind of text it
+//! cannot store.
 
 use std::time::Duration;
 
+use serde::Serialize;
+use serde_json::Value;
 use sqlx::postgres::{PgArguments, PgPoolOptions, PgRow};
 use sqlx::query::QueryAs;
 use sqlx::{FromRow, PgConnection, PgPool, Postgres};
@@ -82,5 +85,65 @@ pub async fn delete_in_batches(pool: &PgPool, statement: &'static str, age: Dura
         if n < PRUNE_BATCH as u64 {
             return Ok(total);
         }
+    }
+}
+
+/// What a refusal of U+0000 says about it, for the callers' messages.
+pub const NUL: &str = "U+0000 (NUL), which PostgreSQL cannot store";
+
+/// Whether `value`, serialised to JSON, holds U+0000 in any string or object key.
+///
+/// PostgreSQL stores U+0000 neither in `text` (the byte is refused) nor in `jsonb` (the escape
+/// `\u0000` is refused), so a value holding it fails the statement that writes it: a request
+/// that would be a 500 half-way through its transaction. Input is checked with this where it
+/// arrives, before anything is written. JSON can carry U+0000 only as that escape (its hex
+/// digits are all zeros, so it has one spelling; `\U0000` and a raw NUL byte are not JSON), so
+/// checking the parsed value is exact, where a search of the raw body for `\u0000` would also
+/// refuse the six characters `\\u0000`, which are text like any other.
+pub fn holds_nul<T: Serialize + ?Sized>(value: &T) -> bool {
+    // Serialising our own types cannot fail (their keys are strings); if one ever did, its
+    // payload could not be written either, and that failure is reported where it is written.
+    serde_json::to_value(value).is_ok_and(|value| json_holds_nul(&value))
+}
+
+/// Whether the JSON `value` holds U+0000 in any string or object key; see [`holds_nul`].
+pub fn json_holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(json_holds_nul),
+        Value::Object(fields) => fields
+            .iter()
+            .any(|(key, value)| key.contains('\0') || json_holds_nul(value)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn nul_is_found_in_strings_and_keys_at_any_depth() {
+        assert!(holds_nul("a\0b"));
+        assert!(holds_nul(&json!({"a": [1, {"b": "x\u{0}"}]})));
+        assert!(holds_nul(&json!({"k\u{0}": 1})));
+        assert!(holds_nul(&[Some("ok"), Some("\0")]));
+        assert!(!holds_nul(&json!({"a": [1, null, true, "x"], "b": {"c": "\u{1}"}})));
+        assert!(!holds_nul(""));
+    }
+
+    #[test]
+    fn the_escape_is_nul_and_the_escaped_backslash_is_text() {
+        let parsed = |raw: &str| serde_json::from_str::<Value>(raw);
+        assert!(json_holds_nul(&parsed(r#"{"a": "x\u0000"}"#).unwrap()));
+        assert!(json_holds_nul(&parsed(r#"{"x\u0000": 1}"#).unwrap()));
+        // Six characters of text, stored as they are.
+        assert!(!json_holds_nul(&parsed(r#"{"a": "x\\u0000"}"#).unwrap()));
+        assert!(!json_holds_nul(&parsed(r#"{"a": "\u0001\u00e9"}"#).unwrap()));
+        // Not JSON at all: an upper-case `\U` escape and a raw NUL byte.
+        assert!(parsed(r#"{"a": "x\U0000"}"#).is_err());
+        assert!(parsed("{\"a\": \"x\0\"}").is_err());
     }
 }

@@ -47,12 +47,23 @@ pub struct FilterArgs {
     /// Only this queue.
     #[arg(long)]
     queue: Option<Queue>,
-    /// Only jobs dead for at least this long, e.g. 30m, 2h, 7d.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    /// Only jobs dead for at least this long, e.g. 30m, 2h, 7d; at most 100years.
+    #[arg(long, value_parser = parse_age)]
     older_than: Option<Duration>,
-    /// Only jobs dead for at most this long.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    /// Only jobs dead for at most this long; at most 100years.
+    #[arg(long, value_parser = parse_age)]
     newer_than: Option<Duration>,
+}
+
+/// An age of a dead-job filter, as humantime writes it, up to [`ops::MAX_AGE`]. Clap names the
+/// flag in its error; more than the bound would otherwise reach PostgreSQL as a timestamp out
+/// of range.
+fn parse_age(text: &str) -> Result<Duration, String> {
+    let age = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if age > ops::MAX_AGE {
+        return Err(format!("at most {}", humantime::format_duration(ops::MAX_AGE)));
+    }
+    Ok(age)
 }
 
 impl From<&FilterArgs> for DeadFilter {
@@ -291,5 +302,19 @@ pub async fn run_campaigns(pool: &PgPool, command: CampaignsCommand) -> anyhow::
                     .ok_or_else(|| anyhow::anyhow!("no broadcast {id}"))?,
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_age_is_taken_up_to_100_years_as_humantime_counts_them() {
+        assert_eq!(parse_age("100years"), Ok(ops::MAX_AGE));
+        assert_eq!(parse_age("90m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_age("100years 1s"), Err("at most 100years".into()));
+        assert_eq!(parse_age("100000years"), Err("at most 100years".into()));
+        assert!(parse_age("soon").is_err());
     }
 }

@@ -65,3 +65,52 @@ async fn migrate_is_idempotent_and_jobs_commands_work_on_an_empty_database() {
         .unwrap();
     assert!(!out.status.success(), "an unknown queue is refused");
 }
+
+#[tokio::test]
+async fn ages_over_100_years_are_refused_naming_the_flag_before_the_database_is_asked() {
+    let url = sandbox::postgres::test_database().await;
+    let out = worker().arg("migrate").env("DATABASE_URL", &url).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let dead: i64 = sqlx::query_scalar(
+        "INSERT INTO jobs (queue, logical_key, payload, state, attempt, max_attempts, finished_at)
+         VALUES ('notifications', 'test:old', '{}', 'dead', 3, 3, now() - interval '1 hour')
+         RETURNING id",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+
+    for args in [
+        &["jobs", "dead", "--older-than", "100000years"][..],
+        &["jobs", "dead", "--newer-than", "101y"],
+        &["jobs", "retry", "--all", "--older-than", "100000years"],
+        &["jobs", "discard", "--all", "--newer-than", "100000years"],
+    ] {
+        let out = worker().args(args).env("DATABASE_URL", &url).output().unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let flag = args[args.len() - 2];
+        assert!(stderr.contains(flag), "{args:?} names the flag: {stderr}");
+        assert!(stderr.contains("at most 100years"), "{args:?} says the bound: {stderr}");
+        assert!(
+            !stderr.contains("database"),
+            "{args:?} is not a database error: {stderr}"
+        );
+    }
+    let state: String = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
+        .bind(dead)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(state, "dead", "nothing changed");
+
+    // The bound itself is taken.
+    let out = worker()
+        .args(["jobs", "dead", "--newer-than", "100years"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8(out.stdout).unwrap().contains("1 dead job(s)"));
+}

@@ -132,8 +132,8 @@ impl NotificationsApi {
     /// Send a Telegram message
     ///
     /// Queues one message on the `notifications` queue. It is checked here as Telegram would
-    /// (text length, buttons), so that a bad message is refused now (400
-    /// `invalid-notification`) rather than dying in the queue.
+    /// (text length, buttons; no U+0000 anywhere, which the queue cannot store either), so that
+    /// a bad message is refused now (400 `invalid-notification`) rather than dying in the queue.
     #[oai(
         path = "/v1/ops/notifications",
         method = "post",

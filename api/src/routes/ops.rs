@@ -40,17 +40,20 @@ pub struct JobChanged {
     pub state: String,
 }
 
-/// DeadJobFilter selects dead jobs for a bulk change; every field narrows, none means all.
+/// DeadJobFilter selects dead jobs for a bulk change; every field narrows, none means all. Ages
+/// are at most 100 years (3155760000 seconds); more is a 400 `invalid-request`.
+// The `maximum` validators here and on the listing's query are `ops::MAX_AGE_SECS` written out:
+// an attribute cannot name a constant, so a test below holds the spec to it.
 #[derive(Debug, Default, Object)]
 #[oai(deny_unknown_fields)]
 pub struct DeadJobFilter {
     /// Only jobs of this queue.
     pub queue: Option<JsonString>,
-    /// Only jobs dead for at least this many seconds.
-    #[oai(validator(minimum(value = "0")))]
+    /// Only jobs dead for at least this many seconds; at most 100 years.
+    #[oai(validator(minimum(value = "0"), maximum(value = "3155760000")))]
     pub older_than_seconds: Option<i64>,
-    /// Only jobs dead for at most this many seconds.
-    #[oai(validator(minimum(value = "0")))]
+    /// Only jobs dead for at most this many seconds; at most 100 years.
+    #[oai(validator(minimum(value = "0"), maximum(value = "3155760000")))]
     pub newer_than_seconds: Option<i64>,
 }
 
@@ -144,11 +147,11 @@ impl OpsApi {
         /// Only jobs of this queue: entitlements, refunds, notifications, broadcasts, checkout
         /// or tracking.
         queue: Query<Option<String>>,
-        /// Only jobs dead for at least this many seconds.
-        #[oai(validator(minimum(value = "0")))]
+        /// Only jobs dead for at least this many seconds; at most 100 years.
+        #[oai(validator(minimum(value = "0"), maximum(value = "3155760000")))]
         older_than_seconds: Query<Option<i64>>,
-        /// Only jobs dead for at most this many seconds.
-        #[oai(validator(minimum(value = "0")))]
+        /// Only jobs dead for at most this many seconds; at most 100 years.
+        #[oai(validator(minimum(value = "0"), maximum(value = "3155760000")))]
         newer_than_seconds: Query<Option<i64>>,
         /// The most jobs to return, 1 to 500.
         #[oai(default = "default_limit", validator(minimum(value = "1"), maximum(value = "500")))]
@@ -273,6 +276,28 @@ mod tests {
     fn the_documented_limit_maximum_is_the_queue_s() {
         // The `maximum` validator of `limit` is a literal; keep it in step with jobs.
         assert_eq!(LIST_LIMIT_MAX, 500);
+    }
+
+    #[test]
+    fn every_documented_age_maximum_is_the_queue_s() {
+        use jobs::queue::ops::MAX_AGE_SECS;
+
+        let spec: serde_json::Value = serde_json::from_str(&crate::routes::openapi_json()).unwrap();
+        let listing = spec["paths"]["/v1/ops/jobs/dead"]["get"]["parameters"]
+            .as_array()
+            .unwrap();
+        let filter = &spec["components"]["schemas"]["DeadJobFilter"]["properties"];
+        for name in ["older_than_seconds", "newer_than_seconds"] {
+            let param = listing.iter().find(|p| p["name"] == name).unwrap();
+            for schema in [&param["schema"], &filter[name]] {
+                assert_eq!(
+                    schema["maximum"].as_f64(),
+                    Some(MAX_AGE_SECS as f64),
+                    "{name}: {schema}"
+                );
+                assert_eq!(schema["minimum"].as_f64(), Some(0.0), "{name}: {schema}");
+            }
+        }
     }
 
     #[test]

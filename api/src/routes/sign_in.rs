@@ -74,9 +74,9 @@ pub enum SignInResponse {
     Ok(Json<Session>),
 }
 
-/// The problem for a refused `initData`: 400 for what is not `initData` at all, 401 for what
-/// Telegram did not sign for this bot, or signed too long ago. The detail names the check, never
-/// the data.
+/// The problem for a refused `initData`: 400 `invalid-request` for what is not `initData` at all
+/// or holds U+0000 (a mistake in what was sent, not in who sent it), 401 for what Telegram did
+/// not sign for this bot, or signed too long ago. The detail names the check, never the data.
 fn refused(error: &InitDataError) -> Problem {
     let kind = match error {
         InitDataError::Malformed(_) => ProblemKind::InvalidRequest,
@@ -93,8 +93,9 @@ impl SignInApi {
     /// with this bot's token (or, when configured, Telegram's Ed25519 `signature`), and an
     /// `auth_date` no older than `TELEGRAM_INIT_DATA_MAX_AGE` and not in the future; else 401
     /// `unauthorized` saying which check failed (400 `invalid-request` when it is not `initData`
-    /// at all). The token is an HS256 JWT whose `sub` is the Telegram user id, valid 15 minutes.
-    /// The user's profile is stored by a worker shortly after.
+    /// at all, or when, signed, a value holds U+0000, which cannot be stored). The token is an
+    /// HS256 JWT whose `sub` is the Telegram user id, valid 15 minutes. The user's profile is
+    /// stored by a worker shortly after.
     #[oai(path = "/v1/auth/telegram", method = "post", operation_id = "sign_in_with_telegram")]
     async fn sign_in(
         &self,

@@ -9,7 +9,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jobs::config::Secret;
-use jobs::inbox::stripe::{Ingested, ingest};
+use jobs::inbox::stripe::{self as inbox, Ingested, ingest};
 use jobs::stripe::objects::Event;
 use poem::web::Data;
 use poem_openapi::param::Header;
@@ -122,6 +122,8 @@ fn parse_event(body: &[u8]) -> Result<(Event, &str), Problem> {
     if event.id.is_empty() || event.kind.is_empty() {
         return Err(Problem::invalid_request("the event has an empty id or type"));
     }
+    // A 400, not a 500: Stripe retries a failed delivery for at most three days, then stops.
+    inbox::check(&event).map_err(|refusal| Problem::invalid_request(refusal.to_string()))?;
     Ok((event, raw))
 }
 
@@ -131,9 +133,11 @@ impl StripeWebhookApi {
     ///
     /// Stripe's webhook endpoint. The `Stripe-Signature` header must verify over the raw body
     /// under one of the configured signing secrets, signed within 300 s of now; else 400
-    /// `invalid-signature` and nothing is stored. A verified body that is not an event is 400
-    /// `invalid-request`. A verified event is stored once by its id and processed by a worker;
-    /// a repeated delivery answers 200 with `duplicate: true`. Bodies up to 256 KiB.
+    /// `invalid-signature` and nothing is stored. A verified body that is not an event, or an
+    /// event whose `id` or `type` holds U+0000 or whose `created` is not a unix time from 1970
+    /// to 9999, is 400 `invalid-request` and nothing is stored. A verified event is stored once
+    /// by its id and processed by a worker; a repeated delivery answers 200 with
+    /// `duplicate: true`. Bodies up to 256 KiB.
     #[oai(path = "/webhooks/stripe", method = "post", operation_id = "receive_stripe_event")]
     async fn receive(
         &self,
@@ -189,6 +193,8 @@ mod tests {
             br#"[1, 2]"#,
             br#"{"id": "", "type": "x", "created": 1, "data": {"object": {}}}"#,
             b"\xff\xfe",
+            br#"{"id": "evt_\u0000", "type": "x", "created": 1, "data": {"object": {}}}"#,
+            br#"{"id": "evt_1", "type": "x", "created": 1000000000000000, "data": {"object": {}}}"#,
         ] {
             let problem = parse_event(bad).unwrap_err();
             assert_eq!(problem.kind, ProblemKind::InvalidRequest, "{bad:?}");

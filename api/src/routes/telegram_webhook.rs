@@ -110,7 +110,9 @@ impl TelegramWebhookApi {
     /// their charge id. A `pre_checkout_query` is answered in the response body (the plan in the
     /// invoice payload is on sale, the currency is `XTR`, the amount is the plan's Stars price,
     /// the user is not banned); a repeat of it gets the same answer. A `callback_query` is
-    /// acknowledged in the body. Kinds we do not act on are stored and acknowledged.
+    /// acknowledged in the body. Kinds we do not act on are stored and acknowledged. An update
+    /// that is not one, or holds U+0000 in a field read here, is 400 `invalid-request` and
+    /// nothing is stored (Telegram gives up on it after a bounded number of deliveries).
     #[oai(
         path = "/webhooks/telegram",
         method = "post",

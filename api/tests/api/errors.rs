@@ -73,6 +73,42 @@ async fn a_notification_telegram_would_refuse_is_an_invalid_notification() {
 }
 
 #[tokio::test]
+async fn a_nul_in_a_notification_is_an_invalid_notification_and_nothing_is_queued() {
+    let app = spawn_app().await;
+    // serde_json writes U+0000 as the escape `\u0000`, the only way JSON can carry it.
+    for body in [
+        json!({"chat_id": 1, "text": "hi\u{0}there"}),
+        json!({"chat_id": 1, "text": "hi", "buttons": [[{"text": "G\u{0}o", "callback_data": "x"}]]}),
+        // The URL parser would quietly percent-encode it; the stored payload could not hold it.
+        json!({"chat_id": 1, "text": "hi", "buttons": [[{"text": "Go", "url": "https://t.me/x\u{0}"}]]}),
+        json!({"chat_id": 1, "text": "hi", "buttons": [[{"text": "Go", "callback_data": "promo:\u{0}"}]]}),
+    ] {
+        let resp = app.post_admin(NOTIFY, &body).send().await.unwrap();
+        let problem = assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-notification").await;
+        assert!(problem["detail"].as_str().unwrap().contains("U+0000"), "{problem}");
+    }
+    assert_eq!(app.job_count().await, 0);
+    // The escape as a client writes it; `\U0000` and a raw NUL byte are not JSON at all.
+    let resp = post_raw(&app, NOTIFY, r#"{"chat_id": 1, "text": "a\u0000"}"#).await;
+    assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-notification").await;
+    for not_json in [
+        &br#"{"chat_id": 1, "text": "a\U0000"}"#[..],
+        b"{\"chat_id\": 1, \"text\": \"a\x00\"}",
+    ] {
+        let resp = post_raw(&app, NOTIFY, not_json.to_vec()).await;
+        assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-request").await;
+    }
+    assert_eq!(app.job_count().await, 0);
+
+    // The six characters `\u0000` (its backslash escaped) are text like any other.
+    let resp = post_raw(&app, NOTIFY, r#"{"chat_id": 1, "text": "a\\u0000"}"#).await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let jobs = app.jobs_of("notifications").await;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].1["text"], "a\\u0000");
+}
+
+#[tokio::test]
 async fn a_body_over_64_kib_is_too_large() {
     let app = spawn_app().await;
     let body = json!({"chat_id": 1, "text": "x".repeat(64 * 1024)}).to_string();
@@ -197,6 +233,66 @@ async fn bad_dead_job_filters_are_invalid_requests() {
         }
     }
     assert_eq!(app.state_of(dead).await, "dead", "nothing changed");
+}
+
+#[tokio::test]
+async fn dead_job_ages_over_100_years_are_invalid_requests_that_say_the_bound() {
+    let app = spawn_app().await;
+    let dead = app.dead_job("notifications", 10.0).await;
+    let bound = jobs::queue::ops::MAX_AGE_SECS;
+    assert_eq!(bound, 3_155_760_000, "100 years of 365.25 days");
+    for query in [
+        "newer_than_seconds=250000000000".to_string(),
+        "older_than_seconds=250000000000".to_string(),
+        format!("newer_than_seconds={}", bound + 1),
+        format!("older_than_seconds={}&queue=notifications", bound + 1),
+    ] {
+        let resp = app
+            .get_admin(&format!("/v1/ops/jobs/dead?{query}"))
+            .send()
+            .await
+            .unwrap();
+        let problem = assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-request").await;
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains(&bound.to_string()), "{query}: says the bound: {detail}");
+    }
+    for body in [
+        json!({"newer_than_seconds": 250_000_000_000_i64}),
+        json!({"older_than_seconds": 250_000_000_000_i64}),
+        json!({"queue": "notifications", "newer_than_seconds": bound + 1}),
+    ] {
+        for action in ["retry", "discard"] {
+            let resp = app
+                .post_admin(&format!("/v1/ops/jobs/dead/{action}"), &body)
+                .send()
+                .await
+                .unwrap();
+            let problem = assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-request").await;
+            let detail = problem["detail"].as_str().unwrap();
+            assert!(detail.contains(&bound.to_string()), "{body}: says the bound: {detail}");
+        }
+    }
+    assert_eq!(app.state_of(dead).await, "dead", "nothing changed");
+    assert_eq!(app.job_count().await, 1, "nothing written");
+
+    // The bound itself is taken, and means what it says.
+    let resp = app
+        .get_admin(&format!(
+            "/v1/ops/jobs/dead?newer_than_seconds={bound}&older_than_seconds=0"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.json::<Value>().await.unwrap()["jobs"][0]["id"], dead);
+    let resp = app
+        .post_admin("/v1/ops/jobs/dead/retry", &json!({"older_than_seconds": bound}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.json::<Value>().await.unwrap(), json!({"count": 0}));
+    assert_eq!(app.state_of(dead).await, "dead");
 }
 
 #[tokio::test]

@@ -126,3 +126,56 @@ async fn forged_stale_and_future_init_data_is_refused_and_nothing_is_queued() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn signed_init_data_holding_a_nul_is_an_invalid_request_and_nothing_is_queued() {
+    let app = spawn_app().await;
+    let user = |first_name: &str| json!({"id": 7, "first_name": first_name}).to_string();
+    let signed = |fields: &[(&str, &str)]| sign(fields, BOT_TOKEN);
+    let auth_date = now().to_string();
+    let cases = [
+        // In the user's name: the escape `\u0000` inside the JSON value.
+        signed(&[("user", &user("A\u{0}da")), ("auth_date", &auth_date)]),
+        // In another value, raw (sent as %00).
+        signed(&[
+            ("query_id", "AAH\u{0}"),
+            ("user", &user("Ada")),
+            ("auth_date", &auth_date),
+        ]),
+        // In an object key of the user.
+        signed(&[
+            ("user", r#"{"id": 7, "first_name": "Ada", "x\u0000": 1}"#),
+            ("auth_date", &auth_date),
+        ]),
+    ];
+    for body in cases {
+        assert!(body.contains("%00") || body.contains("%5Cu0000"), "{body}");
+        let resp = app
+            .client
+            .post(app.url("/v1/auth/telegram"))
+            .header("Content-Type", "text/plain")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        let problem = assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-request").await;
+        assert!(problem["detail"].as_str().unwrap().contains("U+0000"), "{problem}");
+    }
+    assert_eq!(app.job_count().await, 0, "nothing queued");
+
+    // Forged, it is refused as forged: nothing is read before the signature verifies.
+    let forged = sign(
+        &[("user", &user("A\u{0}da")), ("auth_date", &auth_date)],
+        "123:another-bot-token",
+    );
+    let resp = app
+        .client
+        .post(app.url("/v1/auth/telegram"))
+        .header("Content-Type", "text/plain")
+        .body(forged)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(resp, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    assert_eq!(app.job_count().await, 0);
+}

@@ -188,6 +188,39 @@ async fn a_signed_body_that_is_not_an_event_is_an_invalid_request() {
 }
 
 #[tokio::test]
+async fn a_signed_event_with_a_nul_id_or_type_or_a_created_out_of_range_is_an_invalid_request() {
+    let app = spawn_app().await;
+    let with = |field: &str, value: Value| {
+        let mut event = checkout_completed("bad");
+        event[field] = value;
+        event
+    };
+    for (event, says) in [
+        (with("id", json!("evt_\u{0}")), "U+0000"),
+        (with("type", json!("checkout.session.completed\u{0}")), "U+0000"),
+        (with("created", json!(1_000_000_000_000_000_i64)), "created"),
+        (with("created", json!(i64::MAX)), "created"),
+        (with("created", json!(-1)), "created"),
+        // Not an integer at all: serde's message does not name the field.
+        (with("created", json!(1e15)), "expected i64"),
+    ] {
+        let resp = app.deliver(&event).await;
+        let problem = assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-request").await;
+        assert!(problem["detail"].as_str().unwrap().contains(says), "{says}: {problem}");
+    }
+    assert_nothing_stored(&app).await;
+
+    // Inside the object the body is stored as Stripe signed it (a text column holds the escape),
+    // so a customer's name cannot make Stripe redeliver a payment for three days.
+    let mut event = checkout_completed("nul-name");
+    event["data"]["object"]["customer_details"] = json!({"name": "Ada\u{0}"});
+    event["created"] = json!(253_402_300_799_i64);
+    assert_eq!(app.deliver(&event).await.status(), StatusCode::OK);
+    assert_eq!(app.count("stripe_events").await, 1);
+    assert_eq!(app.job_count().await, 1);
+}
+
+#[tokio::test]
 async fn events_up_to_256_kib_are_taken() {
     let app = spawn_app().await;
     let mut event = checkout_completed("big");

@@ -287,3 +287,32 @@ async fn unknown_kinds_are_stored_and_acknowledged_and_junk_is_refused() {
     let rejected = sample(&metrics, r#"telegram_updates_total{kind="unknown",outcome="rejected"}"#);
     assert!(rejected.is_some_and(|n| n >= 3.0), "{rejected:?}");
 }
+
+#[tokio::test]
+async fn an_update_with_a_nul_where_we_read_it_is_an_invalid_request_and_nothing_is_stored() {
+    let app = spawn_app().await;
+    for update in [
+        updates::pre_checkout_query(80, "pcq\u{0}", 42, "stars_only", "XTR", 250),
+        updates::pre_checkout_query(81, "pcq-81", 42, "stars_only\u{0}", "XTR", 250),
+        updates::successful_payment(82, 42, "stars_only", 250, "stx\u{0}", None),
+        updates::start_command(83, 42, "promo-spring-\u{0}"),
+        // A second top-level field: the kind stored would be it.
+        json!({"update_id": 85, "\u{0}": {}}),
+    ] {
+        let resp = app.deliver_update(&update).await;
+        let problem = assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-request").await;
+        assert!(problem["detail"].as_str().unwrap().contains("U+0000"), "{problem}");
+    }
+    assert_eq!(app.count("telegram_updates").await, 0);
+    assert_eq!(app.count("telegram_pre_checkout_queries").await, 0);
+    assert_eq!(app.count("telegram_payments").await, 0);
+    assert_eq!(app.job_count().await, 0);
+
+    // Where we do not read it, the update is stored as sent (its payload is text, which holds the
+    // escape): refusing it would lose the payment for a name nobody reads.
+    let mut paid = updates::successful_payment(86, 42, "stars_only", 250, "stxNUL", None);
+    paid["message"]["from"]["first_name"] = json!("Ada\u{0}");
+    assert_eq!(app.deliver_update(&paid).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.count("telegram_updates").await, 1);
+    assert_eq!(app.count("telegram_payments").await, 1);
+}

@@ -15,6 +15,7 @@ use sqlx::PgPool;
 
 use crate::billing::Plans;
 use crate::billing::stars;
+use crate::db::{NUL, holds_nul};
 use crate::telegram::store;
 use crate::telegram::updates::{Update, kind_of};
 use crate::tracking::{self, Promo, RecordClick, Via};
@@ -57,6 +58,17 @@ pub async fn accept(pool: &PgPool, plans: &Plans, raw: &str) -> Result<Accepted,
         serde_json::from_str(raw).map_err(|e| InboxError::Malformed(e.to_string()))?;
     let update: Update = serde_json::from_str(raw).map_err(|e| InboxError::Malformed(e.to_string()))?;
     let kind = kind_of(&fields);
+    // U+0000 in what we read (a query id, a charge id, a payload, a command) or in the kind would
+    // fail a statement below: refused before anything is written. The webhook answers 400, and
+    // Telegram gives up on an update after "a reasonable amount of attempts" (Bot API,
+    // setWebhook), so it is not retried forever. Elsewhere the update is stored as sent: the
+    // payload column is text, which holds the escape, and a name nobody reads must not cost a
+    // payment.
+    if holds_nul(&update) || holds_nul(&kind) {
+        return Err(InboxError::Malformed(format!(
+            "a field we read, or the update's kind, holds {NUL}"
+        )));
+    }
 
     let mut tx = pool.begin().await?;
     let stored: Option<i64> = sqlx::query_scalar(

@@ -10,7 +10,17 @@ use sqlx::{PgPool, Postgres, QueryBuilder};
 
 use super::Queue;
 
-/// DeadFilter selects dead jobs.
+/// MAX_AGE_SECS is the longest age a dead-job filter takes: 100 years of 365.25 days, the year
+/// humantime counts, so that `--older-than 100years` is the bound exactly. No job is that old,
+/// and PostgreSQL can take it from now; a few thousand years would take `now() - age` out of the
+/// range of a timestamp, an error rather than an answer. `/v1/ops` (its `maximum` validators)
+/// and `worker jobs` refuse more; [`MAX_AGE`] is the same bound.
+pub const MAX_AGE_SECS: u64 = 36_525 * 24 * 3600;
+
+/// MAX_AGE is [`MAX_AGE_SECS`] as a duration.
+pub const MAX_AGE: Duration = Duration::from_secs(MAX_AGE_SECS);
+
+/// DeadFilter selects dead jobs. Its ages are at most [`MAX_AGE`]: callers refuse more.
 #[derive(Debug, Clone, Default)]
 pub struct DeadFilter {
     pub queue: Option<Queue>,

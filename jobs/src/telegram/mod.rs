@@ -63,8 +63,15 @@ pub const MAX_CALLBACK_DATA_BYTES: usize = 64;
 
 impl SendMessage {
     /// Checks what Telegram would refuse, so that a bad request is refused at the door rather
-    /// than dying in the queue.
+    /// than dying in the queue; and U+0000 anywhere, which the queue's `jsonb` payload cannot
+    /// hold (Telegram has no use for it either).
     pub fn validate(&self) -> Result<(), String> {
+        if crate::db::holds_nul(self) {
+            return Err(format!(
+                "the text, a button's text, url or callback_data holds {}",
+                crate::db::NUL
+            ));
+        }
         if self.text.trim().is_empty() {
             return Err("text must not be empty".into());
         }
@@ -139,6 +146,27 @@ mod tests {
             .validate(),
             Ok(())
         );
+    }
+
+    #[test]
+    fn nul_is_refused_in_the_text_and_every_part_of_a_button() {
+        let button = |text: &str, url: Option<&str>, data: Option<&str>| SendMessage {
+            buttons: vec![vec![Button {
+                text: text.into(),
+                url: url.map(Into::into),
+                callback_data: data.map(Into::into),
+            }]],
+            ..message()
+        };
+        let nul = |m: SendMessage| m.validate().is_err_and(|e| e.contains("U+0000"));
+        assert!(nul(SendMessage {
+            text: "hi\0".into(),
+            ..message()
+        }));
+        assert!(nul(button("G\0o", None, Some("x"))));
+        assert!(nul(button("Go", Some("https://t.me/x\0"), None)));
+        assert!(nul(button("Go", None, Some("promo:\0"))));
+        assert_eq!(button("Go", Some("https://t.me/x"), None).validate(), Ok(()));
     }
 
     #[test]

@@ -3,12 +3,14 @@
 //! Our own minimal structs rather than a library's complete ones: Telegram adds fields and
 //! message kinds often, and a library type that fails on something new would turn a payment
 //! into an unparsable update. Here unknown fields are ignored and unknown update kinds are
-//! simply not one of the fields below. The whole update is stored as sent anyway.
+//! simply not one of the fields below. The whole update is stored as sent anyway. They
+//! serialise too, so that the inbox can check what it reads of an update, and only that, for
+//! what PostgreSQL cannot store.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Update is one incoming update.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Update {
     pub update_id: i64,
     #[serde(default)]
@@ -22,19 +24,19 @@ pub struct Update {
 }
 
 /// User is who sent a message or a query.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     pub id: i64,
 }
 
 /// Chat is where a message is.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Chat {
     pub id: i64,
 }
 
 /// Message is a message in a chat; for us, a payment, a refund or a `/start` command.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     pub message_id: i64,
     #[serde(default)]
@@ -51,7 +53,7 @@ pub struct Message {
 }
 
 /// SuccessfulPayment is a payment Telegram has taken.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SuccessfulPayment {
     pub currency: String,
     pub total_amount: i64,
@@ -67,7 +69,7 @@ pub struct SuccessfulPayment {
 }
 
 /// RefundedPayment is a payment Telegram has given back.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefundedPayment {
     pub currency: String,
     pub total_amount: i64,
@@ -76,7 +78,7 @@ pub struct RefundedPayment {
 }
 
 /// PreCheckoutQuery asks whether a payment may go ahead; it must be answered within 10 s.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PreCheckoutQuery {
     pub id: String,
     pub from: User,
@@ -86,7 +88,7 @@ pub struct PreCheckoutQuery {
 }
 
 /// CallbackQuery is a press of an inline button with callback data.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallbackQuery {
     pub id: String,
     pub from: User,
@@ -99,7 +101,7 @@ pub struct CallbackQuery {
 
 /// ChatMemberUpdated is a change of the bot's membership of a chat; in a private chat, the user
 /// blocking the bot (`kicked`) or starting it again (`member`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMemberUpdated {
     pub chat: Chat,
     /// Unix time of the change.
@@ -108,14 +110,14 @@ pub struct ChatMemberUpdated {
 }
 
 /// ChatMember is as much of a membership as we read.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMember {
     /// `creator`, `administrator`, `member`, `restricted`, `left` or `kicked`.
     pub status: String,
 }
 
 /// CallbackMessage is as much of a button's message as we read.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallbackMessage {
     pub chat: Chat,
 }

@@ -12,7 +12,8 @@
 //! # Checks, in order
 //! 1. Shape: pairs, unique keys, a well-formed `hash`. Nothing here depends on a key.
 //! 2. Signature: the HMAC `hash`, else (with a public key configured) the Ed25519 `signature`.
-//! 3. Freshness, then `auth_date` and `user`. Nothing the caller sent is interpreted before it
+//! 3. Freshness, then U+0000 in any value (decoded, and inside `user`'s JSON: PostgreSQL could
+//!    not store it), then `user`. Nothing the caller sent is interpreted before it
 //!    is authenticated: forged data is [`InitDataError::BadHash`] whatever its date, so a caller
 //!    without a signature learns nothing of our clock or `max_age`, and [`InitDataError::Stale`]
 //!    only ever means "genuine but old: reopen the Mini App".
@@ -27,6 +28,7 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use ed25519_dalek::{Signature, VerifyingKey};
 use hmac::{Hmac, Mac};
 use jobs::config::Secret;
+use jobs::db::{holds_nul, json_holds_nul};
 use sha2::Sha256;
 
 use self::InitDataError::{BadHash, Malformed};
@@ -126,6 +128,10 @@ pub enum InitDataError {
     FromTheFuture,
 }
 
+/// Why signed `initData` holding U+0000 is refused. Telegram never sends it (its objects are
+/// escaped JSON, its other values ids and digits), and the profile could not be stored.
+const NUL_IN_A_VALUE: &str = "a value holds U+0000 (NUL), which cannot be stored";
+
 /// The longest key [`InitDataError::DuplicateKey`] repeats: it is the caller's text.
 const SHOWN_KEY_LEN: usize = 32;
 
@@ -151,13 +157,21 @@ pub fn verify(raw: &str, keys: &InitDataKeys, now: i64) -> Result<InitData, Init
     let auth_date = fields.get("auth_date").ok_or(Malformed("`auth_date` is missing"))?;
     let auth_date = parse_unix_seconds(auth_date).ok_or(Malformed("`auth_date` is not unix seconds"))?;
     check_freshness(auth_date, now, keys.max_age)?;
+    if holds_nul(&fields) {
+        return Err(Malformed(NUL_IN_A_VALUE));
+    }
 
-    let user = fields.get("user").ok_or(Malformed("`user` is missing"))?;
+    let raw_user = fields.get("user").ok_or(Malformed("`user` is missing"))?;
     // The serde error is dropped: it would quote the user's name or whatever else was sent.
-    let user: WebAppUser = serde_json::from_str(user)
+    let user: WebAppUser = serde_json::from_str(raw_user)
         .map_err(|_| Malformed("`user` is not a JSON user with an integer `id` and a `first_name`"))?;
     if user.id <= 0 {
         return Err(Malformed("`user` has an `id` that is not positive"));
+    }
+    // The escape `\u0000` anywhere in the user object, in a field we keep or not: the profile
+    // travels as a job's `jsonb` payload.
+    if serde_json::from_str::<serde_json::Value>(raw_user).is_ok_and(|user| json_holds_nul(&user)) {
+        return Err(Malformed(NUL_IN_A_VALUE));
     }
 
     let text = |key: &str| fields.get(key).map(|value| value.to_string());

@@ -281,6 +281,51 @@ fn line_breaks_are_refused_even_when_signed() {
 }
 
 #[test]
+fn nul_in_any_value_is_refused_once_signed_and_stale_data_stays_stale() {
+    let now = NOW.to_string();
+    for fields in [
+        // Decoded from %00, in a value or a key.
+        vec![("user", USER), ("auth_date", now.as_str()), ("query_id", "AA\0")],
+        vec![("user", USER), ("auth_date", now.as_str()), ("k\0", "v")],
+        // The JSON escape inside `user`, in a field we keep, one we ignore, or a key.
+        vec![
+            ("auth_date", now.as_str()),
+            ("user", r#"{"id":42,"first_name":"A\u0000nn"}"#),
+        ],
+        vec![
+            ("auth_date", now.as_str()),
+            ("user", r#"{"id":42,"first_name":"Ann","photo_url":"\u0000"}"#),
+        ],
+        vec![
+            ("auth_date", now.as_str()),
+            ("user", r#"{"id":42,"first_name":"Ann","\u0000":1}"#),
+        ],
+    ] {
+        let signed = sign(&fields, BOT_TOKEN);
+        assert_eq!(
+            verify(&signed, &keys(), NOW),
+            Err(Malformed(NUL_IN_A_VALUE)),
+            "{fields:?}"
+        );
+        let forged = sign(&fields, "1:not our token");
+        assert_eq!(verify(&forged, &keys(), NOW), Err(BadHash), "{fields:?}");
+        assert_eq!(
+            verify(&signed, &keys(), NOW + 2 * DAY.as_secs() as i64),
+            Err(InitDataError::Stale)
+        );
+    }
+    // The six characters `\u0000` (its backslash escaped) are a name like any other.
+    let raw = sign(
+        &[
+            ("auth_date", now.as_str()),
+            ("user", r#"{"id":42,"first_name":"A\\u0000nn"}"#),
+        ],
+        BOT_TOKEN,
+    );
+    assert_eq!(verify(&raw, &keys(), NOW).unwrap().user.first_name, r"A\u0000nn");
+}
+
+#[test]
 fn a_field_cannot_be_folded_into_another() {
     // Genuinely signed `chat_instance` and `chat_type`: the data-check-string lines
     // `chat_instance=1` and `chat_type=group` are also what one `chat_instance` holding
