@@ -6,6 +6,10 @@ use serde_json::{Value, json};
 
 use crate::helpers::{BOT_TOKEN, assert_problem, now, scrape, spawn_app};
 
+/// The refused-sign-in counter is one per test process: the test that counts its refusals
+/// exactly and the other test that makes refusals take turns.
+static REFUSALS_COUNTED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The `initData` Telegram would give user `id`'s Mini App, signed at `auth_date` with `token`.
 fn init_data(id: i64, auth_date: i64, token: &str) -> String {
     let user = json!({"id": id, "first_name": "Ада", "last_name": "L", "username": "ada", "language_code": "en"});
@@ -80,6 +84,7 @@ async fn valid_init_data_gets_a_token_that_opens_the_user_routes_and_queues_the_
 
 #[tokio::test]
 async fn forged_stale_and_future_init_data_is_refused_and_nothing_is_queued() {
+    let _counted = REFUSALS_COUNTED.lock().await;
     let app = spawn_app().await;
     let valid = init_data(7, now(), BOT_TOKEN);
     let tampered = valid.replacen("ada", "eve", 1);
@@ -129,6 +134,7 @@ async fn forged_stale_and_future_init_data_is_refused_and_nothing_is_queued() {
 
 #[tokio::test]
 async fn signed_init_data_holding_a_nul_is_an_invalid_request_and_nothing_is_queued() {
+    let _counted = REFUSALS_COUNTED.lock().await;
     let app = spawn_app().await;
     let user = |first_name: &str| json!({"id": 7, "first_name": first_name}).to_string();
     let signed = |fields: &[(&str, &str)]| sign(fields, BOT_TOKEN);
