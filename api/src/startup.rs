@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use jobs::billing::requests::Settled;
 use poem::endpoint::BoxEndpoint;
-use poem::error::SizedLimitError;
+use poem::error::{ReadBodyError, SizedLimitError};
 use poem::http::header;
 use poem::listener::TcpAcceptor;
 use poem::middleware::CatchPanic;
@@ -123,9 +123,12 @@ fn panicked(payload: Box<dyn std::any::Any + Send>) -> Response {
 }
 
 /// BodyLimit refuses a request body over its route's limit ([`MAX_BODY_BYTES`], or the one
-/// [`BODY_LIMITS`] names) by its `Content-Length`, with 413, before anything reads it. A body
-/// without a `Content-Length` (chunked) is refused with 411; a request with no body at all (a
-/// GET) passes.
+/// [`BODY_LIMITS`] names) with 413. A `Content-Length` over the limit is refused before anything
+/// reads the body; then the body itself is read up to the limit and refused the moment it passes
+/// it, so that a body that declares no length (HTTP/2 needs neither `Content-Length` nor
+/// chunking) cannot grow the process either. An HTTP/1 chunked body is refused with 411; a
+/// request with no body at all (a GET) passes. Every body is at most 256 KiB and every handler
+/// reads it whole, so reading it here costs nothing more.
 struct BodyLimit;
 
 impl<E: Endpoint> Middleware<E> for BodyLimit {
@@ -151,7 +154,8 @@ fn body_limit(path: &str) -> usize {
 impl<E: Endpoint> Endpoint for BodyLimitEndpoint<E> {
     type Output = E::Output;
 
-    async fn call(&self, req: Request) -> poem::Result<Self::Output> {
+    async fn call(&self, mut req: Request) -> poem::Result<Self::Output> {
+        let limit = body_limit(req.uri().path());
         let headers = req.headers();
         if headers.contains_key(header::CONTENT_LENGTH) {
             let length = headers
@@ -159,16 +163,28 @@ impl<E: Endpoint> Endpoint for BodyLimitEndpoint<E> {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<usize>().ok())
                 .ok_or(SizedLimitError::MissingContentLength)?;
-            let limit = body_limit(req.uri().path());
             if length > limit {
-                let detail = format!("the request body is over {limit} bytes");
-                return Err(Problem::new(ProblemKind::PayloadTooLarge, detail).into());
+                return Err(too_large(limit));
             }
         } else if headers.contains_key(header::TRANSFER_ENCODING) {
             return Err(SizedLimitError::MissingContentLength.into());
         }
+        let body = match req.take_body().into_bytes_limit(limit).await {
+            Ok(body) => body,
+            Err(ReadBodyError::PayloadTooLarge) => return Err(too_large(limit)),
+            Err(e) => return Err(e.into()),
+        };
+        req.set_body(body);
         self.inner.call(req).await
     }
+}
+
+fn too_large(limit: usize) -> poem::Error {
+    Problem::new(
+        ProblemKind::PayloadTooLarge,
+        format!("the request body is over {limit} bytes"),
+    )
+    .into()
 }
 
 #[cfg(test)]

@@ -342,3 +342,57 @@ async fn a_database_failure_is_an_internal_problem_without_its_cause() {
         "the cause stays in the logs: {detail}"
     );
 }
+
+/// A streamed HTTP/2 body (no `Content-Length`, no chunking: HTTP/2 needs neither) of up to
+/// 64 MiB, counting what the server let the client send.
+fn http2_stream(total: usize) -> (reqwest::Body, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let sent = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = sent.clone();
+    let chunk = vec![b'x'; 16 * 1024];
+    let chunks = futures::stream::iter((0..total / chunk.len()).map(move |_| {
+        counter.fetch_add(chunk.len(), Ordering::Relaxed);
+        Ok::<_, std::io::Error>(chunk.clone())
+    }));
+    (reqwest::Body::wrap_stream(chunks), sent)
+}
+
+fn http2_client() -> reqwest::Client {
+    reqwest::Client::builder().http2_prior_knowledge().build().unwrap()
+}
+
+#[tokio::test]
+async fn a_streamed_http2_body_is_cut_off_at_the_limit() {
+    let app = spawn_app().await;
+    // The sign-in route takes a plain-text body: nothing but the limit stops it.
+    let (body, sent) = http2_stream(64 * 1024 * 1024);
+    let resp = http2_client()
+        .post(app.url("/v1/auth/telegram"))
+        .header("content-type", "text/plain")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_problem(resp, StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large").await;
+    // The server stopped reading at the limit; HTTP/2 flow control stops the client soon after.
+    let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(sent < 8 * 1024 * 1024, "the client could send {sent} bytes");
+}
+
+#[tokio::test]
+async fn a_streamed_http2_body_under_the_limit_is_read() {
+    let app = spawn_app().await;
+    let chunks = futures::stream::iter([r#"{"chat_id": 1, "#, r#""text": "over h2"}"#].map(Ok::<_, std::io::Error>));
+    let resp = http2_client()
+        .post(app.url(NOTIFY))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    assert_eq!(app.jobs_of("notifications").await[0].1["text"], "over h2");
+}
