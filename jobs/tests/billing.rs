@@ -314,10 +314,10 @@ async fn unknown_types_and_stripes_own_fixtures_are_stored_and_acknowledged() {
 }
 
 #[tokio::test]
-async fn the_invoices_own_period_replaces_the_provisional_one_from_checkout_in_either_order() {
+async fn the_invoices_own_period_replaces_the_provisional_one_from_checkout_in_either_order_and_is_told_once() {
     let pool = pool().await;
     for (tag, invoice_first) in [("provisional_a", false), ("provisional_b", true)] {
-        let sub = Subscription::new(tag, USER, "pro_monthly", "price_pro");
+        let sub = Subscription::new(tag, USER + i64::from(invoice_first), "pro_monthly", "price_pro");
         let checkout = sub.checkout_session("checkout.session.completed", "paid", T0);
         // A calendar month is 31 days here; the plan's provisional period is 30.
         let invoice = sub.invoice_paid(1, T0 + 31 * DAY, T0 + 1);
@@ -333,6 +333,15 @@ async fn the_invoices_own_period_replaces_the_provisional_one_from_checkout_in_e
             Some((Status::Active, Some(at(T0 + 31 * DAY)), true)),
             "invoice first: {invoice_first}"
         );
+        // One period, one message: the exact end correcting the provisional one is no renewal.
+        let told = notices(&pool, sub.user_id).await;
+        assert_eq!(told.len(), 1, "invoice first: {invoice_first}: {told:?}");
+        assert!(told[0].starts_with("✅ Your Pro access is active until"), "{told:?}");
+        // The next paid period is one.
+        deliver(&pool, &sub.invoice_paid(2, T0 + 62 * DAY, T0 + 31 * DAY)).await;
+        let told = notices(&pool, sub.user_id).await;
+        assert_eq!(told.len(), 2, "invoice first: {invoice_first}: {told:?}");
+        assert!(told[1].starts_with("🔄 Your Pro access is renewed until"), "{told:?}");
     }
 }
 

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 
+use crate::billing::plans::Plan;
 use crate::queue::NewJob;
 use crate::telegram::SendMessage;
 
@@ -233,10 +234,16 @@ pub async fn history(conn: &mut PgConnection, source: &str) -> Result<Vec<Change
     .await
 }
 
-/// The message telling the user about `change`, as a `notifications` job keyed by the change, so
-/// that each change is told once. `None` when the change is not worth a message (nothing a user
-/// would notice changed).
-pub fn notification(change: &Changed, plan_name: &str, why: Option<&str>) -> Option<NewJob> {
+/// The message telling the user about `change` to an entitlement of `plan`, as a `notifications`
+/// job keyed by the change, so that each change is told once. `None` when the change is not worth
+/// a message (nothing a user would notice changed).
+///
+/// A renewal is an access extended by at least half of the plan's period: a paid period of its
+/// own. A smaller move of the end is the provider correcting a period already told, such as a
+/// Stripe invoice's exact period end (a calendar month) replacing the provisional one
+/// (`period_days`) its checkout gave, and is not told again.
+pub fn notification(change: &Changed, plan: &Plan, why: Option<&str>) -> Option<NewJob> {
+    let plan_name = &plan.name;
     let e = &change.entitlement;
     let until = e
         .expires_at
@@ -250,7 +257,12 @@ pub fn notification(change: &Changed, plan_name: &str, why: Option<&str>) -> Opt
         (Some(Status::Suspended), Status::Active) => format!("✅ Your {plan_name} access is restored until {until}."),
         (Some(Status::Active), Status::Active) => {
             let b = before?;
-            if e.expires_at > b.expires_at {
+            let renewed = match (b.expires_at, e.expires_at) {
+                (Some(old), Some(new)) => new - old >= plan.period() / 2,
+                (None, Some(_)) => true,
+                (_, None) => false,
+            };
+            if renewed {
                 format!("🔄 Your {plan_name} access is renewed until {until}.")
             } else if b.renews && !e.renews {
                 format!("Your {plan_name} plan will not renew. Your access lasts until {until}.")

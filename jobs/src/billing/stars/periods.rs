@@ -130,7 +130,7 @@ pub(super) async fn rederive(
     let Some(change) = entitlements::set(conn, source, &state, cause).await? else {
         return Ok(Applied::Unchanged);
     };
-    if let Some(job) = entitlements::notification(&change, &plan.name, why) {
+    if let Some(job) = entitlements::notification(&change, plan, why) {
         enqueue(conn, &job).await?;
     }
     Ok(Applied::Changed)

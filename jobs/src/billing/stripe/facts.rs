@@ -407,8 +407,8 @@ async fn rederive(
     let Some(change) = entitlements::set(conn, &source(subscription), &state, cause).await? else {
         return Ok(Outcome::Recorded);
     };
-    let plan_name = plans.get(&state.plan).map(|p| p.name.as_str()).unwrap_or(&state.plan);
-    if let Some(job) = entitlements::notification(&change, plan_name, why) {
+    let plan = plans.get(&state.plan).expect("derive grants only known plans");
+    if let Some(job) = entitlements::notification(&change, plan, why) {
         enqueue(conn, &job).await?;
     }
     Ok(Outcome::Applied)
