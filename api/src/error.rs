@@ -48,6 +48,8 @@ pub enum ProblemKind {
     PayloadTooLarge,
     /// 415: a request body of a media type the route does not take.
     UnsupportedMediaType,
+    /// 429: too many requests of this kind from this caller; `Retry-After` says when to retry.
+    RateLimited,
     /// 500: our fault; the cause is in the logs.
     Internal,
     /// 503: a dependency (the database) is not answering.
@@ -58,7 +60,7 @@ pub enum ProblemKind {
 
 impl ProblemKind {
     /// Every named kind, for the golden test of the slugs.
-    pub const NAMED: [ProblemKind; 14] = [
+    pub const NAMED: [ProblemKind; 15] = [
         ProblemKind::InvalidRequest,
         ProblemKind::InvalidNotification,
         ProblemKind::InvalidSignature,
@@ -71,6 +73,7 @@ impl ProblemKind {
         ProblemKind::LengthRequired,
         ProblemKind::PayloadTooLarge,
         ProblemKind::UnsupportedMediaType,
+        ProblemKind::RateLimited,
         ProblemKind::Internal,
         ProblemKind::Unavailable,
     ];
@@ -90,6 +93,7 @@ impl ProblemKind {
             ProblemKind::LengthRequired => StatusCode::LENGTH_REQUIRED,
             ProblemKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProblemKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ProblemKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ProblemKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ProblemKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProblemKind::Other(status) => status,
@@ -118,6 +122,7 @@ impl ProblemKind {
             ProblemKind::LengthRequired => "length-required",
             ProblemKind::PayloadTooLarge => "payload-too-large",
             ProblemKind::UnsupportedMediaType => "unsupported-media-type",
+            ProblemKind::RateLimited => "rate-limited",
             ProblemKind::Internal => "internal",
             ProblemKind::Unavailable => "unavailable",
             ProblemKind::Other(_) => "http",
@@ -139,6 +144,7 @@ impl ProblemKind {
             ProblemKind::LengthRequired => "A Content-Length is required",
             ProblemKind::PayloadTooLarge => "The request body is too large",
             ProblemKind::UnsupportedMediaType => "Unsupported media type",
+            ProblemKind::RateLimited => "Too many requests",
             ProblemKind::Internal => "Internal error",
             ProblemKind::Unavailable => "Service unavailable",
             ProblemKind::Other(status) => status.canonical_reason().unwrap_or("Error"),
@@ -156,6 +162,7 @@ impl ProblemKind {
             StatusCode::LENGTH_REQUIRED => ProblemKind::LengthRequired,
             StatusCode::PAYLOAD_TOO_LARGE => ProblemKind::PayloadTooLarge,
             StatusCode::UNSUPPORTED_MEDIA_TYPE => ProblemKind::UnsupportedMediaType,
+            StatusCode::TOO_MANY_REQUESTS => ProblemKind::RateLimited,
             // Our own 503 is built by the readiness probe; any other 5xx is a fault of ours.
             s if s.is_server_error() => ProblemKind::Internal,
             s => ProblemKind::Other(s),
@@ -264,7 +271,8 @@ impl ApiResponse for Problem {
                               unknown-plan (400), invalid-campaign (400), unauthorized (401), \
                               not-found (404), method-not-allowed (405), conflict (409), \
                               length-required (411), payload-too-large (413), \
-                              unsupported-media-type (415), internal (500), unavailable (503).",
+                              unsupported-media-type (415), rate-limited (429), internal (500), \
+                              unavailable (503).",
                 status: None,
                 status_range: None,
                 content: vec![MetaMediaType {
@@ -378,6 +386,7 @@ mod tests {
             ("length-required", 411),
             ("payload-too-large", 413),
             ("unsupported-media-type", 415),
+            ("rate-limited", 429),
             ("internal", 500),
             ("unavailable", 503),
         ]

@@ -23,6 +23,7 @@ async fn request(world: &World, user: i64, kind: Kind, key: &str) -> i64 {
     match created {
         requests::Created::New(r) => r.id,
         requests::Created::Existing(r) => panic!("request {} already existed", r.id),
+        requests::Created::Limited { retry_after } => panic!("limited for {retry_after:?}"),
     }
 }
 

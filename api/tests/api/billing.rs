@@ -102,11 +102,92 @@ async fn a_repeated_key_is_the_same_request_and_one_job() {
     )
     .await;
     assert_ne!(other["id"], first["id"]);
-    // And no key at all is a new request each time.
+    // Without a key, the user's pending request for the same plan answers a repeat; once it has
+    // settled, a repeat is a new request.
     let a = accepted(checkout(&app, 42, "pro_monthly", None).await, StatusCode::ACCEPTED).await;
+    assert_eq!(a["id"], first["id"]);
+    ready(
+        &app,
+        first["id"].as_i64().unwrap(),
+        "https://checkout.stripe.com/c/pay/cs_test_1",
+    )
+    .await;
     let b = accepted(checkout(&app, 42, "pro_monthly", None).await, StatusCode::ACCEPTED).await;
-    assert_ne!(a["id"], b["id"]);
-    assert_eq!(app.job_count().await, 4);
+    assert_ne!(b["id"], first["id"]);
+    assert_eq!(app.job_count().await, 3);
+}
+
+#[tokio::test]
+async fn a_burst_of_checkouts_is_one_request_and_one_stripe_call() {
+    let app = spawn_app().await;
+    // A hundred taps at once, each with its own key, as a client that makes a key per tap does.
+    let answers = futures::future::join_all((0..100).map(|i| {
+        let key = format!("tap-{i}");
+        let app = &app;
+        async move { accepted(checkout(app, 42, "pro_monthly", Some(&key)).await, StatusCode::ACCEPTED).await }
+    }))
+    .await;
+    let id = &answers[0]["id"];
+    assert!(answers.iter().all(|a| &a["id"] == id), "{answers:?}");
+    assert_eq!(app.count("billing_requests").await, 1);
+    assert_eq!(app.jobs_of("checkout").await.len(), 1);
+    // Another plan is another request.
+    let team = accepted(checkout(&app, 42, "team_monthly", None).await, StatusCode::ACCEPTED).await;
+    assert_ne!(&team["id"], id);
+}
+
+#[tokio::test]
+async fn a_users_eleventh_request_in_ten_minutes_waits_with_retry_after() {
+    let app = spawn_app().await;
+    assert_eq!(
+        (requests::LIMIT, requests::LIMIT_WINDOW.as_secs()),
+        (10, 600),
+        "as the API docs say"
+    );
+    for i in 0..requests::LIMIT {
+        let key = format!("k{i}");
+        let body = accepted(
+            checkout(&app, 42, "pro_monthly", Some(&key)).await,
+            StatusCode::ACCEPTED,
+        )
+        .await;
+        ready(
+            &app,
+            body["id"].as_i64().unwrap(),
+            &format!("https://checkout.stripe.com/c/pay/{i}"),
+        )
+        .await;
+    }
+    for resp in [
+        checkout(&app, 42, "team_monthly", Some("eleventh")).await,
+        app.post_user(PORTAL, 42, &json!({})).send().await.unwrap(),
+    ] {
+        let retry_after: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((590..=600).contains(&retry_after), "Retry-After: {retry_after}");
+        let problem = assert_problem(resp, StatusCode::TOO_MANY_REQUESTS, "rate-limited").await;
+        assert!(
+            problem["detail"].as_str().unwrap().contains("10 billing requests"),
+            "{problem}"
+        );
+    }
+    assert_eq!(app.count("billing_requests").await, 10, "nothing stored");
+    assert_eq!(app.job_count().await, 10);
+    // A key already used still answers with its request: that is no new request.
+    let first = accepted(checkout(&app, 42, "pro_monthly", Some("k0")).await, StatusCode::OK).await;
+    assert_eq!(first["status"], "ready");
+    // Another user is not limited by this one.
+    accepted(checkout(&app, 43, "pro_monthly", None).await, StatusCode::ACCEPTED).await;
+    // The window slides: once the oldest request is ten minutes old, one more is let in.
+    sqlx::query(
+        "UPDATE billing_requests SET created_at = now() - interval '601 seconds'
+         WHERE id = (SELECT min(id) FROM billing_requests WHERE user_id = 42)",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    accepted(checkout(&app, 42, "team_monthly", None).await, StatusCode::ACCEPTED).await;
+    let resp = checkout(&app, 42, "pro_monthly", None).await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
 }
 
 #[tokio::test]
@@ -309,10 +390,11 @@ async fn a_portal_request_takes_no_body_or_an_empty_object() {
         json!({"id": id, "kind": "portal", "status": "pending", "url": null, "failure": null,
                "plan": null, "status_url": format!("/v1/billing/portal/{id}")})
     );
+    // A repeat while the first is pending is the first.
     let resp = app.post_user(PORTAL, 42, &json!({})).send().await.unwrap();
-    accepted(resp, StatusCode::ACCEPTED).await;
-    assert_eq!(app.count("billing_requests").await, 2);
-    assert_eq!(app.jobs_of("checkout").await.len(), 2);
+    assert_eq!(accepted(resp, StatusCode::ACCEPTED).await["id"], id);
+    assert_eq!(app.count("billing_requests").await, 1);
+    assert_eq!(app.jobs_of("checkout").await.len(), 1);
 
     for body in [json!({"plan": "pro_monthly"}), json!([]), json!("x")] {
         let resp = app.post_user(PORTAL, 42, &body).send().await.unwrap();
@@ -328,7 +410,7 @@ async fn a_portal_request_takes_no_body_or_an_empty_object() {
         .await
         .unwrap();
     assert_problem(resp, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type").await;
-    assert_eq!(app.count("billing_requests").await, 2, "nothing more written");
+    assert_eq!(app.count("billing_requests").await, 1, "nothing more written");
 }
 
 #[tokio::test]

@@ -8,7 +8,9 @@
 //!
 //! An `Idempotency-Key` makes a POST safe to repeat: the same key of the same user answers with
 //! the first request (202 while it is pending, 200 once it has settled) and writes nothing; the
-//! same key for another plan is a 409.
+//! same key for another plan is a 409. Without a key, a request for the same plan still pending
+//! answers a repeat the same way; and a user's new requests are limited (429 `rate-limited`
+//! with `Retry-After`): see [`requests::create`].
 
 mod views;
 
@@ -102,6 +104,10 @@ async fn start_plan_request(
             .body(),
         )),
         Created::Existing(request) => CreateResponse::of(request),
+        Created::Limited { retry_after } => {
+            let (problem, secs) = views::rate_limited(retry_after);
+            CreateResponse::RateLimited(problem, secs)
+        }
     })
 }
 
@@ -146,8 +152,10 @@ impl BillingApi {
     /// Start a checkout
     ///
     /// Asks for a Stripe Checkout session for `plan`; a worker creates it. 202 with the request,
-    /// then poll `status_url` (with `?wait=`) for its `url`. A plan not in the catalogue or not
-    /// sold through Stripe is 400 `unknown-plan`, and nothing is stored.
+    /// then poll `status_url` (with `?wait=`) for its `url`. While a checkout of the same plan
+    /// by the caller is pending (for up to 10 minutes), a new one answers with it. A plan not in
+    /// the catalogue or not sold through Stripe is 400 `unknown-plan`; more than 10 new billing
+    /// requests (all kinds) in 10 minutes is 429 `rate-limited`; neither stores anything.
     #[oai(path = "/checkout", method = "post", operation_id = "start_checkout")]
     async fn start_checkout(
         &self,
@@ -197,7 +205,9 @@ impl BillingApi {
     ///
     /// Asks for a Stripe Billing Portal session, where the caller manages subscriptions and
     /// payment methods; a worker creates it. 202 with the request, then poll `status_url` (with
-    /// `?wait=`) for its `url`, or the `failure` Stripe gave.
+    /// `?wait=`) for its `url`, or the `failure` Stripe gave. While a portal request by the
+    /// caller is pending (for up to 10 minutes), a new one answers with it; more than 10 new
+    /// billing requests (all kinds) in 10 minutes is 429 `rate-limited`.
     #[oai(path = "/portal", method = "post", operation_id = "open_portal")]
     async fn open_portal(
         &self,
@@ -214,14 +224,17 @@ impl BillingApi {
         let mut tx = pool.begin().await?;
         let created = requests::create(&mut tx, user.id, Kind::Portal, None, key).await?;
         tx.commit().await?;
-        let request = match created {
+        Ok(match created {
             Created::New(request) => {
                 tracing::info!(request_id = request.id, user_id = user.id, "billing portal requested");
-                request
+                PortalResponse::of(request)
             }
-            Created::Existing(request) => request,
-        };
-        Ok(PortalResponse::of(request))
+            Created::Existing(request) => PortalResponse::of(request),
+            Created::Limited { retry_after } => {
+                let (problem, secs) = views::rate_limited(retry_after);
+                PortalResponse::RateLimited(problem, secs)
+            }
+        })
     }
 
     /// Show a portal request
@@ -249,8 +262,10 @@ impl BillingApi {
     /// Asks for a Telegram Stars invoice link for `plan`; a worker creates it. 202 with the
     /// request, then poll `status_url` (with `?wait=`) for its `url` and open it in the Mini App
     /// (`Telegram.WebApp.openInvoice`). Plans of 30 days are Stars subscriptions, renewed monthly
-    /// by Telegram. A plan not in the catalogue or without a Stars price is 400 `unknown-plan`,
-    /// and nothing is stored.
+    /// by Telegram. While a Stars invoice of the same plan by the caller is pending (for up to 10
+    /// minutes), a new one answers with it. A plan not in the catalogue or without a Stars price
+    /// is 400 `unknown-plan`; more than 10 new billing requests (all kinds) in 10 minutes is 429
+    /// `rate-limited`; neither stores anything.
     #[oai(path = "/stars-invoice", method = "post", operation_id = "create_stars_invoice")]
     async fn create_stars_invoice(
         &self,

@@ -2,7 +2,7 @@
 //! as its user sees it.
 
 use chrono::{DateTime, Utc};
-use jobs::billing::requests::{BillingRequest, Kind, RequestStatus};
+use jobs::billing::requests::{self, BillingRequest, Kind, RequestStatus};
 use poem::{Request, RequestBody};
 use poem_openapi::error::ParseRequestPayloadError;
 use poem_openapi::payload::Json;
@@ -10,7 +10,7 @@ use poem_openapi::registry::{MetaMediaType, MetaRequest, Registry};
 use poem_openapi::types::{ParseFromJSON, Type};
 use poem_openapi::{ApiExtractor, ApiExtractorType, ApiResponse, Enum, ExtractParamOptions, Object};
 
-use crate::error::ProblemDetails;
+use crate::error::{Problem, ProblemDetails, ProblemKind};
 use crate::routes::json_string::JsonString;
 
 /// CheckoutRequest asks for a Stripe Checkout session.
@@ -169,6 +169,14 @@ pub enum CreateResponse {
     /// The `Idempotency-Key` was used before for another plan (`conflict`).
     #[oai(status = 409, content_type = "application/problem+json")]
     Conflict(Json<ProblemDetails>),
+    /// The caller made too many billing requests (`rate-limited`); nothing was stored.
+    #[oai(status = 429, content_type = "application/problem+json")]
+    RateLimited(
+        Json<ProblemDetails>,
+        /// Whole seconds until the caller may make a new request.
+        #[oai(header = "Retry-After")]
+        u64,
+    ),
 }
 
 impl CreateResponse {
@@ -203,6 +211,14 @@ pub enum PortalResponse {
         #[oai(header = "Location")]
         String,
     ),
+    /// The caller made too many billing requests (`rate-limited`); nothing was stored.
+    #[oai(status = 429, content_type = "application/problem+json")]
+    RateLimited(
+        Json<ProblemDetails>,
+        /// Whole seconds until the caller may make a new request.
+        #[oai(header = "Retry-After")]
+        u64,
+    ),
 }
 
 impl PortalResponse {
@@ -214,6 +230,21 @@ impl PortalResponse {
             PortalResponse::Settled(Json(request.into()), location)
         }
     }
+}
+
+/// The `rate-limited` problem of a billing request refused for `retry_after`, and its
+/// `Retry-After` in whole seconds (rounded up, at least 1).
+pub(super) fn rate_limited(retry_after: std::time::Duration) -> (Json<ProblemDetails>, u64) {
+    let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    let problem = Problem::new(
+        ProblemKind::RateLimited,
+        format!(
+            "at most {} billing requests per user in {} minutes; retry in {secs} s",
+            requests::LIMIT,
+            requests::LIMIT_WINDOW.as_secs() / 60
+        ),
+    );
+    (Json(problem.body()), secs)
 }
 
 /// ShowResponse is one billing request, or why not.

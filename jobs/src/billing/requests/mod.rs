@@ -15,7 +15,6 @@ use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::broadcast;
 
-use crate::db::insert_once;
 use crate::queue::{JobPayload, NewJob, Queue, enqueue};
 
 /// The channel a settled request is announced on (by a trigger, see migration 4).
@@ -108,13 +107,34 @@ impl JobPayload for CreateSession {
     const QUEUE: Queue = Queue::Checkout;
 }
 
-/// Created is a request [`create`] stored, or the one an earlier call with the same
-/// idempotency key stored.
-pub type Created = crate::db::Created<BillingRequest>;
+/// How many new requests one user may make in any [`LIMIT_WINDOW`], all kinds together: each is
+/// a call to the provider, on an account whose rate limit everyone's checkouts and refunds share.
+pub const LIMIT: i64 = 10;
+/// The sliding window of [`LIMIT`].
+pub const LIMIT_WINDOW: Duration = Duration::from_secs(600);
+/// A pending request of the same user, kind and plan younger than this answers a new one: a
+/// repeated tap waits for the session already being made instead of asking the provider again.
+/// An older pending request (its job still retrying, or dead) no longer does.
+pub const REUSE_PENDING: Duration = Duration::from_secs(600);
+
+/// Created is what [`create`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// A request stored now, with its job.
+    New(BillingRequest),
+    /// An earlier request answers this one and nothing was written: the one stored with the same
+    /// idempotency key, or a pending request for the same plan (see [`REUSE_PENDING`]).
+    Existing(BillingRequest),
+    /// Nothing was written: the user made [`LIMIT`] requests in the last [`LIMIT_WINDOW`], and the
+    /// oldest of them leaves the window after `retry_after`.
+    Limited { retry_after: Duration },
+}
 
 /// Stores a request of `user_id` and enqueues its session's creation; run it in a transaction,
 /// so that the two commit together. A repeated `idempotency_key` of the same user and kind
-/// returns the first request and writes nothing.
+/// returns the first request and writes nothing; so does a pending request for the same kind and
+/// plan. A new request over the user's [`LIMIT`] is refused. The user's requests are serialised
+/// by a transaction-level advisory lock, so that concurrent calls count and reuse exactly.
 pub async fn create(
     conn: &mut PgConnection,
     user_id: i64,
@@ -122,30 +142,69 @@ pub async fn create(
     plan: Option<&str>,
     idempotency_key: Option<&str>,
 ) -> Result<Created, sqlx::Error> {
-    let insert = sqlx::query_as(concat!(
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('billing_requests:' || $1::text, 0))")
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?;
+    if let Some(key) = idempotency_key {
+        let first: Option<BillingRequest> = sqlx::query_as(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM billing_requests WHERE user_id = $1 AND kind = $2 AND idempotency_key = $3"
+        ))
+        .bind(user_id)
+        .bind(kind.name())
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(first) = first {
+            return Ok(Created::Existing(first));
+        }
+    }
+    let pending: Option<BillingRequest> = sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM billing_requests
+         WHERE user_id = $1 AND kind = $2 AND plan IS NOT DISTINCT FROM $3 AND status = 'pending'
+           AND created_at > now() - make_interval(secs => $4)
+         ORDER BY id DESC LIMIT 1"
+    ))
+    .bind(user_id)
+    .bind(kind.name())
+    .bind(plan)
+    .bind(REUSE_PENDING.as_secs_f64())
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(pending) = pending {
+        return Ok(Created::Existing(pending));
+    }
+    // The oldest of the user's last LIMIT requests: the window is full while it is in it.
+    let oldest_of_last: Option<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM now() - created_at)::float8 FROM billing_requests
+         WHERE user_id = $1 ORDER BY created_at DESC, id DESC OFFSET $2 - 1 LIMIT 1",
+    )
+    .bind(user_id)
+    .bind(LIMIT)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(age) = oldest_of_last.filter(|age| *age < LIMIT_WINDOW.as_secs_f64()) {
+        let retry_after = Duration::from_secs_f64(LIMIT_WINDOW.as_secs_f64() - age);
+        return Ok(Created::Limited { retry_after });
+    }
+    let request: BillingRequest = sqlx::query_as(concat!(
         "INSERT INTO billing_requests (user_id, kind, plan, idempotency_key) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (user_id, kind, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
          RETURNING ",
         columns!()
     ))
     .bind(user_id)
     .bind(kind.name())
     .bind(plan)
-    .bind(idempotency_key);
-    let existing = sqlx::query_as(concat!(
-        "SELECT ",
-        columns!(),
-        " FROM billing_requests WHERE user_id = $1 AND kind = $2 AND idempotency_key = $3"
-    ))
-    .bind(user_id)
-    .bind(kind.name())
-    .bind(idempotency_key);
-    let created = insert_once::<BillingRequest>(conn, insert, existing).await?;
-    if let Created::New(request) = &created {
-        let job = CreateSession { request_id: request.id };
-        enqueue(conn, &NewJob::new(&job, format!("billing_request:{}", request.id))).await?;
-    }
-    Ok(created)
+    .bind(idempotency_key)
+    .fetch_one(&mut *conn)
+    .await?;
+    let job = CreateSession { request_id: request.id };
+    enqueue(conn, &NewJob::new(&job, format!("billing_request:{}", request.id))).await?;
+    Ok(Created::New(request))
 }
 
 /// The request with this id.
