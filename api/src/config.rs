@@ -33,6 +33,9 @@ pub struct Config {
     pub database_pool_size: u32,
     /// `ADMIN_TOKEN`: the bearer token of the `/v1/ops` routes; required, at least 16 characters.
     pub admin_token: Secret,
+    /// `METRICS_TOKEN`: the bearer token of `GET /metrics`, at least 16 characters; unset, the
+    /// admin token is taken instead.
+    pub metrics_token: Option<Secret>,
     /// `PLANS` (the catalogue as JSON) or `PLANS_FILE` (a file holding it): required; what
     /// `POST /v1/billing/checkout` may sell. See [`jobs::billing::plans`] for the format.
     pub plans: Plans,
@@ -78,6 +81,10 @@ impl Config {
         let port = parsed_or("PORT", 8080u16)?;
         let database_url = Secret::new(required("DATABASE_URL")?);
         let admin_token = Secret::required("ADMIN_TOKEN", ADMIN_TOKEN_MIN_LEN)?;
+        let metrics_token = match optional("METRICS_TOKEN") {
+            Some(_) => Some(Secret::required("METRICS_TOKEN", ADMIN_TOKEN_MIN_LEN)?),
+            None => None,
+        };
         let database_pool_size = parsed_or("DATABASE_POOL_SIZE", 10u32)?;
         if database_pool_size == 0 {
             return Err(ConfigError {
@@ -105,6 +112,7 @@ impl Config {
             database_url,
             database_pool_size,
             admin_token,
+            metrics_token,
             plans,
             stripe_webhook_secrets,
             jwt,

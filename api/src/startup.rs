@@ -20,10 +20,10 @@ use poem::middleware::CatchPanic;
 use poem::{Endpoint, EndpointExt, IntoResponse, Middleware, Request, Response, Route, Server};
 use sqlx::PgPool;
 
-use crate::auth::{AdminToken, TelegramWebhookSecret, UserTokens};
+use crate::auth::{AdminToken, MetricsToken, TelegramWebhookSecret, UserTokens};
 use crate::config::Config;
 use crate::error::{self, Problem, ProblemKind};
-use crate::metrics::{self, HttpMetrics};
+use crate::metrics::{self, DatabaseFigures, HttpMetrics};
 use crate::routes;
 use crate::routes::stripe_webhook::{self, StripeWebhookSecrets};
 use crate::telemetry::{RequestLog, RouteTable};
@@ -102,6 +102,8 @@ pub fn app(pool: PgPool, config: &Config, settled: Settled) -> BoxEndpoint<'stat
         .with(RequestLog::new(route_table))
         .data(pool)
         .data(AdminToken(config.admin_token.clone()))
+        .data(MetricsToken(config.metrics_token.clone()))
+        .data(DatabaseFigures::default())
         .data(UserTokens::new(&config.jwt))
         .data(StripeWebhookSecrets(config.stripe_webhook_secrets.clone()))
         .data(TelegramWebhookSecret(config.telegram.webhook_secret.clone()))

@@ -385,6 +385,7 @@ async fn webhook_ingest(url: &str, connections: usize, window: Duration) -> anyh
         database_url: jobs::config::Secret::new(url),
         database_pool_size: connections as u32 + 2,
         admin_token: jobs::config::Secret::new("bench-admin-token-0123"),
+        metrics_token: None,
         plans: jobs::billing::Plans::parse(
             r#"{"pro": {"name": "Pro", "entitlement": "pro", "period_days": 30, "stripe_price": "price_pro"}}"#,
         )

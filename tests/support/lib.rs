@@ -107,6 +107,7 @@ impl World {
             database_url: Secret::new(self.database_url.clone()),
             database_pool_size: 5,
             admin_token: Secret::new(ADMIN_TOKEN),
+            metrics_token: None,
             plans: Plans::parse(PLANS).expect("the test catalogue parses"),
             stripe_webhook_secrets: vec![Secret::new(WEBHOOK_SECRET)],
             jwt: self.jwt(),

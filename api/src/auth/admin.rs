@@ -1,6 +1,7 @@
-//! Who may call the ops routes: the holder of `ADMIN_TOKEN`, sent as a bearer token.
+//! Who may call the ops routes: the holder of `ADMIN_TOKEN`, sent as a bearer token; and who may
+//! scrape `/metrics`: the holder of `METRICS_TOKEN`, or of `ADMIN_TOKEN` while that is unset.
 //!
-//! The token is compared in constant time and never logged; a missing or wrong one is a 401
+//! Tokens are compared in constant time and never logged; a missing or wrong one is a 401
 //! `unauthorized` problem that says nothing about what was sent.
 
 use jobs::config::Secret;
@@ -30,6 +31,38 @@ async fn check_admin(req: &Request, bearer: Bearer) -> poem::Result<Admin> {
     };
     if expected.matches(bearer.token.as_bytes()) {
         Ok(Admin)
+    } else {
+        Err(Problem::unauthorized().into())
+    }
+}
+
+/// MetricsToken is the expected scraper token (`METRICS_TOKEN`), handed to the app as request
+/// data; `None` when unset, and the admin token is taken instead.
+#[derive(Clone)]
+pub struct MetricsToken(pub Option<Secret>);
+
+/// Scraper access to `/metrics`: `Authorization: Bearer <METRICS_TOKEN>` (or `ADMIN_TOKEN` when
+/// `METRICS_TOKEN` is unset). The metrics show revenue and campaign names, and a scrape reads
+/// the database.
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer", rename = "metricsToken", checker = "check_metrics")]
+pub struct MetricsAuth(Scraper);
+
+/// Scraper is the proof that a request carried the metrics token.
+#[derive(Debug, Clone, Copy)]
+pub struct Scraper;
+
+async fn check_metrics(req: &Request, bearer: Bearer) -> poem::Result<Scraper> {
+    let expected = match req.data::<MetricsToken>() {
+        Some(MetricsToken(Some(token))) => Some(token),
+        _ => req.data::<AdminToken>().map(|AdminToken(token)| token),
+    };
+    let Some(expected) = expected else {
+        let missing = std::io::Error::other("the app was built without an AdminToken");
+        return Err(Problem::internal(&missing).into());
+    };
+    if expected.matches(bearer.token.as_bytes()) {
+        Ok(Scraper)
     } else {
         Err(Problem::unauthorized().into())
     }

@@ -3,7 +3,8 @@
 //! Two sources. What this process sees is counted here: HTTP traffic by [`HttpMetrics`], Stripe
 //! webhook deliveries ([`stripe_webhook_event`]), checkouts started ([`checkout_started`]),
 //! Telegram webhook deliveries ([`telegram_update`]) and Mini App sign-ins ([`miniapp_session`]).
-//! The job pipeline and the business is read from the database at each scrape: queue depths
+//! The job pipeline and the business are read from the database, by one scrape at a time and at
+//! most every [`FIGURES_MAX_AGE`] ([`DatabaseFigures`]): queue depths
 //! from [`jobs::queue::ops::queue_stats`], the counters and durations that worker processes
 //! flush into `job_metrics` (workers take no HTTP traffic, so the web process serves their
 //! numbers), and the business counters of [`jobs::metrics::counters`] (payments, refunds,
@@ -15,14 +16,14 @@
 //!
 //! # Layout
 //! - this module: the recorder, and what this process counts.
-//! - [`scrape`]: one scrape: the pipeline and business numbers read from the database, rendered
-//!   after the recorder's.
+//! - [`scrape`]: one scrape: the pipeline and business numbers read from the database (cached),
+//!   rendered after the recorder's.
 
 mod scrape;
 #[cfg(test)]
 mod tests;
 
-pub use scrape::scrape;
+pub use scrape::{DatabaseFigures, FIGURES_MAX_AGE, scrape};
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};

@@ -1,11 +1,19 @@
-//! One scrape of `/metrics`: the pipeline and business numbers read from the database at each
-//! scrape, published into the recorder or rendered after what it renders.
+//! One scrape of `/metrics`: the pipeline and business numbers read from the database, published
+//! into the recorder or rendered after what it renders.
+//!
+//! The database's figures come from [`DatabaseFigures`], one per app: however many scrape at
+//! once, one of them reads (one query at a time, on one connection) and the others wait for its
+//! figures, which then answer every scrape for [`FIGURES_MAX_AGE`]. So scrapers cannot take the
+//! pool from webhooks, whatever their number; an aggregate over a big queue costs one read per
+//! five seconds.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use jobs::metrics::counters::{self, Counter as BusinessCounter};
 use jobs::metrics::{Counter, DURATION_BUCKETS, DurationField, JOB_DURATION, QUEUE_JOBS, QUEUE_OLDEST, Total};
@@ -55,6 +63,75 @@ impl Pipeline {
     }
 }
 
+/// How long figures read from the database answer scrapes before one scrape reads them again.
+pub const FIGURES_MAX_AGE: Duration = Duration::from_secs(5);
+
+/// Figures is one read of the database's numbers; a part whose read failed is `None`.
+struct Figures {
+    pipeline: Option<Pipeline>,
+    business: Option<Vec<BusinessCounter>>,
+}
+
+impl Figures {
+    async fn read(pool: &PgPool) -> Figures {
+        let pipeline = read_or_log("job pipeline's metrics", Pipeline::read(pool)).await;
+        let business = read_or_log("billing counters", counters::all(pool)).await;
+        Figures { pipeline, business }
+    }
+}
+
+/// DatabaseFigures is the app's latest [`Figures`], read by one scrape at a time.
+#[derive(Clone)]
+pub struct DatabaseFigures(Latest<Figures>);
+
+impl Default for DatabaseFigures {
+    fn default() -> DatabaseFigures {
+        DatabaseFigures(Latest::new(FIGURES_MAX_AGE))
+    }
+}
+
+/// Latest is a value read again only once it is `max_age` old, by one caller at a time: callers
+/// queue on the lock while one reads, then share what it read. A failed read (a value holding
+/// the failure) is kept as long, so that a database in trouble is not asked by every scraper.
+pub(super) struct Latest<T> {
+    max_age: Duration,
+    value: Arc<tokio::sync::Mutex<Option<Read<T>>>>,
+}
+
+/// Read is a value and when it was read.
+type Read<T> = (Instant, Arc<T>);
+
+impl<T> Clone for Latest<T> {
+    fn clone(&self) -> Latest<T> {
+        Latest {
+            max_age: self.max_age,
+            value: self.value.clone(),
+        }
+    }
+}
+
+impl<T> Latest<T> {
+    pub(super) fn new(max_age: Duration) -> Latest<T> {
+        Latest {
+            max_age,
+            value: Arc::default(),
+        }
+    }
+
+    /// The value, from `read` when there is none younger than `max_age`.
+    pub(super) async fn get<F: Future<Output = T>>(&self, read: impl FnOnce() -> F) -> Arc<T> {
+        let mut latest = self.value.lock().await;
+        if let Some((at, value)) = latest.as_ref()
+            && at.elapsed() < self.max_age
+        {
+            return value.clone();
+        }
+        let value = Arc::new(read().await);
+        *latest = Some((Instant::now(), value.clone()));
+        value
+    }
+}
+
 /// Serialises publish-and-render, so that concurrent scrapes each render what they read.
 static SCRAPE: Mutex<()> = Mutex::new(());
 
@@ -73,24 +150,21 @@ async fn read_or_log<T>(what: &str, read: impl Future<Output = Result<T, sqlx::E
     }
 }
 
-/// The text of one scrape.
-pub async fn scrape(pool: &PgPool) -> String {
+/// The text of one scrape: this process's recorder, and the database's figures of `figures`.
+pub async fn scrape(pool: &PgPool, figures: &DatabaseFigures) -> String {
     let handle = install();
-    let (pipeline, business) = tokio::join!(
-        read_or_log("job pipeline's metrics", Pipeline::read(pool)),
-        read_or_log("billing counters", counters::all(pool)),
-    );
+    let Figures { pipeline, business } = &*figures.0.get(|| Figures::read(pool)).await;
     let mut out = {
         let _serial = SCRAPE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(pipeline) = &pipeline {
+        if let Some(pipeline) = pipeline {
             pipeline.publish();
         }
         handle.render()
     };
-    if let Some(pipeline) = &pipeline {
+    if let Some(pipeline) = pipeline {
         render_durations(&pipeline.totals, &mut out);
     }
-    if let Some(counters) = &business {
+    if let Some(counters) = business {
         render_counters(counters, &mut out);
     }
     out

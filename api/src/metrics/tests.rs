@@ -2,7 +2,7 @@ use jobs::metrics::counters::Counter as BusinessCounter;
 use jobs::metrics::{DURATION_BUCKETS, Total};
 
 use super::event_type_label;
-use super::scrape::{render_counters, render_durations, valid_labels};
+use super::scrape::{Latest, render_counters, render_durations, valid_labels};
 
 fn row(queue: &str, metric: &str, value: f64) -> Total {
     Total {
@@ -135,4 +135,30 @@ fn unknown_queues_and_no_rows_render_nothing() {
     render_durations(&[row("nope", "duration_count", 1.0)], &mut out);
     render_durations(&[], &mut out);
     assert_eq!(out, "");
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_scrapes_share_one_read_until_it_is_five_seconds_old() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    let latest: Latest<usize> = Latest::new(Duration::from_secs(5));
+    let reads = Arc::new(AtomicUsize::new(0));
+    let read = || {
+        let reads = reads.clone();
+        async move {
+            // A slow aggregate: every other scrape arrives while it runs.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            reads.fetch_add(1, Ordering::SeqCst) + 1
+        }
+    };
+    let got = futures::future::join_all((0..100).map(|_| latest.get(read))).await;
+    assert_eq!(reads.load(Ordering::SeqCst), 1, "one read for a hundred scrapes");
+    assert!(got.iter().all(|n| **n == 1));
+    tokio::time::advance(Duration::from_millis(4900)).await;
+    assert_eq!(*latest.get(read).await, 1, "still fresh");
+    tokio::time::advance(Duration::from_millis(200)).await;
+    assert_eq!(*latest.get(read).await, 2, "read again once five seconds old");
+    assert_eq!(reads.load(Ordering::SeqCst), 2);
 }

@@ -1,4 +1,5 @@
-//! Probes for the platform: liveness, readiness and Prometheus metrics. No authentication.
+//! Probes for the platform: liveness and readiness (no authentication), and Prometheus metrics
+//! (the metrics token).
 
 use std::time::Duration;
 
@@ -8,7 +9,9 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use sqlx::PgPool;
 
 use super::Tag;
+use crate::auth::MetricsAuth;
 use crate::error::{Problem, ProblemDetails, ProblemKind};
+use crate::metrics::DatabaseFigures;
 
 /// How long readiness waits for the database.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -82,9 +85,16 @@ impl ProbeApi {
     /// Prometheus metrics
     ///
     /// HTTP traffic of this process, and the job pipeline (queue depths, worker counters and
-    /// job durations) read from the database at each scrape.
+    /// job durations) and billing counters read from the database: by one scrape at a time,
+    /// and at most every 5 seconds, whatever the number of scrapers. Needs
+    /// `Authorization: Bearer <METRICS_TOKEN>` (`ADMIN_TOKEN` when `METRICS_TOKEN` is unset).
     #[oai(path = "/metrics", method = "get", operation_id = "metrics")]
-    async fn metrics(&self, pool: Data<&PgPool>) -> MetricsResponse {
-        MetricsResponse::Ok(PlainText(crate::metrics::scrape(&pool).await))
+    async fn metrics(
+        &self,
+        _auth: MetricsAuth,
+        pool: Data<&PgPool>,
+        figures: Data<&DatabaseFigures>,
+    ) -> MetricsResponse {
+        MetricsResponse::Ok(PlainText(crate::metrics::scrape(&pool, &figures).await))
     }
 }

@@ -22,7 +22,8 @@ use poem_openapi::{OpenApi, OpenApiService, Tags};
 /// Tag groups the operations in the spec.
 #[derive(Tags)]
 pub enum Tag {
-    /// Liveness, readiness and metrics, for the platform; no authentication.
+    /// Liveness and readiness (no authentication) and metrics (the metrics token), for the
+    /// platform.
     Probes,
     /// Sending Telegram messages through the `notifications` queue (operators).
     Notifications,

@@ -42,7 +42,7 @@ async fn ready_is_unavailable_without_a_database_and_health_stays_ok() {
 
     assert_eq!(app.get("/health").send().await.unwrap().status(), StatusCode::OK);
     // Metrics still serve the HTTP part.
-    let metrics = app.get("/metrics").send().await.unwrap();
+    let metrics = app.get_admin("/metrics").send().await.unwrap();
     assert_eq!(metrics.status(), StatusCode::OK);
     assert!(metrics.text().await.unwrap().contains("http_requests_total"));
 }

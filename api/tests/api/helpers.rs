@@ -70,6 +70,7 @@ pub fn config(db_url: &str) -> Config {
         database_url: Secret::new(db_url),
         database_pool_size: 5,
         admin_token: Secret::new(TOKEN),
+        metrics_token: None,
         plans: Plans::parse(PLANS).expect("the test catalogue is valid"),
         stripe_webhook_secrets: vec![Secret::new(WEBHOOK_SECRET), Secret::new(WEBHOOK_SECRET_ROLLED)],
         jwt: jwt(),
@@ -84,8 +85,15 @@ pub fn config(db_url: &str) -> Config {
 
 /// Builds and starts an app on a fresh database.
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// An app on a fresh database, with the test config changed by `change`.
+pub async fn spawn_app_with(change: impl FnOnce(&mut Config)) -> TestApp {
     let db_url = sandbox::postgres::test_database().await;
-    let app = Application::build(config(&db_url)).await.expect("building the app");
+    let mut config = config(&db_url);
+    change(&mut config);
+    let app = Application::build(config).await.expect("building the app");
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     let pool = jobs::db::connect(&db_url, 3)
@@ -213,7 +221,7 @@ impl TestApp {
 
 /// The text of a `/metrics` scrape.
 pub async fn scrape(app: &TestApp) -> String {
-    let resp = app.get("/metrics").send().await.unwrap();
+    let resp = app.get_admin("/metrics").send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()["content-type"], "text/plain; version=0.0.4");
     resp.text().await.unwrap()

@@ -1,7 +1,11 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{sample, scrape, spawn_app};
+use std::time::Duration;
+
+use jobs::config::Secret;
+
+use crate::helpers::{TOKEN, assert_problem, now, sample, scrape, spawn_app, spawn_app_with};
 
 // One test for everything the database feeds: the gauges and counters live in the process-wide
 // recorder, and apps of other tests in this process publish their own databases' values.
@@ -148,4 +152,68 @@ async fn new_checkouts_are_counted_by_plan_and_repeats_are_not() {
     }
     // Only this test starts pro_yearly checkouts, so the shared recorder moved by ours alone.
     assert_eq!(sample(&scrape(&app).await, series), Some(before + 1.0));
+}
+
+#[tokio::test]
+async fn metrics_need_the_metrics_token_or_else_the_admin_token() {
+    let app = spawn_app().await;
+    for resp in [
+        app.get("/metrics").send().await.unwrap(),
+        app.get("/metrics").bearer_auth("not-the-token").send().await.unwrap(),
+        app.get_user("/metrics", 42).send().await.unwrap(),
+    ] {
+        assert_problem(resp, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    }
+    // Without METRICS_TOKEN, the admin token scrapes.
+    assert_eq!(app.get_admin("/metrics").send().await.unwrap().status(), StatusCode::OK);
+
+    let metrics_token = "metrics-token-0123456789";
+    let app = spawn_app_with(|config| config.metrics_token = Some(Secret::new(metrics_token))).await;
+    let resp = app.get("/metrics").bearer_auth(metrics_token).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.text().await.unwrap().contains("paygate_queue_jobs"));
+    // A scraper's token is not an operator's, nor the other way round.
+    assert_problem(
+        app.get("/metrics").bearer_auth(TOKEN).send().await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
+    let resp = app
+        .get("/v1/ops/jobs/stats")
+        .bearer_auth(metrics_token)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(resp, StatusCode::UNAUTHORIZED, "unauthorized").await;
+}
+
+#[tokio::test]
+async fn webhooks_are_answered_while_many_scrapers_wait_on_a_slow_database() {
+    // The app has 5 connections. A lock on job_metrics stands in for an aggregate that takes
+    // seconds over a big queue: every read of the pipeline's figures blocks on it.
+    let app = spawn_app().await;
+    let mut lock = app.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE job_metrics IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let scrapers: Vec<_> = (0..50)
+        .map(|_| {
+            let req = app.get_admin("/metrics");
+            tokio::spawn(async move { req.send().await.map(|r| r.status()) })
+        })
+        .collect();
+    // Let the scrapes arrive and queue.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let event = sandbox::stripe_events::Subscription::new("scraped", 42, "pro_monthly", "price_pro_monthly")
+        .checkout_session("checkout.session.completed", "paid", now());
+    // With a read per scrape, the scrapes hold all five connections until their 5 s read timeout.
+    let delivered = tokio::time::timeout(Duration::from_secs(4), app.deliver(&event)).await;
+    let delivered = delivered.expect("the webhook is answered while the scrapers wait");
+    assert_eq!(delivered.status(), StatusCode::OK);
+    lock.rollback().await.unwrap();
+    for scraper in scrapers {
+        assert_eq!(scraper.await.unwrap().unwrap(), StatusCode::OK);
+    }
 }

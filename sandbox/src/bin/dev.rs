@@ -171,7 +171,7 @@ async fn main() -> anyhow::Result<()> {
 
     let fake_url = fake_telegram.as_ref().map(|f| f.url().to_string());
     println!(
-        "\npaygate is running.\n  API          http://127.0.0.1:{port}\n  Swagger UI   http://127.0.0.1:{port}/docs\n  Metrics      http://127.0.0.1:{port}/metrics\n  Database     {database_url}"
+        "\npaygate is running.\n  API          http://127.0.0.1:{port}\n  Swagger UI   http://127.0.0.1:{port}/docs\n  Metrics      http://127.0.0.1:{port}/metrics (Authorization: Bearer {admin_token})\n  Database     {database_url}"
     );
     if let Some(url) = &fake_url {
         println!("  Fake Bot API {url} (messages it received: {url}/sandbox/messages)");
