@@ -173,6 +173,46 @@ async fn a_portal_request_creates_the_customer_once_and_reuses_it() {
 }
 
 #[tokio::test]
+async fn no_connection_is_held_while_stripe_creates_a_customer() {
+    let world = World::new(Limits::default()).await;
+    // Two connections: one is the LISTEN for new jobs, one for all the jobs. One held across a
+    // slow Stripe call would stop every other job until Stripe answered.
+    let worker = world.start_worker(worker::config::Config {
+        database_pool_size: 2,
+        ..world.worker_config(30.0)
+    });
+    let held = world.stripe.hold("/v1/customers");
+    let portal = request(&world, 82, Kind::Portal, "p1").await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while held.arrived() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the customer was never asked for");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Stripe is still creating the customer; the worker's connection serves another job.
+    world.notify("while-stripe-thinks", 82, "hello").await;
+    world
+        .wait_for_count(
+            "SELECT count(*) FROM telegram_deliveries WHERE status = 'sent'",
+            1,
+            WAIT,
+        )
+        .await;
+    assert_eq!(
+        world
+            .count(&format!(
+                "SELECT count(*) FROM billing_requests WHERE id = {portal} AND status = 'pending'"
+            ))
+            .await,
+        1
+    );
+    drop(held);
+    let (status, _, _) = settled(&world, portal).await;
+    worker.stop().await;
+    assert_eq!(status, "ready");
+    assert_eq!(world.stripe.count("/v1/customers"), 1);
+}
+
+#[tokio::test]
 async fn a_paid_subscription_is_granted_and_told_and_an_ops_refund_revokes_it_once() {
     let world = World::new(Limits::default()).await;
     let worker = world.start_worker(world.worker_config(30.0));

@@ -66,9 +66,17 @@ impl Config {
                 problem: "must be at least 1".into(),
             });
         }
+        let database_pool_size: u32 = parsed_or("DATABASE_POOL_SIZE", 20)?;
+        if database_pool_size < 2 {
+            // One connection is the LISTEN for new jobs for as long as the process runs.
+            return Err(ConfigError {
+                var: "DATABASE_POOL_SIZE",
+                problem: "must be at least 2 for a worker (one is its LISTEN for new jobs)".into(),
+            });
+        }
         Ok(Config {
             database_url: required("DATABASE_URL")?,
-            database_pool_size: parsed_or("DATABASE_POOL_SIZE", 20)?,
+            database_pool_size,
             concurrency,
             telegram_bot_token: Secret::required("TELEGRAM_BOT_TOKEN", 1)?,
             telegram_api_url: optional("TELEGRAM_API_URL").unwrap_or_else(|| DEFAULT_API_URL.to_string()),

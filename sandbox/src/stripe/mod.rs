@@ -2,7 +2,8 @@
 //! bracketed keys, `Authorization: Bearer sk_…`, objects shaped like Stripe's own fixtures,
 //! Stripe's error envelopes), keeps Stripe's idempotency rules (a repeated `Idempotency-Key`
 //! replays the first answer byte for byte; the same key with other parameters or on another
-//! endpoint is refused), fails on request so that tests see retries, and records what it was sent
+//! endpoint is refused), fails or holds requests on request so that tests see retries and slowness,
+//! and records what it was sent
 //! so tests and the local run can see it at `GET /sandbox/requests`.
 //!
 //! It also builds what Stripe sends the other way, for tests, the benchmark and the local run to
@@ -38,6 +39,7 @@ use webhooks::*;
 pub use webhooks::{event, fixture, sign_webhook};
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -112,6 +114,33 @@ struct Shared {
     state: Mutex<State>,
     // Where opening a Checkout URL sends the payment's events, and the signing secret.
     webhooks: Mutex<Option<(String, String)>>,
+    // Paths whose requests wait, by `hold`, until the gate opens; and how many arrived.
+    holds: Mutex<HashMap<String, Gate>>,
+}
+
+type Gate = (tokio::sync::watch::Receiver<bool>, Arc<AtomicUsize>);
+
+/// Held keeps the requests to one path waiting, as a slow Stripe would, until it is dropped.
+#[derive(Debug)]
+pub struct Held {
+    shared: Arc<Shared>,
+    path: String,
+    open: tokio::sync::watch::Sender<bool>,
+    arrived: Arc<AtomicUsize>,
+}
+
+impl Held {
+    /// How many requests arrived at the path while it was held.
+    pub fn arrived(&self) -> usize {
+        self.arrived.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.shared.holds.lock().unwrap().remove(&self.path);
+        let _ = self.open.send(true);
+    }
 }
 
 /// FakeStripe is a running fake Stripe API; it stops when dropped.
@@ -146,6 +175,7 @@ impl FakeStripe {
             url: url.clone(),
             state: Mutex::new(State::default()),
             webhooks: Mutex::new(None),
+            holds: Mutex::new(HashMap::new()),
         });
         let app = Route::new()
             .at("/v1/*rest", post(api))
@@ -212,6 +242,23 @@ impl FakeStripe {
         queue.extend(std::iter::repeat_n(status, times));
     }
 
+    /// Requests to `path` wait, unanswered, until the returned [`Held`] is dropped.
+    pub fn hold(&self, path: &str) -> Held {
+        let (open, gate) = tokio::sync::watch::channel(false);
+        let arrived = Arc::new(AtomicUsize::new(0));
+        self.shared
+            .holds
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), (gate, arrived.clone()));
+        Held {
+            shared: self.shared.clone(),
+            path: path.to_string(),
+            open,
+            arrived,
+        }
+    }
+
     /// From now on `price_id` does not exist. Every other id starting with `price_` does.
     pub fn reject_price(&self, price_id: &str) {
         self.shared
@@ -224,13 +271,18 @@ impl FakeStripe {
 }
 
 #[handler]
-fn api(
+async fn api(
     Path(rest): Path<String>,
     headers: &poem::http::HeaderMap,
     body: String,
     shared: Data<&Arc<Shared>>,
 ) -> poem::Response {
     let path = format!("/v1/{rest}");
+    let gate = shared.holds.lock().unwrap().get(&path).cloned();
+    if let Some((mut open, arrived)) = gate {
+        arrived.fetch_add(1, Ordering::SeqCst);
+        let _ = open.wait_for(|open| *open).await;
+    }
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
