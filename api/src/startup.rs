@@ -82,7 +82,7 @@ impl Application {
     }
 }
 
-/// The whole app: routes, then (inside out) the body limit, panic and error conversion to
+/// The whole app: routes, then (inside out) the refusal of U+0000, the body limit, panic and error conversion to
 /// problems, HTTP metrics, and the request id and log line; `settled` wakes long-polling
 /// clients of billing requests (one per process).
 pub fn app(pool: PgPool, config: &Config, settled: Settled) -> BoxEndpoint<'static, Response> {
@@ -95,6 +95,7 @@ pub fn app(pool: PgPool, config: &Config, settled: Settled) -> BoxEndpoint<'stat
         .at("/openapi.json", service.spec_endpoint())
         .nest("/docs", service.swagger_ui())
         .nest("/", service)
+        .with(RefuseNul)
         .with(BodyLimit)
         .with(CatchPanic::new().with_handler(panicked))
         .catch_all_error(error::from_error)
@@ -187,6 +188,55 @@ fn too_large(limit: usize) -> poem::Error {
         format!("the request body is over {limit} bytes"),
     )
     .into()
+}
+
+/// RefuseNul answers 400 `invalid-request` to a request that carries U+0000 where a route would
+/// store or look it up, before any route sees it: `%00` in the path or query, or the escape
+/// `\u0000` in any string or key of a JSON body to `/v1/`. PostgreSQL's `text` and `jsonb`
+/// cannot hold it, so it would fail the statement half-way through a transaction (a 500).
+/// The webhooks decide for themselves: Stripe's body is stored as sent (`text` holds the escape),
+/// and what Telegram sends is refused field by field ([`jobs::inbox::telegram`]). It runs inside
+/// [`BodyLimit`], which has read the body already.
+struct RefuseNul;
+
+impl<E: Endpoint> Middleware<E> for RefuseNul {
+    type Output = RefuseNulEndpoint<E>;
+
+    fn transform(&self, inner: E) -> Self::Output {
+        RefuseNulEndpoint { inner }
+    }
+}
+
+struct RefuseNulEndpoint<E> {
+    inner: E,
+}
+
+impl<E: Endpoint> Endpoint for RefuseNulEndpoint<E> {
+    type Output = E::Output;
+
+    async fn call(&self, mut req: Request) -> poem::Result<Self::Output> {
+        // A URI cannot carry the byte itself; `%00` is its only spelling (hex digits all zero).
+        let uri = req.uri().to_string();
+        if uri.to_ascii_lowercase().contains("%00") {
+            let detail = format!("the path or query holds %00, that is {}", jobs::db::NUL);
+            return Err(Problem::invalid_request(detail).into());
+        }
+        let json = req
+            .content_type()
+            .is_some_and(|t| t.starts_with("application/json") || t.contains("+json"));
+        if json && req.uri().path().starts_with("/v1/") {
+            let body = req.take_body().into_bytes().await?;
+            // A body that is not JSON is the route's to refuse, with its own message.
+            if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body)
+                && let Some(at) = jobs::db::nul_at(&value)
+            {
+                let detail = format!("the body's `{at}` holds {}", jobs::db::NUL);
+                return Err(Problem::invalid_request(detail).into());
+            }
+            req.set_body(body);
+        }
+        self.inner.call(req).await
+    }
 }
 
 #[cfg(test)]

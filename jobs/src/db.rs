@@ -108,13 +108,29 @@ pub fn holds_nul<T: Serialize + ?Sized>(value: &T) -> bool {
 
 /// Whether the JSON `value` holds U+0000 in any string or object key; see [`holds_nul`].
 pub fn json_holds_nul(value: &Value) -> bool {
+    nul_at(value).is_some()
+}
+
+/// The JSON Pointer (RFC 6901) of the first string of `value` that holds U+0000, or of the
+/// object one of whose keys does, for a message that names it: `/promos/0/text`; the empty
+/// pointer is the root.
+pub fn nul_at(value: &Value) -> Option<String> {
+    // A key is named by its pointer with `~` and `/` escaped as `~0` and `~1`.
+    let escaped = |key: &str| key.replace('~', "~0").replace('/', "~1");
     match value {
-        Value::String(s) => s.contains('\0'),
-        Value::Array(items) => items.iter().any(json_holds_nul),
-        Value::Object(fields) => fields
+        Value::String(s) => s.contains('\0').then(String::new),
+        Value::Array(items) => items
             .iter()
-            .any(|(key, value)| key.contains('\0') || json_holds_nul(value)),
-        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+            .enumerate()
+            .find_map(|(i, item)| nul_at(item).map(|at| format!("/{i}{at}"))),
+        Value::Object(fields) => fields.iter().find_map(|(key, value)| {
+            if key.contains('\0') {
+                Some(String::new())
+            } else {
+                nul_at(value).map(|at| format!("/{}{at}", escaped(key)))
+            }
+        }),
+        Value::Null | Value::Bool(_) | Value::Number(_) => None,
     }
 }
 
@@ -139,6 +155,14 @@ mod tests {
         let parsed = |raw: &str| serde_json::from_str::<Value>(raw);
         assert!(json_holds_nul(&parsed(r#"{"a": "x\u0000"}"#).unwrap()));
         assert!(json_holds_nul(&parsed(r#"{"x\u0000": 1}"#).unwrap()));
+        let at = |json: &str| nul_at(&parsed(json).unwrap());
+        assert_eq!(
+            at(r#"{"promos": [{"name": "a"}, {"text": "x\u0000"}]}"#).as_deref(),
+            Some("/promos/1/text")
+        );
+        assert_eq!(at(r#"{"a/b~": {"k\u0000": 1}}"#).as_deref(), Some("/a~1b~0"));
+        assert_eq!(at(r#""\u0000""#).as_deref(), Some(""));
+        assert_eq!(at(r#"{"a": ["\\u0000"]}"#), None);
         // Six characters of text, stored as they are.
         assert!(!json_holds_nul(&parsed(r#"{"a": "x\\u0000"}"#).unwrap()));
         assert!(!json_holds_nul(&parsed(r#"{"a": "\u0001\u00e9"}"#).unwrap()));

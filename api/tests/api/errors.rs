@@ -73,7 +73,7 @@ async fn a_notification_telegram_would_refuse_is_an_invalid_notification() {
 }
 
 #[tokio::test]
-async fn a_nul_in_a_notification_is_an_invalid_notification_and_nothing_is_queued() {
+async fn a_nul_in_a_notification_is_an_invalid_request_naming_the_field_and_nothing_is_queued() {
     let app = spawn_app().await;
     // serde_json writes U+0000 as the escape `\u0000`, the only way JSON can carry it.
     for body in [
@@ -84,13 +84,18 @@ async fn a_nul_in_a_notification_is_an_invalid_notification_and_nothing_is_queue
         json!({"chat_id": 1, "text": "hi", "buttons": [[{"text": "Go", "callback_data": "promo:\u{0}"}]]}),
     ] {
         let resp = app.post_admin(NOTIFY, &body).send().await.unwrap();
-        let problem = assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-notification").await;
-        assert!(problem["detail"].as_str().unwrap().contains("U+0000"), "{problem}");
+        let problem = assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-request").await;
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains("U+0000"), "{problem}");
+        assert!(
+            detail.contains("`/text`") || detail.contains("`/buttons/0/0/"),
+            "{problem}"
+        );
     }
     assert_eq!(app.job_count().await, 0);
     // The escape as a client writes it; `\U0000` and a raw NUL byte are not JSON at all.
     let resp = post_raw(&app, NOTIFY, r#"{"chat_id": 1, "text": "a\u0000"}"#).await;
-    assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-notification").await;
+    assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-request").await;
     for not_json in [
         &br#"{"chat_id": 1, "text": "a\U0000"}"#[..],
         b"{\"chat_id\": 1, \"text\": \"a\x00\"}",
@@ -395,4 +400,61 @@ async fn a_streamed_http2_body_under_the_limit_is_read() {
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     assert_eq!(app.jobs_of("notifications").await[0].1["text"], "over h2");
+}
+
+/// Every text a route stores or looks up: U+0000 anywhere in a JSON body (PostgreSQL's text and
+/// jsonb cannot hold it) or `%00` in the path or query is a 400, and nothing is written.
+#[tokio::test]
+async fn nul_in_any_body_path_or_query_is_an_invalid_request() {
+    let app = spawn_app().await;
+    let promo_text = json!({"name": "nul", "audience": "all_users", "every_hours": 6,
+                            "promos": [{"name": "a", "text": "Go\u{0} Pro", "buttons": [{"text": "Get", "action": "callback"}]}]});
+    let promo_name = json!({"name": "nul", "audience": "all_users", "every_hours": 6,
+                            "promos": [{"name": "a\u{0}", "text": "Go Pro", "buttons": [{"text": "Get", "action": "callback"}]}]});
+    let refund = json!({"provider": "stripe", "payment": "pi_1", "reason": "duplicate\u{0}"});
+    let refund_payment = json!({"provider": "stripe", "payment": "pi_\u{0}1"});
+    let button = json!({"chat_id": 1, "text": "hi", "buttons": [[{"text": "x\u{0}", "url": "https://e.com"}]]});
+    for (path, body) in [
+        ("/v1/ops/campaigns", &promo_text),
+        ("/v1/ops/campaigns", &promo_name),
+        ("/v1/ops/refunds", &refund),
+        ("/v1/ops/refunds", &refund_payment),
+        (NOTIFY, &button),
+    ] {
+        let resp = app
+            .post_admin(path, body)
+            .header("Idempotency-Key", "nul-1")
+            .send()
+            .await
+            .unwrap();
+        let problem = assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-request").await;
+        assert!(
+            problem["detail"].as_str().unwrap().contains("U+0000"),
+            "{path}: {problem}"
+        );
+    }
+    let resp = app
+        .post_user("/v1/billing/checkout", 42, &json!({"plan": "pro\u{0}"}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-request").await;
+    for path in [
+        "/v1/ops/campaigns/a%00b",
+        "/v1/ops/campaigns/a%00b/stats",
+        "/v1/ops/jobs/dead?queue=notifications%00",
+    ] {
+        let resp = app.get_admin(path).send().await.unwrap();
+        assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-request").await;
+    }
+    let resp = app
+        .post_admin("/v1/ops/campaigns/a%00b/pause", &json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-request").await;
+    assert_eq!(app.job_count().await, 0);
+    for table in ["campaigns", "refunds", "billing_requests"] {
+        assert_eq!(app.count(table).await, 0, "{table}");
+    }
 }
