@@ -263,9 +263,9 @@ async fn the_last_failure_kills_the_job_and_ops_can_retry_or_discard_it() {
     let stats = ops::queue_stats(&pool).await.unwrap();
     assert_eq!(stats.iter().find(|s| s.queue == "tracking").unwrap().dead, 1);
 
-    assert_eq!(ops::retry(&pool, id).await.unwrap(), Change::Done);
+    assert_eq!(ops::retry(&pool, id, false).await.unwrap(), Change::Done);
     assert_eq!(
-        ops::retry(&pool, id).await.unwrap(),
+        ops::retry(&pool, id, false).await.unwrap(),
         Change::WrongState("pending".into())
     );
     let job = fetch(&pool, "w", 1).await.pop().unwrap();
@@ -297,12 +297,12 @@ async fn retry_matching_and_discard_matching_follow_the_filter() {
         queue: Some(Queue::Refunds),
         ..Default::default()
     };
-    assert_eq!(ops::retry_matching(&pool, &none).await.unwrap(), 0);
+    assert_eq!(ops::retry_matching(&pool, &none, false).await.unwrap(), 0);
     let tracking = DeadFilter {
         queue: Some(Queue::Tracking),
         ..Default::default()
     };
-    assert_eq!(ops::retry_matching(&pool, &tracking).await.unwrap(), 3);
+    assert_eq!(ops::retry_matching(&pool, &tracking, false).await.unwrap(), 3);
     for job in fetch(&pool, "w", 3).await {
         run_attempt(&pool, &JobStats::default(), job, |_| async {
             Err(JobError::Terminal("no".into()))
@@ -518,4 +518,46 @@ async fn a_stale_attempts_failure_does_not_move_a_job_another_worker_has_taken()
         (state.as_str(), locked_by.as_deref()),
         ("running", Some("other-worker"))
     );
+}
+
+#[tokio::test]
+async fn stripe_call_jobs_older_than_stripes_key_memory_are_retried_only_when_insisted() {
+    let pool = pool().await;
+    // A dead job of `queue` created `hours` ago.
+    let dead = |queue: &'static str, hours: i64| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "INSERT INTO jobs (queue, logical_key, payload, state, attempt, max_attempts, created_at, finished_at)
+                 VALUES ($1, 'old:' || gen_random_uuid(), '{}', 'dead', 12, 12,
+                         now() - make_interval(hours => $2), now())
+                 RETURNING id",
+            )
+            .bind(queue)
+            .bind(hours as i32)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let old_refund = dead("refunds", 25).await;
+    let old_checkout = dead("checkout", 30).await;
+    let young_refund = dead("refunds", 22).await;
+    let old_tracking = dead("tracking", 25).await;
+
+    let refused = ops::retry(&pool, old_refund, false).await.unwrap();
+    let Change::PastKeyMemory { queue, age } = refused else {
+        panic!("{refused:?}");
+    };
+    assert_eq!((queue.as_str(), age.as_secs() / 3600), ("refunds", 25));
+    assert_eq!(state(&pool, old_refund).await.0, "dead");
+    assert_eq!(ops::retry(&pool, young_refund, false).await.unwrap(), Change::Done);
+    assert_eq!(ops::retry(&pool, old_tracking, false).await.unwrap(), Change::Done);
+    // A bulk retry leaves them dead, unless told.
+    let all = DeadFilter::default();
+    assert_eq!(ops::retry_matching(&pool, &all, false).await.unwrap(), 0);
+    assert_eq!(state(&pool, old_checkout).await.0, "dead");
+    assert_eq!(ops::retry_matching(&pool, &all, true).await.unwrap(), 2);
+    assert_eq!(state(&pool, old_refund).await.0, "pending");
+    assert_eq!(state(&pool, old_checkout).await.0, "pending");
 }

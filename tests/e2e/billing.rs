@@ -352,3 +352,77 @@ async fn checkout_over_http_then_signed_webhooks_grant_what_the_user_sees() {
     assert_eq!(told.len(), 1);
     assert!(told[0].contains("Pro access is active until"));
 }
+
+#[tokio::test]
+async fn a_refund_retried_past_stripes_key_memory_finds_the_refund_an_earlier_attempt_made() {
+    let world = World::new(Limits::default()).await;
+    let refund = NewRefund {
+        provider: Provider::Stripe,
+        payment: "pi_lost1".into(),
+        amount: None,
+        reason: None,
+    };
+    let mut tx = world.pool.begin().await.unwrap();
+    let refunds::Created::New(refund) = refunds::create(&mut tx, &refund, Some("r-lost")).await.unwrap() else {
+        panic!("a new refund")
+    };
+    tx.commit().await.unwrap();
+    // Two days ago an attempt made the refund at Stripe, then lost its commit, and the job died;
+    // Stripe has forgotten the key since.
+    let made: Value = reqwest::Client::new()
+        .post(format!("{}/v1/refunds", world.stripe.url()))
+        .bearer_auth(sandbox::stripe::SECRET_KEY)
+        .header("Idempotency-Key", format!("paygate:refund:{}", refund.id))
+        .form(&[
+            ("payment_intent", "pi_lost1"),
+            ("metadata[refund_request_id]", &refund.id.to_string()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    world.stripe.forget_idempotency_keys();
+    sqlx::query("UPDATE refunds SET created_at = now() - interval '2 days' WHERE id = $1")
+        .bind(refund.id)
+        .execute(&world.pool)
+        .await
+        .unwrap();
+    let job: i64 = sqlx::query_scalar(
+        "UPDATE jobs SET state = 'dead', finished_at = now(), created_at = now() - interval '2 days'
+         WHERE queue = 'refunds' RETURNING id",
+    )
+    .fetch_one(&world.pool)
+    .await
+    .unwrap();
+
+    // Ops retry it, having been told what that risks.
+    let refused = jobs::queue::ops::retry(&world.pool, job, false).await.unwrap();
+    assert!(
+        matches!(refused, jobs::queue::ops::Change::PastKeyMemory { .. }),
+        "{refused:?}"
+    );
+    assert_eq!(
+        jobs::queue::ops::retry(&world.pool, job, true).await.unwrap(),
+        jobs::queue::ops::Change::Done
+    );
+    let worker = world.start_worker(world.worker_config(30.0));
+    world.wait_for_job(job, "completed", WAIT).await;
+    worker.stop().await;
+
+    let (status, stripe_refund): (String, Option<String>) =
+        sqlx::query_as("SELECT status, provider_refund_id FROM refunds WHERE id = $1")
+            .bind(refund.id)
+            .fetch_one(&world.pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "succeeded");
+    assert_eq!(stripe_refund.as_deref(), made["id"].as_str());
+    assert_eq!(world.stripe.refunds().len(), 1, "no second refund");
+    assert_eq!(
+        world.stripe.count("/v1/refunds"),
+        2,
+        "the lost attempt's, and the retry's look-up"
+    );
+}

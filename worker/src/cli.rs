@@ -24,7 +24,16 @@ pub enum JobsCommand {
     /// Shows one job: state, payload and every recorded error.
     Show { id: i64 },
     /// Puts a dead job (or with --all, every dead job matching the filter) back in its queue.
-    Retry(Target),
+    /// `checkout` and `refunds` jobs created more than 23 hours ago need --past-key-memory:
+    /// Stripe forgets idempotency keys after 24 hours, so their retry could repeat a Stripe call.
+    Retry {
+        #[command(flatten)]
+        target: Target,
+        /// Retry `checkout` and `refunds` jobs older than Stripe's key memory too, after checking
+        /// at Stripe that their calls were not made.
+        #[arg(long)]
+        past_key_memory: bool,
+    },
     /// Discards a dead or waiting job (or with --all, every dead job matching the filter).
     Discard(Target),
 }
@@ -113,11 +122,14 @@ pub async fn run(pool: &PgPool, command: JobsCommand) -> anyhow::Result<()> {
             Some(job) => println!("{}", serde_json::to_string_pretty(&job)?),
             None => anyhow::bail!("no job {id}"),
         },
-        JobsCommand::Retry(target) => match target.id {
-            Some(id) => report(id, "retried", ops::retry(pool, id).await?)?,
+        JobsCommand::Retry {
+            target,
+            past_key_memory,
+        } => match target.id {
+            Some(id) => report(id, "retried", ops::retry(pool, id, past_key_memory).await?)?,
             None => println!(
                 "{} job(s) retried",
-                ops::retry_matching(pool, &DeadFilter::from(&target.filter)).await?
+                ops::retry_matching(pool, &DeadFilter::from(&target.filter), past_key_memory).await?
             ),
         },
         JobsCommand::Discard(target) => match target.id {
@@ -139,6 +151,9 @@ fn report(id: i64, done: &str, change: Change) -> anyhow::Result<()> {
         }
         Change::NotFound => anyhow::bail!("no job {id}"),
         Change::WrongState(state) => anyhow::bail!("job {id} is {state}; only dead jobs can be {done}"),
+        Change::PastKeyMemory { queue, age } => {
+            anyhow::bail!("{}", ops::past_key_memory(id, &queue, age, "--past-key-memory"))
+        }
     }
 }
 

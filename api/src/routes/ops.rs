@@ -122,6 +122,9 @@ fn change_response(id: i64, change: Change, done_state: &str, applies_to: &str) 
             ))
             .body(),
         )),
+        Change::PastKeyMemory { queue, age } => ChangeResponse::Conflict(Json(
+            Problem::conflict(ops::past_key_memory(id, &queue, age, "?past_key_memory=true")).body(),
+        )),
     }
 }
 
@@ -179,15 +182,20 @@ impl OpsApi {
     /// Retry dead jobs
     ///
     /// Puts every dead job matching the filter back in its queue, due now, with a fresh round
-    /// of attempts.
+    /// of attempts. `checkout` and `refunds` jobs created more than 23 hours ago stay dead
+    /// unless `past_key_memory`: Stripe forgets idempotency keys after 24 hours, so their retry
+    /// could repeat a Stripe call.
     #[oai(path = "/jobs/dead/retry", method = "post", operation_id = "retry_dead_jobs")]
     async fn retry_dead(
         &self,
         _auth: AdminAuth,
         pool: Data<&PgPool>,
         filter: Json<DeadJobFilter>,
+        /// Retry `checkout` and `refunds` jobs older than Stripe's key memory too.
+        #[oai(default)]
+        past_key_memory: Query<bool>,
     ) -> Result<Json<BulkChanged>, Problem> {
-        let count = ops::retry_matching(&pool, &filter.parse()?).await?;
+        let count = ops::retry_matching(&pool, &filter.parse()?, past_key_memory.0).await?;
         tracing::info!(count, "dead jobs retried");
         Ok(Json(BulkChanged { count }))
     }
@@ -227,7 +235,9 @@ impl OpsApi {
     /// Retry a dead job
     ///
     /// Puts a dead job back in its queue, due now, with a fresh round of attempts; 409
-    /// `conflict` if it is not dead.
+    /// `conflict` if it is not dead, or if it is a `checkout` or `refunds` job created more than
+    /// 23 hours ago and `past_key_memory` is not set: Stripe forgets idempotency keys after 24
+    /// hours, so its retry could repeat a Stripe call.
     #[oai(path = "/jobs/:id/retry", method = "post", operation_id = "retry_job")]
     async fn retry(
         &self,
@@ -235,8 +245,12 @@ impl OpsApi {
         pool: Data<&PgPool>,
         /// The job's id. Not an integer: 400 `invalid-request`.
         id: Path<i64>,
+        /// Retry a `checkout` or `refunds` job older than Stripe's key memory, after checking at
+        /// Stripe that its call was not made.
+        #[oai(default)]
+        past_key_memory: Query<bool>,
     ) -> Result<ChangeResponse, Problem> {
-        let change = ops::retry(&pool, id.0).await?;
+        let change = ops::retry(&pool, id.0, past_key_memory.0).await?;
         if change == Change::Done {
             tracing::info!(job_id = id.0, "dead job retried");
         }

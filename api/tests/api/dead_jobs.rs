@@ -258,3 +258,38 @@ async fn queue_statistics_cover_every_queue() {
     assert_eq!(stats[1]["dead"], 1);
     assert_eq!(stats[1]["scheduled"], 0);
 }
+
+#[tokio::test]
+async fn a_refund_job_older_than_stripes_key_memory_is_retried_only_when_insisted() {
+    let app = spawn_app().await;
+    let id = app.dead_job("refunds", 60.0).await;
+    sqlx::query("UPDATE jobs SET created_at = now() - interval '25 hours' WHERE id = $1")
+        .bind(id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let resp = app
+        .post_admin(&format!("/v1/ops/jobs/{id}/retry"), &json!({}))
+        .send()
+        .await
+        .unwrap();
+    let problem = assert_problem(resp, StatusCode::CONFLICT, "conflict").await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("?past_key_memory=true"),
+        "{problem}"
+    );
+    let resp = app
+        .post_admin("/v1/ops/jobs/dead/retry", &json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.json::<Value>().await.unwrap()["count"], 0);
+    assert_eq!(app.state_of(id).await, "dead");
+    let resp = app
+        .post_admin(&format!("/v1/ops/jobs/{id}/retry?past_key_memory=true"), &json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(app.state_of(id).await, "pending");
+}

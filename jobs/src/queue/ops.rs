@@ -118,6 +118,12 @@ pub enum Change {
     NotFound,
     /// The job is in a state the change does not apply to.
     WrongState(String),
+    /// A retry of a job of [`KEYED_QUEUES`] this old could repeat its Stripe call: Stripe may
+    /// have forgotten its idempotency key.
+    PastKeyMemory {
+        queue: String,
+        age: Duration,
+    },
 }
 
 /// The most dead jobs one listing returns.
@@ -181,11 +187,46 @@ pub async fn show(pool: &PgPool, id: i64) -> Result<Option<JobDetail>, sqlx::Err
 /// The SET clause of a retry: due now with a fresh round of attempts; its history is kept.
 const RETRY_SET: &str = "UPDATE jobs SET state = 'pending', run_at = now(), attempt = 0, finished_at = NULL";
 
-/// Puts dead job `id` back in its queue, due now, with a fresh round of attempts.
-pub async fn retry(pool: &PgPool, id: i64) -> Result<Change, sqlx::Error> {
+/// The queues whose jobs call Stripe under an idempotency key, which Stripe remembers for 24
+/// hours: a retry after that may repeat the call (a second refund, customer or session).
+pub const KEYED_QUEUES: [Queue; 2] = [Queue::Checkout, Queue::Refunds];
+
+/// How old a job of [`KEYED_QUEUES`] may be and still be retried without saying so: Stripe keeps
+/// idempotency keys for at least 24 hours, and an hour less leaves room for clocks.
+pub const KEY_MEMORY: Duration = Duration::from_secs(23 * 3600);
+
+/// Keeps a retry off jobs older than [`KEY_MEMORY`] in [`KEYED_QUEUES`], unless `past_key_memory`.
+fn push_key_memory(sql: &mut QueryBuilder<Postgres>, past_key_memory: bool) {
+    if past_key_memory {
+        return;
+    }
+    let keyed: Vec<&str> = KEYED_QUEUES.iter().map(|q| q.name()).collect();
+    sql.push(" AND NOT (queue = ANY(")
+        .push_bind(keyed)
+        .push(") AND created_at < now() - make_interval(secs => ")
+        .push_bind(KEY_MEMORY.as_secs_f64())
+        .push("))");
+}
+
+/// Why job `id` of `queue`, `age` old, was not retried, for ops; `how` says how to insist.
+pub fn past_key_memory(id: i64, queue: &str, age: Duration, how: &str) -> String {
+    format!(
+        "job {id} ({queue}) was created {} h ago, and Stripe keeps idempotency keys for 24 h: a retry \
+         could repeat its call. Check at Stripe that the call was not made (a refund job also looks \
+         for its refund by our metadata before it makes one), then retry with {how}",
+        age.as_secs() / 3600
+    )
+}
+
+/// Puts dead job `id` back in its queue, due now, with a fresh round of attempts. A job of
+/// [`KEYED_QUEUES`] older than [`KEY_MEMORY`] is retried only with `past_key_memory`, said by
+/// someone who checked at Stripe that the call was not made (a refund job looks for its refund
+/// by our metadata itself before it makes one again).
+pub async fn retry(pool: &PgPool, id: i64, past_key_memory: bool) -> Result<Change, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let mut sql = QueryBuilder::new(RETRY_SET);
     sql.push(" WHERE state = 'dead' AND id = ").push_bind(id);
+    push_key_memory(&mut sql, past_key_memory);
     let changed = sql.build().execute(&mut *tx).await?;
     if changed.rows_affected() == 1 {
         wake_workers(&mut tx).await?;
@@ -195,11 +236,13 @@ pub async fn retry(pool: &PgPool, id: i64) -> Result<Change, sqlx::Error> {
     Ok(change)
 }
 
-/// Puts every dead job matching `filter` back in its queue; returns how many.
-pub async fn retry_matching(pool: &PgPool, filter: &DeadFilter) -> Result<u64, sqlx::Error> {
+/// Puts every dead job matching `filter` back in its queue; returns how many. Jobs of
+/// [`KEYED_QUEUES`] older than [`KEY_MEMORY`] stay dead unless `past_key_memory`.
+pub async fn retry_matching(pool: &PgPool, filter: &DeadFilter, past_key_memory: bool) -> Result<u64, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let mut sql = QueryBuilder::new(RETRY_SET);
     filter.push_where(&mut sql);
+    push_key_memory(&mut sql, past_key_memory);
     let n = sql.build().execute(&mut *tx).await?.rows_affected();
     if n > 0 {
         wake_workers(&mut tx).await?;
@@ -233,11 +276,21 @@ async fn change_of(conn: &mut sqlx::PgConnection, id: i64, rows: u64) -> Result<
     if rows == 1 {
         return Ok(Change::Done);
     }
-    let state: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
-        .bind(id)
-        .fetch_optional(conn)
-        .await?;
-    Ok(state.map_or(Change::NotFound, Change::WrongState))
+    let job: Option<(String, String, f64)> =
+        sqlx::query_as("SELECT state, queue, extract(epoch FROM now() - created_at)::float8 FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?;
+    Ok(match job {
+        None => Change::NotFound,
+        Some((state, queue, age)) if state == "dead" && KEYED_QUEUES.iter().any(|q| q.name() == queue) => {
+            Change::PastKeyMemory {
+                queue,
+                age: Duration::from_secs_f64(age.max(0.0)),
+            }
+        }
+        Some((state, _, _)) => Change::WrongState(state),
+    })
 }
 
 /// Wakes idle workers: jobs made due by an UPDATE fire no insert trigger.

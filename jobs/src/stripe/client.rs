@@ -14,7 +14,7 @@ use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
 };
 use stripe_core::customer::CreateCustomer;
-use stripe_core::refund::{CreateRefund, CreateRefundReason};
+use stripe_core::refund::{CreateRefund, CreateRefundReason, ListRefund};
 
 use crate::config::Secret;
 use crate::queue::JobError;
@@ -267,14 +267,39 @@ impl StripeClient {
             .send(&self.client)
             .await
             .map_err(classify)?;
-        Ok(CreatedRefund {
-            id: refund.id.as_str().to_string(),
-            status: refund.status.unwrap_or_default(),
-            amount: refund.amount,
-            currency: refund.currency.to_string(),
-            charge: refund.charge.map(|c| c.id().as_str().to_string()),
-            payment_intent: refund.payment_intent.map(|p| p.id().as_str().to_string()),
-        })
+        Ok(created_refund(refund))
+    }
+
+    /// The refund of `payment` made for our refund request `refund_request_id` (by its
+    /// metadata), if Stripe has one: how a retry that Stripe's key memory no longer covers finds
+    /// out whether an earlier attempt made it. Looks at the payment's latest 100 refunds.
+    pub async fn find_refund(
+        &self,
+        payment: PaymentRef<'_>,
+        refund_request_id: i64,
+    ) -> Result<Option<CreatedRefund>, StripeError> {
+        let request = match payment {
+            PaymentRef::PaymentIntent(id) => ListRefund::new().payment_intent(id),
+            PaymentRef::Charge(id) => ListRefund::new().charge(id),
+        };
+        let refunds = request.limit(100).send(&self.client).await.map_err(classify)?;
+        let ours = refund_request_id.to_string();
+        Ok(refunds
+            .data
+            .into_iter()
+            .find(|r| r.metadata.as_ref().and_then(|m| m.get("refund_request_id")) == Some(&ours))
+            .map(created_refund))
+    }
+}
+
+fn created_refund(refund: stripe_core::Refund) -> CreatedRefund {
+    CreatedRefund {
+        id: refund.id.as_str().to_string(),
+        status: refund.status.unwrap_or_default(),
+        amount: refund.amount,
+        currency: refund.currency.to_string(),
+        charge: refund.charge.map(|c| c.id().as_str().to_string()),
+        payment_intent: refund.payment_intent.map(|p| p.id().as_str().to_string()),
     }
 }
 

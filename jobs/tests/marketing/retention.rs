@@ -189,7 +189,7 @@ async fn an_old_settled_broadcast_keeps_its_counts_and_loses_its_per_recipient_r
         .await
         .unwrap();
     assert_eq!(
-        ops::retry(&pool, dead).await.unwrap(),
+        ops::retry(&pool, dead, false).await.unwrap(),
         ops::Change::WrongState("discarded".into())
     );
 }

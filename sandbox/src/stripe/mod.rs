@@ -178,7 +178,7 @@ impl FakeStripe {
             holds: Mutex::new(HashMap::new()),
         });
         let app = Route::new()
-            .at("/v1/*rest", post(api))
+            .at("/v1/*rest", post(api).get(list))
             .at("/sandbox/requests", get(list_requests))
             .at("/pay/:id", get(pay))
             .at("/portal/:id", get(portal))
@@ -240,6 +240,11 @@ impl FakeStripe {
         let mut state = self.shared.state.lock().unwrap();
         let queue = state.fail_next.entry(path.to_string()).or_default();
         queue.extend(std::iter::repeat_n(status, times));
+    }
+
+    /// Forgets every idempotency key, as Stripe does 24 hours after a key's first use.
+    pub fn forget_idempotency_keys(&self) {
+        self.shared.state.lock().unwrap().remembered.clear();
     }
 
     /// Requests to `path` wait, unanswered, until the returned [`Held`] is dropped.
@@ -435,6 +440,61 @@ fn new_id(prefix: &str, len: usize) -> String {
     }
     random.truncate(len);
     format!("{prefix}{random}")
+}
+
+/// `GET /v1/refunds?charge=…` or `?payment_intent=…`: the payment's refunds, newest first, as
+/// a Stripe list (the fake has no pagination: `limit` is taken as given, `has_more` is false).
+/// The fake lists nothing else.
+#[handler]
+fn list(
+    Path(rest): Path<String>,
+    headers: &poem::http::HeaderMap,
+    query: poem::web::Query<HashMap<String, String>>,
+    shared: Data<&Arc<Shared>>,
+) -> poem::Response {
+    let mut state = shared.state.lock().unwrap();
+    state.requests.push(StripeRequest {
+        method: "GET".into(),
+        path: format!("/v1/{rest}"),
+        idempotency_key: None,
+        form: query.0.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    });
+    if let Some(refusal) = unauthorized(headers, &shared.secret_key) {
+        let answer = Answer {
+            status: refusal.status,
+            body: refusal.error.to_string(),
+        };
+        return json_response(&answer, None, false);
+    }
+    if rest != "refunds" {
+        let message = format!("Unrecognized request URL (GET: /v1/{rest}). Please see https://stripe.com/docs.");
+        let answer = Answer {
+            status: 404,
+            body: stripe_error("invalid_request_error", None, &message, None).to_string(),
+        };
+        return json_response(&answer, None, false);
+    }
+    let limit = query.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(10);
+    let of_payment = |refund: &&Value| {
+        query.get("charge").is_none_or(|c| refund["charge"] == c.as_str())
+            && query
+                .get("payment_intent")
+                .is_none_or(|p| refund["payment_intent"] == p.as_str())
+    };
+    let data: Vec<Value> = state
+        .refunds
+        .iter()
+        .rev()
+        .filter(of_payment)
+        .take(limit)
+        .cloned()
+        .collect();
+    let list = json!({"object": "list", "data": data, "has_more": false, "url": "/v1/refunds"});
+    let answer = Answer {
+        status: 200,
+        body: list.to_string(),
+    };
+    json_response(&answer, None, false)
 }
 
 #[handler]

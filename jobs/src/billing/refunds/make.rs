@@ -7,15 +7,20 @@
 //! changes nothing. Telegram's `refundStarPayment` has no key, but refunds a charge only once and
 //! says so (`CHARGE_ALREADY_REFUNDED`) when asked again, which a retried attempt takes as done;
 //! the `refunded_payment` update that follows changes nothing either.
+//!
+//! Stripe forgets keys after 24 hours, and ops may retry a dead refund job later than that (with
+//! `past_key_memory`): such an attempt first looks for a refund carrying our request's id in its
+//! metadata, and takes it as made.
 
 use super::{MakeRefund, Provider, Refund, RefundStatus, get, settle};
 use crate::billing::stripe::{Reversal, reverse};
 use crate::billing::{Billing, plan_not_configured, stars};
 use crate::metrics::{self, counters};
+use crate::queue::ops::KEY_MEMORY;
 use crate::queue::{Completed, EffectTx, Job, JobError, apply_once, complete_unchanged};
 use crate::stripe::{
     self,
-    client::{PaymentRef, RefundParams, StripeError},
+    client::{CreatedRefund, PaymentRef, RefundParams, StripeError},
 };
 use crate::telegram::{
     self,
@@ -46,19 +51,23 @@ async fn stripe_refund(billing: &Billing, job: &Job<MakeRefund>, refund: &Refund
         None => Err(StripeError::Permanent {
             reason: format!("{:?} is neither a payment intent nor a charge", refund.payment),
         }),
-        Some(payment) => {
-            billing.hold(job, stripe::client::TIMEOUT).await?;
-            let params = RefundParams {
-                payment,
-                amount: refund.amount,
-                reason: refund.reason.as_deref(),
-                refund_request_id: refund.id,
-            };
-            billing
-                .stripe
-                .create_refund(&params, &format!("paygate:refund:{}", refund.id))
-                .await
-        }
+        Some(payment) => match made_before(billing, job, refund, payment).await {
+            Ok(Some(made)) => Ok(made),
+            Err(e) => return refused(billing, job, refund, e).await,
+            Ok(None) => {
+                billing.hold(job, stripe::client::TIMEOUT).await?;
+                let params = RefundParams {
+                    payment,
+                    amount: refund.amount,
+                    reason: refund.reason.as_deref(),
+                    refund_request_id: refund.id,
+                };
+                billing
+                    .stripe
+                    .create_refund(&params, &format!("paygate:refund:{}", refund.id))
+                    .await
+            }
+        },
     };
     let made = match made {
         Ok(made) => made,
@@ -79,6 +88,31 @@ async fn stripe_refund(billing: &Billing, job: &Job<MakeRefund>, refund: &Refund
         Ok::<(), sqlx::Error>(())
     })
     .await
+}
+
+/// The refund an earlier attempt made, when Stripe may have forgotten its key: a refund request
+/// older than [`KEY_MEMORY`] (one ops retried past it) is looked up by its metadata first, so
+/// that a retry does not refund twice. Younger ones rely on the key, and ask nothing.
+async fn made_before(
+    billing: &Billing,
+    job: &Job<MakeRefund>,
+    refund: &Refund,
+    payment: PaymentRef<'_>,
+) -> Result<Option<CreatedRefund>, JobError> {
+    let age = (chrono::Utc::now() - refund.created_at).to_std().unwrap_or_default();
+    if age < KEY_MEMORY {
+        return Ok(None);
+    }
+    billing.hold(job, stripe::client::TIMEOUT).await?;
+    let found = billing.stripe.find_refund(payment, refund.id).await?;
+    if let Some(made) = &found {
+        tracing::info!(
+            refund = refund.id,
+            stripe_refund = made.id,
+            "an earlier attempt made the refund"
+        );
+    }
+    Ok(found)
 }
 
 /// Refunds a Telegram Stars payment (always whole), then marks it refunded, revokes what it
