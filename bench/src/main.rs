@@ -14,10 +14,14 @@
 //! jobs runs them; (g) the retention pass over that broadcast once every message is recorded
 //! sent: its summary (a check of every message's job, the counts) and the deletion of its
 //! recipients with their delivery and effect ledger rows, 5,000 to a statement; recipients
+//! pruned per second; (h) one pass of `jobs::retention::prune` over 100,000 old records of each
+//! kind it prunes (ledger rows and deliveries of jobs already gone, processed Stripe events,
+//! billing requests, pre-checkout answers, dead jobs) among as many younger ones that stay; rows
 //! pruned per second.
 //!
 //! The trivial job has no effect of its own: its ledger row and completion are written by the
-//! batching `Completer`, as for any handler whose work happens outside the database. Jobs with a
+//! batching `Completer`, a path for handlers without a database effect that no production
+//! handler takes today (each records a delivery, an outcome or a settlement in its effect). Jobs with a
 //! database effect use one `EffectTx` each (ledger, effect row, completion in one commit); their
 //! drain rate is measured too, at the smaller backlog, and the latency run uses them.
 
@@ -278,7 +282,57 @@ async fn main() -> anyhow::Result<()> {
         pruned,
         pruned / baseline
     );
+    reset(&pool).await?;
+
+    let records = record_prune(&pool, cli.audience).await?;
+    println!(
+        "{:<66} {:>10.0}/s   {:.2}x",
+        format!("(h) pruning {} old records of each kind: rows pruned", cli.audience),
+        records,
+        records / baseline
+    );
     Ok(())
+}
+
+/// Stores `n` records of each kind [`jobs::retention`] prunes past its retention (ledger rows and
+/// deliveries of jobs already gone, processed Stripe events, billing requests, pre-checkout
+/// answers, dead jobs) and as many younger ones that stay, then times one pruning pass; returns
+/// rows pruned per second.
+async fn record_prune(pool: &PgPool, n: i64) -> anyhow::Result<f64> {
+    use jobs::retention::{self, DEFAULT_RECORD_RETENTION};
+
+    sqlx::query(
+        "WITH ages AS (
+             SELECT i, CASE WHEN i % 2 = 0 THEN now() - interval '40 days' ELSE now() - interval '1 day' END AS at
+             FROM generate_series(1, 2 * $1::bigint) AS i
+         ), ledger AS (
+             INSERT INTO effect_ledger (queue, logical_key, job_id, applied_at)
+             SELECT 'notifications', 'bench:' || i, i, at FROM ages
+         ), deliveries AS (
+             INSERT INTO telegram_deliveries (logical_key, chat_id, status, message_id, job_id, created_at)
+             SELECT 'bench:' || i, i, 'sent', 1, i, at FROM ages
+         ), events AS (
+             INSERT INTO stripe_events (id, type, created, livemode, payload, received_at, processed_at, outcome)
+             SELECT 'evt_bench' || i, 'invoice.paid', at, false, '{}', at, at, 'applied' FROM ages
+         ), requests AS (
+             INSERT INTO billing_requests (user_id, kind, plan, created_at)
+             SELECT i, 'portal', NULL, at FROM ages
+         ), queries AS (
+             INSERT INTO telegram_pre_checkout_queries (id, user_id, invoice_payload, currency, total_amount, ok, answered_at)
+             SELECT 'pcq' || i, i, 'p', 'XTR', 1, true, at FROM ages
+         )
+         INSERT INTO jobs (queue, logical_key, payload, state, attempt, max_attempts, finished_at)
+         SELECT 'tracking', 'bench-dead:' || i, '{}', 'dead', 5, 5, at FROM ages",
+    )
+    .bind(n)
+    .execute(pool)
+    .await?;
+    sqlx::query("VACUUM ANALYZE").execute(pool).await?;
+    let started = Instant::now();
+    let pruned = retention::prune(pool, DEFAULT_RECORD_RETENTION).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    anyhow::ensure!(pruned.total() as i64 == 6 * n, "pruned {pruned:?} of 6 x {n}");
+    Ok(pruned.total() as f64 / elapsed)
 }
 
 /// Marks every message of (f)'s broadcast sent, as the notifications handler records it

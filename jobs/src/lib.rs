@@ -14,6 +14,7 @@
 //!   webhook's inbox, Mini App users.
 //! - [`marketing`]: promo campaigns, their broadcasts, per-promo statistics.
 //! - [`tracking`]: promo clicks and the payments attributed to them.
+//! - [`retention`]: how long the records that guard against repeats are kept, and their pruning.
 
 pub mod billing;
 pub mod config;
@@ -23,6 +24,7 @@ pub mod marketing;
 pub mod metrics;
 pub mod notifications;
 pub mod queue;
+pub mod retention;
 pub mod stripe;
 pub mod telegram;
 pub mod tracking;

@@ -561,3 +561,112 @@ async fn stripe_call_jobs_older_than_stripes_key_memory_are_retried_only_when_in
     assert_eq!(state(&pool, old_refund).await.0, "pending");
     assert_eq!(state(&pool, old_checkout).await.0, "pending");
 }
+
+#[tokio::test]
+async fn old_records_go_once_nothing_can_repeat_and_the_rest_stay() {
+    let pool = pool().await;
+    let run = |sql: &'static str| {
+        let pool = pool.clone();
+        async move { sqlx::raw_sql(sql).execute(&pool).await.unwrap() }
+    };
+    // "old" is 40 days ago, past the 30-day retention; "young" is 1 day ago.
+    run(
+        "INSERT INTO jobs (queue, logical_key, payload, state, attempt, max_attempts, finished_at) VALUES
+           ('notifications', 'dead-old', '{}', 'dead', 5, 5, now() - interval '40 days'),
+           ('notifications', 'dead-young', '{}', 'dead', 5, 5, now() - interval '1 day'),
+           ('notifications', 'pending-old', '{}', 'pending', 0, 5, NULL),
+           ('entitlements', 'stripe_event:evt_pending', '{}', 'pending', 0, 5, NULL),
+           ('checkout', 'billing_request:2', '{}', 'dead', 12, 12, now() - interval '1 day')",
+    )
+    .await;
+    run(
+        "INSERT INTO effect_ledger (queue, logical_key, job_id, applied_at) VALUES
+           ('notifications', 'gone-old', 1, now() - interval '40 days'),
+           ('notifications', 'pending-old', 1, now() - interval '40 days'),
+           ('notifications', 'gone-young', 1, now() - interval '1 day')",
+    )
+    .await;
+    run(
+        "INSERT INTO telegram_deliveries (logical_key, chat_id, status, job_id, created_at) VALUES
+           ('gone-old', 1, 'sent', 1, now() - interval '40 days'),
+           ('pending-old', 1, 'sent', 1, now() - interval '40 days'),
+           ('gone-young', 1, 'sent', 1, now() - interval '1 day')",
+    )
+    .await;
+    run(
+        "INSERT INTO stripe_events (id, type, created, livemode, payload, received_at, processed_at, outcome) VALUES
+           ('evt_old', 'x', now(), false, '{}', now() - interval '40 days', now(), 'applied'),
+           ('evt_unprocessed', 'x', now(), false, '{}', now() - interval '40 days', NULL, NULL),
+           ('evt_pending', 'x', now(), false, '{}', now() - interval '40 days', now(), 'applied'),
+           ('evt_young', 'x', now(), false, '{}', now() - interval '1 day', now(), 'applied')",
+    )
+    .await;
+    run(
+        "INSERT INTO billing_requests (id, user_id, kind, plan, created_at) VALUES
+           (1, 7, 'checkout', 'pro', now() - interval '40 days'),
+           (2, 7, 'checkout', 'pro', now() - interval '40 days'),
+           (3, 7, 'checkout', 'pro', now() - interval '1 day')",
+    )
+    .await;
+    run("INSERT INTO telegram_pre_checkout_queries (id, user_id, invoice_payload, currency, total_amount, ok, answered_at)
+         VALUES ('q-old', 7, 'p', 'XTR', 1, true, now() - interval '40 days'),
+                ('q-young', 7, 'p', 'XTR', 1, true, now() - interval '1 day')")
+    .await;
+
+    let pruned = jobs::retention::prune(&pool, jobs::retention::DEFAULT_RECORD_RETENTION)
+        .await
+        .unwrap();
+    assert_eq!(
+        pruned,
+        jobs::retention::Pruned {
+            effect_ledger: 1,
+            telegram_deliveries: 1,
+            stripe_events: 1,
+            billing_requests: 1,
+            pre_checkout_queries: 1,
+            dead_jobs: 1,
+        }
+    );
+    let left = |sql: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Vec<String>>(sql)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        left("SELECT array_agg(logical_key ORDER BY logical_key) FROM jobs").await,
+        [
+            "billing_request:2",
+            "dead-young",
+            "pending-old",
+            "stripe_event:evt_pending"
+        ]
+    );
+    assert_eq!(
+        left("SELECT array_agg(logical_key ORDER BY logical_key) FROM effect_ledger").await,
+        ["gone-young", "pending-old"],
+        "a key stays while its job does"
+    );
+    assert_eq!(
+        left("SELECT array_agg(logical_key ORDER BY logical_key) FROM telegram_deliveries").await,
+        ["gone-young", "pending-old"]
+    );
+    assert_eq!(
+        left("SELECT array_agg(id ORDER BY id) FROM stripe_events").await,
+        ["evt_pending", "evt_unprocessed", "evt_young"]
+    );
+    assert_eq!(
+        left("SELECT array_agg(id::text ORDER BY id) FROM billing_requests").await,
+        ["2", "3"]
+    );
+    assert_eq!(
+        left("SELECT array_agg(id ORDER BY id) FROM telegram_pre_checkout_queries").await,
+        ["q-young"]
+    );
+    // A retention under the least is taken as the least: nothing a day old goes.
+    let again = jobs::retention::prune(&pool, Duration::from_secs(3600)).await.unwrap();
+    assert_eq!(again.total(), 0);
+}

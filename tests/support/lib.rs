@@ -88,6 +88,7 @@ impl World {
             attribution_window: jobs::tracking::DEFAULT_ATTRIBUTION_WINDOW,
             marketing: self.marketing(per_second),
             broadcast_retention: jobs::marketing::broadcasts::DEFAULT_BROADCAST_RETENTION,
+            record_retention: jobs::retention::DEFAULT_RECORD_RETENTION,
         }
     }
 

@@ -7,6 +7,7 @@ use jobs::billing::stripe::Links;
 use jobs::config::{ConfigError, Secret, optional, parsed_or, required};
 use jobs::marketing::Settings;
 use jobs::marketing::broadcasts::DEFAULT_BROADCAST_RETENTION;
+use jobs::retention::{DEFAULT_RECORD_RETENTION, MIN_RECORD_RETENTION};
 use jobs::stripe::client::DEFAULT_API_URL as STRIPE_DEFAULT_API_URL;
 use jobs::telegram::client::DEFAULT_API_URL;
 use jobs::telegram::pace::Pace;
@@ -38,6 +39,10 @@ pub struct Config {
     /// `BROADCAST_RETENTION_DAYS`: how long after a broadcast's fan-out finished its
     /// per-recipient rows are kept before only its counts remain.
     pub broadcast_retention: Duration,
+    /// `RECORD_RETENTION_DAYS`: how long the records that guard against repeats (effect
+    /// ledger, deliveries, Stripe events, billing requests, pre-checkout answers) and dead jobs
+    /// are kept; see [`jobs::retention`].
+    pub record_retention: Duration,
 }
 
 /// StripeConfig is how the worker talks to Stripe and where Stripe sends users back to.
@@ -108,11 +113,24 @@ impl Config {
             marketing,
             // Up to ten years.
             broadcast_retention: whole_units("BROADCAST_RETENTION_DAYS", DAY, DEFAULT_BROADCAST_RETENTION, 3650)?,
+            record_retention: record_retention()?,
         })
     }
 }
 
 const HOUR: Duration = Duration::from_secs(3600);
+
+/// `RECORD_RETENTION_DAYS`: 7 to 3650 days, past every provider's redelivery window.
+fn record_retention() -> Result<Duration, ConfigError> {
+    let retention = whole_units("RECORD_RETENTION_DAYS", DAY, DEFAULT_RECORD_RETENTION, 3650)?;
+    if retention < MIN_RECORD_RETENTION {
+        return Err(ConfigError {
+            var: "RECORD_RETENTION_DAYS",
+            problem: "must be 7 to 3650: Stripe redelivers an event for up to 3 days".into(),
+        });
+    }
+    Ok(retention)
+}
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// The duration in `var`: a whole number of `unit`s from 1 to `max`, `default` unless set.

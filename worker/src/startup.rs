@@ -150,6 +150,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         Retention {
             jobs: config.job_retention,
             broadcasts: config.broadcast_retention,
+            records: config.record_retention,
         },
     ));
     let scheduler = tokio::spawn(schedule_campaigns(pool.clone()));
@@ -222,12 +223,15 @@ async fn maintain(pool: PgPool, stats: Arc<JobStats>) {
 struct Retention {
     /// Completed and discarded jobs, and stored Telegram updates.
     jobs: Duration,
+    /// The records that guard against repeats, and dead jobs ([`jobs::retention`]).
+    records: Duration,
     /// Broadcasts' per-recipient rows, from the end of their fan-out.
     broadcasts: Duration,
 }
 
 /// Deletes old rows, at start and every [`PRUNE_INTERVAL`] after a pass ends: finished jobs,
-/// past send slots, stored Telegram updates, old broadcasts' recipients. A pass deletes in
+/// past send slots, stored Telegram updates, old broadcasts' recipients, and the records that
+/// guard against repeats once nothing can repeat ([`jobs::retention`]). A pass deletes in
 /// batches and may take long (the first after a backlog), which is why it is not part of
 /// [`maintain`]. Every process runs it; each step is safe to run at once.
 async fn prune(pool: PgPool, retention: Retention) {
@@ -259,6 +263,19 @@ async fn prune(pool: PgPool, retention: Retention) {
                 "old broadcasts' recipients pruned"
             ),
             Err(e) => tracing::warn!(error = %e, "pruning broadcasts' recipients failed"),
+        }
+        match jobs::retention::prune(&pool, retention.records).await {
+            Ok(p) if p.total() == 0 => {}
+            Ok(p) => tracing::info!(
+                effect_ledger = p.effect_ledger,
+                telegram_deliveries = p.telegram_deliveries,
+                stripe_events = p.stripe_events,
+                billing_requests = p.billing_requests,
+                pre_checkout_queries = p.pre_checkout_queries,
+                dead_jobs = p.dead_jobs,
+                "old records pruned"
+            ),
+            Err(e) => tracing::warn!(error = %e, "pruning old records failed"),
         }
         tokio::time::sleep(PRUNE_INTERVAL).await;
     }
