@@ -79,6 +79,56 @@ async fn a_worker_killed_mid_batch_loses_no_effect_and_doubles_none() {
 }
 
 #[tokio::test]
+async fn a_kill_resends_exactly_the_messages_in_flight_and_those_are_at_most_worker_concurrency() {
+    let world = World::new(Limits {
+        per_second: 1000.0,
+        ..Limits::default()
+    })
+    .await;
+    // Telegram answers 300 ms after it accepted a message: at a kill, every send in flight has
+    // gone out, and its worker never learnt it.
+    world.telegram.delay_answers(Duration::from_millis(300));
+    enqueue_to_distinct_chats(&world).await;
+    let mut first = spawn_worker(&world, 300.0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while world.count("SELECT count(*) FROM telegram_deliveries").await < 50 {
+        assert!(Instant::now() < deadline, "the first worker made no progress");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    signal(&first, "KILL");
+    exited(&mut first).await;
+    // Let commits the server had received before the kill finish.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let accepted = world.telegram.messages().len() as i64;
+    let recorded = world.count("SELECT count(*) FROM telegram_deliveries").await;
+    let in_flight = accepted - recorded;
+
+    let mut second = spawn_worker(&world, 300.0);
+    world
+        .wait_for_count(
+            "SELECT count(*) FROM jobs WHERE state = 'completed'",
+            JOBS,
+            Duration::from_secs(90),
+        )
+        .await;
+    signal(&second, "TERM");
+    assert!(exited(&mut second).await.success());
+
+    let duplicates = world.telegram.messages().len() as i64 - JOBS;
+    eprintln!("{in_flight} messages in flight at the kill; {duplicates} sent twice");
+    assert_eq!(
+        duplicates, in_flight,
+        "every message in flight at the kill, and only those, went twice"
+    );
+    assert!(
+        in_flight > 0,
+        "the kill found no send in flight: the window was not tested"
+    );
+    // The notifications queue runs WORKER_CONCURRENCY (20 by default) jobs at once per process.
+    assert!(in_flight <= 20, "{in_flight} sends in flight in one process");
+}
+
+#[tokio::test]
 async fn sigterm_hands_back_unfinished_work_and_exits_in_time() {
     let world = World::new(Limits {
         per_second: 1000.0,

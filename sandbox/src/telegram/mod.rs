@@ -113,6 +113,8 @@ struct Shared {
     limits: Limits,
     started: Instant,
     state: Mutex<State>,
+    // How long an accepted sendMessage waits before it is answered.
+    answer_delay: Mutex<Duration>,
 }
 
 /// FakeTelegram is a running fake Bot API; it stops when dropped.
@@ -143,6 +145,7 @@ impl FakeTelegram {
             token: token.to_string(),
             limits,
             started: Instant::now(),
+            answer_delay: Mutex::new(Duration::ZERO),
             state: Mutex::new(State {
                 next_message_id: 1,
                 // Counted on from the start time, as Telegram's ids only grow, so that a run on a
@@ -202,6 +205,13 @@ impl FakeTelegram {
     /// From now on `chat_id` has blocked the bot: sends to it get 403.
     pub fn block(&self, chat_id: i64) {
         self.shared.state.lock().unwrap().blocked.insert(chat_id);
+    }
+
+    /// From now on an accepted `sendMessage` is answered `delay` after it was accepted (and
+    /// recorded as sent), as over a slow network: a worker killed in between never learns that its
+    /// message went out.
+    pub fn delay_answers(&self, delay: Duration) {
+        *self.shared.answer_delay.lock().unwrap() = delay;
     }
 
     /// The next send to `chat_id` gets a 429 asking to retry after `seconds`; a send to it before
@@ -296,7 +306,7 @@ fn scripted(status: u16) -> poem::Response {
 }
 
 #[handler]
-fn bot_method(
+async fn bot_method(
     Path((bot, method)): Path<(String, String)>,
     headers: &poem::http::HeaderMap,
     body: Vec<u8>,
@@ -328,7 +338,12 @@ fn bot_method(
                 .get("user-agent")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
-            send_message(&shared, &params, user_agent)
+            let answer = send_message(&shared, &params, user_agent);
+            let delay = *shared.answer_delay.lock().unwrap();
+            if answer.status().is_success() && !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            answer
         }
         "createinvoicelink" => create_invoice_link(&shared, &params),
         "refundstarpayment" => refund_star_payment(&shared, &params),
