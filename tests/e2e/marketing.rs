@@ -271,6 +271,7 @@ async fn a_promo_click_then_a_stars_payment_is_a_conversion_in_the_campaigns_sta
     // The counters are in /metrics (flushed by the worker's effects, summed by the web process).
     let metrics = http
         .get(format!("{api}/metrics"))
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .unwrap()
