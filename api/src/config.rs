@@ -86,10 +86,11 @@ impl Config {
             None => None,
         };
         let database_pool_size = parsed_or("DATABASE_POOL_SIZE", 10u32)?;
-        if database_pool_size == 0 {
+        if database_pool_size < 2 {
+            // One connection is the LISTEN for settled billing requests for as long as it runs.
             return Err(ConfigError {
                 var: "DATABASE_POOL_SIZE",
-                problem: "must be at least 1".into(),
+                problem: "must be at least 2 (one is the LISTEN for settled billing requests)".into(),
             });
         }
         let host = parsed_or("HOST", IpAddr::V4(Ipv4Addr::UNSPECIFIED))?;

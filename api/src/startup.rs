@@ -221,9 +221,11 @@ impl<E: Endpoint> Endpoint for RefuseNulEndpoint<E> {
             let detail = format!("the path or query holds %00, that is {}", jobs::db::NUL);
             return Err(Problem::invalid_request(detail).into());
         }
-        let json = req
-            .content_type()
-            .is_some_and(|t| t.starts_with("application/json") || t.contains("+json"));
+        // Media types are case-insensitive, and the routes take `Application/JSON` too.
+        let json = req.content_type().map(str::to_ascii_lowercase).is_some_and(|t| {
+            let essence = t.split(';').next().unwrap_or_default().trim();
+            essence == "application/json" || essence.ends_with("+json")
+        });
         if json && req.uri().path().starts_with("/v1/") {
             let body = req.take_body().into_bytes().await?;
             // A body that is not JSON is the route's to refuse, with its own message.

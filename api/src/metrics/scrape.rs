@@ -2,7 +2,7 @@
 //! into the recorder or rendered after what it renders.
 //!
 //! The database's figures come from [`DatabaseFigures`], one per app: however many scrape at
-//! once, one of them reads (one query at a time, on one connection) and the others wait for its
+//! once, one of them reads (on at most two connections) and the others wait for its
 //! figures, which then answer every scrape for [`FIGURES_MAX_AGE`]. So scrapers cannot take the
 //! pool from webhooks, whatever their number; an aggregate over a big queue costs one read per
 //! five seconds.
@@ -74,8 +74,11 @@ struct Figures {
 
 impl Figures {
     async fn read(pool: &PgPool) -> Figures {
-        let pipeline = read_or_log("job pipeline's metrics", Pipeline::read(pool)).await;
-        let business = read_or_log("billing counters", counters::all(pool)).await;
+        // At once, each within its timeout: at most two connections, for at most 5 s.
+        let (pipeline, business) = tokio::join!(
+            read_or_log("job pipeline's metrics", Pipeline::read(pool)),
+            read_or_log("billing counters", counters::all(pool)),
+        );
         Figures { pipeline, business }
     }
 }

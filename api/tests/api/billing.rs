@@ -118,13 +118,12 @@ async fn a_repeated_key_is_the_same_request_and_one_job() {
 }
 
 #[tokio::test]
-async fn a_burst_of_checkouts_is_one_request_and_one_stripe_call() {
+async fn a_burst_of_checkouts_without_keys_is_one_request_and_one_stripe_call() {
     let app = spawn_app().await;
-    // A hundred taps at once, each with its own key, as a client that makes a key per tap does.
-    let answers = futures::future::join_all((0..100).map(|i| {
-        let key = format!("tap-{i}");
+    // A hundred taps at once, without keys.
+    let answers = futures::future::join_all((0..100).map(|_| {
         let app = &app;
-        async move { accepted(checkout(app, 42, "pro_monthly", Some(&key)).await, StatusCode::ACCEPTED).await }
+        async move { accepted(checkout(app, 42, "pro_monthly", None).await, StatusCode::ACCEPTED).await }
     }))
     .await;
     let id = &answers[0]["id"];
@@ -134,6 +133,26 @@ async fn a_burst_of_checkouts_is_one_request_and_one_stripe_call() {
     // Another plan is another request.
     let team = accepted(checkout(&app, 42, "team_monthly", None).await, StatusCode::ACCEPTED).await;
     assert_ne!(&team["id"], id);
+    // A key of its own is a request of its own, and keeps answering with it: the limit bounds
+    // those (2 stored, 8 more let in, then 429s).
+    let statuses = futures::future::join_all((0..20).map(|i| {
+        let app = &app;
+        async move {
+            checkout(app, 42, "pro_monthly", Some(&format!("tap-{i}")))
+                .await
+                .status()
+        }
+    }))
+    .await;
+    let accepted_n = statuses.iter().filter(|s| **s == StatusCode::ACCEPTED).count();
+    let limited = statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
+    assert_eq!((accepted_n, limited), (8, 12), "{statuses:?}");
+    assert_eq!(app.count("billing_requests").await, 10);
+    let keyed: i64 = sqlx::query_scalar("SELECT count(*) FROM billing_requests WHERE idempotency_key LIKE 'tap-%'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(keyed, 8, "every request let in is stored under its key");
 }
 
 #[tokio::test]

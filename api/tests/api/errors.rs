@@ -433,6 +433,18 @@ async fn nul_in_any_body_path_or_query_is_an_invalid_request() {
             "{path}: {problem}"
         );
     }
+    // Media types are case-insensitive: the routes take this one, and so does the check.
+    let resp = app
+        .client
+        .post(app.url("/v1/ops/refunds"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "Application/JSON; charset=UTF-8")
+        .header("Idempotency-Key", "nul-2")
+        .body(refund_payment.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-request").await;
     let resp = app
         .post_user("/v1/billing/checkout", 42, &json!({"plan": "pro\u{0}"}))
         .send()

@@ -37,7 +37,7 @@ fn a_bad_configuration_stops_the_process_with_one_line() {
         ),
         (
             &[url, token, ("DATABASE_POOL_SIZE", "0")],
-            "configuration error: DATABASE_POOL_SIZE must be at least 1\n",
+            "configuration error: DATABASE_POOL_SIZE must be at least 2 (one is the LISTEN for settled billing requests)\n",
         ),
         (
             &[url, token],

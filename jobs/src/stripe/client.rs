@@ -271,8 +271,9 @@ impl StripeClient {
     }
 
     /// The refund of `payment` made for our refund request `refund_request_id` (by its
-    /// metadata), if Stripe has one: how a retry that Stripe's key memory no longer covers finds
-    /// out whether an earlier attempt made it. Looks at the payment's latest 100 refunds.
+    /// metadata) that has not failed or been cancelled, if Stripe has one: how a retry that
+    /// Stripe's key memory no longer covers finds out whether an earlier attempt made it. Looks
+    /// at the payment's latest 100 refunds.
     pub async fn find_refund(
         &self,
         payment: PaymentRef<'_>,
@@ -287,8 +288,9 @@ impl StripeClient {
         Ok(refunds
             .data
             .into_iter()
-            .find(|r| r.metadata.as_ref().and_then(|m| m.get("refund_request_id")) == Some(&ours))
-            .map(created_refund))
+            .filter(|r| r.metadata.as_ref().and_then(|m| m.get("refund_request_id")) == Some(&ours))
+            .map(created_refund)
+            .find(|r| !matches!(r.status.as_str(), "failed" | "canceled")))
     }
 }
 

@@ -153,7 +153,7 @@ impl BillingApi {
     ///
     /// Asks for a Stripe Checkout session for `plan`; a worker creates it. 202 with the request,
     /// then poll `status_url` (with `?wait=`) for its `url`. While a checkout of the same plan
-    /// by the caller is pending (for up to 10 minutes), a new one answers with it. A plan not in
+    /// by the caller is pending (for up to 10 minutes), a new one without a key answers with it. A plan not in
     /// the catalogue or not sold through Stripe is 400 `unknown-plan`; more than 10 new billing
     /// requests (all kinds) in 10 minutes is 429 `rate-limited`; neither stores anything.
     #[oai(path = "/checkout", method = "post", operation_id = "start_checkout")]
@@ -206,7 +206,7 @@ impl BillingApi {
     /// Asks for a Stripe Billing Portal session, where the caller manages subscriptions and
     /// payment methods; a worker creates it. 202 with the request, then poll `status_url` (with
     /// `?wait=`) for its `url`, or the `failure` Stripe gave. While a portal request by the
-    /// caller is pending (for up to 10 minutes), a new one answers with it; more than 10 new
+    /// caller is pending (for up to 10 minutes), a new one without a key answers with it; more than 10 new
     /// billing requests (all kinds) in 10 minutes is 429 `rate-limited`.
     #[oai(path = "/portal", method = "post", operation_id = "open_portal")]
     async fn open_portal(
@@ -263,7 +263,7 @@ impl BillingApi {
     /// request, then poll `status_url` (with `?wait=`) for its `url` and open it in the Mini App
     /// (`Telegram.WebApp.openInvoice`). Plans of 30 days are Stars subscriptions, renewed monthly
     /// by Telegram. While a Stars invoice of the same plan by the caller is pending (for up to 10
-    /// minutes), a new one answers with it. A plan not in the catalogue or without a Stars price
+    /// minutes), a new one without a key answers with it. A plan not in the catalogue or without a Stars price
     /// is 400 `unknown-plan`; more than 10 new billing requests (all kinds) in 10 minutes is 429
     /// `rate-limited`; neither stores anything.
     #[oai(path = "/stars-invoice", method = "post", operation_id = "create_stars_invoice")]

@@ -104,7 +104,13 @@ async fn made_before(
         return Ok(None);
     }
     billing.hold(job, stripe::client::TIMEOUT).await?;
-    let found = billing.stripe.find_refund(payment, refund.id).await?;
+    // Not knowing is no refusal: the refund stays pending and the job is retried (then dead, for
+    // ops), rather than settled failed without asking Stripe for it.
+    let found = billing
+        .stripe
+        .find_refund(payment, refund.id)
+        .await
+        .map_err(|e| JobError::Retryable(format!("looking for an earlier attempt's refund: {e}")))?;
     if let Some(made) = &found {
         tracing::info!(
             refund = refund.id,

@@ -112,9 +112,9 @@ impl JobPayload for CreateSession {
 pub const LIMIT: i64 = 10;
 /// The sliding window of [`LIMIT`].
 pub const LIMIT_WINDOW: Duration = Duration::from_secs(600);
-/// A pending request of the same user, kind and plan younger than this answers a new one: a
-/// repeated tap waits for the session already being made instead of asking the provider again.
-/// An older pending request (its job still retrying, or dead) no longer does.
+/// A pending request of the same user, kind and plan younger than this answers a new one without
+/// an idempotency key: a repeated tap waits for the session already being made instead of asking
+/// the provider again. An older pending request (its job still retrying, or dead) no longer does.
 pub const REUSE_PENDING: Duration = Duration::from_secs(600);
 
 /// Created is what [`create`] did.
@@ -132,8 +132,8 @@ pub enum Created {
 
 /// Stores a request of `user_id` and enqueues its session's creation; run it in a transaction,
 /// so that the two commit together. A repeated `idempotency_key` of the same user and kind
-/// returns the first request and writes nothing; so does a pending request for the same kind and
-/// plan. A new request over the user's [`LIMIT`] is refused. The user's requests are serialised
+/// returns the first request and writes nothing; without a key, so does a pending request for the
+/// same kind and plan. A new request over the user's [`LIMIT`] is refused. The user's requests are serialised
 /// by a transaction-level advisory lock, so that concurrent calls count and reuse exactly.
 pub async fn create(
     conn: &mut PgConnection,
@@ -161,20 +161,26 @@ pub async fn create(
             return Ok(Created::Existing(first));
         }
     }
-    let pending: Option<BillingRequest> = sqlx::query_as(concat!(
-        "SELECT ",
-        columns!(),
-        " FROM billing_requests
+    // Only a request without a key of its own: one with a new key is answered by that key ever
+    // after, which a reused request would not be stored under.
+    let pending: Option<BillingRequest> = if idempotency_key.is_some() {
+        None
+    } else {
+        sqlx::query_as(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM billing_requests
          WHERE user_id = $1 AND kind = $2 AND plan IS NOT DISTINCT FROM $3 AND status = 'pending'
            AND created_at > now() - make_interval(secs => $4)
          ORDER BY id DESC LIMIT 1"
-    ))
-    .bind(user_id)
-    .bind(kind.name())
-    .bind(plan)
-    .bind(REUSE_PENDING.as_secs_f64())
-    .fetch_optional(&mut *conn)
-    .await?;
+        ))
+        .bind(user_id)
+        .bind(kind.name())
+        .bind(plan)
+        .bind(REUSE_PENDING.as_secs_f64())
+        .fetch_optional(&mut *conn)
+        .await?
+    };
     if let Some(pending) = pending {
         return Ok(Created::Existing(pending));
     }
