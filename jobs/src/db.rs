@@ -5,17 +5,33 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::postgres::{PgArguments, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::query::QueryAs;
-use sqlx::{FromRow, PgConnection, PgPool, Postgres};
+use sqlx::{Connection, FromRow, PgConnection, PgPool, Postgres};
 
-/// Opens a pool of at most `max_connections` to `url`.
+/// How long opening a pool, or a connection of it, may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens a pool of at most `max_connections` to `url`. A failure says why: a malformed URL, or
+/// the server's own answer (connection refused, no such database, a password refused) rather than
+/// the pool's "timed out".
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
-    PgPoolOptions::new()
+    let options: PgConnectOptions = url.parse()?;
+    let opened = PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(url)
-        .await
+        .acquire_timeout(CONNECT_TIMEOUT)
+        .connect_with(options.clone())
+        .await;
+    match opened {
+        // The pool retries until its timeout and then hides the cause: one plain attempt shows it.
+        Err(sqlx::Error::PoolTimedOut) => {
+            match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options)).await {
+                Ok(Err(cause)) => Err(cause),
+                _ => Err(sqlx::Error::PoolTimedOut),
+            }
+        }
+        opened => opened,
+    }
 }
 
 /// Applies every migration in `migrations/` that the database has not seen yet. Safe to run again

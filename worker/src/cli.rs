@@ -126,14 +126,14 @@ pub async fn run(pool: &PgPool, command: JobsCommand) -> anyhow::Result<()> {
             target,
             past_key_memory,
         } => match target.id {
-            Some(id) => report(id, "retried", ops::retry(pool, id, past_key_memory).await?)?,
+            Some(id) => report(id, "retried", "dead", ops::retry(pool, id, past_key_memory).await?)?,
             None => println!(
                 "{} job(s) retried",
                 ops::retry_matching(pool, &DeadFilter::from(&target.filter), past_key_memory).await?
             ),
         },
         JobsCommand::Discard(target) => match target.id {
-            Some(id) => report(id, "discarded", ops::discard(pool, id).await?)?,
+            Some(id) => report(id, "discarded", "dead or pending", ops::discard(pool, id).await?)?,
             None => println!(
                 "{} job(s) discarded",
                 ops::discard_matching(pool, &DeadFilter::from(&target.filter)).await?
@@ -143,14 +143,15 @@ pub async fn run(pool: &PgPool, command: JobsCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn report(id: i64, done: &str, change: Change) -> anyhow::Result<()> {
+/// Says what became of job `id`; `applies_to` names the states the change applies to.
+fn report(id: i64, done: &str, applies_to: &str, change: Change) -> anyhow::Result<()> {
     match change {
         Change::Done => {
             println!("job {id} {done}");
             Ok(())
         }
         Change::NotFound => anyhow::bail!("no job {id}"),
-        Change::WrongState(state) => anyhow::bail!("job {id} is {state}; only dead jobs can be {done}"),
+        Change::WrongState(state) => anyhow::bail!("job {id} is {state}; only {applies_to} jobs can be {done}"),
         Change::PastKeyMemory { queue, age } => {
             anyhow::bail!("{}", ops::past_key_memory(id, &queue, age, "--past-key-memory"))
         }

@@ -1,6 +1,7 @@
 //! The worker binary: `worker [run]`, `worker migrate`, `worker jobs …`, `worker campaigns …`,
 //! `worker telegram …`.
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use worker::cli::{CampaignsCommand, JobsCommand, TelegramCommand};
 use worker::config::Config;
@@ -8,6 +9,7 @@ use worker::config::Config;
 #[derive(Debug, Parser)]
 #[command(
     name = "worker",
+    version,
     about = "paygate's worker dyno: drains the job queues; also migrates and runs ops commands"
 )]
 struct Cli {
@@ -34,6 +36,15 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, None | Some(Command::Run)) {
+        // Rust ignores SIGPIPE, so printing to a closed pipe (`worker jobs stats | head`) would
+        // panic; an ops command ends quietly instead, as Unix tools do. The worker itself keeps
+        // ignoring it: its logs going away must not kill it.
+        // SAFETY: setting a signal's disposition to the default, before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     init_logs();
     let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
     match runtime.block_on(run(cli.command.unwrap_or(Command::Run))) {
@@ -52,21 +63,29 @@ async fn run(command: Command) -> anyhow::Result<()> {
             worker::startup::run(config, shutdown_signal()).await
         }
         Command::Migrate => {
-            let pool = jobs::db::connect(&jobs::config::required("DATABASE_URL")?, 2).await?;
+            let pool = connect().await?;
             jobs::db::migrate(&pool).await?;
             println!("migrations applied");
             Ok(())
         }
         Command::Jobs(command) => {
-            let pool = jobs::db::connect(&jobs::config::required("DATABASE_URL")?, 2).await?;
+            let pool = connect().await?;
             worker::cli::run(&pool, command).await
         }
         Command::Campaigns(command) => {
-            let pool = jobs::db::connect(&jobs::config::required("DATABASE_URL")?, 2).await?;
+            let pool = connect().await?;
             worker::cli::run_campaigns(&pool, command).await
         }
         Command::Telegram(command) => worker::cli::run_telegram(command).await,
     }
+}
+
+/// The two connections of an ops command, to `DATABASE_URL`.
+async fn connect() -> anyhow::Result<sqlx::PgPool> {
+    let url = jobs::config::required("DATABASE_URL")?;
+    jobs::db::connect(&url, 2)
+        .await
+        .context("connecting to the database (DATABASE_URL)")
 }
 
 /// Resolves on SIGTERM (Heroku's stop) or Ctrl-C.

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use apalis::prelude::{Monitor, WorkerBuilder, WorkerBuilderExt};
 use backon::{ExponentialBuilder, Retryable};
 use jobs::billing::refunds::MakeRefund;
@@ -44,7 +45,9 @@ pub const SCHEDULER_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Runs every queue's worker until `shutdown` resolves, then hands back what is unfinished.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    let pool = jobs::db::connect(&config.database_url, config.database_pool_size).await?;
+    let pool = jobs::db::connect(&config.database_url, config.database_pool_size)
+        .await
+        .context("connecting to the database (DATABASE_URL)")?;
     let stats = Arc::new(JobStats::default());
     // Unique per process, so that orphan rescue can tell this process's jobs from others'.
     let process = format!(

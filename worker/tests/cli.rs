@@ -114,3 +114,84 @@ async fn ages_over_100_years_are_refused_naming_the_flag_before_the_database_is_
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8(out.stdout).unwrap().contains("1 dead job(s)"));
 }
+
+#[test]
+fn an_unreachable_or_malformed_database_url_is_named_with_its_cause() {
+    // A port nothing listens on: the cause is the refusal, not the pool's timeout.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for (url, cause) in [
+        (
+            format!("postgres://postgres@127.0.0.1:{closed}/x"),
+            "Connection refused",
+        ),
+        ("not a url".to_string(), "relative URL without a base"),
+    ] {
+        let out = worker()
+            .args(["jobs", "stats"])
+            .env("DATABASE_URL", &url)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            stderr.starts_with("worker: connecting to the database (DATABASE_URL): ") && stderr.contains(cause),
+            "{stderr}"
+        );
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    }
+}
+
+#[tokio::test]
+async fn ops_commands_end_quietly_on_a_closed_pipe_and_say_which_jobs_a_change_applies_to() {
+    let url = sandbox::postgres::test_database().await;
+    let out = worker().arg("migrate").env("DATABASE_URL", &url).output().unwrap();
+    assert!(out.status.success());
+    // `worker jobs stats | head -0`: the reader is gone before the first line.
+    let mut child = worker()
+        .args(["jobs", "stats"])
+        .env("DATABASE_URL", &url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(out.status.code(), Some(101), "{stderr}");
+
+    let pool = jobs::db::connect(&url, 1).await.unwrap();
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO jobs (queue, logical_key, payload, state, max_attempts, finished_at)
+         VALUES ('tracking', 'k', '{}', 'completed', 5, now()) RETURNING id",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    for (command, says) in [
+        ("discard", "only dead or pending jobs can be discarded"),
+        ("retry", "only dead jobs can be retried"),
+    ] {
+        let out = worker()
+            .args(["jobs", command, &id.to_string()])
+            .env("DATABASE_URL", &url)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(stderr.trim(), format!("worker: job {id} is completed; {says}"));
+    }
+}
+
+#[test]
+fn version_is_the_crates() {
+    let out = worker().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        format!("worker {}", env!("CARGO_PKG_VERSION"))
+    );
+}
