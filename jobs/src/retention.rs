@@ -17,7 +17,9 @@
 //! - `telegram_deliveries` of jobs that are gone: the record that a message went out, which a
 //!   re-run consults before sending. Broadcasts' go with their broadcast (`BROADCAST_RETENTION_DAYS`).
 //! - `stripe_events` that were processed and whose job is gone: the inbox that makes a
-//!   redelivery a duplicate; Stripe redelivers for 3 days at most.
+//!   redelivery a duplicate. Stripe redelivers for 3 days by itself, but keeps events for 30 days,
+//!   in which anyone may resend one (from the Dashboard, or by listing undelivered events), so
+//!   these stay at least [`STRIPE_EVENT_RETENTION`] whatever `retention` says.
 //! - `billing_requests` whose `checkout` job is gone: the per-user limit looks back 10 minutes
 //!   and a client polls for 25 seconds.
 //! - `telegram_pre_checkout_queries`: Telegram waits 10 seconds for the answer.
@@ -37,6 +39,10 @@ use crate::db::delete_in_batches;
 /// The least `RECORD_RETENTION_DAYS` may be: past every provider's redelivery window (Stripe's is
 /// 3 days) with room to spare.
 pub const MIN_RECORD_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The least a processed Stripe event is kept: Stripe keeps events, and lets them be resent, for
+/// 30 days; a day more covers clocks.
+pub const STRIPE_EVENT_RETENTION: Duration = Duration::from_secs(31 * 24 * 3600);
 
 /// How long the records are kept by default.
 pub const DEFAULT_RECORD_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -105,7 +111,7 @@ pub async fn prune(pool: &PgPool, retention: Duration) -> Result<Pruned, sqlx::E
                AND NOT EXISTS (SELECT 1 FROM jobs j
                                WHERE j.queue = 'entitlements' AND j.logical_key = 'stripe_event:' || e.id)
              LIMIT $2)",
-        age,
+        age.max(STRIPE_EVENT_RETENTION),
     )
     .await?;
     let billing_requests = delete_in_batches(
