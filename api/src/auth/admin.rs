@@ -25,12 +25,19 @@ pub struct AdminAuth(Admin);
 pub struct Admin;
 
 async fn check_admin(req: &Request, bearer: Bearer) -> poem::Result<Admin> {
-    let Some(AdminToken(expected)) = req.data::<AdminToken>() else {
+    let expected = req.data::<AdminToken>().map(|AdminToken(token)| token);
+    check_bearer(expected, &bearer).map(|()| Admin)
+}
+
+/// Whether `bearer` is `expected`, in constant time: a 401 if not, a 500 (logged) if the app
+/// was built without the token.
+fn check_bearer(expected: Option<&Secret>, bearer: &Bearer) -> poem::Result<()> {
+    let Some(expected) = expected else {
         let missing = std::io::Error::other("the app was built without an AdminToken");
         return Err(Problem::internal(&missing).into());
     };
     if expected.matches(bearer.token.as_bytes()) {
-        Ok(Admin)
+        Ok(())
     } else {
         Err(Problem::unauthorized().into())
     }
@@ -57,13 +64,5 @@ async fn check_metrics(req: &Request, bearer: Bearer) -> poem::Result<Scraper> {
         Some(MetricsToken(Some(token))) => Some(token),
         _ => req.data::<AdminToken>().map(|AdminToken(token)| token),
     };
-    let Some(expected) = expected else {
-        let missing = std::io::Error::other("the app was built without an AdminToken");
-        return Err(Problem::internal(&missing).into());
-    };
-    if expected.matches(bearer.token.as_bytes()) {
-        Ok(Scraper)
-    } else {
-        Err(Problem::unauthorized().into())
-    }
+    check_bearer(expected, &bearer).map(|()| Scraper)
 }
