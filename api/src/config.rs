@@ -29,7 +29,8 @@ pub struct Config {
     pub port: u16,
     /// `DATABASE_URL`: required; a secret, since it usually carries a password.
     pub database_url: Secret,
-    /// `DATABASE_POOL_SIZE`: the most database connections, 10 by default.
+    /// `DATABASE_POOL_SIZE`: the most database connections, 5 by default (see the README's
+    /// connection budget: one web and one worker dyno fit the smallest Heroku Postgres plan).
     pub database_pool_size: u32,
     /// `ADMIN_TOKEN`: the bearer token of the `/v1/ops` routes; required, at least 16 characters.
     pub admin_token: Secret,
@@ -85,7 +86,7 @@ impl Config {
             Some(_) => Some(Secret::required("METRICS_TOKEN", ADMIN_TOKEN_MIN_LEN)?),
             None => None,
         };
-        let database_pool_size = parsed_or("DATABASE_POOL_SIZE", 10u32)?;
+        let database_pool_size = parsed_or("DATABASE_POOL_SIZE", 5u32)?;
         if database_pool_size < 2 {
             // One connection is the LISTEN for settled billing requests for as long as it runs.
             return Err(ConfigError {

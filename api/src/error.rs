@@ -42,6 +42,8 @@ pub enum ProblemKind {
     MethodNotAllowed,
     /// 409: the resource is in a state the request does not apply to.
     Conflict,
+    /// 409: the caller already has a renewing subscription to the plan they ask to buy.
+    AlreadySubscribed,
     /// 411: a request body without a `Content-Length`.
     LengthRequired,
     /// 413: a request body over the limit.
@@ -60,7 +62,7 @@ pub enum ProblemKind {
 
 impl ProblemKind {
     /// Every named kind, for the golden test of the slugs.
-    pub const NAMED: [ProblemKind; 15] = [
+    pub const NAMED: [ProblemKind; 16] = [
         ProblemKind::InvalidRequest,
         ProblemKind::InvalidNotification,
         ProblemKind::InvalidSignature,
@@ -70,6 +72,7 @@ impl ProblemKind {
         ProblemKind::NotFound,
         ProblemKind::MethodNotAllowed,
         ProblemKind::Conflict,
+        ProblemKind::AlreadySubscribed,
         ProblemKind::LengthRequired,
         ProblemKind::PayloadTooLarge,
         ProblemKind::UnsupportedMediaType,
@@ -89,7 +92,7 @@ impl ProblemKind {
             ProblemKind::Unauthorized => StatusCode::UNAUTHORIZED,
             ProblemKind::NotFound => StatusCode::NOT_FOUND,
             ProblemKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ProblemKind::Conflict => StatusCode::CONFLICT,
+            ProblemKind::Conflict | ProblemKind::AlreadySubscribed => StatusCode::CONFLICT,
             ProblemKind::LengthRequired => StatusCode::LENGTH_REQUIRED,
             ProblemKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProblemKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -119,6 +122,7 @@ impl ProblemKind {
             ProblemKind::NotFound => "not-found",
             ProblemKind::MethodNotAllowed => "method-not-allowed",
             ProblemKind::Conflict => "conflict",
+            ProblemKind::AlreadySubscribed => "already-subscribed",
             ProblemKind::LengthRequired => "length-required",
             ProblemKind::PayloadTooLarge => "payload-too-large",
             ProblemKind::UnsupportedMediaType => "unsupported-media-type",
@@ -141,6 +145,7 @@ impl ProblemKind {
             ProblemKind::NotFound => "Not found",
             ProblemKind::MethodNotAllowed => "Method not allowed",
             ProblemKind::Conflict => "The resource is in the wrong state",
+            ProblemKind::AlreadySubscribed => "Already subscribed to this plan",
             ProblemKind::LengthRequired => "A Content-Length is required",
             ProblemKind::PayloadTooLarge => "The request body is too large",
             ProblemKind::UnsupportedMediaType => "Unsupported media type",
@@ -383,6 +388,7 @@ mod tests {
             ("not-found", 404),
             ("method-not-allowed", 405),
             ("conflict", 409),
+            ("already-subscribed", 409),
             ("length-required", 411),
             ("payload-too-large", 413),
             ("unsupported-media-type", 415),

@@ -34,7 +34,8 @@ pub struct RouteTable {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
     Static(String),
-    Param,
+    /// A parameter, by the name the spec gives it (`{name}` for `:name` or `{name}`).
+    Param(String),
 }
 
 impl RouteTable {
@@ -46,12 +47,9 @@ impl RouteTable {
             .map(|t| {
                 segments(&t)
                     .into_iter()
-                    .map(|s| {
-                        if is_param(s) {
-                            Segment::Param
-                        } else {
-                            Segment::Static(s.to_string())
-                        }
+                    .map(|s| match param_name(s) {
+                        Some(name) => Segment::Param(name.to_string()),
+                        None => Segment::Static(s.to_string()),
                     })
                     .collect()
             })
@@ -63,7 +61,8 @@ impl RouteTable {
     }
 
     /// The route label of `path`: the most specific matching template with its parameters
-    /// written `{id}` (a static segment beats a parameter, as in the router), else `unmatched`.
+    /// written as the spec names them, `{id}` (a static segment beats a parameter, as in the
+    /// router), else `unmatched`.
     pub fn label(&self, path: &str) -> String {
         if let Some(prefix) = self
             .prefixes
@@ -90,7 +89,7 @@ impl RouteTable {
                 .zip(&parts)
                 .map(|(seg, part)| match seg {
                     Segment::Static(_) => format!("/{part}"),
-                    Segment::Param => "/{id}".to_string(),
+                    Segment::Param(name) => format!("/{{{name}}}"),
                 })
                 .collect(),
         }
@@ -105,14 +104,17 @@ fn segments(path: &str) -> Vec<&str> {
     }
 }
 
-fn is_param(segment: &str) -> bool {
-    segment.starts_with(':') || (segment.starts_with('{') && segment.ends_with('}'))
+/// The parameter a template segment is, `:name` (poem's form) or `{name}` (OpenAPI's).
+fn param_name(segment: &str) -> Option<&str> {
+    segment
+        .strip_prefix(':')
+        .or_else(|| segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
 }
 
 fn matches_segment(seg: &Segment, part: &str) -> bool {
     match seg {
         Segment::Static(s) => s == part,
-        Segment::Param => !part.is_empty(),
+        Segment::Param(_) => !part.is_empty(),
     }
 }
 
@@ -217,6 +219,7 @@ mod tests {
                 "/v1/ops/jobs/{id}",
                 "/v1/ops/jobs/:id/retry",
                 "/v1/ops/jobs/dead/retry",
+                "/v1/ops/queues/:name/pause",
                 "/openapi.json",
             ]
             .map(String::from),
@@ -231,6 +234,14 @@ mod tests {
         assert_eq!(t.label("/v1/ops/jobs/123/retry"), "/v1/ops/jobs/{id}/retry");
         // Whatever the router routed there, even an id it will refuse.
         assert_eq!(t.label("/v1/ops/jobs/abc"), "/v1/ops/jobs/{id}");
+    }
+
+    #[test]
+    fn parameters_keep_the_specs_names() {
+        assert_eq!(
+            table().label("/v1/ops/queues/checkout/pause"),
+            "/v1/ops/queues/{name}/pause"
+        );
     }
 
     #[test]

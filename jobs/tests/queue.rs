@@ -9,7 +9,7 @@ use jobs::metrics::JobStats;
 use jobs::queue::backend::JobStore;
 use jobs::queue::effect::Begun;
 use jobs::queue::lease::{self, Lease};
-use jobs::queue::ops::{self, Change, DeadFilter};
+use jobs::queue::ops::{self, Bulk, Change, DeadFilter};
 use jobs::queue::outcome::run_attempt;
 use jobs::queue::{EffectTx, Enqueued, Job, JobError, JobPayload, NewJob, Queue, enqueue, maintenance};
 use serde::{Deserialize, Serialize};
@@ -125,6 +125,67 @@ async fn fetch_takes_due_jobs_in_order_once_and_counts_the_attempt() {
     );
     assert!(a.iter().chain(&b).all(|j| j.attempt == 1));
     assert!(fetch(&pool, "c", 3).await.is_empty());
+}
+
+/// The tracking queue's statistics.
+async fn tracking_stats(pool: &PgPool) -> ops::QueueStats {
+    let stats = ops::queue_stats(pool).await.unwrap();
+    stats.into_iter().find(|q| q.queue == "tracking").unwrap()
+}
+
+#[tokio::test]
+async fn a_paused_queue_is_fetched_from_by_no_worker_until_resumed() {
+    let pool = pool().await;
+    for n in 0..3 {
+        add(&pool, NewJob::new(&Touch { n }, format!("k{n}"))).await;
+    }
+    assert!(ops::pause(&pool, Queue::Tracking).await.unwrap());
+    assert!(!ops::pause(&pool, Queue::Tracking).await.unwrap(), "paused already");
+    assert!(fetch(&pool, "w", 3).await.is_empty());
+    let paused = tracking_stats(&pool).await;
+    assert!(paused.paused && paused.pending == 3, "{paused:?}");
+    // Other queues are not paused.
+    let stats = ops::queue_stats(&pool).await.unwrap();
+    assert_eq!(stats.iter().filter(|q| q.paused).count(), 1);
+
+    assert!(ops::resume(&pool, Queue::Tracking).await.unwrap());
+    assert!(!ops::resume(&pool, Queue::Tracking).await.unwrap(), "not paused");
+    let fetched = fetch(&pool, "w", 3).await;
+    assert_eq!(fetched.len(), 3);
+    for job in &fetched {
+        let _ = apply(&pool, job).await;
+    }
+    let done = tracking_stats(&pool).await;
+    assert!(!done.paused);
+    assert_eq!(
+        (
+            done.completed_last_minute,
+            done.completed_last_5_minutes,
+            done.completed_last_hour
+        ),
+        (3, 3, 3)
+    );
+    assert!((done.completed_per_second - 3.0 / 300.0).abs() < 1e-9, "{done:?}");
+    // Completed more than an hour ago counts in no window.
+    sqlx::query("UPDATE jobs SET finished_at = now() - interval '2 minutes' WHERE id = $1")
+        .bind(fetched[0].id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE jobs SET finished_at = now() - interval '61 minutes' WHERE id = $1")
+        .bind(fetched[1].id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let aged = tracking_stats(&pool).await;
+    assert_eq!(
+        (
+            aged.completed_last_minute,
+            aged.completed_last_5_minutes,
+            aged.completed_last_hour
+        ),
+        (1, 2, 2)
+    );
 }
 
 #[tokio::test]
@@ -297,12 +358,33 @@ async fn retry_matching_and_discard_matching_follow_the_filter() {
         queue: Some(Queue::Refunds),
         ..Default::default()
     };
-    assert_eq!(ops::retry_matching(&pool, &none, false).await.unwrap(), 0);
+    assert_eq!(
+        ops::retry_matching(&pool, &none, false, false).await.unwrap(),
+        Bulk::default()
+    );
     let tracking = DeadFilter {
         queue: Some(Queue::Tracking),
         ..Default::default()
     };
-    assert_eq!(ops::retry_matching(&pool, &tracking, false).await.unwrap(), 3);
+    let three = Bulk {
+        count: 3,
+        skipped_past_key_memory: 0,
+    };
+    // A dry run counts and changes nothing.
+    assert_eq!(ops::retry_matching(&pool, &tracking, false, true).await.unwrap(), three);
+    assert_eq!(
+        ops::queue_stats(&pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|q| q.dead)
+            .sum::<i64>(),
+        3
+    );
+    assert_eq!(
+        ops::retry_matching(&pool, &tracking, false, false).await.unwrap(),
+        three
+    );
     for job in fetch(&pool, "w", 3).await {
         run_attempt(&pool, &JobStats::default(), job, |_| async {
             Err(JobError::Terminal("no".into()))
@@ -310,7 +392,24 @@ async fn retry_matching_and_discard_matching_follow_the_filter() {
         .await
         .unwrap();
     }
-    assert_eq!(ops::discard_matching(&pool, &DeadFilter::default()).await.unwrap(), 3);
+    assert_eq!(
+        ops::discard_matching(&pool, &DeadFilter::default(), true)
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        ops::discard_matching(&pool, &DeadFilter::default(), false)
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        ops::discard_matching(&pool, &DeadFilter::default(), true)
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 #[tokio::test]
@@ -555,9 +654,20 @@ async fn stripe_call_jobs_older_than_stripes_key_memory_are_retried_only_when_in
     assert_eq!(ops::retry(&pool, old_tracking, false).await.unwrap(), Change::Done);
     // A bulk retry leaves them dead, unless told.
     let all = DeadFilter::default();
-    assert_eq!(ops::retry_matching(&pool, &all, false).await.unwrap(), 0);
+    let skipped = Bulk {
+        count: 0,
+        skipped_past_key_memory: 2,
+    };
+    assert_eq!(ops::retry_matching(&pool, &all, false, true).await.unwrap(), skipped);
+    assert_eq!(ops::retry_matching(&pool, &all, false, false).await.unwrap(), skipped);
     assert_eq!(state(&pool, old_checkout).await.0, "dead");
-    assert_eq!(ops::retry_matching(&pool, &all, true).await.unwrap(), 2);
+    let insisted = Bulk {
+        count: 2,
+        skipped_past_key_memory: 0,
+    };
+    assert_eq!(ops::retry_matching(&pool, &all, true, true).await.unwrap(), insisted);
+    assert_eq!(state(&pool, old_checkout).await.0, "dead");
+    assert_eq!(ops::retry_matching(&pool, &all, true, false).await.unwrap(), insisted);
     assert_eq!(state(&pool, old_refund).await.0, "pending");
     assert_eq!(state(&pool, old_checkout).await.0, "pending");
 }

@@ -24,6 +24,7 @@ async fn request(world: &World, user: i64, kind: Kind, key: &str) -> i64 {
         requests::Created::New(r) => r.id,
         requests::Created::Existing(r) => panic!("request {} already existed", r.id),
         requests::Created::Limited { retry_after } => panic!("limited for {retry_after:?}"),
+        requests::Created::AlreadySubscribed(e) => panic!("already subscribed: {e:?}"),
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod billing;
 mod crash;
+mod deploy;
 mod marketing;
 mod notifications;
 mod telegram;

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use e2e::{BOT_TOKEN, TELEGRAM_WEBHOOK_SECRET, World};
+use sandbox::stripe_events::Subscription;
 use sandbox::telegram::Limits;
 use sandbox::telegram_updates::{self as updates, post_update};
 use serde_json::{Value, json};
@@ -181,13 +182,8 @@ async fn worker_telegram_set_webhook_registers_the_url_and_secret() {
     );
 }
 
-#[tokio::test]
-async fn paying_an_invoice_link_on_the_fake_bot_api_grants_the_plan_unless_the_bot_refuses() {
-    let world = World::new(Limits::default()).await;
-    let api = world.start_api().await;
-    let worker = world.start_worker(world.worker_config(30.0));
-    let http = reqwest::Client::new();
-    let user = 6262;
+/// Points the fake Bot API's webhook at `api`, as `worker telegram set-webhook` does.
+async fn set_bot_webhook(world: &World, api: &str) {
     let bot = jobs::telegram::client::TelegramClient::new(
         &jobs::config::Secret::new(BOT_TOKEN),
         world.telegram.url(),
@@ -201,11 +197,13 @@ async fn paying_an_invoice_link_on_the_fake_bot_api_grants_the_plan_unless_the_b
     )
     .await
     .unwrap();
-    let token = api::auth::issue_user_token(&world.jwt(), user, chrono::Utc::now());
+}
 
+/// Asks for a Stars invoice link of `pro_monthly` with `token`, and returns its slug.
+async fn stars_invoice_link(http: &reqwest::Client, api: &str, token: &str) -> String {
     let created: Value = http
         .post(format!("{api}/v1/billing/stars-invoice"))
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .json(&json!({"plan": "pro_monthly"}))
         .send()
         .await
@@ -214,16 +212,28 @@ async fn paying_an_invoice_link_on_the_fake_bot_api_grants_the_plan_unless_the_b
         .await
         .unwrap();
     let ready: Value = e2e::get_json(
-        &http,
+        http,
         &format!("{api}{}?wait=10", created["status_url"].as_str().unwrap()),
-        &token,
+        token,
     )
     .await;
-    let slug = ready["url"]
+    ready["url"]
         .as_str()
         .and_then(|u| u.strip_prefix("https://t.me/$"))
         .unwrap_or_else(|| panic!("an invoice link: {ready}"))
-        .to_string();
+        .to_string()
+}
+
+#[tokio::test]
+async fn paying_an_invoice_link_on_the_fake_bot_api_grants_the_plan_unless_the_bot_refuses() {
+    let world = World::new(Limits::default()).await;
+    let api = world.start_api().await;
+    let worker = world.start_worker(world.worker_config(30.0));
+    let http = reqwest::Client::new();
+    let user = 6262;
+    set_bot_webhook(&world, &api).await;
+    let token = api::auth::issue_user_token(&world.jwt(), user, chrono::Utc::now());
+    let slug = stars_invoice_link(&http, &api, &token).await;
     let pay = |user_id: i64| {
         http.get(format!("{}/sandbox/pay/{slug}?user_id={user_id}", world.telegram.url()))
             .send()
@@ -274,4 +284,74 @@ async fn paying_an_invoice_link_on_the_fake_bot_api_grants_the_plan_unless_the_b
         .await;
     assert_eq!(payments, 0);
     assert_eq!(world.count("SELECT count(*) FROM telegram_payments").await, 1);
+}
+
+/// The purchase guard, from both sides: a Stripe subscriber asking for a Stars invoice of the
+/// same plan is refused, and a link made before the subscription began is refused at
+/// pre-checkout, so Telegram takes no money.
+#[tokio::test]
+async fn a_stripe_subscriber_is_not_sold_the_same_plan_for_stars() {
+    let world = World::new(Limits::default()).await;
+    let api = world.start_api().await;
+    let worker = world.start_worker(world.worker_config(30.0));
+    let http = reqwest::Client::new();
+    let user = 7171;
+    set_bot_webhook(&world, &api).await;
+    let token = api::auth::issue_user_token(&world.jwt(), user, chrono::Utc::now());
+    let slug = stars_invoice_link(&http, &api, &token).await;
+
+    // Then the user subscribes through Stripe: its signed webhooks arrive.
+    let sub = Subscription::new("guard", user, "pro_monthly", "price_pro_monthly");
+    let now = chrono::Utc::now().timestamp();
+    for event in [
+        sub.invoice_paid(1, now + 30 * 86_400, now),
+        sub.checkout_session("checkout.session.completed", "paid", now),
+    ] {
+        let body = event.to_string();
+        let answer = http
+            .post(format!("{api}/webhooks/stripe"))
+            .header(
+                "Stripe-Signature",
+                sandbox::stripe::sign_webhook(&body, e2e::WEBHOOK_SECRET, now),
+            )
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+    }
+    let renewing = format!("SELECT count(*) FROM entitlements WHERE user_id = {user} AND renews");
+    world.wait_for_count(&renewing, 1, WAIT).await;
+
+    let again = http
+        .post(format!("{api}/v1/billing/stars-invoice"))
+        .bearer_auth(&token)
+        .json(&json!({"plan": "pro_monthly"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+    let problem: Value = again.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:paygate:problem:already-subscribed", "{problem}");
+
+    let refused = http
+        .get(format!("{}/sandbox/pay/{slug}?user_id={user}", world.telegram.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 402);
+    let text = refused.text().await.unwrap();
+    assert!(
+        text.contains("You already subscribe to Pro through Stripe, renewing on "),
+        "{text}"
+    );
+    worker.stop().await;
+    assert_eq!(world.count("SELECT count(*) FROM telegram_payments").await, 0);
+    assert_eq!(
+        world
+            .count(&format!("SELECT count(*) FROM entitlements WHERE user_id = {user}"))
+            .await,
+        1
+    );
 }

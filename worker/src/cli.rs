@@ -1,4 +1,4 @@
-//! `worker jobs …`: what ops can do about queues and dead jobs from a one-off dyno
+//! `worker jobs …`: what ops can do about queues (statistics, pause, resume) and dead jobs from a one-off dyno
 //! (`heroku run worker jobs dead`). The same operations back the `/v1/ops/jobs` endpoints.
 
 use std::time::Duration;
@@ -11,8 +11,14 @@ use sqlx::PgPool;
 /// JobsCommand is one of the `worker jobs` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum JobsCommand {
-    /// Pending, running, scheduled and dead jobs per queue, and the oldest pending job's age.
+    /// Per queue: pending, running, scheduled and dead jobs, the oldest pending job's age, jobs
+    /// completed in the last minute and hour, throughput over 5 minutes, and whether it is paused.
     Stats,
+    /// Pauses a queue: no worker process takes its jobs from its next fetch (within a second)
+    /// until `resume`. Running jobs finish; new jobs are still enqueued.
+    Pause { queue: Queue },
+    /// Resumes a paused queue.
+    Resume { queue: Queue },
     /// Lists dead jobs, most recently dead first.
     Dead {
         #[command(flatten)]
@@ -48,6 +54,9 @@ pub struct Target {
     all: bool,
     #[command(flatten)]
     filter: FilterArgs,
+    /// With --all: only count the jobs it would change.
+    #[arg(long, requires = "all")]
+    dry_run: bool,
 }
 
 /// FilterArgs selects dead jobs.
@@ -90,16 +99,42 @@ pub async fn run(pool: &PgPool, command: JobsCommand) -> anyhow::Result<()> {
     match command {
         JobsCommand::Stats => {
             println!(
-                "{:<14} {:>9} {:>9} {:>9} {:>9} {:>12}",
-                "queue", "pending", "running", "scheduled", "dead", "oldest(s)"
+                "{:<14} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9} {:>8} {:>6}",
+                "queue",
+                "pending",
+                "running",
+                "scheduled",
+                "dead",
+                "oldest(s)",
+                "done(1m)",
+                "done(1h)",
+                "per s",
+                "paused"
             );
             for s in ops::queue_stats(pool).await? {
                 println!(
-                    "{:<14} {:>9} {:>9} {:>9} {:>9} {:>12.1}",
-                    s.queue, s.pending, s.running, s.scheduled, s.dead, s.oldest_pending_age_seconds
+                    "{:<14} {:>9} {:>9} {:>9} {:>9} {:>10.1} {:>9} {:>9} {:>8.2} {:>6}",
+                    s.queue,
+                    s.pending,
+                    s.running,
+                    s.scheduled,
+                    s.dead,
+                    s.oldest_pending_age_seconds,
+                    s.completed_last_minute,
+                    s.completed_last_hour,
+                    s.completed_per_second,
+                    if s.paused { "yes" } else { "no" }
                 );
             }
         }
+        JobsCommand::Pause { queue } => match ops::pause(pool, queue).await? {
+            true => println!("queue {queue} paused: workers take none of its jobs until `worker jobs resume {queue}`"),
+            false => println!("queue {queue} was paused already"),
+        },
+        JobsCommand::Resume { queue } => match ops::resume(pool, queue).await? {
+            true => println!("queue {queue} resumed"),
+            false => println!("queue {queue} was not paused"),
+        },
         JobsCommand::Dead { filter, limit } => {
             let dead = ops::list_dead(pool, &DeadFilter::from(&filter), limit, None).await?;
             println!(
@@ -127,17 +162,32 @@ pub async fn run(pool: &PgPool, command: JobsCommand) -> anyhow::Result<()> {
             past_key_memory,
         } => match target.id {
             Some(id) => report(id, "retried", "dead", ops::retry(pool, id, past_key_memory).await?)?,
-            None => println!(
-                "{} job(s) retried",
-                ops::retry_matching(pool, &DeadFilter::from(&target.filter), past_key_memory).await?
-            ),
+            None => {
+                let filter = DeadFilter::from(&target.filter);
+                let bulk = ops::retry_matching(pool, &filter, past_key_memory, target.dry_run).await?;
+                let done = if target.dry_run { "would be retried" } else { "retried" };
+                println!("{} job(s) {done}", bulk.count);
+                if bulk.skipped_past_key_memory > 0 {
+                    println!(
+                        "{} checkout or refunds job(s) older than Stripe's 24 h key memory left dead: \
+                         check at Stripe that their calls were not made, then add --past-key-memory",
+                        bulk.skipped_past_key_memory
+                    );
+                }
+            }
         },
         JobsCommand::Discard(target) => match target.id {
             Some(id) => report(id, "discarded", "dead or pending", ops::discard(pool, id).await?)?,
-            None => println!(
-                "{} job(s) discarded",
-                ops::discard_matching(pool, &DeadFilter::from(&target.filter)).await?
-            ),
+            None => {
+                let filter = DeadFilter::from(&target.filter);
+                let count = ops::discard_matching(pool, &filter, target.dry_run).await?;
+                let done = if target.dry_run {
+                    "would be discarded"
+                } else {
+                    "discarded"
+                };
+                println!("{count} job(s) {done}");
+            }
         },
     }
     Ok(())

@@ -17,6 +17,7 @@ use jobs::tracking::DEFAULT_ATTRIBUTION_WINDOW;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database_url: String,
+    /// `DATABASE_POOL_SIZE`: 10 by default; the lease heartbeat's connection comes on top.
     pub database_pool_size: u32,
     /// Jobs one queue's worker runs at once in this process.
     pub concurrency: usize,
@@ -71,7 +72,7 @@ impl Config {
                 problem: "must be at least 1".into(),
             });
         }
-        let database_pool_size: u32 = parsed_or("DATABASE_POOL_SIZE", 20)?;
+        let database_pool_size: u32 = parsed_or("DATABASE_POOL_SIZE", 10)?;
         if database_pool_size < 2 {
             // One connection is the LISTEN for new jobs for as long as the process runs.
             return Err(ConfigError {

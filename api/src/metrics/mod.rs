@@ -29,8 +29,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use jobs::metrics::{
-    CHECKOUT_STARTED, Counter, HTTP_DURATION, HTTP_REQUESTS, MINIAPP_EXCHANGE_LATENCY, MINIAPP_SESSIONS, QUEUE_JOBS,
-    QUEUE_OLDEST, STRIPE_WEBHOOK_EVENTS, TELEGRAM_UPDATES,
+    BUILD_INFO, CHECKOUT_STARTED, Counter, HTTP_DURATION, HTTP_REQUESTS, MINIAPP_EXCHANGE_LATENCY, MINIAPP_SESSIONS,
+    QUEUE_JOBS, QUEUE_OLDEST, QUEUE_PAUSED, STRIPE_WEBHOOK_EVENTS, TELEGRAM_UPDATES,
 };
 use metrics::Unit;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -45,6 +45,20 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// The version and commit this process was built from: the package version, and Heroku's
+/// `SOURCE_VERSION` (the commit being built) when the build had it.
+pub const BUILD_VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const BUILD_COMMIT: &str = match option_env!("SOURCE_VERSION") {
+    Some(commit) => commit,
+    None => "unknown",
+};
+
+/// This process's CPU, memory, file descriptors and threads, read at every scrape.
+pub(crate) fn process_metrics() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
+}
+
 /// The process's recorder handle, installing the recorder on first use.
 pub fn install() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
@@ -56,7 +70,10 @@ pub fn install() -> &'static PrometheusHandle {
             .build_recorder();
         let handle = recorder.handle();
         match metrics::set_global_recorder(recorder) {
-            Ok(()) => describe(),
+            Ok(()) => {
+                describe();
+                metrics::gauge!(BUILD_INFO.name, "version" => BUILD_VERSION, "commit" => BUILD_COMMIT).set(1.0);
+            }
             Err(err) => tracing::warn!(error = %err, "another metrics recorder is installed; /metrics will miss what it records"),
         }
         let upkeep = handle.clone();
@@ -88,6 +105,9 @@ fn describe() {
         metrics::describe_counter!(counter.metric().name, counter.metric().help);
     }
     metrics::describe_gauge!(QUEUE_JOBS.name, QUEUE_JOBS.help);
+    metrics::describe_gauge!(QUEUE_PAUSED.name, QUEUE_PAUSED.help);
+    metrics::describe_gauge!(BUILD_INFO.name, BUILD_INFO.help);
+    process_metrics().describe();
     metrics::describe_gauge!(QUEUE_OLDEST.name, Unit::Seconds, QUEUE_OLDEST.help);
     for m in [HTTP_DURATION, MINIAPP_EXCHANGE_LATENCY] {
         metrics::describe_histogram!(m.name, Unit::Seconds, m.help);

@@ -16,12 +16,15 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use jobs::metrics::counters::{self, Counter as BusinessCounter};
-use jobs::metrics::{Counter, DURATION_BUCKETS, DurationField, JOB_DURATION, QUEUE_JOBS, QUEUE_OLDEST, Total};
+use jobs::metrics::{
+    BUSINESS_COUNTERS, Counter, DURATION_BUCKETS, DurationField, JOB_DURATION, QUEUE_JOBS, QUEUE_OLDEST, QUEUE_PAUSED,
+    Total,
+};
 use jobs::queue::Queue;
 use jobs::queue::ops::{self, QueueStats};
 use sqlx::PgPool;
 
-use super::install;
+use super::{install, process_metrics};
 
 /// How long a scrape waits for the database before serving the HTTP metrics alone.
 const PIPELINE_READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -51,6 +54,7 @@ impl Pipeline {
                 metrics::gauge!(QUEUE_JOBS.name, "queue" => q.queue.clone(), "state" => state).set(n as f64);
             }
             metrics::gauge!(QUEUE_OLDEST.name, "queue" => q.queue.clone()).set(q.oldest_pending_age_seconds);
+            metrics::gauge!(QUEUE_PAUSED.name, "queue" => q.queue.clone()).set(f64::from(u8::from(q.paused)));
         }
         for Total { queue, metric, value } in &self.totals {
             let Some(counter) = Counter::ALL.into_iter().find(|c| c.name() == metric) else {
@@ -162,6 +166,7 @@ pub async fn scrape(pool: &PgPool, figures: &DatabaseFigures) -> String {
         if let Some(pipeline) = pipeline {
             pipeline.publish();
         }
+        process_metrics().collect();
         handle.render()
     };
     if let Some(pipeline) = pipeline {
@@ -173,24 +178,25 @@ pub async fn scrape(pool: &PgPool, figures: &DatabaseFigures) -> String {
     out
 }
 
-/// Appends the business counters as Prometheus counters, one `# TYPE` per name. A row whose
-/// name or labels would not render as valid exposition text is left out and logged, and so is
-/// a name the recorder already rendered (two families of one name would break the scrape).
+/// Appends the business counters as Prometheus counters, one `# HELP` and `# TYPE` per name.
+/// A row of a name that is not one of [`BUSINESS_COUNTERS`] (a counter this version no longer
+/// keeps) or whose labels would not render as valid exposition text is left out and logged.
 pub(super) fn render_counters(counters: &[BusinessCounter], out: &mut String) {
     let mut typed: Option<&str> = None;
     for BusinessCounter { name, labels, value } in counters {
-        if !valid_metric_name(name) || !valid_labels(labels) {
-            tracing::warn!(name = %name.escape_debug(), "a billing counter that cannot be rendered is left out");
+        let Some(known) = BUSINESS_COUNTERS.iter().find(|m| m.name == name) else {
+            tracing::warn!(name = %name.escape_debug(), "a counter this version does not know is left out");
+            continue;
+        };
+        if !valid_labels(labels) {
+            tracing::warn!(name = %name, "a counter whose labels cannot be rendered is left out");
             continue;
         }
         if typed != Some(name.as_str()) {
-            if out.contains(&format!("# TYPE {name} ")) {
-                tracing::warn!(name = %name, "a billing counter has the name of a process metric; left out");
-                continue;
-            }
             if !out.is_empty() && !out.ends_with('\n') {
                 out.push('\n');
             }
+            let _ = writeln!(out, "# HELP {name} {}", known.help);
             let _ = writeln!(out, "# TYPE {name} counter");
             typed = Some(name);
         }

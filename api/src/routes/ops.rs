@@ -1,7 +1,8 @@
-//! `/v1/ops`: what operators see and do with the queues — statistics, dead jobs, retry and
-//! discard, one by one or in bulk. The same operations as the `worker jobs` CLI, through
+//! `/v1/ops`: what operators see and do with the queues — statistics, pause and resume, dead
+//! jobs, retry and discard, one by one or in bulk (with a dry run). The same operations as the `worker jobs` CLI, through
 //! [`jobs::queue::ops`].
 
+use std::future::Future;
 use std::time::Duration;
 
 use jobs::queue::Queue;
@@ -40,8 +41,10 @@ pub struct JobChanged {
     pub state: String,
 }
 
-/// DeadJobFilter selects dead jobs for a bulk change; every field narrows, none means all. Ages
-/// are at most 100 years (3155760000 seconds); more is a 400 `invalid-request`.
+/// DeadJobFilter selects dead jobs for a bulk change. `queue` and the ages narrow; a filter
+/// without any must say `"all": true` to change every dead job, else it is a 400
+/// `invalid-request` (an empty body changes nothing by mistake). Ages are at most 100 years
+/// (3155760000 seconds); more is a 400 `invalid-request`.
 // The `maximum` validators here and on the listing's query are `ops::MAX_AGE_SECS` written out:
 // an attribute cannot name a constant, so a test below holds the spec to it.
 #[derive(Debug, Default, Object)]
@@ -55,12 +58,45 @@ pub struct DeadJobFilter {
     /// Only jobs dead for at most this many seconds; at most 100 years.
     #[oai(validator(minimum(value = "0"), maximum(value = "3155760000")))]
     pub newer_than_seconds: Option<i64>,
+    /// Every dead job the other fields select, all of them when there are none. Required to be
+    /// true when no other field narrows.
+    #[oai(default)]
+    pub all: bool,
+    /// Only count the jobs the change would apply to; change nothing.
+    #[oai(default)]
+    pub dry_run: bool,
 }
 
-/// BulkChanged says how many jobs a bulk retry or discard changed.
+/// BulkChanged says how many jobs a bulk retry or discard changed, or with `dry_run` would.
 #[derive(Debug, Object)]
 pub struct BulkChanged {
+    /// Jobs changed, or that would be.
     pub count: u64,
+    /// Whether this was a dry run that changed nothing.
+    pub dry_run: bool,
+    /// Matching `checkout` and `refunds` jobs a retry left dead (or would) because they were
+    /// created more than 23 hours ago and `past_key_memory` was not set; 0 for a discard.
+    pub skipped_past_key_memory: u64,
+}
+
+/// QueuePaused is whether a queue is paused after a pause or resume.
+#[derive(Debug, Object)]
+pub struct QueuePaused {
+    pub queue: String,
+    pub paused: bool,
+    /// False when the queue already was as asked.
+    pub changed: bool,
+}
+
+/// PauseResponse is a queue after a pause or resume, or why not.
+#[derive(ApiResponse)]
+pub enum PauseResponse {
+    /// The queue as it is now.
+    #[oai(status = 200)]
+    Ok(Json<QueuePaused>),
+    /// No queue has this name (`not-found`); the detail lists the queues.
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<ProblemDetails>),
 }
 
 /// ShowResponse is one job, or why not.
@@ -100,12 +136,42 @@ fn seconds(s: Option<i64>) -> Option<Duration> {
 
 impl DeadJobFilter {
     fn parse(&self) -> Result<DeadFilter, Problem> {
-        Ok(DeadFilter {
+        let filter = DeadFilter {
             queue: queue_named(self.queue.as_deref())?,
             older_than: seconds(self.older_than_seconds),
             newer_than: seconds(self.newer_than_seconds),
-        })
+        };
+        let narrows = filter.queue.is_some() || filter.older_than.is_some() || filter.newer_than.is_some();
+        if !narrows && !self.all {
+            return Err(Problem::invalid_request(
+                "say which dead jobs: queue, older_than_seconds or newer_than_seconds, or \"all\": true for every one",
+            ));
+        }
+        Ok(filter)
     }
+}
+
+/// The answer to a pause or resume of `name`: `change` runs it on the queue and says whether it
+/// changed anything.
+async fn set_paused<F: Future<Output = Result<bool, sqlx::Error>>>(
+    name: &str,
+    paused: bool,
+    change: impl FnOnce(Queue) -> F,
+) -> Result<PauseResponse, Problem> {
+    let Ok(queue) = name.parse::<Queue>() else {
+        let names: Vec<&str> = Queue::ALL.iter().map(|q| q.name()).collect();
+        let detail = format!("no queue {name:?}; the queues are {}", names.join(", "));
+        return Ok(PauseResponse::NotFound(Json(Problem::not_found(detail).body())));
+    };
+    let changed = change(queue).await?;
+    if changed {
+        tracing::info!(queue = queue.name(), paused, "queue paused or resumed");
+    }
+    Ok(PauseResponse::Ok(Json(QueuePaused {
+        queue: queue.name().into(),
+        paused,
+        changed,
+    })))
 }
 
 /// The answer to a change of job `id`: its new state is `done_state` when it changed.
@@ -132,10 +198,43 @@ fn change_response(id: i64, change: Change, done_state: &str, applies_to: &str) 
 impl OpsApi {
     /// Queue statistics
     ///
-    /// Every queue, including empty ones.
+    /// Every queue, including empty ones: its jobs by state, the oldest due job's wait, jobs
+    /// completed in the last minute, 5 minutes and hour, throughput, and whether it is paused.
     #[oai(path = "/queues", method = "get", operation_id = "list_queues")]
     async fn queues(&self, _auth: AdminAuth, pool: Data<&PgPool>) -> Result<Json<Vec<QueueStats>>, Problem> {
         Ok(Json(ops::queue_stats(&pool).await?))
+    }
+
+    /// Pause a queue
+    ///
+    /// No worker process takes the queue's jobs from its next fetch (within a second), until
+    /// the queue is resumed; the pause is stored, so it holds across restarts and deploys. Jobs
+    /// running now finish, and new jobs are still enqueued. Pausing a paused queue changes
+    /// nothing (`changed: false`).
+    #[oai(path = "/queues/:name/pause", method = "post", operation_id = "pause_queue")]
+    async fn pause(
+        &self,
+        _auth: AdminAuth,
+        pool: Data<&PgPool>,
+        /// The queue's name.
+        name: Path<String>,
+    ) -> Result<PauseResponse, Problem> {
+        set_paused(&name.0, true, |q| ops::pause(&pool, q)).await
+    }
+
+    /// Resume a queue
+    ///
+    /// Workers take the queue's jobs again at once. Resuming a queue that is not paused changes
+    /// nothing (`changed: false`).
+    #[oai(path = "/queues/:name/resume", method = "post", operation_id = "resume_queue")]
+    async fn resume(
+        &self,
+        _auth: AdminAuth,
+        pool: Data<&PgPool>,
+        /// The queue's name.
+        name: Path<String>,
+    ) -> Result<PauseResponse, Problem> {
+        set_paused(&name.0, false, |q| ops::resume(&pool, q)).await
     }
 
     /// List dead jobs
@@ -167,6 +266,9 @@ impl OpsApi {
             queue: queue.0.map(JsonString),
             older_than_seconds: older_than_seconds.0,
             newer_than_seconds: newer_than_seconds.0,
+            // A listing changes nothing: no filter lists every dead job.
+            all: true,
+            dry_run: false,
         }
         .parse()?;
         let limit = limit.0.clamp(1, LIST_LIMIT_MAX);
@@ -183,8 +285,9 @@ impl OpsApi {
     ///
     /// Puts every dead job matching the filter back in its queue, due now, with a fresh round
     /// of attempts. `checkout` and `refunds` jobs created more than 23 hours ago stay dead
-    /// unless `past_key_memory`: Stripe forgets idempotency keys after 24 hours, so their retry
-    /// could repeat a Stripe call.
+    /// unless `past_key_memory` (Stripe forgets idempotency keys after 24 hours, so their retry
+    /// could repeat a Stripe call) and are counted in `skipped_past_key_memory`. A filter that
+    /// narrows nothing needs `"all": true`; `"dry_run": true` only counts.
     #[oai(path = "/jobs/dead/retry", method = "post", operation_id = "retry_dead_jobs")]
     async fn retry_dead(
         &self,
@@ -195,14 +298,25 @@ impl OpsApi {
         #[oai(default)]
         past_key_memory: Query<bool>,
     ) -> Result<Json<BulkChanged>, Problem> {
-        let count = ops::retry_matching(&pool, &filter.parse()?, past_key_memory.0).await?;
-        tracing::info!(count, "dead jobs retried");
-        Ok(Json(BulkChanged { count }))
+        let bulk = ops::retry_matching(&pool, &filter.parse()?, past_key_memory.0, filter.dry_run).await?;
+        if !filter.dry_run {
+            tracing::info!(
+                count = bulk.count,
+                skipped = bulk.skipped_past_key_memory,
+                "dead jobs retried"
+            );
+        }
+        Ok(Json(BulkChanged {
+            count: bulk.count,
+            dry_run: filter.dry_run,
+            skipped_past_key_memory: bulk.skipped_past_key_memory,
+        }))
     }
 
     /// Discard dead jobs
     ///
-    /// Discards every dead job matching the filter: kept for the record, never run.
+    /// Discards every dead job matching the filter: kept for the record, never run. A filter
+    /// that narrows nothing needs `"all": true`; `"dry_run": true` only counts.
     #[oai(path = "/jobs/dead/discard", method = "post", operation_id = "discard_dead_jobs")]
     async fn discard_dead(
         &self,
@@ -210,9 +324,15 @@ impl OpsApi {
         pool: Data<&PgPool>,
         filter: Json<DeadJobFilter>,
     ) -> Result<Json<BulkChanged>, Problem> {
-        let count = ops::discard_matching(&pool, &filter.parse()?).await?;
-        tracing::info!(count, "dead jobs discarded");
-        Ok(Json(BulkChanged { count }))
+        let count = ops::discard_matching(&pool, &filter.parse()?, filter.dry_run).await?;
+        if !filter.dry_run {
+            tracing::info!(count, "dead jobs discarded");
+        }
+        Ok(Json(BulkChanged {
+            count,
+            dry_run: filter.dry_run,
+            skipped_past_key_memory: 0,
+        }))
     }
 
     /// Show a job

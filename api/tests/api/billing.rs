@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use jobs::billing::entitlements;
 use jobs::billing::requests::{self, Settlement};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
@@ -11,6 +12,7 @@ use crate::helpers::{TestApp, assert_problem, spawn_app, user_token};
 
 const CHECKOUT: &str = "/v1/billing/checkout";
 const PORTAL: &str = "/v1/billing/portal";
+const STARS_INVOICE: &str = "/v1/billing/stars-invoice";
 
 /// Starts a checkout of `plan` as `user_id`, with `key` as its Idempotency-Key.
 async fn checkout(app: &TestApp, user_id: i64, plan: &str, key: Option<&str>) -> Response {
@@ -266,6 +268,58 @@ async fn a_plan_not_for_sale_through_stripe_is_refused_and_nothing_is_written() 
     assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-request").await;
     assert_eq!(app.count("billing_requests").await, 0);
     assert_eq!(app.job_count().await, 0);
+}
+
+/// Gives `user_id` an active entitlement to `plan` from `source` that ends in 20 days and
+/// `renews` or not, as a worker would.
+async fn subscribe(app: &TestApp, user_id: i64, plan: &str, source: &str, renews: bool) {
+    let state = entitlements::State {
+        user_id,
+        plan: plan.into(),
+        entitlement: "pro".into(),
+        status: entitlements::Status::Active,
+        expires_at: Some(chrono::Utc::now() + chrono::TimeDelta::days(20)),
+        renews,
+    };
+    let mut tx = app.pool.begin().await.unwrap();
+    entitlements::set(&mut tx, source, &state, "test").await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_plan_the_user_renews_through_either_provider_is_not_sold_again() {
+    let app = spawn_app().await;
+    subscribe(&app, 42, "pro_monthly", "stripe:sub_1", true).await;
+    subscribe(&app, 43, "pro_monthly", "telegram_stars:stx_1", true).await;
+    subscribe(&app, 44, "stars_only", "stripe:sub_2", true).await;
+    for (user, path, plan, through) in [
+        (42, CHECKOUT, "pro_monthly", "Stripe"),
+        (43, CHECKOUT, "pro_monthly", "Telegram Stars"),
+        (44, STARS_INVOICE, "stars_only", "Stripe"),
+    ] {
+        // With a key too: the guard is not a pending request to reuse.
+        let resp = app
+            .post_user(path, user, &json!({ "plan": plan }))
+            .header("Idempotency-Key", "k-1")
+            .send()
+            .await
+            .unwrap();
+        let problem = assert_problem(resp, StatusCode::CONFLICT, "already-subscribed").await;
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(
+            detail.starts_with("You already subscribe to ")
+                && detail.contains(&format!(" through {through}, renewing on ")),
+            "{detail}"
+        );
+    }
+    assert_eq!(app.count("billing_requests").await, 0);
+    assert_eq!(app.job_count().await, 0);
+
+    // Another plan, a subscription cancelled at period end, another user: sold.
+    subscribe(&app, 45, "pro_monthly", "stripe:sub_3", false).await;
+    for (user, plan) in [(42, "team_monthly"), (45, "pro_monthly"), (46, "pro_monthly")] {
+        accepted(checkout(&app, user, plan, None).await, StatusCode::ACCEPTED).await;
+    }
 }
 
 #[tokio::test]

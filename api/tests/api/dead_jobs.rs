@@ -182,17 +182,42 @@ async fn dead_jobs_are_retried_in_bulk_by_filter() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(resp.json::<Value>().await.unwrap(), json!({"count": 1}));
+    assert_eq!(
+        resp.json::<Value>().await.unwrap(),
+        json!({"count": 1, "dry_run": false, "skipped_past_key_memory": 0})
+    );
     assert_eq!(app.state_of(old_note).await, "pending");
     assert_eq!(app.state_of(new_note).await, "dead");
     assert_eq!(app.state_of(refund).await, "dead");
 
+    // An empty filter changes nothing by mistake: every dead job needs "all".
     let resp = app
         .post_admin("/v1/ops/jobs/dead/retry", &json!({}))
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.json::<Value>().await.unwrap(), json!({"count": 2}));
+    let problem = assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-request").await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("\"all\": true"),
+        "{problem}"
+    );
+    assert_eq!(app.state_of(new_note).await, "dead");
+    let resp = app
+        .post_admin("/v1/ops/jobs/dead/retry", &json!({"all": true, "dry_run": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.json::<Value>().await.unwrap(),
+        json!({"count": 2, "dry_run": true, "skipped_past_key_memory": 0})
+    );
+    assert_eq!(app.state_of(new_note).await, "dead", "a dry run changes nothing");
+    let resp = app
+        .post_admin("/v1/ops/jobs/dead/retry", &json!({"all": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.json::<Value>().await.unwrap()["count"], 2);
     assert_eq!(app.state_of(new_note).await, "pending");
     assert_eq!(app.state_of(refund).await, "pending");
 }
@@ -213,7 +238,7 @@ async fn dead_jobs_are_discarded_in_bulk_by_filter() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(resp.json::<Value>().await.unwrap(), json!({"count": 1}));
+    assert_eq!(resp.json::<Value>().await.unwrap()["count"], 1);
     assert_eq!(app.state_of(refund).await, "discarded");
     assert_eq!(app.state_of(note).await, "dead");
     assert_eq!(
@@ -260,6 +285,63 @@ async fn queue_statistics_cover_every_queue() {
 }
 
 #[tokio::test]
+async fn a_paused_queue_shows_paused_until_resumed_and_an_unknown_queue_is_not_found() {
+    let app = spawn_app().await;
+    let pause = |path: &'static str| app.post_admin(path, &json!({})).send();
+    let resp = pause("/v1/ops/queues/notifications/pause").await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap(),
+        json!({"queue": "notifications", "paused": true, "changed": true})
+    );
+    let again: Value = pause("/v1/ops/queues/notifications/pause")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["changed"], false);
+    let stats: Vec<Value> = app
+        .get_admin("/v1/ops/queues")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paused: Vec<&str> = stats
+        .iter()
+        .filter(|q| q["paused"] == true)
+        .map(|q| q["queue"].as_str().unwrap())
+        .collect();
+    assert_eq!(paused, ["notifications"]);
+    let resumed: Value = pause("/v1/ops/queues/notifications/resume")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        resumed,
+        json!({"queue": "notifications", "paused": false, "changed": true})
+    );
+    assert_eq!(app.count("queue_pauses").await, 0);
+
+    let resp = pause("/v1/ops/queues/email/pause").await.unwrap();
+    let problem = assert_problem(resp, StatusCode::NOT_FOUND, "not-found").await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("notifications"),
+        "{problem}"
+    );
+    let resp = reqwest::Client::new()
+        .post(app.url("/v1/ops/queues/notifications/pause"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(resp, StatusCode::UNAUTHORIZED, "unauthorized").await;
+}
+
+#[tokio::test]
 async fn a_refund_job_older_than_stripes_key_memory_is_retried_only_when_insisted() {
     let app = spawn_app().await;
     let id = app.dead_job("refunds", 60.0).await;
@@ -279,11 +361,14 @@ async fn a_refund_job_older_than_stripes_key_memory_is_retried_only_when_insiste
         "{problem}"
     );
     let resp = app
-        .post_admin("/v1/ops/jobs/dead/retry", &json!({}))
+        .post_admin("/v1/ops/jobs/dead/retry", &json!({"all": true}))
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.json::<Value>().await.unwrap()["count"], 0);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap(),
+        json!({"count": 0, "dry_run": false, "skipped_past_key_memory": 1})
+    );
     assert_eq!(app.state_of(id).await, "dead");
     let resp = app
         .post_admin(&format!("/v1/ops/jobs/{id}/retry?past_key_memory=true"), &json!({}))

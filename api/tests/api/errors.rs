@@ -296,7 +296,7 @@ async fn dead_job_ages_over_100_years_are_invalid_requests_that_say_the_bound() 
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(resp.json::<Value>().await.unwrap(), json!({"count": 0}));
+    assert_eq!(resp.json::<Value>().await.unwrap()["count"], 0);
     assert_eq!(app.state_of(dead).await, "dead");
 }
 

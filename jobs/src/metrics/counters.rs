@@ -7,24 +7,21 @@
 
 use sqlx::{PgConnection, PgPool};
 
-/// Adds one to the counter `name{labels}`; `labels` is written as Prometheus writes it inside the
+use super::Metric;
+
+/// Adds one to `counter{labels}`; `labels` is written as Prometheus writes it inside the
 /// braces, e.g. `status="paid"`.
-pub async fn add(conn: &mut PgConnection, name: &'static str, labels: &str) -> Result<(), sqlx::Error> {
-    add_value(conn, name, labels, 1.0).await
+pub async fn add(conn: &mut PgConnection, counter: Metric, labels: &str) -> Result<(), sqlx::Error> {
+    add_value(conn, counter, labels, 1.0).await
 }
 
-/// Adds `value` to the counter `name{labels}` (a sum, e.g. of amounts paid).
-pub async fn add_value(
-    conn: &mut PgConnection,
-    name: &'static str,
-    labels: &str,
-    value: f64,
-) -> Result<(), sqlx::Error> {
+/// Adds `value` to `counter{labels}` (a sum, e.g. of amounts paid).
+pub async fn add_value(conn: &mut PgConnection, counter: Metric, labels: &str, value: f64) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO counters (name, labels, value) VALUES ($1, $2, $3)
          ON CONFLICT (name, labels) DO UPDATE SET value = counters.value + excluded.value",
     )
-    .bind(name)
+    .bind(counter.name)
     .bind(labels)
     .bind(value)
     .execute(conn)

@@ -35,6 +35,8 @@ metrics! {
     HTTP_DURATION = "http_request_duration_seconds", "Time to answer HTTP requests, by method and route.";
     QUEUE_JOBS = "paygate_queue_jobs", "Jobs by queue and state (pending: due now; scheduled: due later).";
     QUEUE_OLDEST = "paygate_queue_oldest_pending_age_seconds", "How long the longest-waiting due job of each queue has waited.";
+    QUEUE_PAUSED = "paygate_queue_paused", "Whether ops have paused the queue (1) or not (0): paused, workers take none of its jobs.";
+    BUILD_INFO = "paygate_build_info", "Always 1; its labels are the running build's version and commit (SOURCE_VERSION at build time).";
     JOB_DURATION = "paygate_job_duration_seconds", "How long job attempts took on the workers, by queue.";
     STRIPE_WEBHOOK_EVENTS = "stripe_webhook_events_total", "Stripe webhook deliveries, by event type and outcome (verified, duplicate, rejected).";
     CHECKOUT_STARTED = "billing_checkout_started_total", "Checkout requests stored, by plan.";
@@ -48,19 +50,26 @@ metrics! {
     JOBS_DEAD = "paygate_jobs_dead_total", "Jobs that exhausted their attempts, by queue.";
 }
 
-/// Stripe payments, by `status` (paid, failed, refunded, disputed).
-pub const BILLING_PAYMENTS: &str = "billing_payments_total";
-/// Refunds ops asked for, by `outcome` (succeeded, failed).
-pub const BILLING_REFUNDS: &str = "billing_refunds_total";
-/// Telegram Stars payments, by `result` (paid, refused, refunded).
-pub const TELEGRAM_PAYMENTS: &str = "telegram_payments_total";
-/// The Stars paid, by `currency`.
-pub const TELEGRAM_PAYMENT_VALUE: &str = "telegram_payment_value_total";
-/// Broadcasts begun, by `campaign`.
-pub const MARKETING_POSTS: &str = "marketing_posts_total";
-/// Broadcast recipients settled, by `outcome` (sent, unreachable, failed).
-pub const MARKETING_BROADCAST_RECIPIENTS: &str = "marketing_broadcast_recipients_total";
-/// Promo clicks, by `campaign` and `via` (callback, start).
-pub const MARKETING_CLICKS: &str = "marketing_clicks_total";
-/// Payments attributed to a promo click, by `campaign`.
-pub const MARKETING_CONVERSIONS: &str = "marketing_conversions_total";
+// The business counters, kept in the database by [`counters`] (their labels are written there).
+metrics! {
+    BILLING_PAYMENTS = "billing_payments_total", "Stripe payments, by status (paid, failed, refunded, disputed).";
+    BILLING_REFUNDS = "billing_refunds_total", "Refunds ops asked for, by outcome (succeeded, failed).";
+    TELEGRAM_PAYMENTS = "telegram_payments_total", "Telegram Stars payments, by result (paid, refused at pre-checkout, refunded).";
+    TELEGRAM_PAYMENT_VALUE = "telegram_payment_value_total", "The amount of Telegram Stars payments, in the currency's units (Stars: XTR), by currency.";
+    MARKETING_POSTS = "marketing_posts_total", "Broadcasts begun, by campaign.";
+    MARKETING_BROADCAST_RECIPIENTS = "marketing_broadcast_recipients_total", "Broadcast recipients settled, by outcome (sent, unreachable, failed).";
+    MARKETING_CLICKS = "marketing_clicks_total", "Promo clicks, by campaign and via (callback, start).";
+    MARKETING_CONVERSIONS = "marketing_conversions_total", "Payments attributed to a promo click, by campaign.";
+}
+
+/// Every business counter, for the help texts `/metrics` gives the sums read from the database.
+pub const BUSINESS_COUNTERS: [Metric; 8] = [
+    BILLING_PAYMENTS,
+    BILLING_REFUNDS,
+    TELEGRAM_PAYMENTS,
+    TELEGRAM_PAYMENT_VALUE,
+    MARKETING_POSTS,
+    MARKETING_BROADCAST_RECIPIENTS,
+    MARKETING_CLICKS,
+    MARKETING_CONVERSIONS,
+];

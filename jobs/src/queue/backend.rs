@@ -87,7 +87,8 @@ impl<T: JobPayload> JobStore<T> {
         }
     }
 
-    /// Takes up to a batch of due jobs for `worker`, oldest due first.
+    /// Takes up to a batch of due jobs for `worker`, oldest due first; none while ops have paused
+    /// the queue ([`super::ops::pause`]), so a pause holds from every process's next fetch.
     async fn fetch(&self, worker: &str) -> Result<Vec<Task<Job<T>>>, sqlx::Error> {
         // The inner SELECT is planned knowing its LIMIT, so it walks the partial index from the
         // front however deep the backlog is (apalis-postgres's get_jobs does not: DESIGN.md).
@@ -96,6 +97,7 @@ impl<T: JobPayload> JobStore<T> {
              WHERE id = ANY(ARRAY(
                  SELECT id FROM jobs
                  WHERE queue = $1 AND state = 'pending' AND run_at <= now()
+                   AND NOT EXISTS (SELECT 1 FROM queue_pauses WHERE queue = $1)
                  ORDER BY run_at, id
                  LIMIT $3
                  FOR UPDATE SKIP LOCKED))

@@ -1,4 +1,4 @@
-//! What ops can see and do: queue statistics, dead jobs, retry and discard.
+//! What ops can see and do: queue statistics, pausing a queue, dead jobs, retry and discard.
 //!
 //! Shared by the `/v1/ops/jobs` endpoints and the `worker jobs` CLI so both behave the same.
 
@@ -109,6 +109,16 @@ pub struct QueueStats {
     pub dead: i64,
     /// Seconds the longest-waiting due job has waited; 0 when none is due.
     pub oldest_pending_age_seconds: f64,
+    /// Whether ops have paused the queue: workers fetch nothing from it until it is resumed.
+    pub paused: bool,
+    /// Jobs completed in the last minute.
+    pub completed_last_minute: i64,
+    /// Jobs completed in the last 5 minutes.
+    pub completed_last_5_minutes: i64,
+    /// Jobs completed in the last hour.
+    pub completed_last_hour: i64,
+    /// Throughput: jobs completed a second, over the last 5 minutes.
+    pub completed_per_second: f64,
 }
 
 /// Change says what a retry or discard of one job did.
@@ -129,25 +139,68 @@ pub enum Change {
 /// The most dead jobs one listing returns.
 pub const LIST_LIMIT_MAX: i64 = 500;
 
-/// Statistics for every queue, including empty ones.
+/// Statistics for every queue, including empty ones. The completed counts read the last hour's
+/// completed jobs (by the `finished_at` index); finished jobs older than that are not read.
 pub async fn queue_stats(pool: &PgPool) -> Result<Vec<QueueStats>, sqlx::Error> {
     let names: Vec<&str> = Queue::ALL.iter().map(|q| q.name()).collect();
     sqlx::query_as(
-        "SELECT q.queue,
-                count(*) FILTER (WHERE j.state = 'pending' AND j.run_at <= now()) AS pending,
-                count(*) FILTER (WHERE j.state = 'running') AS running,
-                count(*) FILTER (WHERE j.state = 'pending' AND j.run_at > now()) AS scheduled,
-                count(*) FILTER (WHERE j.state = 'dead') AS dead,
-                coalesce(extract(epoch FROM now() - min(j.run_at)
-                         FILTER (WHERE j.state = 'pending' AND j.run_at <= now()))::float8, 0) AS oldest_pending_age_seconds
-         FROM unnest($1::text[]) WITH ORDINALITY AS q (queue, ord)
-         LEFT JOIN jobs j ON j.queue = q.queue AND j.state IN ('pending', 'running', 'dead')
-         GROUP BY q.queue, q.ord
-         ORDER BY q.ord",
+        "WITH open AS (
+             SELECT q.queue, q.ord,
+                    count(*) FILTER (WHERE j.state = 'pending' AND j.run_at <= now()) AS pending,
+                    count(*) FILTER (WHERE j.state = 'running') AS running,
+                    count(*) FILTER (WHERE j.state = 'pending' AND j.run_at > now()) AS scheduled,
+                    count(*) FILTER (WHERE j.state = 'dead') AS dead,
+                    coalesce(extract(epoch FROM now() - min(j.run_at)
+                             FILTER (WHERE j.state = 'pending' AND j.run_at <= now()))::float8, 0)
+                        AS oldest_pending_age_seconds
+             FROM unnest($1::text[]) WITH ORDINALITY AS q (queue, ord)
+             LEFT JOIN jobs j ON j.queue = q.queue AND j.state IN ('pending', 'running', 'dead')
+             GROUP BY q.queue, q.ord
+         ), done AS (
+             SELECT queue,
+                    count(*) FILTER (WHERE finished_at > now() - interval '1 minute') AS last_minute,
+                    count(*) FILTER (WHERE finished_at > now() - interval '5 minutes') AS last_5_minutes,
+                    count(*) AS last_hour
+             FROM jobs
+             WHERE state = 'completed' AND finished_at > now() - interval '1 hour'
+             GROUP BY queue
+         )
+         SELECT open.queue, pending, running, scheduled, dead, oldest_pending_age_seconds,
+                EXISTS (SELECT 1 FROM queue_pauses p WHERE p.queue = open.queue) AS paused,
+                coalesce(last_minute, 0) AS completed_last_minute,
+                coalesce(last_5_minutes, 0) AS completed_last_5_minutes,
+                coalesce(last_hour, 0) AS completed_last_hour,
+                coalesce(last_5_minutes, 0) / 300.0::float8 AS completed_per_second
+         FROM open LEFT JOIN done USING (queue)
+         ORDER BY open.ord",
     )
     .bind(&names)
     .fetch_all(pool)
     .await
+}
+
+/// Pauses `queue`: from their next fetch no worker process takes its jobs, until [`resume`].
+/// Jobs running now finish; new jobs are still enqueued. Returns false when it was paused already.
+pub async fn pause(pool: &PgPool, queue: Queue) -> Result<bool, sqlx::Error> {
+    let paused = sqlx::query("INSERT INTO queue_pauses (queue) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(queue.name())
+        .execute(pool)
+        .await?;
+    Ok(paused.rows_affected() == 1)
+}
+
+/// Resumes a paused `queue` and wakes the workers. Returns false when it was not paused.
+pub async fn resume(pool: &PgPool, queue: Queue) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let resumed = sqlx::query("DELETE FROM queue_pauses WHERE queue = $1")
+        .bind(queue.name())
+        .execute(&mut *tx)
+        .await?;
+    if resumed.rows_affected() == 1 {
+        wake_workers(&mut tx).await?;
+    }
+    tx.commit().await?;
+    Ok(resumed.rows_affected() == 1)
 }
 
 /// Dead jobs matching `filter`, most recently dead first, at most `limit`, before id `before`
@@ -197,11 +250,16 @@ pub const KEY_MEMORY: Duration = Duration::from_secs(23 * 3600);
 
 /// Keeps a retry off jobs older than [`KEY_MEMORY`] in [`KEYED_QUEUES`], unless `past_key_memory`.
 fn push_key_memory(sql: &mut QueryBuilder<Postgres>, past_key_memory: bool) {
-    if past_key_memory {
-        return;
+    if !past_key_memory {
+        sql.push(" AND NOT ");
+        push_past_key_memory(sql);
     }
+}
+
+/// Whether a job is of [`KEYED_QUEUES`] and older than [`KEY_MEMORY`], as a SQL condition.
+fn push_past_key_memory(sql: &mut QueryBuilder<Postgres>) {
     let keyed: Vec<&str> = KEYED_QUEUES.iter().map(|q| q.name()).collect();
-    sql.push(" AND NOT (queue = ANY(")
+    sql.push("(queue = ANY(")
         .push_bind(keyed)
         .push(") AND created_at < now() - make_interval(secs => ")
         .push_bind(KEY_MEMORY.as_secs_f64())
@@ -236,19 +294,49 @@ pub async fn retry(pool: &PgPool, id: i64, past_key_memory: bool) -> Result<Chan
     Ok(change)
 }
 
-/// Puts every dead job matching `filter` back in its queue; returns how many. Jobs of
-/// [`KEYED_QUEUES`] older than [`KEY_MEMORY`] stay dead unless `past_key_memory`.
-pub async fn retry_matching(pool: &PgPool, filter: &DeadFilter, past_key_memory: bool) -> Result<u64, sqlx::Error> {
+/// Bulk is what a bulk retry or discard did, or with a dry run would do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Bulk {
+    /// Jobs changed (or that would be).
+    pub count: u64,
+    /// Matching jobs a retry left dead (or would): of [`KEYED_QUEUES`], older than [`KEY_MEMORY`].
+    pub skipped_past_key_memory: u64,
+}
+
+/// Puts every dead job matching `filter` back in its queue, or with `dry_run` only counts them.
+/// Jobs of [`KEYED_QUEUES`] older than [`KEY_MEMORY`] stay dead unless `past_key_memory`, and
+/// are counted as skipped.
+pub async fn retry_matching(
+    pool: &PgPool,
+    filter: &DeadFilter,
+    past_key_memory: bool,
+    dry_run: bool,
+) -> Result<Bulk, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    let mut counting = QueryBuilder::new("SELECT count(*), count(*) FILTER (WHERE ");
+    push_past_key_memory(&mut counting);
+    counting.push(") FROM jobs");
+    filter.push_where(&mut counting);
+    let (matching, old): (i64, i64) = counting.build_query_as().fetch_one(&mut *tx).await?;
+    let skipped_past_key_memory = if past_key_memory { 0 } else { old as u64 };
+    if dry_run {
+        return Ok(Bulk {
+            count: matching as u64 - skipped_past_key_memory,
+            skipped_past_key_memory,
+        });
+    }
     let mut sql = QueryBuilder::new(RETRY_SET);
     filter.push_where(&mut sql);
     push_key_memory(&mut sql, past_key_memory);
-    let n = sql.build().execute(&mut *tx).await?.rows_affected();
-    if n > 0 {
+    let count = sql.build().execute(&mut *tx).await?.rows_affected();
+    if count > 0 {
         wake_workers(&mut tx).await?;
     }
     tx.commit().await?;
-    Ok(n)
+    Ok(Bulk {
+        count,
+        skipped_past_key_memory,
+    })
 }
 
 /// The SET clause of a discard: kept for the record, never run, pruned with finished jobs.
@@ -265,10 +353,18 @@ pub async fn discard(pool: &PgPool, id: i64) -> Result<Change, sqlx::Error> {
     Ok(change)
 }
 
-/// Discards every dead job matching `filter`; returns how many.
-pub async fn discard_matching(pool: &PgPool, filter: &DeadFilter) -> Result<u64, sqlx::Error> {
-    let mut sql = QueryBuilder::new(DISCARD_SET);
+/// Discards every dead job matching `filter`, or with `dry_run` only counts them; returns how many.
+pub async fn discard_matching(pool: &PgPool, filter: &DeadFilter, dry_run: bool) -> Result<u64, sqlx::Error> {
+    let mut sql = QueryBuilder::new(if dry_run {
+        "SELECT count(*) FROM jobs"
+    } else {
+        DISCARD_SET
+    });
     filter.push_where(&mut sql);
+    if dry_run {
+        let n: i64 = sql.build_query_scalar().fetch_one(pool).await?;
+        return Ok(n as u64);
+    }
     Ok(sql.build().execute(pool).await?.rows_affected())
 }
 

@@ -116,6 +116,9 @@ impl TelegramClient {
             .connect_timeout(Duration::from_secs(5))
             .timeout(TIMEOUT)
             .tcp_nodelay(true)
+            // reqwest is built with HTTP/2 for a test elsewhere; the Bot API is spoken over
+            // HTTP/1.1 as it always was, not whatever ALPN would pick.
+            .http1_only()
             .user_agent(user_agent)
             .build()
             .map_err(|e| e.to_string())?;

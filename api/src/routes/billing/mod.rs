@@ -9,7 +9,8 @@
 //! An `Idempotency-Key` makes a POST safe to repeat: the same key of the same user answers with
 //! the first request (202 while it is pending, 200 once it has settled) and writes nothing; the
 //! same key for another plan is a 409. Without a key, a request for the same plan still pending
-//! answers a repeat the same way; and a user's new requests are limited (429 `rate-limited`
+//! answers a repeat the same way; a plan the user has a renewing subscription to is not sold
+//! again (409 `already-subscribed`); and a user's new requests are limited (429 `rate-limited`
 //! with `Retry-After`): see [`requests::create`].
 
 mod views;
@@ -108,6 +109,12 @@ async fn start_plan_request(
             let (problem, secs) = views::rate_limited(retry_after);
             CreateResponse::RateLimited(problem, secs)
         }
+        Created::AlreadySubscribed(subscribed) => {
+            let name = plans.get(&plan).map_or(plan.as_str(), |p| p.name.as_str());
+            CreateResponse::Conflict(Json(
+                Problem::new(ProblemKind::AlreadySubscribed, subscribed.already_subscribed(name)).body(),
+            ))
+        }
     })
 }
 
@@ -154,8 +161,10 @@ impl BillingApi {
     /// Asks for a Stripe Checkout session for `plan`; a worker creates it. 202 with the request,
     /// then poll `status_url` (with `?wait=`) for its `url`. While a checkout of the same plan
     /// by the caller is pending (for up to 10 minutes), a new one without a key answers with it. A plan not in
-    /// the catalogue or not sold through Stripe is 400 `unknown-plan`; more than 10 new billing
-    /// requests (all kinds) in 10 minutes is 429 `rate-limited`; neither stores anything.
+    /// the catalogue or not sold through Stripe is 400 `unknown-plan`; a plan the caller already
+    /// has a renewing subscription to (through Stripe or Telegram Stars) is 409
+    /// `already-subscribed`; more than 10 new billing requests (all kinds) in 10 minutes is 429
+    /// `rate-limited`; none of these stores anything.
     #[oai(path = "/checkout", method = "post", operation_id = "start_checkout")]
     async fn start_checkout(
         &self,
@@ -234,6 +243,7 @@ impl BillingApi {
                 let (problem, secs) = views::rate_limited(retry_after);
                 PortalResponse::RateLimited(problem, secs)
             }
+            Created::AlreadySubscribed(_) => unreachable!("only a purchase is guarded"),
         })
     }
 
@@ -264,8 +274,9 @@ impl BillingApi {
     /// (`Telegram.WebApp.openInvoice`). Plans of 30 days are Stars subscriptions, renewed monthly
     /// by Telegram. While a Stars invoice of the same plan by the caller is pending (for up to 10
     /// minutes), a new one without a key answers with it. A plan not in the catalogue or without a Stars price
-    /// is 400 `unknown-plan`; more than 10 new billing requests (all kinds) in 10 minutes is 429
-    /// `rate-limited`; neither stores anything.
+    /// is 400 `unknown-plan`; a plan the caller already has a renewing subscription to (through
+    /// Stripe or Telegram Stars) is 409 `already-subscribed`; more than 10 new billing requests (all
+    /// kinds) in 10 minutes is 429 `rate-limited`; none of these stores anything.
     #[oai(path = "/stars-invoice", method = "post", operation_id = "create_stars_invoice")]
     async fn create_stars_invoice(
         &self,

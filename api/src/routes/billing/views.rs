@@ -166,7 +166,8 @@ pub enum CreateResponse {
         #[oai(header = "Location")]
         String,
     ),
-    /// The `Idempotency-Key` was used before for another plan (`conflict`).
+    /// The `Idempotency-Key` was used before for another plan (`conflict`), or the caller already
+    /// has a renewing subscription to the plan (`already-subscribed`); nothing was stored.
     #[oai(status = 409, content_type = "application/problem+json")]
     Conflict(Json<ProblemDetails>),
     /// The caller made too many billing requests (`rate-limited`); nothing was stored.

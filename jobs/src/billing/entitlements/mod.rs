@@ -204,6 +204,73 @@ pub async fn active_for(pool: &PgPool, user_id: i64) -> Result<Vec<Entitlement>,
     Ok(rows.into_iter().map(Entitlement::from).collect())
 }
 
+/// The purchase guard: the entitlement of `user_id` to `plan` that a provider will charge for
+/// again (an active Stripe or Stars subscription that is not cancelled), if any. While there is
+/// one the plan is not sold to the user again, by either provider: a second subscription would
+/// charge twice for the same access. A cancelled one that runs out, or a one-off Stars period
+/// (those queue up), does not count.
+pub async fn renewing(conn: &mut PgConnection, user_id: i64, plan: &str) -> Result<Option<Entitlement>, sqlx::Error> {
+    let row: Option<Row> = sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM entitlements
+         WHERE user_id = $1 AND plan = $2 AND status = 'active' AND renews AND expires_at > now()
+         ORDER BY expires_at DESC, id LIMIT 1"
+    ))
+    .bind(user_id)
+    .bind(plan)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(Entitlement::from))
+}
+
+/// Provider is who charges for an entitlement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    Stripe,
+    TelegramStars,
+}
+
+impl Provider {
+    /// The provider's name, as a user reads it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Provider::Stripe => "Stripe",
+            Provider::TelegramStars => "Telegram Stars",
+        }
+    }
+}
+
+impl Entitlement {
+    /// Who charges for this entitlement, read from its source's name (`stripe:<subscription>` or
+    /// `telegram_stars:<charge>`).
+    pub fn provider(&self) -> Provider {
+        if self.source.starts_with("stripe:") {
+            Provider::Stripe
+        } else {
+            Provider::TelegramStars
+        }
+    }
+
+    /// Why the plan `plan_name` of this renewing entitlement is not sold again, for the user.
+    pub fn already_subscribed(&self, plan_name: &str) -> String {
+        let on = self
+            .expires_at
+            .map(|at| format!(", renewing on {}", at.format("%Y-%m-%d")))
+            .unwrap_or_default();
+        let then = match self.provider() {
+            // Cancelling at period end reaches us as a webhook, and the plan is for sale again.
+            Provider::Stripe => "Cancel it in the billing portal first to pay another way.",
+            // Telegram does not tell a bot of a cancelled Stars subscription.
+            Provider::TelegramStars => "You can pay another way once its current month ends.",
+        };
+        format!(
+            "You already subscribe to {plan_name} through {}{on}. {then}",
+            self.provider().name()
+        )
+    }
+}
+
 /// The entitlement of `source`.
 pub async fn of_source(conn: &mut PgConnection, source: &str) -> Result<Option<Entitlement>, sqlx::Error> {
     let row: Option<Row> = sqlx::query_as(concat!("SELECT ", columns!(), " FROM entitlements WHERE source = $1"))

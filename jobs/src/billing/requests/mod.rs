@@ -15,6 +15,7 @@ use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::broadcast;
 
+use crate::billing::entitlements::{self, Entitlement};
 use crate::queue::{JobPayload, NewJob, Queue, enqueue};
 
 /// The channel a settled request is announced on (by a trigger, see migration 4).
@@ -128,12 +129,16 @@ pub enum Created {
     /// Nothing was written: the user made [`LIMIT`] requests in the last [`LIMIT_WINDOW`], and the
     /// oldest of them leaves the window after `retry_after`.
     Limited { retry_after: Duration },
+    /// Nothing was written: the user has a renewing subscription to the plan asked for (the
+    /// purchase guard, [`entitlements::renewing`]).
+    AlreadySubscribed(Entitlement),
 }
 
 /// Stores a request of `user_id` and enqueues its session's creation; run it in a transaction,
 /// so that the two commit together. A repeated `idempotency_key` of the same user and kind
 /// returns the first request and writes nothing; without a key, so does a pending request for the
-/// same kind and plan. A new request over the user's [`LIMIT`] is refused. The user's requests are serialised
+/// same kind and plan. A purchase of a plan the user has a renewing subscription to is refused,
+/// and so is a new request over the user's [`LIMIT`]. The user's requests are serialised
 /// by a transaction-level advisory lock, so that concurrent calls count and reuse exactly.
 pub async fn create(
     conn: &mut PgConnection,
@@ -160,6 +165,13 @@ pub async fn create(
         if let Some(first) = first {
             return Ok(Created::Existing(first));
         }
+    }
+    // Before a pending request is reused: its link, made before the subscription began, would
+    // sell the plan a second time.
+    if let (Kind::Checkout | Kind::StarsInvoice, Some(plan)) = (kind, plan)
+        && let Some(subscribed) = entitlements::renewing(conn, user_id, plan).await?
+    {
+        return Ok(Created::AlreadySubscribed(subscribed));
     }
     // Only a request without a key of its own: one with a new key is answered by that key ever
     // after, which a reused request would not be stored under.

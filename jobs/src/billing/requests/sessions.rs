@@ -9,7 +9,7 @@
 
 use super::{BillingRequest, CreateSession, Kind, RequestStatus, Settlement, get, settle};
 use crate::billing::stripe::{customer_of, remember_customer};
-use crate::billing::{Billing, stars};
+use crate::billing::{Billing, entitlements, stars};
 use crate::queue::{Completed, Job, JobError, apply_once, complete_unchanged};
 use crate::stripe::client::{self, CheckoutSessionParams};
 use crate::telegram;
@@ -37,26 +37,25 @@ pub async fn create_session(billing: &Billing, job: Job<CreateSession>) -> Resul
     if request.status != RequestStatus::Pending {
         return complete_unchanged(&billing.pool, &job).await;
     }
-    let created = match request.kind {
-        Kind::Checkout => checkout_session(billing, &job, &request)
-            .await
-            .map_err(|e| ("Stripe", e)),
-        Kind::Portal => portal_session(billing, &job, &request).await.map_err(|e| ("Stripe", e)),
-        Kind::StarsInvoice => stars_invoice(billing, &job, &request)
-            .await
-            .map_err(|e| ("Telegram", e)),
+    let created = match already_subscribed(billing, &request).await? {
+        // The web process checked too; a subscription may have begun since.
+        Some(refusal) => Err(("the purchase guard", JobError::Terminal(refusal))),
+        None => match request.kind {
+            Kind::Checkout => checkout_session(billing, &job, &request)
+                .await
+                .map_err(|e| ("Stripe", e)),
+            Kind::Portal => portal_session(billing, &job, &request).await.map_err(|e| ("Stripe", e)),
+            Kind::StarsInvoice => stars_invoice(billing, &job, &request)
+                .await
+                .map_err(|e| ("Telegram", e)),
+        },
     };
     let last_failure: String;
     let settlement = match &created {
         Ok((url, provider_id)) => Settlement::Ready { url, provider_id },
         Err((provider, error)) => match error {
             JobError::Terminal(reason) => {
-                tracing::warn!(
-                    request = request.id,
-                    provider,
-                    reason,
-                    "the provider refused the request"
-                );
+                tracing::warn!(request = request.id, by = provider, reason, "the request was refused");
                 Settlement::Failed { reason }
             }
             // The last attempt settles the request, so that a client polling it learns the
@@ -81,6 +80,17 @@ pub async fn create_session(billing: &Billing, job: Job<CreateSession>) -> Resul
         settle(tx.conn(), request.id, settlement).await
     })
     .await
+}
+
+/// Why the plan a purchase request asks for is not sold to its user now (the purchase guard,
+/// [`entitlements::renewing`]), if it is not.
+async fn already_subscribed(billing: &Billing, request: &BillingRequest) -> Result<Option<String>, JobError> {
+    let (Kind::Checkout | Kind::StarsInvoice, Some(plan)) = (request.kind, request.plan.as_deref()) else {
+        return Ok(None);
+    };
+    let renewing = entitlements::renewing(&mut *billing.pool.acquire().await?, request.user_id, plan).await?;
+    let name = billing.plans.get(plan).map_or(plan, |p| p.name.as_str());
+    Ok(renewing.map(|e| e.already_subscribed(name)))
 }
 
 /// A Checkout session for the request's plan: (URL, session id).

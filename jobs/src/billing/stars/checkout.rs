@@ -4,6 +4,7 @@
 use sqlx::PgConnection;
 
 use super::{CURRENCY, SUBSCRIPTION_PERIOD_DAYS};
+use crate::billing::entitlements::{self, Entitlement, Provider};
 use crate::billing::plans::Plans;
 use crate::billing::users;
 use crate::metrics::{self, counters};
@@ -35,9 +36,19 @@ pub struct Answer {
 }
 
 /// Whether the payment a pre-checkout query asks about may go ahead: our invoice for a plan on
-/// sale, in Stars, at the plan's price, from a user who is not banned. The error is shown to the
-/// user.
-pub fn check_pre_checkout(plans: &Plans, query: &PreCheckoutQuery, banned: bool) -> Result<(), String> {
+/// sale, in Stars, at the plan's price, from a user who is not banned and has no renewing Stripe
+/// subscription to the plan (`renewing`: the purchase guard, [`entitlements::renewing`]). The
+/// error is shown to the user.
+///
+/// A renewing *Stars* subscription to the plan does not refuse the payment here: the query does
+/// not say whether it is that subscription's own renewal, and a renewal must never be refused.
+/// The invoice link for a second one is refused when it is asked for.
+pub fn check_pre_checkout(
+    plans: &Plans,
+    query: &PreCheckoutQuery,
+    banned: bool,
+    renewing: Option<&Entitlement>,
+) -> Result<(), String> {
     if query.currency != CURRENCY {
         return Err("Only Telegram Stars are accepted.".into());
     }
@@ -49,6 +60,11 @@ pub fn check_pre_checkout(plans: &Plans, query: &PreCheckoutQuery, banned: bool)
     }
     if banned {
         return Err("This account cannot make purchases.".into());
+    }
+    if let Some(subscribed) = renewing.filter(|e| e.provider() == Provider::Stripe)
+        && let Some(plan) = plans.get(&query.invoice_payload)
+    {
+        return Err(subscribed.already_subscribed(&plan.name));
     }
     Ok(())
 }
@@ -69,7 +85,8 @@ pub async fn answer_pre_checkout(
         return Ok(Answer { ok, error_message });
     }
     let banned = users::is_banned(conn, query.from.id).await?;
-    let answer = match check_pre_checkout(plans, query, banned) {
+    let renewing = entitlements::renewing(conn, query.from.id, &query.invoice_payload).await?;
+    let answer = match check_pre_checkout(plans, query, banned, renewing.as_ref()) {
         Ok(()) => Answer {
             ok: true,
             error_message: None,
@@ -131,7 +148,10 @@ mod tests {
     #[test]
     fn a_pre_checkout_goes_ahead_only_for_our_plan_in_stars_at_its_price() {
         let plans = plans();
-        assert_eq!(check_pre_checkout(&plans, &query("pro", "XTR", 250), false), Ok(()));
+        assert_eq!(
+            check_pre_checkout(&plans, &query("pro", "XTR", 250), false, None),
+            Ok(())
+        );
         for (q, banned) in [
             (query("pro", "USD", 250), false),
             (query("pro", "XTR", 249), false),
@@ -139,8 +159,42 @@ mod tests {
             (query("gold", "XTR", 250), false),
             (query("pro", "XTR", 250), true),
         ] {
-            assert!(check_pre_checkout(&plans, &q, banned).is_err(), "{q:?} banned={banned}");
+            assert!(
+                check_pre_checkout(&plans, &q, banned, None).is_err(),
+                "{q:?} banned={banned}"
+            );
         }
+    }
+
+    fn renewing(source: &str) -> Entitlement {
+        Entitlement {
+            id: 1,
+            user_id: 5,
+            source: source.into(),
+            plan: "pro".into(),
+            entitlement: "pro".into(),
+            status: entitlements::Status::Active,
+            expires_at: chrono::DateTime::from_timestamp(1_798_761_600, 0),
+            renews: true,
+            updated_at: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_renewing_stripe_subscription_to_the_plan_refuses_its_purchase_with_stars() {
+        let plans = plans();
+        let q = query("pro", "XTR", 250);
+        let refused = check_pre_checkout(&plans, &q, false, Some(&renewing("stripe:sub_1"))).unwrap_err();
+        assert_eq!(
+            refused,
+            "You already subscribe to Pro through Stripe, renewing on 2027-01-01. \
+             Cancel it in the billing portal first to pay another way."
+        );
+        // A Stars subscription's own renewal looks the same: it goes ahead.
+        assert_eq!(
+            check_pre_checkout(&plans, &q, false, Some(&renewing("telegram_stars:ch_1"))),
+            Ok(())
+        );
     }
 
     #[test]

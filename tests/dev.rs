@@ -1,4 +1,4 @@
-//! `cargo run -p sandbox --bin dev`: the whole system on this machine.
+//! `cargo run --bin dev`: the whole system on this machine.
 //!
 //! A throwaway PostgreSQL (unless `DATABASE_URL` is set), the fake Telegram Bot API (unless
 //! `TELEGRAM_BOT_TOKEN` is set; opening `/sandbox/pay/<slug>` on it pays a Stars invoice link),
