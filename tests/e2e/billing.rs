@@ -325,19 +325,7 @@ async fn checkout_over_http_then_signed_webhooks_grant_what_the_user_sees() {
         &sub.checkout_session("checkout.session.completed", "paid", now),
         &invoice,
     ] {
-        let body = event.to_string();
-        let answer = http
-            .post(format!("{api}/webhooks/stripe"))
-            .header(
-                "Stripe-Signature",
-                sandbox::stripe::sign_webhook(&body, e2e::WEBHOOK_SECRET, now),
-            )
-            .header("Content-Type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), 200);
+        assert_eq!(e2e::post_stripe_event(&http, &api, event).await, 200);
     }
     world
         .wait_for_count("SELECT count(*) FROM telegram_deliveries WHERE chat_id = 4321", 1, WAIT)

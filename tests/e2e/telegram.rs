@@ -307,19 +307,7 @@ async fn a_stripe_subscriber_is_not_sold_the_same_plan_for_stars() {
         sub.invoice_paid(1, now + 30 * 86_400, now),
         sub.checkout_session("checkout.session.completed", "paid", now),
     ] {
-        let body = event.to_string();
-        let answer = http
-            .post(format!("{api}/webhooks/stripe"))
-            .header(
-                "Stripe-Signature",
-                sandbox::stripe::sign_webhook(&body, e2e::WEBHOOK_SECRET, now),
-            )
-            .header("Content-Type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), 200);
+        assert_eq!(e2e::post_stripe_event(&http, &api, &event).await, 200);
     }
     let renewing = format!("SELECT count(*) FROM entitlements WHERE user_id = {user} AND renews");
     world.wait_for_count(&renewing, 1, WAIT).await;

@@ -229,6 +229,25 @@ impl World {
     }
 }
 
+/// Posts `event` to the api at `api` as Stripe does: signed with [`WEBHOOK_SECRET`] now.
+/// Returns the answer's status.
+pub async fn post_stripe_event(http: &reqwest::Client, api: &str, event: &serde_json::Value) -> u16 {
+    let body = event.to_string();
+    let now = chrono::Utc::now().timestamp();
+    http.post(format!("{api}/webhooks/stripe"))
+        .header(
+            "Stripe-Signature",
+            sandbox::stripe::sign_webhook(&body, WEBHOOK_SECRET, now),
+        )
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 /// GETs `url` as the holder of user token `token` and reads the JSON answer.
 pub async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> serde_json::Value {
     http.get(url)

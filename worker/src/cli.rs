@@ -8,6 +8,23 @@ use jobs::queue::Queue;
 use jobs::queue::ops::{self, Change, DeadFilter};
 use sqlx::PgPool;
 
+/// JobsArgs is `worker jobs [--format table|json] <command>`.
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// How listings print: aligned columns, or JSON (the same objects as `/v1/ops`).
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    #[command(subcommand)]
+    pub command: JobsCommand,
+}
+
+/// Format is how `worker jobs` prints a listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
 /// JobsCommand is one of the `worker jobs` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum JobsCommand {
@@ -19,6 +36,24 @@ pub enum JobsCommand {
     Pause { queue: Queue },
     /// Resumes a paused queue.
     Resume { queue: Queue },
+    /// Lists jobs in any state, newest first: by queue, state, logical key or payload field.
+    List {
+        /// Only this queue.
+        #[arg(long)]
+        queue: Option<Queue>,
+        /// Only this state: pending, running, completed, dead or discarded.
+        #[arg(long, value_parser = parse_state)]
+        state: Option<&'static str>,
+        /// Only the job of this logical key, e.g. billing_request:12.
+        #[arg(long)]
+        key: Option<String>,
+        /// Only jobs whose payload contains this JSON object, e.g. '{"user_id":42}'.
+        #[arg(long, value_parser = parse_payload)]
+        payload: Option<serde_json::Value>,
+        /// At most this many (1 to 500).
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
     /// Lists dead jobs, most recently dead first.
     Dead {
         #[command(flatten)]
@@ -27,7 +62,7 @@ pub enum JobsCommand {
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
-    /// Shows one job: state, payload and every recorded error.
+    /// Shows one job as JSON: state, payload and every recorded error.
     Show { id: i64 },
     /// Puts a dead job (or with --all, every dead job matching the filter) back in its queue.
     /// `checkout` and `refunds` jobs created more than 23 hours ago need --past-key-memory:
@@ -84,6 +119,31 @@ fn parse_age(text: &str) -> Result<Duration, String> {
     Ok(age)
 }
 
+/// A job state, one of [`ops::STATES`].
+fn parse_state(text: &str) -> Result<&'static str, String> {
+    ops::STATES
+        .into_iter()
+        .find(|s| *s == text)
+        .ok_or_else(|| format!("one of {}", ops::STATES.join(", ")))
+}
+
+/// A payload filter: a JSON object.
+fn parse_payload(text: &str) -> Result<serde_json::Value, String> {
+    match serde_json::from_str(text) {
+        Ok(object @ serde_json::Value::Object(_)) => Ok(object),
+        _ => Err("a JSON object, e.g. '{\"user_id\":42}'".into()),
+    }
+}
+
+/// Prints `rows` as JSON, or as a table by `table`.
+fn print_rows<T: serde::Serialize>(format: Format, rows: &[T], table: impl FnOnce(&[T])) -> anyhow::Result<()> {
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(rows)?),
+        Format::Table => table(rows),
+    }
+    Ok(())
+}
+
 impl From<&FilterArgs> for DeadFilter {
     fn from(f: &FilterArgs) -> DeadFilter {
         DeadFilter {
@@ -94,10 +154,10 @@ impl From<&FilterArgs> for DeadFilter {
     }
 }
 
-/// Runs `command`, printing its result to stdout.
-pub async fn run(pool: &PgPool, command: JobsCommand) -> anyhow::Result<()> {
+/// Runs `command`, printing its result to stdout in `format`.
+pub async fn run(pool: &PgPool, JobsArgs { format, command }: JobsArgs) -> anyhow::Result<()> {
     match command {
-        JobsCommand::Stats => {
+        JobsCommand::Stats => print_rows(format, &ops::queue_stats(pool).await?, |stats| {
             println!(
                 "{:<14} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9} {:>8} {:>6}",
                 "queue",
@@ -111,7 +171,7 @@ pub async fn run(pool: &PgPool, command: JobsCommand) -> anyhow::Result<()> {
                 "per s",
                 "paused"
             );
-            for s in ops::queue_stats(pool).await? {
+            for s in stats {
                 println!(
                     "{:<14} {:>9} {:>9} {:>9} {:>9} {:>10.1} {:>9} {:>9} {:>8.2} {:>6}",
                     s.queue,
@@ -126,6 +186,39 @@ pub async fn run(pool: &PgPool, command: JobsCommand) -> anyhow::Result<()> {
                     if s.paused { "yes" } else { "no" }
                 );
             }
+        })?,
+        JobsCommand::List {
+            queue,
+            state,
+            key,
+            payload,
+            limit,
+        } => {
+            let filter = ops::JobFilter {
+                queue,
+                state,
+                logical_key: key,
+                payload,
+            };
+            print_rows(format, &ops::list(pool, &filter, limit, None).await?, |jobs| {
+                println!(
+                    "{:>10}  {:<14} {:<10} {:<32} {:>8}  {:<25} last error",
+                    "id", "queue", "state", "logical key", "attempts", "created at"
+                );
+                for j in jobs {
+                    println!(
+                        "{:>10}  {:<14} {:<10} {:<32} {:>8}  {:<25} {}",
+                        j.id,
+                        j.queue,
+                        j.state,
+                        j.logical_key,
+                        format!("{}/{}", j.attempt, j.max_attempts),
+                        j.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                        j.last_error.as_deref().unwrap_or("-")
+                    );
+                }
+                println!("{} job(s)", jobs.len());
+            })?
         }
         JobsCommand::Pause { queue } => match ops::pause(pool, queue).await? {
             true => println!("queue {queue} paused: workers take none of its jobs until `worker jobs resume {queue}`"),
@@ -137,21 +230,23 @@ pub async fn run(pool: &PgPool, command: JobsCommand) -> anyhow::Result<()> {
         },
         JobsCommand::Dead { filter, limit } => {
             let dead = ops::list_dead(pool, &DeadFilter::from(&filter), limit, None).await?;
-            println!(
-                "{:>10}  {:<14} {:<25} {:>8}  {:<36}",
-                "id", "queue", "died at", "attempts", "last error"
-            );
-            for j in &dead {
+            print_rows(format, &dead, |dead| {
                 println!(
-                    "{:>10}  {:<14} {:<25} {:>8}  {}",
-                    j.id,
-                    j.queue,
-                    j.died_at.format("%Y-%m-%d %H:%M:%S UTC"),
-                    format!("{}/{}", j.attempt, j.max_attempts),
-                    j.last_error.as_deref().unwrap_or("-")
+                    "{:>10}  {:<14} {:<25} {:>8}  {:<36}",
+                    "id", "queue", "died at", "attempts", "last error"
                 );
-            }
-            println!("{} dead job(s)", dead.len());
+                for j in dead {
+                    println!(
+                        "{:>10}  {:<14} {:<25} {:>8}  {}",
+                        j.id,
+                        j.queue,
+                        j.died_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                        format!("{}/{}", j.attempt, j.max_attempts),
+                        j.last_error.as_deref().unwrap_or("-")
+                    );
+                }
+                println!("{} dead job(s)", dead.len());
+            })?
         }
         JobsCommand::Show { id } => match ops::show(pool, id).await? {
             Some(job) => println!("{}", serde_json::to_string_pretty(&job)?),
@@ -304,9 +399,17 @@ pub enum CampaignsCommand {
         #[arg(long, value_parser = humantime::parse_duration)]
         since: Option<Duration>,
     },
-    /// Shows a broadcast's progress.
-    Broadcast { id: i64 },
+    /// Shows a broadcast's progress; with --watch, one line every 2 s until every recipient is
+    /// settled (Ctrl-C stops watching, not the broadcast).
+    Broadcast {
+        id: i64,
+        #[arg(long)]
+        watch: bool,
+    },
 }
+
+/// How often `campaigns broadcast --watch` reads the progress again.
+const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Runs `command`, printing its result to stdout.
 pub async fn run_campaigns(pool: &PgPool, command: CampaignsCommand) -> anyhow::Result<()> {
@@ -360,13 +463,32 @@ pub async fn run_campaigns(pool: &PgPool, command: CampaignsCommand) -> anyhow::
                     .ok_or_else(|| missing(&name))?,
             )
         }
-        CampaignsCommand::Broadcast { id } => {
+        CampaignsCommand::Broadcast { id, watch } => {
             let rate = Settings::from_env()?.messages_per_second;
-            print(
-                &broadcasts::progress(pool, id, rate)
+            let progress = async || {
+                broadcasts::progress(pool, id, rate)
                     .await?
-                    .ok_or_else(|| anyhow::anyhow!("no broadcast {id}"))?,
-            )
+                    .ok_or_else(|| anyhow::anyhow!("no broadcast {id}"))
+            };
+            if !watch {
+                return print(&progress().await?);
+            }
+            loop {
+                let p = progress().await?;
+                let finish = p
+                    .expected_finish_at
+                    .map(|at| format!(", done by {}", at.format("%H:%M:%S UTC")))
+                    .unwrap_or_default();
+                let of = if p.fanned_out { "" } else { " so far" };
+                println!(
+                    "broadcast {id}: {} sent, {} failed, {} unreachable, {} pending of {}{of}{finish}",
+                    p.sent, p.failed, p.unreachable, p.pending, p.total
+                );
+                if p.fanned_out && p.pending == 0 {
+                    return Ok(());
+                }
+                tokio::time::sleep(WATCH_INTERVAL).await;
+            }
         }
     }
 }

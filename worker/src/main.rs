@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use worker::cli::{CampaignsCommand, JobsCommand, TelegramCommand};
+use worker::cli::{CampaignsCommand, JobsArgs, TelegramCommand};
 use worker::config::Config;
 
 #[derive(Debug, Parser)]
@@ -23,9 +23,8 @@ enum Command {
     Run,
     /// Applies the database migrations, then exits (the release phase).
     Migrate,
-    /// Inspects queues and dead jobs; retries or discards them.
-    #[command(subcommand)]
-    Jobs(JobsCommand),
+    /// Inspects queues and jobs, pauses and resumes queues, retries or discards dead jobs.
+    Jobs(JobsArgs),
     /// Creates, pauses, resumes, previews and sends promo campaigns; their statistics.
     #[command(subcommand)]
     Campaigns(CampaignsCommand),

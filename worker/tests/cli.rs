@@ -195,3 +195,70 @@ fn version_is_the_crates() {
         format!("worker {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+/// Runs `worker <args>` against `url` and returns its stdout; fails on a non-zero exit.
+fn ops(url: &str, args: &[&str]) -> String {
+    let out = worker().args(args).env("DATABASE_URL", url).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn jobs_in_any_state_are_listed_by_filter_as_a_table_or_json_and_a_paused_queue_shows() {
+    let url = sandbox::postgres::test_database().await;
+    ops(&url, &["migrate"]);
+    let pool = jobs::db::connect(&url, 2).await.unwrap();
+    for (key, payload) in [
+        ("note:1", r#"{"chat_id": 7, "text": "a"}"#),
+        ("note:2", r#"{"chat_id": 8, "text": "b"}"#),
+    ] {
+        sqlx::query(
+            "INSERT INTO jobs (queue, logical_key, payload, max_attempts) VALUES ('notifications', $1, $2::jsonb, 5)",
+        )
+        .bind(key)
+        .bind(payload)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let listed: serde_json::Value =
+        serde_json::from_str(&ops(&url, &["jobs", "list", "--state", "pending", "--format", "json"])).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    let found: serde_json::Value = serde_json::from_str(&ops(
+        &url,
+        &["jobs", "--format", "json", "list", "--payload", r#"{"chat_id": 8}"#],
+    ))
+    .unwrap();
+    assert_eq!(found[0]["logical_key"], "note:2", "{found}");
+    assert_eq!(found.as_array().unwrap().len(), 1);
+    let table = ops(&url, &["jobs", "list", "--key", "note:1"]);
+    assert_eq!(table.lines().count(), 3, "a header, one job, a count:\n{table}");
+    assert!(table.contains("note:1") && table.contains("pending"), "{table}");
+    let bad = worker()
+        .args(["jobs", "list", "--state", "asleep"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("one of pending, running"));
+
+    assert!(ops(&url, &["jobs", "pause", "notifications"]).contains("paused"));
+    let stats: serde_json::Value = serde_json::from_str(&ops(&url, &["jobs", "stats", "--format", "json"])).unwrap();
+    let paused: Vec<&str> = stats
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|q| q["paused"] == true)
+        .map(|q| q["queue"].as_str().unwrap())
+        .collect();
+    assert_eq!(paused, ["notifications"]);
+    assert!(ops(&url, &["jobs", "resume", "notifications"]).contains("resumed"));
+    assert_eq!(
+        ops(&url, &["jobs", "retry", "--all", "--dry-run"]).trim(),
+        "0 job(s) would be retried"
+    );
+}

@@ -6,7 +6,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use jobs::queue::Queue;
-use jobs::queue::ops::{self, Change, DeadFilter, DeadJob, JobDetail, LIST_LIMIT_MAX, QueueStats};
+use jobs::queue::ops::{
+    self, Change, DeadFilter, DeadJob, JobDetail, JobFilter, JobSummary, LIST_LIMIT_MAX, QueueStats,
+};
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
@@ -29,6 +31,14 @@ pub const LIST_LIMIT_DEFAULT: i64 = 50;
 #[derive(Debug, Object)]
 pub struct DeadJobPage {
     pub jobs: Vec<DeadJob>,
+    /// Pass as `before` for the next page; null on the last page.
+    pub next_before: Option<i64>,
+}
+
+/// JobPage is one page of a job listing, newest first.
+#[derive(Debug, Object)]
+pub struct JobPage {
+    pub jobs: Vec<JobSummary>,
     /// Pass as `before` for the next page; null on the last page.
     pub next_before: Option<i64>,
 }
@@ -235,6 +245,65 @@ impl OpsApi {
         name: Path<String>,
     ) -> Result<PauseResponse, Problem> {
         set_paused(&name.0, false, |q| ops::resume(&pool, q)).await
+    }
+
+    /// List jobs
+    ///
+    /// Jobs in any state, newest first, a page at a time (pass `next_before` as `before` for the
+    /// next): by queue, state, logical key, or a field of the payload. Completed and discarded
+    /// jobs are kept for `JOB_RETENTION_HOURS`, dead ones for `RECORD_RETENTION_DAYS`.
+    #[oai(path = "/jobs", method = "get", operation_id = "list_jobs")]
+    #[allow(clippy::too_many_arguments)] // one per query parameter
+    async fn list_jobs(
+        &self,
+        _auth: AdminAuth,
+        pool: Data<&PgPool>,
+        /// Only jobs of this queue.
+        queue: Query<Option<String>>,
+        /// Only jobs in this state: pending, running, completed, dead or discarded.
+        state: Query<Option<String>>,
+        /// Only the job of this logical key, e.g. `billing_request:12`.
+        logical_key: Query<Option<String>>,
+        /// Only jobs whose payload contains this JSON object, e.g. `{"user_id":42}`.
+        payload: Query<Option<String>>,
+        /// The most jobs to return, 1 to 500.
+        #[oai(default = "default_limit", validator(minimum(value = "1"), maximum(value = "500")))]
+        limit: Query<i64>,
+        /// Only jobs with a smaller id: the previous page's `next_before`.
+        #[oai(validator(minimum(value = "0")))]
+        before: Query<Option<i64>>,
+    ) -> Result<Json<JobPage>, Problem> {
+        let state = match state.0.as_deref() {
+            None => None,
+            Some(name) => Some(ops::STATES.into_iter().find(|s| *s == name).ok_or_else(|| {
+                Problem::invalid_request(format!("no state {name:?}; the states are {}", ops::STATES.join(", ")))
+            })?),
+        };
+        let payload = match payload.0.as_deref() {
+            None => None,
+            Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
+                Ok(object @ serde_json::Value::Object(_)) => Some(object),
+                _ => {
+                    return Err(Problem::invalid_request(
+                        "payload must be a JSON object, e.g. {\"user_id\":42}",
+                    ));
+                }
+            },
+        };
+        let filter = JobFilter {
+            queue: queue_named(queue.0.as_deref())?,
+            state,
+            logical_key: logical_key.0,
+            payload,
+        };
+        let limit = limit.0.clamp(1, LIST_LIMIT_MAX);
+        let jobs = ops::list(&pool, &filter, limit, before.0).await?;
+        let next_before = if jobs.len() as i64 == limit {
+            jobs.last().map(|j| j.id)
+        } else {
+            None
+        };
+        Ok(Json(JobPage { jobs, next_before }))
     }
 
     /// List dead jobs

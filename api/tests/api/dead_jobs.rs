@@ -285,6 +285,58 @@ async fn queue_statistics_cover_every_queue() {
 }
 
 #[tokio::test]
+async fn jobs_in_any_state_are_listed_by_queue_state_key_and_payload() {
+    let app = spawn_app().await;
+    let dead = app.dead_job("refunds", 60.0).await;
+    let pending = app.job_in_state("notifications", "pending", 0.0).await;
+    let completed = app.job_in_state("notifications", "completed", 5.0).await;
+    let ids = |page: &Value| -> Vec<i64> {
+        page["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_i64().unwrap())
+            .collect()
+    };
+    let list = |query: String| {
+        let app = &app;
+        async move {
+            let resp = app.get_admin(&format!("/v1/ops/jobs{query}")).send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK, "{query}");
+            resp.json::<Value>().await.unwrap()
+        }
+    };
+    assert_eq!(ids(&list(String::new()).await), [completed, pending, dead]);
+    assert_eq!(ids(&list("?queue=notifications".into()).await), [completed, pending]);
+    assert_eq!(ids(&list("?state=completed".into()).await), [completed]);
+    let key: String = sqlx::query_scalar("SELECT logical_key FROM jobs WHERE id = $1")
+        .bind(pending)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let page = list(format!("?logical_key={key}")).await;
+    assert_eq!(ids(&page), [pending]);
+    assert_eq!(page["jobs"][0]["state"], "pending");
+    sqlx::query("UPDATE jobs SET payload = '{\"user_id\": 42, \"plan\": \"pro\"}' WHERE id = $1")
+        .bind(dead)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(ids(&list("?payload=%7B%22user_id%22%3A42%7D".into()).await), [dead]);
+    let page = list("?limit=2".into()).await;
+    assert_eq!(
+        (ids(&page), page["next_before"].as_i64()),
+        (vec![completed, pending], Some(pending))
+    );
+    assert_eq!(ids(&list(format!("?before={pending}")).await), [dead]);
+
+    for bad in ["?state=asleep", "?payload=42", "?payload=%7B", "?queue=email"] {
+        let resp = app.get_admin(&format!("/v1/ops/jobs{bad}")).send().await.unwrap();
+        assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-request").await;
+    }
+}
+
+#[tokio::test]
 async fn a_paused_queue_shows_paused_until_resumed_and_an_unknown_queue_is_not_found() {
     let app = spawn_app().await;
     let pause = |path: &'static str| app.post_admin(path, &json!({})).send();

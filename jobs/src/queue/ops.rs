@@ -1,4 +1,5 @@
-//! What ops can see and do: queue statistics, pausing a queue, dead jobs, retry and discard.
+//! What ops can see and do: queue statistics, pausing a queue, jobs in any state, dead jobs,
+//! retry and discard.
 //!
 //! Shared by the `/v1/ops/jobs` endpoints and the `worker jobs` CLI so both behave the same.
 
@@ -217,6 +218,76 @@ pub async fn list_dead(
          FROM jobs",
     );
     filter.push_where(&mut sql);
+    if let Some(before) = before {
+        sql.push(" AND id < ").push_bind(before);
+    }
+    sql.push(" ORDER BY id DESC LIMIT ")
+        .push_bind(limit.clamp(1, LIST_LIMIT_MAX));
+    sql.build_query_as().fetch_all(pool).await
+}
+
+/// The states a job can be in.
+pub const STATES: [&str; 5] = ["pending", "running", "completed", "dead", "discarded"];
+
+/// JobFilter selects jobs in any state; every field narrows.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub queue: Option<Queue>,
+    /// One of [`STATES`].
+    pub state: Option<&'static str>,
+    /// Only the job of this logical key (its idempotency key: `billing_request:12`, …).
+    pub logical_key: Option<String>,
+    /// Only jobs whose payload contains this JSON object (`{"user_id": 42}`), as `@>` does.
+    pub payload: Option<serde_json::Value>,
+}
+
+/// JobSummary is one job of a listing.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+pub struct JobSummary {
+    pub id: i64,
+    pub queue: String,
+    /// The job's logical identity, also its idempotency key toward providers.
+    pub logical_key: String,
+    /// One of `pending`, `running`, `completed`, `dead`, `discarded`.
+    pub state: String,
+    /// Attempts started in the current round.
+    pub attempt: i32,
+    pub max_attempts: i32,
+    /// When the job may next run.
+    pub run_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    /// When it completed, died or was discarded.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The error of its last failed attempt, if any.
+    pub last_error: Option<String>,
+}
+
+/// Jobs matching `filter` in any state, newest first, at most `limit`, before id `before` (the
+/// last id of the previous page) when given.
+pub async fn list(
+    pool: &PgPool,
+    filter: &JobFilter,
+    limit: i64,
+    before: Option<i64>,
+) -> Result<Vec<JobSummary>, sqlx::Error> {
+    let mut sql = QueryBuilder::new(
+        "SELECT id, queue, logical_key, state, attempt, max_attempts, run_at, created_at, finished_at,
+                errors -> -1 ->> 'error' AS last_error
+         FROM jobs WHERE true",
+    );
+    if let Some(queue) = filter.queue {
+        sql.push(" AND queue = ").push_bind(queue.name());
+    }
+    if let Some(state) = filter.state {
+        sql.push(" AND state = ").push_bind(state);
+    }
+    if let Some(key) = &filter.logical_key {
+        sql.push(" AND logical_key = ").push_bind(key.clone());
+    }
+    if let Some(payload) = &filter.payload {
+        sql.push(" AND payload @> ").push_bind(payload.clone());
+    }
     if let Some(before) = before {
         sql.push(" AND id < ").push_bind(before);
     }
