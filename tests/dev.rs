@@ -128,11 +128,26 @@ async fn main() -> anyhow::Result<()> {
 
     eprintln!("dev: building api and worker…");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    if !Command::new(&cargo)
-        .args(["build", "-p", "api", "-p", "worker"])
-        .status()?
-        .success()
-    {
+    let mut build = Command::new(&cargo);
+    build.args(["build", "-p", "api", "-p", "worker"]);
+    // What `cargo run` told this binary about itself, which build scripts would see as a change
+    // (ring's reruns on CARGO_MANIFEST_DIR) and rebuild the TLS stack and all above it.
+    for (var, _) in std::env::vars_os() {
+        let name = var.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || matches!(
+                name.as_ref(),
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+            )
+        {
+            build.env_remove(&var);
+        }
+    }
+    if !build.status()?.success() {
         bail!("cargo build failed");
     }
     let bin_dir = std::env::current_exe()?

@@ -264,7 +264,7 @@ pub async fn run(pool: &PgPool, JobsArgs { format, command }: JobsArgs) -> anyho
                 println!("{} job(s) {done}", bulk.count);
                 if bulk.skipped_past_key_memory > 0 {
                     println!(
-                        "{} checkout or refunds job(s) older than Stripe's 24 h key memory left dead: \
+                        "{} checkout or refunds job(s) created more than 23 h ago (Stripe keeps idempotency keys 24 h) left dead: \
                          check at Stripe that their calls were not made, then add --past-key-memory",
                         bulk.skipped_past_key_memory
                     );

@@ -270,15 +270,15 @@ async fn a_plan_not_for_sale_through_stripe_is_refused_and_nothing_is_written() 
     assert_eq!(app.job_count().await, 0);
 }
 
-/// Gives `user_id` an active entitlement to `plan` from `source` that ends in 20 days and
-/// `renews` or not, as a worker would.
-async fn subscribe(app: &TestApp, user_id: i64, plan: &str, source: &str, renews: bool) {
+/// Gives `user_id` an active entitlement to `plan` from `source` that ends in `days` (in the
+/// past when negative) and `renews` or not, as a worker would.
+async fn subscribe(app: &TestApp, user_id: i64, plan: &str, source: &str, renews: bool, days: i64) {
     let state = entitlements::State {
         user_id,
         plan: plan.into(),
         entitlement: "pro".into(),
         status: entitlements::Status::Active,
-        expires_at: Some(chrono::Utc::now() + chrono::TimeDelta::days(20)),
+        expires_at: Some(chrono::Utc::now() + chrono::TimeDelta::days(days)),
         renews,
     };
     let mut tx = app.pool.begin().await.unwrap();
@@ -289,13 +289,17 @@ async fn subscribe(app: &TestApp, user_id: i64, plan: &str, source: &str, renews
 #[tokio::test]
 async fn a_plan_the_user_renews_through_either_provider_is_not_sold_again() {
     let app = spawn_app().await;
-    subscribe(&app, 42, "pro_monthly", "stripe:sub_1", true).await;
-    subscribe(&app, 43, "pro_monthly", "telegram_stars:stx_1", true).await;
-    subscribe(&app, 44, "stars_only", "stripe:sub_2", true).await;
+    subscribe(&app, 42, "pro_monthly", "stripe:sub_1", true, 20).await;
+    subscribe(&app, 43, "pro_monthly", "telegram_stars:stx_1", true, 20).await;
+    subscribe(&app, 44, "stars_only", "stripe:sub_2", true, 20).await;
+    // Past its paid end while Stripe retries the renewal (`past_due` derives active): it is
+    // still about to charge.
+    subscribe(&app, 47, "stars_only", "stripe:sub_4", true, -2).await;
     for (user, path, plan, through) in [
         (42, CHECKOUT, "pro_monthly", "Stripe"),
         (43, CHECKOUT, "pro_monthly", "Telegram Stars"),
         (44, STARS_INVOICE, "stars_only", "Stripe"),
+        (47, STARS_INVOICE, "stars_only", "Stripe"),
     ] {
         // With a key too: the guard is not a pending request to reuse.
         let resp = app
@@ -307,17 +311,23 @@ async fn a_plan_the_user_renews_through_either_provider_is_not_sold_again() {
         let problem = assert_problem(resp, StatusCode::CONFLICT, "already-subscribed").await;
         let detail = problem["detail"].as_str().unwrap();
         assert!(
-            detail.starts_with("You already subscribe to ")
-                && detail.contains(&format!(" through {through}, renewing on ")),
+            detail.starts_with("You already subscribe to ") && detail.contains(&format!(" through {through}, renew")),
             "{detail}"
         );
     }
     assert_eq!(app.count("billing_requests").await, 0);
     assert_eq!(app.job_count().await, 0);
 
-    // Another plan, a subscription cancelled at period end, another user: sold.
-    subscribe(&app, 45, "pro_monthly", "stripe:sub_3", false).await;
-    for (user, plan) in [(42, "team_monthly"), (45, "pro_monthly"), (46, "pro_monthly")] {
+    // Another plan, a subscription cancelled at period end, a Stars subscription past its end
+    // (Telegram never says it stopped), another user: sold.
+    subscribe(&app, 45, "pro_monthly", "stripe:sub_3", false, 20).await;
+    subscribe(&app, 48, "pro_monthly", "telegram_stars:stx_2", true, -1).await;
+    for (user, plan) in [
+        (42, "team_monthly"),
+        (45, "pro_monthly"),
+        (46, "pro_monthly"),
+        (48, "pro_monthly"),
+    ] {
         accepted(checkout(&app, user, plan, None).await, StatusCode::ACCEPTED).await;
     }
 }

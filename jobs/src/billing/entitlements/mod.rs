@@ -204,24 +204,31 @@ pub async fn active_for(pool: &PgPool, user_id: i64) -> Result<Vec<Entitlement>,
     Ok(rows.into_iter().map(Entitlement::from).collect())
 }
 
-/// The purchase guard: the entitlement of `user_id` to `plan` that a provider will charge for
-/// again (an active Stripe or Stars subscription that is not cancelled), if any. While there is
-/// one the plan is not sold to the user again, by either provider: a second subscription would
-/// charge twice for the same access. A cancelled one that runs out, or a one-off Stars period
-/// (those queue up), does not count.
-pub async fn renewing(conn: &mut PgConnection, user_id: i64, plan: &str) -> Result<Option<Entitlement>, sqlx::Error> {
-    let row: Option<Row> = sqlx::query_as(concat!(
+/// The purchase guard: the entitlements of `user_id` to `plan` that a provider will charge for
+/// again (active subscriptions not cancelled), latest end first. While there is one the plan is
+/// not sold to the user again, by either provider: a second subscription would charge twice for
+/// the same access. A cancelled one that runs out, or a one-off Stars period (those queue up),
+/// does not count.
+///
+/// A Stripe subscription counts for as long as it is active and renews, past its paid end too:
+/// between the end of a period and the renewal invoice's payment, and while Stripe retries a
+/// failed renewal (`past_due`), it is about to charge again; its end reaches us as
+/// `customer.subscription.deleted` (revoked) or `unpaid` (suspended). Telegram says nothing of a
+/// Stars subscription that stops renewing, so one counts only until its paid end.
+pub async fn renewing(conn: &mut PgConnection, user_id: i64, plan: &str) -> Result<Vec<Entitlement>, sqlx::Error> {
+    let rows: Vec<Row> = sqlx::query_as(concat!(
         "SELECT ",
         columns!(),
         " FROM entitlements
-         WHERE user_id = $1 AND plan = $2 AND status = 'active' AND renews AND expires_at > now()
-         ORDER BY expires_at DESC, id LIMIT 1"
+         WHERE user_id = $1 AND plan = $2 AND status = 'active' AND renews
+           AND (source LIKE 'stripe:%' OR expires_at > now())
+         ORDER BY expires_at DESC, id"
     ))
     .bind(user_id)
     .bind(plan)
-    .fetch_optional(conn)
+    .fetch_all(conn)
     .await?;
-    Ok(row.map(Entitlement::from))
+    Ok(rows.into_iter().map(Entitlement::from).collect())
 }
 
 /// Provider is who charges for an entitlement.
@@ -254,10 +261,11 @@ impl Entitlement {
 
     /// Why the plan `plan_name` of this renewing entitlement is not sold again, for the user.
     pub fn already_subscribed(&self, plan_name: &str) -> String {
-        let on = self
-            .expires_at
-            .map(|at| format!(", renewing on {}", at.format("%Y-%m-%d")))
-            .unwrap_or_default();
+        let on = match self.expires_at {
+            Some(at) if at > chrono::Utc::now() => format!(", renewing on {}", at.format("%Y-%m-%d")),
+            // A Stripe renewal being charged, or retried after a failed payment.
+            _ => ", renewal in progress".to_string(),
+        };
         let then = match self.provider() {
             // Cancelling at period end reaches us as a webhook, and the plan is for sale again.
             Provider::Stripe => "Cancel it in the billing portal first to pay another way.",

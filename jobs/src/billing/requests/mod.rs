@@ -169,7 +169,7 @@ pub async fn create(
     // Before a pending request is reused: its link, made before the subscription began, would
     // sell the plan a second time.
     if let (Kind::Checkout | Kind::StarsInvoice, Some(plan)) = (kind, plan)
-        && let Some(subscribed) = entitlements::renewing(conn, user_id, plan).await?
+        && let Some(subscribed) = entitlements::renewing(conn, user_id, plan).await?.into_iter().next()
     {
         return Ok(Created::AlreadySubscribed(subscribed));
     }

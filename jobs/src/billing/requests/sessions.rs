@@ -90,7 +90,7 @@ async fn already_subscribed(billing: &Billing, request: &BillingRequest) -> Resu
     };
     let renewing = entitlements::renewing(&mut *billing.pool.acquire().await?, request.user_id, plan).await?;
     let name = billing.plans.get(plan).map_or(plan, |p| p.name.as_str());
-    Ok(renewing.map(|e| e.already_subscribed(name)))
+    Ok(renewing.first().map(|e| e.already_subscribed(name)))
 }
 
 /// A Checkout session for the request's plan: (URL, session id).

@@ -37,17 +37,18 @@ pub struct Answer {
 
 /// Whether the payment a pre-checkout query asks about may go ahead: our invoice for a plan on
 /// sale, in Stars, at the plan's price, from a user who is not banned and has no renewing Stripe
-/// subscription to the plan (`renewing`: the purchase guard, [`entitlements::renewing`]). The
-/// error is shown to the user.
+/// subscription to the plan (`renewing`, the user's renewing entitlements to it: the purchase
+/// guard, [`entitlements::renewing`]). The error is shown to the user.
 ///
-/// A renewing *Stars* subscription to the plan does not refuse the payment here: the query does
-/// not say whether it is that subscription's own renewal, and a renewal must never be refused.
-/// The invoice link for a second one is refused when it is asked for.
+/// While the user has a renewing *Stars* subscription to the plan nothing is refused for it
+/// here, whatever else renews: the query does not say whether it is that subscription's own
+/// renewal, and a renewal must never be refused. A new invoice link for the plan is refused when
+/// it is asked for.
 pub fn check_pre_checkout(
     plans: &Plans,
     query: &PreCheckoutQuery,
     banned: bool,
-    renewing: Option<&Entitlement>,
+    renewing: &[Entitlement],
 ) -> Result<(), String> {
     if query.currency != CURRENCY {
         return Err("Only Telegram Stars are accepted.".into());
@@ -61,9 +62,12 @@ pub fn check_pre_checkout(
     if banned {
         return Err("This account cannot make purchases.".into());
     }
-    if let Some(subscribed) = renewing.filter(|e| e.provider() == Provider::Stripe)
-        && let Some(plan) = plans.get(&query.invoice_payload)
-    {
+    let stars_renews = renewing.iter().any(|e| e.provider() == Provider::TelegramStars);
+    if let (false, Some(subscribed), Some(plan)) = (
+        stars_renews,
+        renewing.iter().find(|e| e.provider() == Provider::Stripe),
+        plans.get(&query.invoice_payload),
+    ) {
         return Err(subscribed.already_subscribed(&plan.name));
     }
     Ok(())
@@ -86,7 +90,7 @@ pub async fn answer_pre_checkout(
     }
     let banned = users::is_banned(conn, query.from.id).await?;
     let renewing = entitlements::renewing(conn, query.from.id, &query.invoice_payload).await?;
-    let answer = match check_pre_checkout(plans, query, banned, renewing.as_ref()) {
+    let answer = match check_pre_checkout(plans, query, banned, &renewing) {
         Ok(()) => Answer {
             ok: true,
             error_message: None,
@@ -149,7 +153,7 @@ mod tests {
     fn a_pre_checkout_goes_ahead_only_for_our_plan_in_stars_at_its_price() {
         let plans = plans();
         assert_eq!(
-            check_pre_checkout(&plans, &query("pro", "XTR", 250), false, None),
+            check_pre_checkout(&plans, &query("pro", "XTR", 250), false, &[]),
             Ok(())
         );
         for (q, banned) in [
@@ -160,7 +164,7 @@ mod tests {
             (query("pro", "XTR", 250), true),
         ] {
             assert!(
-                check_pre_checkout(&plans, &q, banned, None).is_err(),
+                check_pre_checkout(&plans, &q, banned, &[]).is_err(),
                 "{q:?} banned={banned}"
             );
         }
@@ -184,17 +188,22 @@ mod tests {
     fn a_renewing_stripe_subscription_to_the_plan_refuses_its_purchase_with_stars() {
         let plans = plans();
         let q = query("pro", "XTR", 250);
-        let refused = check_pre_checkout(&plans, &q, false, Some(&renewing("stripe:sub_1"))).unwrap_err();
+        let stripe = renewing("stripe:sub_1");
+        let refused = check_pre_checkout(&plans, &q, false, std::slice::from_ref(&stripe)).unwrap_err();
         assert_eq!(
             refused,
             "You already subscribe to Pro through Stripe, renewing on 2027-01-01. \
              Cancel it in the billing portal first to pay another way."
         );
-        // A Stars subscription's own renewal looks the same: it goes ahead.
-        assert_eq!(
-            check_pre_checkout(&plans, &q, false, Some(&renewing("telegram_stars:ch_1"))),
-            Ok(())
-        );
+        // A Stars subscription's own renewal looks the same: it goes ahead, whatever else renews.
+        let stars = renewing("telegram_stars:ch_1");
+        for both in [
+            vec![stars.clone()],
+            vec![stripe.clone(), stars.clone()],
+            vec![stars, stripe],
+        ] {
+            assert_eq!(check_pre_checkout(&plans, &q, false, &both), Ok(()), "{both:?}");
+        }
     }
 
     #[test]
