@@ -193,7 +193,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(fake) = &fake_stripe {
         let url = fake.url();
-        println!("  Fake Stripe  {url} (requests it received: {url}/sandbox/requests)");
+        println!(
+            "  Fake Stripe  {url} (requests it received: {url}/sandbox/requests, webhooks it sent: {url}/sandbox/webhooks)"
+        );
     }
     println!(
         "\nSend a Telegram message through the pipeline:\n  curl -s -X POST http://127.0.0.1:{port}/v1/ops/notifications \\\n    -H 'Authorization: Bearer {admin_token}' -H 'Content-Type: application/json' \\\n    -d '{{\"chat_id\": 42, \"text\": \"Hello from paygate\"}}'"
@@ -219,6 +221,13 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!("Then:\n  curl -s http://127.0.0.1:{port}/v1/me/entitlements -H \"Authorization: Bearer $TOKEN\"");
+    if let Some(fake) = &fake_stripe {
+        let url = fake.url();
+        println!(
+            "\nSend Stripe's events for user {DEV_USER_ID}'s subscription on demand, as `stripe trigger` does (any of {}):\n  curl -s -X POST \"{url}/sandbox/trigger/checkout.session.completed?user_id={DEV_USER_ID}&plan=pro_monthly&price=price_pro_monthly\"\n  curl -s -X POST \"{url}/sandbox/trigger/invoice.payment_failed?user_id={DEV_USER_ID}\"\n  curl -s -X POST \"{url}/sandbox/trigger/charge.refunded?user_id={DEV_USER_ID}\"\n  curl -s -X POST {url}/sandbox/webhooks/<evt_…>/resend    # delivers one again, as Stripe retries",
+            sandbox::stripe::TRIGGERS.join(", ")
+        );
+    }
     if let Some(url) = &fake_url {
         println!("  curl -s {url}/sandbox/messages    # the bot's confirmation to user {DEV_USER_ID}");
     }

@@ -8,6 +8,7 @@ use jobs::billing::refunds::{self, NewRefund, Provider};
 use jobs::billing::requests::{self, Kind};
 use jobs::inbox::stripe::ingest;
 use jobs::stripe::objects::Event;
+use sandbox::stripe::Trigger;
 use sandbox::stripe_events::Subscription;
 use sandbox::telegram::Limits;
 use serde_json::Value;
@@ -414,4 +415,71 @@ async fn a_refund_retried_past_stripes_key_memory_finds_the_refund_an_earlier_at
         2,
         "the lost attempt's, and the retry's look-up"
     );
+}
+
+/// The fake Stripe's triggers against the running system, as a developer uses them in place of
+/// `stripe trigger`: a triggered checkout grants, a failed renewal tells the user, a resent event
+/// changes nothing, a refund revokes; every delivery is listed with the api's answer.
+#[tokio::test]
+async fn triggered_stripe_events_drive_the_system_as_stripes_own_would() {
+    let world = World::new(Limits::default()).await;
+    let api = world.start_api().await;
+    world
+        .stripe
+        .send_webhooks_to(&format!("{api}/webhooks/stripe"), e2e::WEBHOOK_SECRET);
+    let worker = world.start_worker(world.worker_config(30.0));
+    let user = 5151;
+    let asked = Trigger {
+        user_id: user,
+        ..Trigger::default()
+    };
+    let active = "SELECT count(*) FROM entitlements WHERE user_id = 5151 AND status = 'active'";
+
+    let started = world
+        .stripe
+        .trigger(
+            "checkout.session.completed",
+            &Trigger {
+                plan: Some("pro_monthly".into()),
+                ..asked.clone()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(started.deliveries.iter().all(|d| d.status == Some(200)), "{started:?}");
+    world.wait_for_count(active, 1, WAIT).await;
+    world.stripe.trigger("invoice.payment_failed", &asked).await.unwrap();
+    world
+        .wait_for_count("SELECT count(*) FROM telegram_deliveries WHERE chat_id = 5151", 2, WAIT)
+        .await;
+    let first = &started.deliveries[0].event;
+    let resent = reqwest::Client::new()
+        .post(format!("{}/sandbox/webhooks/{first}/resend", world.stripe.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resent.status(), 200);
+    world.stripe.trigger("charge.refunded", &asked).await.unwrap();
+    world
+        .wait_for_count(
+            "SELECT count(*) FROM entitlements WHERE user_id = 5151 AND status = 'revoked'",
+            1,
+            WAIT,
+        )
+        .await;
+    world
+        .wait_for_count("SELECT count(*) FROM telegram_deliveries WHERE chat_id = 5151", 3, WAIT)
+        .await;
+    worker.stop().await;
+
+    let deliveries = world.stripe.deliveries();
+    assert_eq!(deliveries.len(), 3 + 1 + 1 + 1, "{deliveries:?}");
+    assert!(deliveries.iter().all(|d| d.succeeded()), "{deliveries:?}");
+    // The resent event was stored once.
+    assert_eq!(world.count("SELECT count(*) FROM stripe_events").await, 5);
+    let told = world.telegram.texts_to(user);
+    assert_eq!(told.len(), 3, "{told:?}");
+    assert!(told[0].contains("Pro access is active until"), "{told:?}");
+    assert!(told[1].contains("The payment for your Pro plan failed"), "{told:?}");
+    assert!(told[2].contains("has ended: the payment was refunded"), "{told:?}");
 }

@@ -89,12 +89,6 @@ pub(super) async fn pay(Path(id): Path<String>, shared: Data<&Arc<Shared>>) -> p
     let Some(session) = session else {
         return page(404, format!("No such checkout session: {id}"));
     };
-    let Some((endpoint, secret)) = shared.webhooks.lock().unwrap().clone() else {
-        return page(
-            200,
-            "Paid (this fake sends no webhooks: send_webhooks_to was not called).".into(),
-        );
-    };
     let user_id: i64 = session["client_reference_id"]
         .as_str()
         .and_then(|u| u.parse().ok())
@@ -104,26 +98,17 @@ pub(super) async fn pay(Path(id): Path<String>, shared: Data<&Arc<Shared>>) -> p
     let subscription =
         crate::stripe_events::Subscription::new(&tag, user_id, plan, price.as_deref().unwrap_or("price_sandbox"));
     let now = now();
-    let events = [
-        subscription.checkout_session("checkout.session.completed", "paid", now),
-        subscription.invoice_paid(1, now + 30 * 24 * 60 * 60, now),
-        subscription.invoice_payment_paid(1, now),
-    ];
-    let client = reqwest::Client::new();
-    for event in events {
-        let payload = event.to_string();
-        let sent = client
-            .post(&endpoint)
-            .header("Stripe-Signature", sign_webhook(&payload, &secret, now))
-            .header("Content-Type", "application/json")
-            .body(payload)
-            .send()
-            .await;
-        match sent {
-            Ok(r) if r.status().is_success() => {}
-            Ok(r) => return page(502, format!("The webhook endpoint answered {}", r.status())),
-            Err(e) => return page(502, format!("The webhook endpoint is unreachable: {e}")),
-        }
+    let mut life = Life::new(subscription.clone());
+    let mut events = vec![subscription.checkout_session("checkout.session.completed", "paid", now)];
+    events.extend(life.pay(now));
+    shared.state.lock().unwrap().lives.push(life);
+    let deliveries = match deliver(&shared, &events).await {
+        Ok(deliveries) => deliveries,
+        Err((_, why)) => return page(200, format!("Paid ({why})")),
+    };
+    if let Some(failed) = deliveries.iter().find(|d| !d.succeeded()) {
+        let why = failed.status.map_or(failed.answer.clone(), |s| format!("answered {s}"));
+        return page(502, format!("The webhook endpoint {} {why}", failed.endpoint));
     }
     page(
         200,

@@ -4,7 +4,9 @@
 //! replays the first answer byte for byte; the same key with other parameters or on another
 //! endpoint is refused), fails or holds requests on request so that tests see retries and slowness,
 //! and records what it was sent
-//! so tests and the local run can see it at `GET /sandbox/requests`.
+//! so tests and the local run can see it at `GET /sandbox/requests`. What it sends back (webhook
+//! deliveries, with the endpoint's answers) is at `GET /sandbox/webhooks`, and events of every type
+//! billing handles can be sent on demand (`POST /sandbox/trigger/:type`).
 //!
 //! It also builds what Stripe sends the other way, for tests, the benchmark and the local run to
 //! deliver: events around fixture objects ([`event`], [`fixture`]) and their `Stripe-Signature`
@@ -17,6 +19,7 @@
 //! - [`checkout`]: Checkout sessions and paying them.
 //! - [`refunds`]: making refunds.
 //! - [`webhooks`]: events, fixtures and webhook signatures.
+//! - [`trigger`]: webhook deliveries with their answers, resends, and events sent on demand.
 
 mod checkout;
 mod customers;
@@ -24,6 +27,7 @@ mod errors;
 mod refunds;
 #[cfg(test)]
 mod tests;
+mod trigger;
 mod webhooks;
 
 #[allow(unused_imports)]
@@ -34,6 +38,9 @@ use customers::*;
 use errors::*;
 #[allow(unused_imports)]
 use refunds::*;
+#[allow(unused_imports)]
+use trigger::*;
+pub use trigger::{Delivery, TRIGGERS, Trigger, Triggered};
 #[allow(unused_imports)]
 use webhooks::*;
 pub use webhooks::{event, fixture, sign_webhook};
@@ -105,6 +112,10 @@ struct State {
     rejected_prices: HashSet<String>,
     // The price each checkout session sells, for the events its payment sends.
     session_prices: HashMap<String, String>,
+    // The subscriptions paid or triggered, oldest first; the webhooks sent, and their events by id.
+    lives: Vec<Life>,
+    deliveries: Vec<Delivery>,
+    events: HashMap<String, Value>,
 }
 
 #[derive(Debug)]
@@ -180,6 +191,9 @@ impl FakeStripe {
         let app = Route::new()
             .at("/v1/*rest", post(api).get(list))
             .at("/sandbox/requests", get(list_requests))
+            .at("/sandbox/webhooks", get(list_deliveries))
+            .at("/sandbox/webhooks/:event/resend", post(resend))
+            .at("/sandbox/trigger/:type", post(send_trigger))
             .at("/pay/:id", get(pay))
             .at("/portal/:id", get(portal))
             .data(shared.clone());
