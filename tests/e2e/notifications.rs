@@ -141,3 +141,20 @@ async fn sends_keep_telegrams_per_chat_and_global_pace() {
         "{busiest} messages arrived within one second at 10 a second"
     );
 }
+
+/// A worker process records its own figures for `/metrics` while it runs, and removes them when
+/// it stops cleanly.
+#[tokio::test]
+async fn a_worker_process_records_its_figures_while_it_runs() {
+    let world = World::new(Limits::default()).await;
+    let worker = world.start_worker(world.worker_config(30.0));
+    world
+        .wait_for_count(
+            "SELECT count(*) FROM worker_processes WHERE resident_memory_bytes > 0 AND threads > 1",
+            1,
+            Duration::from_secs(20),
+        )
+        .await;
+    worker.stop().await;
+    assert_eq!(world.count("SELECT count(*) FROM worker_processes").await, 0);
+}

@@ -16,7 +16,7 @@ use jobs::billing::requests::CreateSession;
 use jobs::billing::requests::ReturnUrls;
 use jobs::billing::{Billing, EntitlementsJob};
 use jobs::marketing::broadcasts::{self, Broadcaster, FanOut};
-use jobs::metrics::JobStats;
+use jobs::metrics::{JobStats, processes};
 use jobs::notifications::Notifier;
 use jobs::queue::backend::{FetchSettings, QueueBackend, Wakeups};
 use jobs::queue::lease::{self, HEARTBEAT, Lease, WORKER_TIMEOUT};
@@ -147,7 +147,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         lease,
         names.clone(),
     ));
-    let maintenance = tokio::spawn(maintain(pool.clone(), stats.clone()));
+    let maintenance = tokio::spawn(maintain(pool.clone(), stats.clone(), process.clone()));
     let pruning = tokio::spawn(prune(
         pool.clone(),
         Retention {
@@ -181,6 +181,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         }
     }
     stats.flush(&pool).await?;
+    processes::forget(&pool, &process).await?;
     tracing::info!("worker stopped");
     Ok(())
 }
@@ -202,11 +203,11 @@ async fn schedule_campaigns(pool: PgPool) {
     }
 }
 
-/// Rescues the jobs of stopped workers and flushes counters, every [`HEARTBEAT`], until aborted
+/// Rescues the jobs of stopped workers, flushes counters and records this process's figures, every [`HEARTBEAT`], until aborted
 /// after the hand-back. Each step is safe to run in every process at once. The heartbeat itself
 /// is not here but in [`lease::keep_alive`], on a connection of its own, so that nothing on the
 /// pool can delay it.
-async fn maintain(pool: PgPool, stats: Arc<JobStats>) {
+async fn maintain(pool: PgPool, stats: Arc<JobStats>, process: String) {
     let mut tick = tokio::time::interval(HEARTBEAT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -218,6 +219,11 @@ async fn maintain(pool: PgPool, stats: Arc<JobStats>) {
         }
         if let Err(e) = stats.flush(&pool).await {
             tracing::warn!(error = %e, "flushing job metrics failed");
+        }
+        if let Some(sample) = processes::Sample::of_this_process()
+            && let Err(e) = processes::record(&pool, &process, &sample).await
+        {
+            tracing::warn!(error = %e, "recording this process's figures failed");
         }
     }
 }

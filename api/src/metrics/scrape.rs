@@ -16,9 +16,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use jobs::metrics::counters::{self, Counter as BusinessCounter};
+use jobs::metrics::processes::{self, Sample, WorkerProcess};
 use jobs::metrics::{
-    BUSINESS_COUNTERS, Counter, DURATION_BUCKETS, DurationField, JOB_DURATION, QUEUE_JOBS, QUEUE_OLDEST, QUEUE_PAUSED,
-    Total,
+    BUSINESS_COUNTERS, Counter, DURATION_BUCKETS, DurationField, JOB_DURATION, Metric, QUEUE_JOBS, QUEUE_OLDEST,
+    QUEUE_PAUSED, Total, WORKER_CPU, WORKER_MAX_FDS, WORKER_OPEN_FDS, WORKER_RESIDENT_MEMORY, WORKER_START_TIME,
+    WORKER_THREADS, WORKER_VIRTUAL_MEMORY,
 };
 use jobs::queue::Queue;
 use jobs::queue::ops::{self, QueueStats};
@@ -33,13 +35,19 @@ const PIPELINE_READ_TIMEOUT: Duration = Duration::from_secs(5);
 struct Pipeline {
     queues: Vec<QueueStats>,
     totals: Vec<Total>,
+    workers: Vec<WorkerProcess>,
 }
 
 impl Pipeline {
     async fn read(pool: &PgPool) -> Result<Pipeline, sqlx::Error> {
         let queues = ops::queue_stats(pool).await?;
         let totals = jobs::metrics::totals(pool).await?;
-        Ok(Pipeline { queues, totals })
+        let workers = processes::fresh(pool).await?;
+        Ok(Pipeline {
+            queues,
+            totals,
+            workers,
+        })
     }
 
     /// Sets the recorder's pipeline gauges and counters.
@@ -171,6 +179,7 @@ pub async fn scrape(pool: &PgPool, figures: &DatabaseFigures) -> String {
     };
     if let Some(pipeline) = pipeline {
         render_durations(&pipeline.totals, &mut out);
+        render_worker_processes(&pipeline.workers, &mut out);
     }
     if let Some(counters) = business {
         render_counters(counters, &mut out);
@@ -206,6 +215,45 @@ pub(super) fn render_counters(counters: &[BusinessCounter], out: &mut String) {
             let _ = writeln!(out, "{name}{{{labels}}} {value}");
         }
     }
+}
+
+/// Appends each worker process's figures, labelled by process. Rendered rather than published
+/// into the recorder, so that a stopped process's series end with it instead of lingering.
+pub(super) fn render_worker_processes(workers: &[WorkerProcess], out: &mut String) {
+    if workers.is_empty() {
+        return;
+    }
+    type Family = (Metric, &'static str, fn(&Sample) -> f64);
+    let families: [Family; 7] = [
+        (WORKER_CPU, "counter", |s| s.cpu_seconds),
+        (WORKER_RESIDENT_MEMORY, "gauge", |s| s.resident_memory_bytes as f64),
+        (WORKER_VIRTUAL_MEMORY, "gauge", |s| s.virtual_memory_bytes as f64),
+        (WORKER_OPEN_FDS, "gauge", |s| s.open_fds as f64),
+        (WORKER_MAX_FDS, "gauge", |s| s.max_fds as f64),
+        (WORKER_THREADS, "gauge", |s| s.threads as f64),
+        (WORKER_START_TIME, "gauge", |s| s.start_time_seconds as f64),
+    ];
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    for (metric, kind, value) in families {
+        let _ = writeln!(out, "# HELP {} {}", metric.name, metric.help);
+        let _ = writeln!(out, "# TYPE {} {kind}", metric.name);
+        for worker in workers {
+            let process = escape_label(&worker.process);
+            let _ = writeln!(
+                out,
+                "{}{{process=\"{process}\"}} {}",
+                metric.name,
+                value(&worker.sample)
+            );
+        }
+    }
+}
+
+/// `value` escaped as a label value of the exposition format.
+fn escape_label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 /// Whether `name` is a Prometheus metric name, `[a-zA-Z_:][a-zA-Z0-9_:]*`.

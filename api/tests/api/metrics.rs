@@ -217,3 +217,53 @@ async fn webhooks_are_answered_while_many_scrapers_wait_on_a_slow_database() {
         assert_eq!(scraper.await.unwrap().unwrap(), StatusCode::OK);
     }
 }
+
+#[tokio::test]
+async fn each_worker_process_figures_are_served_while_fresh() {
+    let app = spawn_app().await;
+    let figures = jobs::metrics::processes::Sample::of_this_process().expect("figures of a Linux process");
+    jobs::metrics::processes::record(&app.pool, "worker.1-77-a1b2c3", &figures)
+        .await
+        .unwrap();
+    jobs::metrics::processes::record(&app.pool, "worker.2-88-d4e5f6", &figures)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE worker_processes SET sampled_at = now() - interval '61 seconds' WHERE process LIKE 'worker.2%'",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+
+    let text = scrape(&app).await;
+    let rss = sample(
+        &text,
+        r#"paygate_worker_resident_memory_bytes{process="worker.1-77-a1b2c3"}"#,
+    );
+    assert_eq!(rss, Some(figures.resident_memory_bytes as f64), "{text}");
+    assert!(
+        rss.is_some_and(|b| b > 1_000_000.0),
+        "a process holds more than a megabyte"
+    );
+    let cpu = sample(
+        &text,
+        r#"paygate_worker_cpu_seconds_total{process="worker.1-77-a1b2c3"}"#,
+    );
+    assert_eq!(cpu, Some(figures.cpu_seconds), "{text}");
+    assert!(
+        sample(&text, r#"paygate_worker_open_fds{process="worker.1-77-a1b2c3"}"#).is_some_and(|n| n >= 3.0),
+        "{text}"
+    );
+    assert!(
+        !text.contains("worker.2-88"),
+        "a process silent for a minute has stopped:\n{text}"
+    );
+    for (family, kind) in [
+        ("paygate_worker_cpu_seconds_total", "counter"),
+        ("paygate_worker_threads", "gauge"),
+        ("paygate_worker_start_time_seconds", "gauge"),
+    ] {
+        assert_eq!(text.matches(&format!("# TYPE {family} {kind}\n")).count(), 1, "{text}");
+        assert_eq!(text.matches(&format!("# HELP {family} ")).count(), 1, "{text}");
+    }
+}

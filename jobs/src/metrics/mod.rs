@@ -8,10 +8,12 @@
 //!   `&str` constants name the business counters.
 //! - [`workers`]: job counters and durations of a worker process, flushed to `job_metrics`.
 //! - [`counters`]: business counters, added to in the transaction of the outcome they count.
+//! - [`processes`]: each worker process's CPU, memory, file descriptors and threads.
 //!
 //! The exporter that renders them is `api::metrics`.
 
 pub mod counters;
+pub mod processes;
 pub mod workers;
 
 pub use workers::{Counter, DURATION_BUCKETS, DurationField, JobStats, Total, totals};
@@ -48,6 +50,17 @@ metrics! {
     JOBS_RETRIED = "paygate_jobs_retried_total", "Failed job attempts scheduled for another try, by queue.";
     JOBS_DEFERRED = "paygate_jobs_deferred_total", "Job attempts deferred without counting (rate limits), by queue.";
     JOBS_DEAD = "paygate_jobs_dead_total", "Jobs that exhausted their attempts, by queue.";
+}
+
+// Each worker process's own figures, by process ([`processes`]): the web process's `process_*`.
+metrics! {
+    WORKER_CPU = "paygate_worker_cpu_seconds_total", "Total user and system CPU time a worker process spent, in seconds, by process.";
+    WORKER_RESIDENT_MEMORY = "paygate_worker_resident_memory_bytes", "A worker process's resident memory, in bytes, by process.";
+    WORKER_VIRTUAL_MEMORY = "paygate_worker_virtual_memory_bytes", "A worker process's virtual memory, in bytes, by process.";
+    WORKER_OPEN_FDS = "paygate_worker_open_fds", "A worker process's open file descriptors, by process.";
+    WORKER_MAX_FDS = "paygate_worker_max_fds", "A worker process's limit of open file descriptors (0: unlimited), by process.";
+    WORKER_THREADS = "paygate_worker_threads", "A worker process's OS threads, by process.";
+    WORKER_START_TIME = "paygate_worker_start_time_seconds", "When a worker process started, in seconds since the Unix epoch, by process.";
 }
 
 // The business counters, kept in the database by [`counters`] (their labels are written there).

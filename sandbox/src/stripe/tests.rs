@@ -116,6 +116,7 @@ async fn triggered_events_are_one_subscriptions_life_and_every_delivery_is_liste
     let failed = fake.trigger("invoice.payment_failed", &asked(7)).await.unwrap();
     let renewed = fake.trigger("invoice.paid", &asked(7)).await.unwrap();
     let refunded = fake.trigger("charge.refunded", &asked(7)).await.unwrap();
+    assert_eq!(refunded.deliveries[0].event_type, "charge.refunded");
     let ended = fake.trigger("customer.subscription.deleted", &asked(7)).await.unwrap();
     assert_eq!(
         [&failed.subscription, &renewed.subscription, &ended.subscription],
