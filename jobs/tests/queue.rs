@@ -341,6 +341,47 @@ async fn the_last_failure_kills_the_job_and_ops_can_retry_or_discard_it() {
     assert_eq!(ops::discard(&pool, 999_999).await.unwrap(), Change::NotFound);
 }
 
+/// A bulk change over more than a batch commits batch by batch, says how far it got after each,
+/// and leaves a job that stopped being dead meanwhile alone.
+#[tokio::test]
+async fn bulk_changes_go_a_batch_at_a_time_and_report_each() {
+    let pool = pool().await;
+    let n = 2 * ops::BULK_BATCH + 500;
+    sqlx::query(
+        "INSERT INTO jobs (queue, logical_key, payload, state, attempt, max_attempts, finished_at)
+         SELECT 'tracking', 'bulk:' || i, '{\"n\": 0}', 'dead', 5, 5, now()
+         FROM generate_series(1, $1) i",
+    )
+    .bind(n)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let all = DeadFilter::default();
+    let mut seen = Vec::new();
+    let bulk = ops::retry_matching(&pool, &all, false, false, |so_far| seen.push(so_far))
+        .await
+        .unwrap();
+    assert_eq!(bulk.count, n as u64);
+    let batch = ops::BULK_BATCH as u64;
+    assert_eq!(seen, [batch, 2 * batch, n as u64]);
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = 'pending' AND attempt = 0")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(pending, n);
+
+    sqlx::query("UPDATE jobs SET state = 'dead' WHERE logical_key LIKE 'bulk:%'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let discarded = ops::discard_matching(&pool, &all, false, |so_far| seen.push(so_far))
+        .await
+        .unwrap();
+    assert_eq!(discarded, n as u64);
+    assert_eq!(seen, [batch, 2 * batch, n as u64]);
+}
+
 #[tokio::test]
 async fn retry_matching_and_discard_matching_follow_the_filter() {
     let pool = pool().await;
@@ -359,7 +400,7 @@ async fn retry_matching_and_discard_matching_follow_the_filter() {
         ..Default::default()
     };
     assert_eq!(
-        ops::retry_matching(&pool, &none, false, false).await.unwrap(),
+        ops::retry_matching(&pool, &none, false, false, |_| {}).await.unwrap(),
         Bulk::default()
     );
     let tracking = DeadFilter {
@@ -371,7 +412,12 @@ async fn retry_matching_and_discard_matching_follow_the_filter() {
         skipped_past_key_memory: 0,
     };
     // A dry run counts and changes nothing.
-    assert_eq!(ops::retry_matching(&pool, &tracking, false, true).await.unwrap(), three);
+    assert_eq!(
+        ops::retry_matching(&pool, &tracking, false, true, |_| {})
+            .await
+            .unwrap(),
+        three
+    );
     assert_eq!(
         ops::queue_stats(&pool)
             .await
@@ -382,7 +428,9 @@ async fn retry_matching_and_discard_matching_follow_the_filter() {
         3
     );
     assert_eq!(
-        ops::retry_matching(&pool, &tracking, false, false).await.unwrap(),
+        ops::retry_matching(&pool, &tracking, false, false, |_| {})
+            .await
+            .unwrap(),
         three
     );
     for job in fetch(&pool, "w", 3).await {
@@ -393,19 +441,19 @@ async fn retry_matching_and_discard_matching_follow_the_filter() {
         .unwrap();
     }
     assert_eq!(
-        ops::discard_matching(&pool, &DeadFilter::default(), true)
+        ops::discard_matching(&pool, &DeadFilter::default(), true, |_| {})
             .await
             .unwrap(),
         3
     );
     assert_eq!(
-        ops::discard_matching(&pool, &DeadFilter::default(), false)
+        ops::discard_matching(&pool, &DeadFilter::default(), false, |_| {})
             .await
             .unwrap(),
         3
     );
     assert_eq!(
-        ops::discard_matching(&pool, &DeadFilter::default(), true)
+        ops::discard_matching(&pool, &DeadFilter::default(), true, |_| {})
             .await
             .unwrap(),
         0
@@ -658,16 +706,28 @@ async fn stripe_call_jobs_older_than_stripes_key_memory_are_retried_only_when_in
         count: 0,
         skipped_past_key_memory: 2,
     };
-    assert_eq!(ops::retry_matching(&pool, &all, false, true).await.unwrap(), skipped);
-    assert_eq!(ops::retry_matching(&pool, &all, false, false).await.unwrap(), skipped);
+    assert_eq!(
+        ops::retry_matching(&pool, &all, false, true, |_| {}).await.unwrap(),
+        skipped
+    );
+    assert_eq!(
+        ops::retry_matching(&pool, &all, false, false, |_| {}).await.unwrap(),
+        skipped
+    );
     assert_eq!(state(&pool, old_checkout).await.0, "dead");
     let insisted = Bulk {
         count: 2,
         skipped_past_key_memory: 0,
     };
-    assert_eq!(ops::retry_matching(&pool, &all, true, true).await.unwrap(), insisted);
+    assert_eq!(
+        ops::retry_matching(&pool, &all, true, true, |_| {}).await.unwrap(),
+        insisted
+    );
     assert_eq!(state(&pool, old_checkout).await.0, "dead");
-    assert_eq!(ops::retry_matching(&pool, &all, true, false).await.unwrap(), insisted);
+    assert_eq!(
+        ops::retry_matching(&pool, &all, true, false, |_| {}).await.unwrap(),
+        insisted
+    );
     assert_eq!(state(&pool, old_refund).await.0, "pending");
     assert_eq!(state(&pool, old_checkout).await.0, "pending");
 }

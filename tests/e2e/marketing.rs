@@ -288,3 +288,77 @@ async fn a_promo_click_then_a_stars_payment_is_a_conversion_in_the_campaigns_sta
     }
     worker.stop().await;
 }
+
+/// `worker campaigns …` as ops run it: create from a file, send now, and `broadcast --watch`
+/// follows the broadcast while a worker process sends it, until every recipient is settled.
+#[tokio::test]
+async fn ops_send_a_campaign_from_the_cli_and_watch_it_to_the_end() {
+    let world = World::new(Limits::default()).await;
+    let worker = env!("CARGO_BIN_EXE_worker-under-test");
+    let ops = |args: &[&str]| {
+        let out = std::process::Command::new(worker)
+            .args(args)
+            .env("DATABASE_URL", &world.database_url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let file = std::env::temp_dir().join(format!("campaign-{}.json", std::process::id()));
+    std::fs::write(
+        &file,
+        r#"{"name": "cli", "audience": "chats", "chat_ids": [701, 702, 703],
+            "promos": [{"name": "a", "text": "Pro for less", "buttons": [{"text": "Get Pro", "action": "callback"}]}]}"#,
+    )
+    .unwrap();
+    let created = ops(&["campaigns", "create", "--file", file.to_str().unwrap()]);
+    std::fs::remove_file(&file).unwrap();
+    assert!(created.starts_with("campaign cli created\n"), "{created}");
+    let listed: Value = serde_json::from_str(&ops(&["campaigns", "list", "--format", "json"])).unwrap();
+    assert_eq!(listed[0]["name"], "cli", "{listed}");
+    let table = ops(&["campaigns", "list"]);
+    assert_eq!(table.lines().count(), 3, "a header, one campaign, a count:\n{table}");
+    assert!(table.contains("3 chat(s)") && table.contains("every 4 h"), "{table}");
+
+    let sent = ops(&["campaigns", "send", "cli"]);
+    let id: i64 = sent
+        .strip_prefix("broadcast ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("a broadcast id in {sent:?}"));
+    // Watching before any worker runs: the first reading has nothing sent.
+    let watch = std::process::Command::new(worker)
+        .args(["campaigns", "broadcast", &id.to_string(), "--watch"])
+        .env("DATABASE_URL", &world.database_url)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut sender = world.spawn_worker_process(worker, 20.0);
+    let watched = tokio::time::timeout(WAIT, tokio::task::spawn_blocking(move || watch.wait_with_output()))
+        .await
+        .expect("--watch ends once every recipient is settled")
+        .unwrap()
+        .unwrap();
+    signal(&sender, "TERM");
+    assert!(exited(&mut sender).await.success());
+    assert!(watched.status.success());
+    let lines: Vec<String> = String::from_utf8(watched.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert!(lines.len() >= 2, "{lines:?}");
+    assert!(lines[0].starts_with(&format!("broadcast {id}: 0 sent")), "{lines:?}");
+    assert_eq!(
+        lines.last().unwrap(),
+        &format!("broadcast {id}: 3 sent, 0 failed, 0 unreachable, 0 pending of 3")
+    );
+    let stats = ops(&["campaigns", "stats", "cli"]);
+    let row = stats.lines().find(|l| l.starts_with("a ")).unwrap_or_default();
+    assert_eq!(row.split_whitespace().nth(1), Some("3"), "three sends:\n{stats}");
+}

@@ -4,7 +4,7 @@
 //! - [`config`]: the environment it reads.
 //! - [`startup`]: `worker run` — the apalis workers, the job listener, maintenance, shutdown.
 //! - [`handlers`]: one handler per queue, each one call into `jobs`.
-//! - [`cli`]: `worker jobs …`, the ops commands for dead jobs and queue statistics.
+//! - [`cli`]: the ops commands, `worker jobs …`, `worker campaigns …`, `worker telegram …`.
 
 pub mod cli;
 pub mod config;

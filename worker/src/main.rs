@@ -3,7 +3,9 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use worker::cli::{CampaignsCommand, JobsArgs, TelegramCommand};
+use worker::cli::campaigns::CampaignsArgs;
+use worker::cli::jobs::JobsArgs;
+use worker::cli::telegram::TelegramCommand;
 use worker::config::Config;
 
 #[derive(Debug, Parser)]
@@ -26,8 +28,7 @@ enum Command {
     /// Inspects queues and jobs, pauses and resumes queues, retries or discards dead jobs.
     Jobs(JobsArgs),
     /// Creates, pauses, resumes, previews and sends promo campaigns; their statistics.
-    #[command(subcommand)]
-    Campaigns(CampaignsCommand),
+    Campaigns(CampaignsArgs),
     /// Registers the bot's webhook with Telegram, or shows it.
     #[command(subcommand)]
     Telegram(TelegramCommand),
@@ -69,13 +70,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Jobs(command) => {
             let pool = connect().await?;
-            worker::cli::run(&pool, command).await
+            worker::cli::jobs::run(&pool, command).await
         }
         Command::Campaigns(command) => {
             let pool = connect().await?;
-            worker::cli::run_campaigns(&pool, command).await
+            worker::cli::campaigns::run(&pool, command).await
         }
-        Command::Telegram(command) => worker::cli::run_telegram(command).await,
+        Command::Telegram(command) => worker::cli::telegram::run(command).await,
     }
 }
 

@@ -228,6 +228,16 @@ async fn jobs_in_any_state_are_listed_by_filter_as_a_table_or_json_and_a_paused_
     let listed: serde_json::Value =
         serde_json::from_str(&ops(&url, &["jobs", "list", "--state", "pending", "--format", "json"])).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    let id = listed[0]["id"].to_string();
+    let shown = ops(&url, &["jobs", "show", &id]);
+    assert!(shown.starts_with(&format!("job          {id}\n")), "{shown}");
+    assert!(
+        shown.contains("\nstate        pending\n") && shown.contains("\nerrors       0\n"),
+        "{shown}"
+    );
+    let shown: serde_json::Value =
+        serde_json::from_str(&ops(&url, &["jobs", "show", &id, "--format", "json"])).unwrap();
+    assert_eq!(shown["logical_key"], listed[0]["logical_key"], "{shown}");
     let found: serde_json::Value = serde_json::from_str(&ops(
         &url,
         &["jobs", "--format", "json", "list", "--payload", r#"{"chat_id": 8}"#],

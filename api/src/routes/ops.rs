@@ -367,7 +367,7 @@ impl OpsApi {
         #[oai(default)]
         past_key_memory: Query<bool>,
     ) -> Result<Json<BulkChanged>, Problem> {
-        let bulk = ops::retry_matching(&pool, &filter.parse()?, past_key_memory.0, filter.dry_run).await?;
+        let bulk = ops::retry_matching(&pool, &filter.parse()?, past_key_memory.0, filter.dry_run, |_| {}).await?;
         if !filter.dry_run {
             tracing::info!(
                 count = bulk.count,
@@ -393,7 +393,7 @@ impl OpsApi {
         pool: Data<&PgPool>,
         filter: Json<DeadJobFilter>,
     ) -> Result<Json<BulkChanged>, Problem> {
-        let count = ops::discard_matching(&pool, &filter.parse()?, filter.dry_run).await?;
+        let count = ops::discard_matching(&pool, &filter.parse()?, filter.dry_run, |_| {}).await?;
         if !filter.dry_run {
             tracing::info!(count, "dead jobs discarded");
         }

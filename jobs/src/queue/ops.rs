@@ -374,21 +374,26 @@ pub struct Bulk {
     pub skipped_past_key_memory: u64,
 }
 
+/// How many jobs a bulk retry or discard changes per transaction, so that one over a big backlog
+/// holds no more row locks than this at once and the workers start on its first batch at once.
+pub const BULK_BATCH: i64 = 1000;
+
 /// Puts every dead job matching `filter` back in its queue, or with `dry_run` only counts them.
 /// Jobs of [`KEYED_QUEUES`] older than [`KEY_MEMORY`] stay dead unless `past_key_memory`, and
-/// are counted as skipped.
+/// are counted as skipped. Changes [`BULK_BATCH`] jobs per transaction, calling `on_batch` with
+/// the count so far after each.
 pub async fn retry_matching(
     pool: &PgPool,
     filter: &DeadFilter,
     past_key_memory: bool,
     dry_run: bool,
+    on_batch: impl FnMut(u64) + Send,
 ) -> Result<Bulk, sqlx::Error> {
-    let mut tx = pool.begin().await?;
     let mut counting = QueryBuilder::new("SELECT count(*), count(*) FILTER (WHERE ");
     push_past_key_memory(&mut counting);
     counting.push(") FROM jobs");
     filter.push_where(&mut counting);
-    let (matching, old): (i64, i64) = counting.build_query_as().fetch_one(&mut *tx).await?;
+    let (matching, old): (i64, i64) = counting.build_query_as().fetch_one(pool).await?;
     let skipped_past_key_memory = if past_key_memory { 0 } else { old as u64 };
     if dry_run {
         return Ok(Bulk {
@@ -396,18 +401,56 @@ pub async fn retry_matching(
             skipped_past_key_memory,
         });
     }
-    let mut sql = QueryBuilder::new(RETRY_SET);
-    filter.push_where(&mut sql);
-    push_key_memory(&mut sql, past_key_memory);
-    let count = sql.build().execute(&mut *tx).await?.rows_affected();
-    if count > 0 {
-        wake_workers(&mut tx).await?;
-    }
-    tx.commit().await?;
+    let count = in_batches(pool, BulkChange::Retry { past_key_memory }, filter, on_batch).await?;
     Ok(Bulk {
         count,
         skipped_past_key_memory,
     })
+}
+
+/// BulkChange is what a bulk action does to each dead job it selects.
+#[derive(Debug, Clone, Copy)]
+enum BulkChange {
+    Retry { past_key_memory: bool },
+    Discard,
+}
+
+/// Applies `change` to the dead jobs matching `filter`, [`BULK_BATCH`] at a time, until none is
+/// left; returns how many it changed. Each batch re-checks `state = 'dead'` on the row it locks,
+/// so a job another change took meanwhile (retried and already running) is left alone.
+async fn in_batches(
+    pool: &PgPool,
+    change: BulkChange,
+    filter: &DeadFilter,
+    mut on_batch: impl FnMut(u64) + Send,
+) -> Result<u64, sqlx::Error> {
+    let mut total = 0;
+    loop {
+        let mut tx = pool.begin().await?;
+        let mut sql = QueryBuilder::new(match change {
+            BulkChange::Retry { .. } => RETRY_SET,
+            BulkChange::Discard => DISCARD_SET,
+        });
+        sql.push(" WHERE state = 'dead' AND id IN (SELECT id FROM jobs");
+        filter.push_where(&mut sql);
+        if let BulkChange::Retry { past_key_memory } = change {
+            push_key_memory(&mut sql, past_key_memory);
+        }
+        sql.push(" ORDER BY id LIMIT ").push_bind(BULK_BATCH).push(")");
+        let changed = sql.build().execute(&mut *tx).await?.rows_affected();
+        if changed > 0 && matches!(change, BulkChange::Retry { .. }) {
+            wake_workers(&mut tx).await?;
+        }
+        tx.commit().await?;
+        if changed == 0 {
+            return Ok(total);
+        }
+        total += changed;
+        on_batch(total);
+        if changed < BULK_BATCH as u64 {
+            return Ok(total);
+        }
+    }
 }
 
 /// The SET clause of a discard: kept for the record, never run, pruned with finished jobs.
@@ -424,19 +467,21 @@ pub async fn discard(pool: &PgPool, id: i64) -> Result<Change, sqlx::Error> {
     Ok(change)
 }
 
-/// Discards every dead job matching `filter`, or with `dry_run` only counts them; returns how many.
-pub async fn discard_matching(pool: &PgPool, filter: &DeadFilter, dry_run: bool) -> Result<u64, sqlx::Error> {
-    let mut sql = QueryBuilder::new(if dry_run {
-        "SELECT count(*) FROM jobs"
-    } else {
-        DISCARD_SET
-    });
-    filter.push_where(&mut sql);
+/// Discards every dead job matching `filter`, or with `dry_run` only counts them; returns how
+/// many. Discards [`BULK_BATCH`] jobs per transaction, calling `on_batch` with the count so far.
+pub async fn discard_matching(
+    pool: &PgPool,
+    filter: &DeadFilter,
+    dry_run: bool,
+    on_batch: impl FnMut(u64) + Send,
+) -> Result<u64, sqlx::Error> {
     if dry_run {
+        let mut sql = QueryBuilder::new("SELECT count(*) FROM jobs");
+        filter.push_where(&mut sql);
         let n: i64 = sql.build_query_scalar().fetch_one(pool).await?;
         return Ok(n as u64);
     }
-    Ok(sql.build().execute(pool).await?.rows_affected())
+    in_batches(pool, BulkChange::Discard, filter, on_batch).await
 }
 
 async fn change_of(conn: &mut sqlx::PgConnection, id: i64, rows: u64) -> Result<Change, sqlx::Error> {

@@ -1,5 +1,5 @@
-//! `worker jobs …`: what ops can do about queues (statistics, pause, resume) and dead jobs from a one-off dyno
-//! (`heroku run worker jobs dead`). The same operations back the `/v1/ops/jobs` endpoints.
+//! `worker jobs …`: what ops can do about queues (statistics, pause, resume) and jobs in any
+//! state (list, show, retry, discard). The same operations back the `/v1/ops/jobs` endpoints.
 
 use std::time::Duration;
 
@@ -7,6 +7,8 @@ use clap::{Args, Subcommand};
 use jobs::queue::Queue;
 use jobs::queue::ops::{self, Change, DeadFilter};
 use sqlx::PgPool;
+
+use super::{Format, print_as};
 
 /// JobsArgs is `worker jobs [--format table|json] <command>`.
 #[derive(Debug, Args)]
@@ -16,13 +18,6 @@ pub struct JobsArgs {
     pub format: Format,
     #[command(subcommand)]
     pub command: JobsCommand,
-}
-
-/// Format is how `worker jobs` prints a listing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Table,
-    Json,
 }
 
 /// JobsCommand is one of the `worker jobs` subcommands.
@@ -62,7 +57,7 @@ pub enum JobsCommand {
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
-    /// Shows one job as JSON: state, payload and every recorded error.
+    /// Shows one job: state, payload and every recorded error.
     Show { id: i64 },
     /// Puts a dead job (or with --all, every dead job matching the filter) back in its queue.
     /// `checkout` and `refunds` jobs created more than 23 hours ago need --past-key-memory:
@@ -135,15 +130,6 @@ fn parse_payload(text: &str) -> Result<serde_json::Value, String> {
     }
 }
 
-/// Prints `rows` as JSON, or as a table by `table`.
-fn print_rows<T: serde::Serialize>(format: Format, rows: &[T], table: impl FnOnce(&[T])) -> anyhow::Result<()> {
-    match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(rows)?),
-        Format::Table => table(rows),
-    }
-    Ok(())
-}
-
 impl From<&FilterArgs> for DeadFilter {
     fn from(f: &FilterArgs) -> DeadFilter {
         DeadFilter {
@@ -157,7 +143,7 @@ impl From<&FilterArgs> for DeadFilter {
 /// Runs `command`, printing its result to stdout in `format`.
 pub async fn run(pool: &PgPool, JobsArgs { format, command }: JobsArgs) -> anyhow::Result<()> {
     match command {
-        JobsCommand::Stats => print_rows(format, &ops::queue_stats(pool).await?, |stats| {
+        JobsCommand::Stats => print_as(format, &ops::queue_stats(pool).await?, |stats| {
             println!(
                 "{:<14} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9} {:>8} {:>6}",
                 "queue",
@@ -200,7 +186,7 @@ pub async fn run(pool: &PgPool, JobsArgs { format, command }: JobsArgs) -> anyho
                 logical_key: key,
                 payload,
             };
-            print_rows(format, &ops::list(pool, &filter, limit, None).await?, |jobs| {
+            print_as(format, &ops::list(pool, &filter, limit, None).await?, |jobs| {
                 println!(
                     "{:>10}  {:<14} {:<10} {:<32} {:>8}  {:<25} last error",
                     "id", "queue", "state", "logical key", "attempts", "created at"
@@ -230,7 +216,7 @@ pub async fn run(pool: &PgPool, JobsArgs { format, command }: JobsArgs) -> anyho
         },
         JobsCommand::Dead { filter, limit } => {
             let dead = ops::list_dead(pool, &DeadFilter::from(&filter), limit, None).await?;
-            print_rows(format, &dead, |dead| {
+            print_as(format, &dead, |dead| {
                 println!(
                     "{:>10}  {:<14} {:<25} {:>8}  {:<36}",
                     "id", "queue", "died at", "attempts", "last error"
@@ -249,7 +235,7 @@ pub async fn run(pool: &PgPool, JobsArgs { format, command }: JobsArgs) -> anyho
             })?
         }
         JobsCommand::Show { id } => match ops::show(pool, id).await? {
-            Some(job) => println!("{}", serde_json::to_string_pretty(&job)?),
+            Some(job) => print_as(format, &job, describe)?,
             None => anyhow::bail!("no job {id}"),
         },
         JobsCommand::Retry {
@@ -259,7 +245,8 @@ pub async fn run(pool: &PgPool, JobsArgs { format, command }: JobsArgs) -> anyho
             Some(id) => report(id, "retried", "dead", ops::retry(pool, id, past_key_memory).await?)?,
             None => {
                 let filter = DeadFilter::from(&target.filter);
-                let bulk = ops::retry_matching(pool, &filter, past_key_memory, target.dry_run).await?;
+                let bulk =
+                    ops::retry_matching(pool, &filter, past_key_memory, target.dry_run, progress("retried")).await?;
                 let done = if target.dry_run { "would be retried" } else { "retried" };
                 println!("{} job(s) {done}", bulk.count);
                 if bulk.skipped_past_key_memory > 0 {
@@ -275,7 +262,7 @@ pub async fn run(pool: &PgPool, JobsArgs { format, command }: JobsArgs) -> anyho
             Some(id) => report(id, "discarded", "dead or pending", ops::discard(pool, id).await?)?,
             None => {
                 let filter = DeadFilter::from(&target.filter);
-                let count = ops::discard_matching(pool, &filter, target.dry_run).await?;
+                let count = ops::discard_matching(pool, &filter, target.dry_run, progress("discarded")).await?;
                 let done = if target.dry_run {
                     "would be discarded"
                 } else {
@@ -286,6 +273,50 @@ pub async fn run(pool: &PgPool, JobsArgs { format, command }: JobsArgs) -> anyho
         },
     }
     Ok(())
+}
+
+/// One job for people, as `show` prints it: its fields, payload, and each recorded error.
+fn describe(job: &ops::JobDetail) {
+    let at = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+    };
+    println!("job          {}", job.id);
+    println!("queue        {}", job.queue);
+    println!("logical key  {}", job.logical_key);
+    println!("state        {}", job.state);
+    println!("attempts     {}/{}", job.attempt, job.max_attempts);
+    println!("created at   {}", at(Some(job.created_at)));
+    println!("run at       {}", at(Some(job.run_at)));
+    println!("finished at  {}", at(job.finished_at));
+    println!("locked by    {}", job.locked_by.as_deref().unwrap_or("-"));
+    println!("payload      {}", job.payload);
+    let errors = job.errors.as_array().map(Vec::as_slice).unwrap_or_default();
+    println!("errors       {}", errors.len());
+    for e in errors {
+        let text = |field: &str| {
+            e[field]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| e[field].to_string())
+        };
+        println!(
+            "  attempt {} at {} ({}): {}",
+            e["attempt"],
+            text("at"),
+            text("kind"),
+            text("error")
+        );
+    }
+}
+
+/// A bulk change's progress, on stderr once it spans more than one batch of
+/// [`ops::BULK_BATCH`] (what stdout says at the end stays the answer).
+fn progress(done: &'static str) -> impl FnMut(u64) + Send {
+    move |so_far| {
+        if so_far >= ops::BULK_BATCH as u64 {
+            eprintln!("{so_far} job(s) {done} so far…");
+        }
+    }
 }
 
 /// Says what became of job `id`; `applies_to` names the states the change applies to.
@@ -299,196 +330,6 @@ fn report(id: i64, done: &str, applies_to: &str, change: Change) -> anyhow::Resu
         Change::WrongState(state) => anyhow::bail!("job {id} is {state}; only {applies_to} jobs can be {done}"),
         Change::PastKeyMemory { queue, age } => {
             anyhow::bail!("{}", ops::past_key_memory(id, &queue, age, "--past-key-memory"))
-        }
-    }
-}
-
-/// TelegramCommand is one of the `worker telegram` subcommands.
-#[derive(Debug, Subcommand)]
-pub enum TelegramCommand {
-    /// Points the bot's webhook at `TELEGRAM_WEBHOOK_URL` (or --url) with
-    /// `TELEGRAM_WEBHOOK_SECRET` as its secret token, for messages, button presses and
-    /// pre-checkout queries. Updates waiting at Telegram are kept.
-    SetWebhook {
-        /// The public URL of `POST /webhooks/telegram`, e.g. https://<app>.herokuapp.com/webhooks/telegram.
-        #[arg(long)]
-        url: Option<String>,
-    },
-    /// Shows the webhook as Telegram sees it: its URL, updates waiting, the last delivery error.
-    WebhookInfo,
-    /// Bans a user: their pre-checkout queries are refused from now on (needs DATABASE_URL).
-    Ban { user_id: i64 },
-    /// Lifts a user's ban (needs DATABASE_URL).
-    Unban { user_id: i64 },
-}
-
-/// Runs `command`: against the Bot API of `TELEGRAM_BOT_TOKEN` (at `TELEGRAM_API_URL`), or for
-/// bans against the database.
-pub async fn run_telegram(command: TelegramCommand) -> anyhow::Result<()> {
-    use jobs::config::required;
-    use jobs::telegram::client::BOT_UPDATES;
-
-    match command {
-        TelegramCommand::SetWebhook { url } => {
-            let url = match url {
-                Some(url) => url,
-                None => required("TELEGRAM_WEBHOOK_URL")?,
-            };
-            let secret = required("TELEGRAM_WEBHOOK_SECRET")?;
-            bot()?.set_webhook(&url, &secret, &BOT_UPDATES).await?;
-            println!("webhook set: {url} (message, callback_query, pre_checkout_query, my_chat_member)");
-        }
-        TelegramCommand::WebhookInfo => {
-            let (url, pending, last_error) = bot()?.webhook_info().await?;
-            let url = if url.is_empty() { "(none)" } else { url.as_str() };
-            println!("url: {url}\npending updates: {pending}");
-            if let Some(error) = last_error {
-                println!("last error: {error}");
-            }
-        }
-        TelegramCommand::Ban { user_id } => set_banned(user_id, true).await?,
-        TelegramCommand::Unban { user_id } => set_banned(user_id, false).await?,
-    }
-    Ok(())
-}
-
-/// The Bot API client of `TELEGRAM_BOT_TOKEN`, at `TELEGRAM_API_URL`.
-fn bot() -> anyhow::Result<jobs::telegram::client::TelegramClient> {
-    use jobs::config::{Secret, optional, required};
-    use jobs::telegram::client::{DEFAULT_API_URL, TelegramClient};
-
-    let token = Secret::new(required("TELEGRAM_BOT_TOKEN")?);
-    let api_url = optional("TELEGRAM_API_URL").unwrap_or_else(|| DEFAULT_API_URL.into());
-    TelegramClient::new(&token, &api_url, "paygate-worker/cli").map_err(anyhow::Error::msg)
-}
-
-async fn set_banned(user_id: i64, banned: bool) -> anyhow::Result<()> {
-    let pool = jobs::db::connect(&jobs::config::required("DATABASE_URL")?, 2).await?;
-    let mut conn = pool.acquire().await?;
-    jobs::billing::users::set_banned(&mut conn, user_id, banned).await?;
-    println!("user {user_id} {}", if banned { "banned" } else { "unbanned" });
-    Ok(())
-}
-
-/// CampaignsCommand is one of the `worker campaigns` subcommands (needs DATABASE_URL). The same
-/// operations back the `/v1/ops/campaigns` endpoints; answers print as JSON.
-#[derive(Debug, Subcommand)]
-pub enum CampaignsCommand {
-    /// Creates a campaign from a JSON file shaped as the body of `POST /v1/ops/campaigns`
-    /// (deep-link buttons need TELEGRAM_BOT_USERNAME).
-    Create {
-        #[arg(long)]
-        file: std::path::PathBuf,
-    },
-    /// Lists campaigns.
-    List,
-    /// Shows one campaign.
-    Show { name: String },
-    /// Stops a campaign's scheduled broadcasts.
-    Pause { name: String },
-    /// Restarts them from the next slot.
-    Resume { name: String },
-    /// Shows the message the next broadcast will send.
-    Preview { name: String },
-    /// Begins a broadcast of the next promo now.
-    Send { name: String },
-    /// Sends, unique clickers, click-through, conversions and revenue per promo, over the
-    /// campaign's life or since --since (e.g. 7d).
-    Stats {
-        name: String,
-        #[arg(long, value_parser = humantime::parse_duration)]
-        since: Option<Duration>,
-    },
-    /// Shows a broadcast's progress; with --watch, one line every 2 s until every recipient is
-    /// settled (Ctrl-C stops watching, not the broadcast).
-    Broadcast {
-        id: i64,
-        #[arg(long)]
-        watch: bool,
-    },
-}
-
-/// How often `campaigns broadcast --watch` reads the progress again.
-const WATCH_INTERVAL: Duration = Duration::from_secs(2);
-
-/// Runs `command`, printing its result to stdout.
-pub async fn run_campaigns(pool: &PgPool, command: CampaignsCommand) -> anyhow::Result<()> {
-    use jobs::marketing::campaigns::{self, CampaignSpec};
-    use jobs::marketing::{Settings, broadcasts, stats};
-
-    fn print(value: &impl serde::Serialize) -> anyhow::Result<()> {
-        println!("{}", serde_json::to_string_pretty(value)?);
-        Ok(())
-    }
-    async fn set_paused(pool: &PgPool, name: &str, paused: bool) -> anyhow::Result<campaigns::Campaign> {
-        let mut tx = pool.begin().await?;
-        let campaign = campaigns::set_paused(&mut tx, name, paused).await?;
-        tx.commit().await?;
-        Ok(campaign)
-    }
-    let missing = |name: &str| anyhow::anyhow!("no campaign named {name:?}");
-    match command {
-        CampaignsCommand::Create { file } => {
-            let text = std::fs::read_to_string(&file)?;
-            let spec: CampaignSpec =
-                serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-            let settings = Settings::from_env()?;
-            let mut tx = pool.begin().await?;
-            let created = campaigns::create(&mut tx, &spec.into_campaign()?, settings.bot_username.as_deref()).await?;
-            tx.commit().await?;
-            print(&created)
-        }
-        CampaignsCommand::List => print(&campaigns::list(pool).await?),
-        CampaignsCommand::Show { name } => print(&campaigns::find(pool, &name).await?.ok_or_else(|| missing(&name))?),
-        CampaignsCommand::Pause { name } => print(&set_paused(pool, &name, true).await?),
-        CampaignsCommand::Resume { name } => print(&set_paused(pool, &name, false).await?),
-        CampaignsCommand::Preview { name } => print(
-            &campaigns::next_promo(pool, &name)
-                .await?
-                .ok_or_else(|| missing(&name))?,
-        ),
-        CampaignsCommand::Send { name } => {
-            let mut tx = pool.begin().await?;
-            let started = broadcasts::begin(&mut tx, &name, None).await?;
-            tx.commit().await?;
-            print(&started.ok_or_else(|| missing(&name))?)
-        }
-        CampaignsCommand::Stats { name, since } => {
-            let from = since
-                .map(|since| chrono::Duration::from_std(since).map(|d| chrono::Utc::now() - d))
-                .transpose()?;
-            print(
-                &stats::campaign(pool, &name, from, None)
-                    .await?
-                    .ok_or_else(|| missing(&name))?,
-            )
-        }
-        CampaignsCommand::Broadcast { id, watch } => {
-            let rate = Settings::from_env()?.messages_per_second;
-            let progress = async || {
-                broadcasts::progress(pool, id, rate)
-                    .await?
-                    .ok_or_else(|| anyhow::anyhow!("no broadcast {id}"))
-            };
-            if !watch {
-                return print(&progress().await?);
-            }
-            loop {
-                let p = progress().await?;
-                let finish = p
-                    .expected_finish_at
-                    .map(|at| format!(", done by {}", at.format("%H:%M:%S UTC")))
-                    .unwrap_or_default();
-                let of = if p.fanned_out { "" } else { " so far" };
-                println!(
-                    "broadcast {id}: {} sent, {} failed, {} unreachable, {} pending of {}{of}{finish}",
-                    p.sent, p.failed, p.unreachable, p.pending, p.total
-                );
-                if p.fanned_out && p.pending == 0 {
-                    return Ok(());
-                }
-                tokio::time::sleep(WATCH_INTERVAL).await;
-            }
         }
     }
 }

@@ -1,0 +1,70 @@
+//! `worker telegram …`: the bot's webhook at Telegram, and bans.
+
+use clap::Subcommand;
+
+/// TelegramCommand is one of the `worker telegram` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TelegramCommand {
+    /// Points the bot's webhook at `TELEGRAM_WEBHOOK_URL` (or --url) with
+    /// `TELEGRAM_WEBHOOK_SECRET` as its secret token, for messages, button presses and
+    /// pre-checkout queries. Updates waiting at Telegram are kept.
+    SetWebhook {
+        /// The public URL of `POST /webhooks/telegram`, e.g. https://<app>.herokuapp.com/webhooks/telegram.
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Shows the webhook as Telegram sees it: its URL, updates waiting, the last delivery error.
+    WebhookInfo,
+    /// Bans a user: their pre-checkout queries are refused from now on (needs DATABASE_URL).
+    Ban { user_id: i64 },
+    /// Lifts a user's ban (needs DATABASE_URL).
+    Unban { user_id: i64 },
+}
+
+/// Runs `command`: against the Bot API of `TELEGRAM_BOT_TOKEN` (at `TELEGRAM_API_URL`), or for
+/// bans against the database.
+pub async fn run(command: TelegramCommand) -> anyhow::Result<()> {
+    use jobs::config::required;
+    use jobs::telegram::client::BOT_UPDATES;
+
+    match command {
+        TelegramCommand::SetWebhook { url } => {
+            let url = match url {
+                Some(url) => url,
+                None => required("TELEGRAM_WEBHOOK_URL")?,
+            };
+            let secret = required("TELEGRAM_WEBHOOK_SECRET")?;
+            bot()?.set_webhook(&url, &secret, &BOT_UPDATES).await?;
+            println!("webhook set: {url} (message, callback_query, pre_checkout_query, my_chat_member)");
+        }
+        TelegramCommand::WebhookInfo => {
+            let (url, pending, last_error) = bot()?.webhook_info().await?;
+            let url = if url.is_empty() { "(none)" } else { url.as_str() };
+            println!("url: {url}\npending updates: {pending}");
+            if let Some(error) = last_error {
+                println!("last error: {error}");
+            }
+        }
+        TelegramCommand::Ban { user_id } => set_banned(user_id, true).await?,
+        TelegramCommand::Unban { user_id } => set_banned(user_id, false).await?,
+    }
+    Ok(())
+}
+
+/// The Bot API client of `TELEGRAM_BOT_TOKEN`, at `TELEGRAM_API_URL`.
+fn bot() -> anyhow::Result<jobs::telegram::client::TelegramClient> {
+    use jobs::config::{Secret, optional, required};
+    use jobs::telegram::client::{DEFAULT_API_URL, TelegramClient};
+
+    let token = Secret::new(required("TELEGRAM_BOT_TOKEN")?);
+    let api_url = optional("TELEGRAM_API_URL").unwrap_or_else(|| DEFAULT_API_URL.into());
+    TelegramClient::new(&token, &api_url, "paygate-worker/cli").map_err(anyhow::Error::msg)
+}
+
+async fn set_banned(user_id: i64, banned: bool) -> anyhow::Result<()> {
+    let pool = jobs::db::connect(&jobs::config::required("DATABASE_URL")?, 2).await?;
+    let mut conn = pool.acquire().await?;
+    jobs::billing::users::set_banned(&mut conn, user_id, banned).await?;
+    println!("user {user_id} {}", if banned { "banned" } else { "unbanned" });
+    Ok(())
+}
