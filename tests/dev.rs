@@ -221,15 +221,15 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!("Then:\n  curl -s http://127.0.0.1:{port}/v1/me/entitlements -H \"Authorization: Bearer $TOKEN\"");
+    if let Some(url) = &fake_url {
+        println!("  curl -s {url}/sandbox/messages    # the bot's confirmation to user {DEV_USER_ID}");
+    }
     if let Some(fake) = &fake_stripe {
         let url = fake.url();
         println!(
             "\nSend Stripe's events for user {DEV_USER_ID}'s subscription on demand, as `stripe trigger` does (any of {}):\n  curl -s -X POST \"{url}/sandbox/trigger/checkout.session.completed?user_id={DEV_USER_ID}&plan=pro_monthly&price=price_pro_monthly\"\n  curl -s -X POST \"{url}/sandbox/trigger/invoice.payment_failed?user_id={DEV_USER_ID}\"\n  curl -s -X POST \"{url}/sandbox/trigger/charge.refunded?user_id={DEV_USER_ID}\"\n  curl -s -X POST {url}/sandbox/webhooks/<evt_…>/resend    # delivers one again, as Stripe retries",
             sandbox::stripe::TRIGGERS.join(", ")
         );
-    }
-    if let Some(url) = &fake_url {
-        println!("  curl -s {url}/sandbox/messages    # the bot's confirmation to user {DEV_USER_ID}");
     }
     println!(
         "\nRun a promo campaign to chat {DEV_USER_ID} now, then watch the broadcast and the campaign's stats:\n  curl -s -X POST http://127.0.0.1:{port}/v1/ops/campaigns -H 'Authorization: Bearer {admin_token}' \\\n    -H 'Content-Type: application/json' -d '{{\"name\": \"winter\", \"audience\": \"chats\", \"chat_ids\": [{DEV_USER_ID}], \"promos\": [{{\"name\": \"a\", \"text\": \"Pro for less this week\", \"buttons\": [{{\"text\": \"Get Pro\", \"action\": \"deep_link\"}}, {{\"text\": \"Tell me more\", \"action\": \"callback\"}}]}}]}}'\n  curl -s -X POST http://127.0.0.1:{port}/v1/ops/campaigns/winter/send -H 'Authorization: Bearer {admin_token}'\n  curl -s http://127.0.0.1:{port}/v1/ops/broadcasts/<broadcast_id> -H 'Authorization: Bearer {admin_token}'\n  curl -s http://127.0.0.1:{port}/v1/ops/campaigns/winter/stats -H 'Authorization: Bearer {admin_token}'"
