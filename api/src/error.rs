@@ -296,7 +296,7 @@ impl ApiResponse for Problem {
 
 /// ProblemDetails is the body of a problem answer, sent as `application/problem+json`.
 #[derive(Debug, Clone, PartialEq, Eq, Object, Serialize)]
-#[oai(rename = "Problem")]
+#[oai(rename = "Problem", skip_serializing_if_is_none)]
 pub struct ProblemDetails {
     /// A stable URN naming the kind of problem, `urn:paygate:problem:<slug>`: match on this.
     #[oai(rename = "type")]

@@ -82,7 +82,7 @@ impl Application {
     }
 }
 
-/// The whole app: routes, then (inside out) the refusal of U+0000, the body limit, panic and error conversion to
+/// The whole app: routes, then (inside out) the refusal of U+0000 and JSON null, the body limit, panic and error conversion to
 /// problems, HTTP metrics, and the request id and log line; `settled` wakes long-polling
 /// clients of billing requests (one per process).
 pub fn app(pool: PgPool, config: &Config, settled: Settled) -> BoxEndpoint<'static, Response> {
@@ -95,7 +95,7 @@ pub fn app(pool: PgPool, config: &Config, settled: Settled) -> BoxEndpoint<'stat
         .at("/openapi.json", service.spec_endpoint())
         .nest("/docs", service.swagger_ui())
         .nest("/", service)
-        .with(RefuseNul)
+        .with(RefuseNuls)
         .with(BodyLimit)
         .with(CatchPanic::new().with_handler(panicked))
         .catch_all_error(error::from_error)
@@ -190,28 +190,35 @@ fn too_large(limit: usize) -> poem::Error {
     .into()
 }
 
-/// RefuseNul answers 400 `invalid-request` to a request that carries U+0000 where a route would
-/// store or look it up, before any route sees it: `%00` in the path or query, or the escape
+/// RefuseNuls answers 400 `invalid-request` to the two nulls this API never takes, before any
+/// route sees them.
+///
+/// U+0000 where a route would store or look it up: `%00` in the path or query, or the escape
 /// `\u0000` in any string or key of a JSON body to `/v1/`. PostgreSQL's `text` and `jsonb`
 /// cannot hold it, so it would fail the statement half-way through a transaction (a 500).
-/// The webhooks decide for themselves: Stripe's body is stored as sent (`text` holds the escape),
-/// and what Telegram sends is refused field by field ([`jobs::inbox::telegram`]). It runs inside
-/// [`BodyLimit`], which has read the body already.
-struct RefuseNul;
+///
+/// JSON `null` anywhere in a body to `/v1/`: the API's one rule for optional fields is that
+/// absent means none, in requests as in answers (the spec marks nothing nullable), so a `null`
+/// is refused rather than read as absent, and a strictly typed client never meets one.
+///
+/// The webhooks decide for themselves: Stripe's body is stored as sent (`text` holds the escape,
+/// and Stripe's objects are full of nulls), and what Telegram sends is refused field by field
+/// ([`jobs::inbox::telegram`]). It runs inside [`BodyLimit`], which has read the body already.
+struct RefuseNuls;
 
-impl<E: Endpoint> Middleware<E> for RefuseNul {
-    type Output = RefuseNulEndpoint<E>;
+impl<E: Endpoint> Middleware<E> for RefuseNuls {
+    type Output = RefuseNulsEndpoint<E>;
 
     fn transform(&self, inner: E) -> Self::Output {
-        RefuseNulEndpoint { inner }
+        RefuseNulsEndpoint { inner }
     }
 }
 
-struct RefuseNulEndpoint<E> {
+struct RefuseNulsEndpoint<E> {
     inner: E,
 }
 
-impl<E: Endpoint> Endpoint for RefuseNulEndpoint<E> {
+impl<E: Endpoint> Endpoint for RefuseNulsEndpoint<E> {
     type Output = E::Output;
 
     async fn call(&self, mut req: Request) -> poem::Result<Self::Output> {
@@ -229,15 +236,35 @@ impl<E: Endpoint> Endpoint for RefuseNulEndpoint<E> {
         if json && req.uri().path().starts_with("/v1/") {
             let body = req.take_body().into_bytes().await?;
             // A body that is not JSON is the route's to refuse, with its own message.
-            if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body)
-                && let Some(at) = jobs::db::nul_at(&value)
-            {
-                let detail = format!("the body's `{at}` holds {}", jobs::db::NUL);
-                return Err(Problem::invalid_request(detail).into());
+            if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body) {
+                if let Some(at) = jobs::db::nul_at(&value) {
+                    let detail = format!("the body's `{at}` holds {}", jobs::db::NUL);
+                    return Err(Problem::invalid_request(detail).into());
+                }
+                if let Some(at) = null_at(&value) {
+                    let detail = format!("the body's `{at}` is null: leave out a field that has no value");
+                    return Err(Problem::invalid_request(detail).into());
+                }
             }
             req.set_body(body);
         }
         self.inner.call(req).await
+    }
+}
+
+/// The JSON Pointer (RFC 6901) of the first `null` in `value`; the empty pointer is the root.
+fn null_at(value: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    match value {
+        Value::Null => Some(String::new()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| null_at(item).map(|at| format!("/{i}{at}"))),
+        Value::Object(fields) => fields.iter().find_map(|(key, value)| {
+            null_at(value).map(|at| format!("/{}{at}", key.replace('~', "~0").replace('/', "~1")))
+        }),
+        Value::Bool(_) | Value::Number(_) | Value::String(_) => None,
     }
 }
 
@@ -246,6 +273,18 @@ mod tests {
     use poem::http::StatusCode;
 
     use super::*;
+
+    #[test]
+    fn a_null_is_found_at_any_depth_and_named_by_its_pointer() {
+        use serde_json::json;
+        assert_eq!(null_at(&json!(null)).as_deref(), Some(""));
+        assert_eq!(null_at(&json!({"queue": null})).as_deref(), Some("/queue"));
+        assert_eq!(
+            null_at(&json!({"a/b": [1, {"c~": null}]})).as_deref(),
+            Some("/a~1b/1/c~0")
+        );
+        assert_eq!(null_at(&json!({"a": [1, "null", false, {}]})), None);
+    }
 
     #[test]
     fn the_webhook_takes_larger_bodies_than_the_rest() {

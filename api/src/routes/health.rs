@@ -22,6 +22,7 @@ pub struct ProbeApi;
 
 /// Status is the body of a passing probe.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Status {
     /// Always `ok`.
     pub status: String,

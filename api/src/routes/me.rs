@@ -39,6 +39,7 @@ impl From<Status> for EntitlementStatus {
 
 /// Entitlement is access a user has, from one payment source.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Entitlement {
     /// The plan bought, by code.
     pub plan: String,
@@ -70,6 +71,7 @@ impl Entitlement {
 
 /// Entitlements are a user's usable entitlements.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Entitlements {
     /// Active and not expired, latest expiry first; empty when the user has none.
     pub entitlements: Vec<Entitlement>,

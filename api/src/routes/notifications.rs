@@ -25,7 +25,7 @@ pub struct NotificationsApi;
 
 /// Notification is one Telegram message to one chat.
 #[derive(Debug, Object)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, skip_serializing_if_is_none)]
 pub struct Notification {
     /// The chat to send to (for a private chat, the user's id). Not 0.
     pub chat_id: i64,
@@ -67,7 +67,7 @@ impl ParseMode {
 /// Button is an inline button: it opens `url` or sends `callback_data` back to the bot; exactly
 /// one of the two.
 #[derive(Debug, Object)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, skip_serializing_if_is_none)]
 pub struct Button {
     /// The button's label.
     pub text: JsonString,
@@ -79,8 +79,9 @@ pub struct Button {
 
 /// NotificationAccepted says which job carries the notification.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct NotificationAccepted {
-    /// The job's id. Null only for a repeat whose job has already run and been pruned.
+    /// The job's id. Absent only for a repeat whose job has already run and been pruned.
     pub job_id: Option<i64>,
     /// Whether this request repeated an earlier one with the same `Idempotency-Key`; if so,
     /// nothing new was enqueued.

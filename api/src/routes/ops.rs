@@ -29,22 +29,25 @@ pub const LIST_LIMIT_DEFAULT: i64 = 50;
 
 /// DeadJobPage is one page of a dead-job listing, most recently dead first.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct DeadJobPage {
     pub jobs: Vec<DeadJob>,
-    /// Pass as `before` for the next page; null on the last page.
+    /// Pass as `before` for the next page; absent on the last page.
     pub next_before: Option<i64>,
 }
 
 /// JobPage is one page of a job listing, newest first.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct JobPage {
     pub jobs: Vec<JobSummary>,
-    /// Pass as `before` for the next page; null on the last page.
+    /// Pass as `before` for the next page; absent on the last page.
     pub next_before: Option<i64>,
 }
 
 /// JobChanged is a job's state after a retry or discard.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct JobChanged {
     pub id: i64,
     /// The new state: `pending` after a retry, `discarded` after a discard.
@@ -58,7 +61,7 @@ pub struct JobChanged {
 // The `maximum` validators here and on the listing's query are `ops::MAX_AGE_SECS` written out:
 // an attribute cannot name a constant, so a test below holds the spec to it.
 #[derive(Debug, Default, Object)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, skip_serializing_if_is_none)]
 pub struct DeadJobFilter {
     /// Only jobs of this queue.
     pub queue: Option<JsonString>,
@@ -79,6 +82,7 @@ pub struct DeadJobFilter {
 
 /// BulkChanged says how many jobs a bulk retry or discard changed, or with `dry_run` would.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct BulkChanged {
     /// Jobs changed, or that would be.
     pub count: u64,
@@ -91,6 +95,7 @@ pub struct BulkChanged {
 
 /// QueuePaused is whether a queue is paused after a pause or resume.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct QueuePaused {
     pub queue: String,
     pub paused: bool,

@@ -54,7 +54,7 @@ impl RefundReason {
 
 /// RefundRequest is a refund to make.
 #[derive(Debug, Object)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, skip_serializing_if_is_none)]
 pub struct RefundRequest {
     pub provider: RefundProvider,
     /// The payment to refund: for Stripe a payment intent (`pi_…`) or a charge (`ch_…`, `py_…`);
@@ -96,12 +96,12 @@ pub enum RefundState {
 
 /// RefundView is a stored refund.
 #[derive(Debug, Object)]
-#[oai(rename = "Refund")]
+#[oai(rename = "Refund", skip_serializing_if_is_none)]
 pub struct RefundView {
     pub id: i64,
     pub provider: RefundProvider,
     pub payment: String,
-    /// In the currency's smallest unit; null for the rest of the payment.
+    /// In the currency's smallest unit; absent for the rest of the payment.
     pub amount: Option<i64>,
     /// `duplicate`, `fraudulent` or `requested_by_customer`.
     pub reason: Option<String>,

@@ -27,7 +27,7 @@ pub struct SignInApi;
 
 /// SignInRequest carries `initData` in JSON.
 #[derive(Debug, Object)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, skip_serializing_if_is_none)]
 pub struct SignInRequest {
     /// `Telegram.WebApp.initData`, exactly as the Mini App has it.
     #[oai(validator(max_length = 8192))]
@@ -44,6 +44,7 @@ pub enum SignInBody {
 
 /// SignedInUser is who signed in, as Telegram vouched for them.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct SignedInUser {
     /// The Telegram user id: the token's `sub`.
     pub id: i64,
@@ -55,6 +56,7 @@ pub struct SignedInUser {
 
 /// Session is a signed-in user's token.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Session {
     /// Send as `Authorization: Bearer <token>`.
     pub token: String,

@@ -44,6 +44,7 @@ pub struct StripeWebhookSecrets(pub Vec<Secret>);
 /// StripeEvent is the envelope of a Stripe webhook event, as far as it is read here; the whole
 /// body is stored as sent.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct StripeEvent {
     /// The event's id (`evt_…`): a delivery of an id already stored is a duplicate.
     pub id: String,
@@ -58,6 +59,7 @@ pub struct StripeEvent {
 
 /// StripeEventData holds the object an event is about.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct StripeEventData {
     /// The Stripe object (a Checkout Session, an invoice, a subscription …).
     pub object: serde_json::Value,
@@ -85,6 +87,7 @@ impl RawBodyDoc for StripeEventBody {
 
 /// Received acknowledges a delivery.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Received {
     /// Always true.
     pub received: bool,

@@ -44,6 +44,7 @@ impl RawBodyDoc for UpdateBody {
 
 /// AnswerPreCheckoutQuery is Telegram's `answerPreCheckoutQuery`, returned for Telegram to call.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct AnswerPreCheckoutQuery {
     pub pre_checkout_query_id: String,
     /// Whether the payment may go ahead.
@@ -55,6 +56,7 @@ pub struct AnswerPreCheckoutQuery {
 
 /// AnswerCallbackQuery is Telegram's `answerCallbackQuery`: it stops the button's spinner.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct AnswerCallbackQuery {
     pub callback_query_id: String,
 }

@@ -72,6 +72,55 @@ async fn a_notification_telegram_would_refuse_is_an_invalid_notification() {
     assert_eq!(app.job_count().await, 0);
 }
 
+/// Absent is the API's only "none": a `null` anywhere in a body is refused, naming where, and
+/// nothing is written; the same body without the field is taken.
+#[tokio::test]
+async fn a_null_in_a_request_body_is_refused_naming_it_and_nothing_is_written() {
+    let app = spawn_app().await;
+    for (path, body, at) in [
+        (
+            "/v1/ops/jobs/dead/retry",
+            json!({"queue": null, "all": true}),
+            "`/queue`",
+        ),
+        (
+            "/v1/ops/jobs/dead/discard",
+            json!({"all": true, "older_than_seconds": null}),
+            "`/older_than_seconds`",
+        ),
+        (
+            NOTIFY,
+            json!({"chat_id": 1, "text": "hi", "parse_mode": null}),
+            "`/parse_mode`",
+        ),
+        (
+            NOTIFY,
+            json!({"chat_id": 1, "text": "hi", "buttons": [[{"text": "Go", "url": null, "callback_data": "x"}]]}),
+            "`/buttons/0/0/url`",
+        ),
+        (NOTIFY, json!(null), "``"),
+    ] {
+        let resp = app.post_admin(path, &body).send().await.unwrap();
+        let problem = assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-request").await;
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(at) && detail.contains("null"),
+            "{path} {body}: {problem}"
+        );
+    }
+    assert_eq!(app.job_count().await, 0);
+    let resp = app
+        .post_admin(
+            NOTIFY,
+            &json!({"chat_id": 1, "text": "hi", "buttons": [[{"text": "Go", "callback_data": "x"}]]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    assert_eq!(app.job_count().await, 1);
+}
+
 #[tokio::test]
 async fn a_nul_in_a_notification_is_an_invalid_request_naming_the_field_and_nothing_is_queued() {
     let app = spawn_app().await;

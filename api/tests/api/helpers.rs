@@ -127,6 +127,11 @@ impl TestApp {
         self.client.post(self.url(path)).bearer_auth(TOKEN).json(body)
     }
 
+    /// An admin POST without a body, for the actions that take none.
+    pub fn post_admin_empty(&self, path: &str) -> RequestBuilder {
+        self.client.post(self.url(path)).bearer_auth(TOKEN)
+    }
+
     /// A GET as user `user_id`.
     pub fn get_user(&self, path: &str, user_id: i64) -> RequestBuilder {
         self.get(path).bearer_auth(user_token(user_id))

@@ -114,7 +114,7 @@ async fn a_repeat_of_a_job_already_done_and_pruned_has_no_job_id() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     let answer: Value = resp.json().await.unwrap();
-    assert_eq!(answer, json!({"job_id": null, "duplicate": true}));
+    assert_eq!(answer, json!({"duplicate": true}));
     assert_eq!(app.job_count().await, 0);
 }
 

@@ -41,8 +41,7 @@ async fn a_refund_is_a_pending_row_with_its_job() {
     assert_eq!(
         shape,
         json!({"id": id, "provider": "stripe", "payment": "pi_3Mtw", "amount": 1500,
-               "reason": "requested_by_customer", "status": "pending", "provider_refund_id": null,
-               "failure": null})
+               "reason": "requested_by_customer", "status": "pending"})
     );
     assert_eq!(
         app.jobs_of("refunds").await,

@@ -53,6 +53,7 @@ impl DeadFilter {
 /// DeadJob is a job that exhausted its attempts.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 #[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(feature = "openapi", oai(skip_serializing_if_is_none))]
 pub struct DeadJob {
     pub id: i64,
     pub queue: String,
@@ -71,6 +72,7 @@ pub struct DeadJob {
 /// JobDetail is everything known about one job.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 #[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(feature = "openapi", oai(skip_serializing_if_is_none))]
 pub struct JobDetail {
     pub id: i64,
     pub queue: String,
@@ -97,6 +99,7 @@ pub struct JobDetail {
 /// QueueStats is the state of one queue right now.
 #[derive(Debug, Clone, Serialize, PartialEq, sqlx::FromRow)]
 #[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(feature = "openapi", oai(skip_serializing_if_is_none))]
 pub struct QueueStats {
     /// The queue's name.
     pub queue: String,
@@ -244,6 +247,7 @@ pub struct JobFilter {
 /// JobSummary is one job of a listing.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 #[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(feature = "openapi", oai(skip_serializing_if_is_none))]
 pub struct JobSummary {
     pub id: i64,
     pub queue: String,

@@ -15,7 +15,7 @@ use crate::routes::json_string::JsonString;
 
 /// CheckoutRequest asks for a Stripe Checkout session.
 #[derive(Debug, Object)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, skip_serializing_if_is_none)]
 pub struct CheckoutRequest {
     /// The plan to buy, by code; it must be for sale through Stripe.
     pub plan: JsonString,
@@ -23,7 +23,7 @@ pub struct CheckoutRequest {
 
 /// PortalRequest is the body of a portal request: none at all, or an empty object.
 #[derive(Debug, Object)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, skip_serializing_if_is_none)]
 pub struct PortalRequest {}
 
 /// PortalBody takes an absent or empty body, or `{}`; anything else is a 400.
@@ -96,7 +96,7 @@ pub enum RequestState {
 
 /// BillingRequestView is a billing request as its user sees it.
 #[derive(Debug, Object)]
-#[oai(rename = "BillingRequest")]
+#[oai(rename = "BillingRequest", skip_serializing_if_is_none)]
 pub struct BillingRequestView {
     pub id: i64,
     pub kind: RequestKind,
@@ -106,7 +106,7 @@ pub struct BillingRequestView {
     pub url: Option<String>,
     /// Why no session could be made, once `failed`.
     pub failure: Option<String>,
-    /// The plan, for a checkout; null for a portal.
+    /// The plan, for a checkout; absent for a portal.
     pub plan: Option<String>,
     pub created_at: DateTime<Utc>,
     /// Where to poll this request (also in `Location`), e.g. `/v1/billing/checkout/7`.

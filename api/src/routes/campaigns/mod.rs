@@ -61,7 +61,7 @@ pub enum Action {
 
 /// PromoButtonRequest is a call-to-action button.
 #[derive(Debug, Object)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, skip_serializing_if_is_none)]
 pub struct PromoButtonRequest {
     /// The button's label.
     pub text: JsonString,
@@ -70,7 +70,7 @@ pub struct PromoButtonRequest {
 
 /// PromoRequest is one promo of a campaign.
 #[derive(Debug, Object)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, skip_serializing_if_is_none)]
 pub struct PromoRequest {
     /// 1 to 24 of `A-Z a-z 0-9 _`, unique in the campaign.
     pub name: JsonString,
@@ -84,7 +84,7 @@ pub struct PromoRequest {
 
 /// CampaignRequest is a campaign to create. Its promos are sent in the order given, in rotation.
 #[derive(Debug, Object)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, skip_serializing_if_is_none)]
 pub struct CampaignRequest {
     /// 1 to 24 of `A-Z a-z 0-9 _`; the campaign's id.
     pub name: JsonString,

@@ -29,6 +29,7 @@ macro_rules! view {
     ) => {
         $(#[$attr])*
         #[derive(Debug, Object)]
+        #[oai(skip_serializing_if_is_none)]
         pub struct $name {
             $($(#[$field_attr])* pub $field: $ty,)*
         }
@@ -74,7 +75,7 @@ view! {
         created_at: DateTime<Utc>,
         /// The latest scheduled slot that became a broadcast.
         last_slot: Option<DateTime<Utc>>,
-        /// When the next scheduled broadcast is due; null while paused.
+        /// When the next scheduled broadcast is due; absent while paused.
         next_slot: Option<DateTime<Utc>>,
     }
 }
@@ -167,7 +168,7 @@ view! {
         id: i64,
         campaign: String,
         promo: String,
-        /// The schedule slot it was sent for; null for a send-now.
+        /// The schedule slot it was sent for; absent for a send-now.
         slot: Option<DateTime<Utc>>,
         created_at: DateTime<Utc>,
         /// Whether every recipient has been queued; until then `total` grows.
@@ -181,10 +182,10 @@ view! {
         unreachable: i64,
         pending: i64,
         /// When the pending messages will have gone out at the broadcast's share (90%) of
-        /// `TELEGRAM_MESSAGES_PER_SECOND`; null when nothing is pending.
+        /// `TELEGRAM_MESSAGES_PER_SECOND`; absent when nothing is pending.
         expected_finish_at: Option<DateTime<Utc>>,
         /// When its per-recipient rows were pruned (`BROADCAST_RETENTION_DAYS` after its fan-out
-        /// finished) and these counts kept on the broadcast instead; null until then.
+        /// finished) and these counts kept on the broadcast instead; absent until then.
         summarised_at: Option<DateTime<Utc>>,
     }
 }
