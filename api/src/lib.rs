@@ -14,6 +14,7 @@
 //! - [`metrics`]: the Prometheus recorder, HTTP and webhook metrics, and the job pipeline and
 //!   billing counters read at scrape.
 
+pub mod allow;
 pub mod auth;
 pub mod config;
 pub mod error;

@@ -14,12 +14,13 @@ use anyhow::Context;
 use jobs::billing::requests::Settled;
 use poem::endpoint::BoxEndpoint;
 use poem::error::{ReadBodyError, SizedLimitError};
-use poem::http::header;
+use poem::http::{Method, header};
 use poem::listener::TcpAcceptor;
 use poem::middleware::CatchPanic;
 use poem::{Endpoint, EndpointExt, IntoResponse, Middleware, Request, Response, Route, Server};
 use sqlx::PgPool;
 
+use crate::allow::AllowHeader;
 use crate::auth::{AdminToken, MetricsToken, TelegramWebhookSecret, UserTokens};
 use crate::config::Config;
 use crate::error::{self, Problem, ProblemKind};
@@ -99,6 +100,11 @@ pub fn app(pool: PgPool, config: &Config, settled: Settled) -> BoxEndpoint<'stat
         .with(BodyLimit)
         .with(CatchPanic::new().with_handler(panicked))
         .catch_all_error(error::from_error)
+        .with(AllowHeader::new(
+            routes::methods()
+                .into_iter()
+                .chain([("/openapi.json".to_string(), vec![Method::GET])]),
+        ))
         .with(HttpMetrics)
         .with(RequestLog::new(route_table))
         .data(pool)

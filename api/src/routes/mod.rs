@@ -75,9 +75,14 @@ pub fn openapi_json() -> String {
 
 /// The path templates of [`Api`], as in the spec (`/v1/ops/jobs/{id}`).
 pub fn templates() -> Vec<String> {
+    methods().into_iter().map(|(path, _)| path).collect()
+}
+
+/// Each path template of [`Api`] with the methods its operations take.
+pub fn methods() -> Vec<(String, Vec<poem::http::Method>)> {
     <Api as OpenApi>::meta()
         .into_iter()
         .flat_map(|api| api.paths)
-        .map(|path| path.path)
+        .map(|path| (path.path, path.operations.into_iter().map(|op| op.method).collect()))
         .collect()
 }

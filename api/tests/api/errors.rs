@@ -377,7 +377,53 @@ async fn a_wrong_method_is_not_allowed() {
     let resp = app.client.delete(app.url("/health")).send().await.unwrap();
     assert_problem(resp, StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed").await;
     let resp = app.get_admin(NOTIFY).send().await.unwrap();
+    assert_eq!(resp.headers()["allow"], "POST");
     assert_problem(resp, StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed").await;
+}
+
+/// Every route of the spec answers every method it does not serve with 405 and an `Allow` of
+/// exactly the methods the spec gives it (RFC 9110), `HEAD` going with `GET`.
+#[tokio::test]
+async fn every_405_says_what_the_route_allows() {
+    use reqwest::Method;
+    let app = spawn_app().await;
+    let spec: Value = serde_json::from_str(&api::openapi_json()).unwrap();
+    let methods = ["get", "post", "put", "patch", "delete", "options"];
+    let mut checked = 0;
+    for (template, operations) in spec["paths"].as_object().unwrap() {
+        let path = template
+            .split('/')
+            .map(|s| if s.starts_with('{') { "1" } else { s })
+            .collect::<Vec<_>>()
+            .join("/");
+        let mut allowed: Vec<String> = Vec::new();
+        for m in ["get", "post", "put", "patch", "delete"] {
+            if operations.get(m).is_some() {
+                allowed.push(m.to_uppercase());
+                if m == "get" {
+                    allowed.push("HEAD".into());
+                }
+            }
+        }
+        for m in methods.iter().filter(|m| operations.get(**m).is_none()) {
+            let method = Method::from_bytes(m.to_uppercase().as_bytes()).unwrap();
+            let resp = app
+                .client
+                .request(method, app.url(&path))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                resp.headers().get("allow").map(|v| v.to_str().unwrap()),
+                Some(allowed.join(", ").as_str()),
+                "{m} {template}"
+            );
+            assert_problem(resp, StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed").await;
+            checked += 1;
+        }
+    }
+    assert!(checked > 100, "{checked} route and method pairs");
 }
 
 #[tokio::test]
