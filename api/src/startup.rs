@@ -26,6 +26,7 @@ use crate::config::Config;
 use crate::error::{self, Problem, ProblemKind};
 use crate::metrics::{self, DatabaseFigures, HttpMetrics};
 use crate::routes;
+use crate::routes::extract::RefuseUnreadableKey;
 use crate::routes::stripe_webhook::{self, StripeWebhookSecrets};
 use crate::telemetry::{RequestLog, RouteTable};
 
@@ -97,6 +98,7 @@ pub fn app(pool: PgPool, config: &Config, settled: Settled) -> BoxEndpoint<'stat
         .nest("/docs", service.swagger_ui())
         .nest("/", service)
         .with(RefuseNuls)
+        .with(RefuseUnreadableKey)
         .with(BodyLimit)
         .with(CatchPanic::new().with_handler(panicked))
         .catch_all_error(error::from_error)

@@ -68,6 +68,44 @@ impl ParseFromParameter for IdempotencyKey {
     }
 }
 
+/// RefuseUnreadableKey answers 400 `invalid-request` to an `Idempotency-Key` header whose value
+/// is not text at all (bytes past ASCII): the header extractor would take it for no header, and
+/// a request its sender made safe to repeat would quietly not be.
+pub struct RefuseUnreadableKey;
+
+impl<E: poem::Endpoint> poem::Middleware<E> for RefuseUnreadableKey {
+    type Output = RefuseUnreadableKeyEndpoint<E>;
+
+    fn transform(&self, inner: E) -> Self::Output {
+        RefuseUnreadableKeyEndpoint { inner }
+    }
+}
+
+pub struct RefuseUnreadableKeyEndpoint<E> {
+    inner: E,
+}
+
+impl<E: poem::Endpoint> poem::Endpoint for RefuseUnreadableKeyEndpoint<E> {
+    type Output = E::Output;
+
+    async fn call(&self, req: Request) -> poem::Result<Self::Output> {
+        if req
+            .headers()
+            .get_all("idempotency-key")
+            .iter()
+            .any(|v| v.to_str().is_err())
+        {
+            return Err(crate::error::Problem::invalid_request(format!(
+                "the Idempotency-Key header must be 1 to {} visible ASCII characters ({})",
+                IdempotencyKey::MAX_LEN,
+                IdempotencyKey::PATTERN
+            ))
+            .into());
+        }
+        self.inner.call(req).await
+    }
+}
+
 /// RawBodyDoc is how a [`RawBody`] documents itself in the spec, and how much it takes.
 pub trait RawBodyDoc {
     /// The most bytes the body may have.

@@ -255,18 +255,14 @@ impl RefundsApi {
         &self,
         _auth: AdminAuth,
         pool: Data<&PgPool>,
-        /// Required: 1 to 200 visible ASCII characters. A repeat with the same key and body answers
-        /// with the first refund and refunds nothing more; the same key with another body is 409
-        /// `conflict`.
+        /// Required, since a refund moves money: 1 to 200 visible ASCII characters. A repeat with
+        /// the same key and body answers with the first refund and refunds nothing more; the same
+        /// key with another body is 409 `conflict`.
         #[oai(name = "Idempotency-Key")]
-        idempotency_key: Header<Option<IdempotencyKey>>,
+        idempotency_key: Header<IdempotencyKey>,
         body: Json<RefundRequest>,
     ) -> Result<CreateResponse, Problem> {
-        let Some(IdempotencyKey(key)) = idempotency_key.0 else {
-            return Err(Problem::invalid_request(
-                "an Idempotency-Key header is required: a refund moves money, so its request must be safe to repeat",
-            ));
-        };
+        let IdempotencyKey(key) = idempotency_key.0;
         let asked = NewRefund::from(body.0);
         check_payment(&pool, &asked, &key).await?;
         let mut tx = pool.begin().await?;

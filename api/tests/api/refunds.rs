@@ -76,6 +76,22 @@ async fn a_refund_without_an_idempotency_key_is_refused() {
         "{problem}"
     );
     assert_nothing_written(&app).await;
+    // A value past ASCII is no key at all to the header parser; it is refused, not ignored.
+    let resp = app
+        .post_admin(REFUNDS, &json!({"provider": "stripe", "payment": "pi_1"}))
+        .header(
+            "Idempotency-Key",
+            reqwest::header::HeaderValue::from_bytes(b"r\xe9fund-1").unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let problem = assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-request").await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("visible ASCII"),
+        "{problem}"
+    );
+    assert_nothing_written(&app).await;
 }
 
 #[tokio::test]
