@@ -94,8 +94,18 @@ pub fn app(pool: PgPool, config: &Config, settled: Settled) -> BoxEndpoint<'stat
         ["/docs".to_string()],
     );
     Route::new()
-        .at("/openapi.json", service.spec_endpoint())
-        .nest("/docs", service.swagger_ui())
+        .at(
+            "/openapi.json",
+            poem::endpoint::make_sync(|_| {
+                Response::builder()
+                    .content_type("application/json; charset=utf-8")
+                    .body(routes::openapi_json())
+            }),
+        )
+        .at(
+            "/docs",
+            poem::endpoint::make_sync(move |_| poem::web::Html(routes::spec::swagger_ui_html())),
+        )
         .nest("/", service)
         .with(RefuseNuls)
         .with(RefuseUnreadableKey)

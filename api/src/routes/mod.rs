@@ -14,6 +14,7 @@ pub mod notifications;
 pub mod ops;
 pub mod refunds;
 pub mod sign_in;
+pub mod spec;
 pub mod stripe_webhook;
 pub mod telegram_webhook;
 
@@ -68,10 +69,7 @@ pub fn service() -> OpenApiService<Api, ()> {
     )
 }
 
-/// The OpenAPI document of [`Api`], pretty-printed; checked in as `openapi/openapi.json`.
-pub fn openapi_json() -> String {
-    service().spec()
-}
+pub use spec::openapi_json;
 
 /// The path templates of [`Api`], as in the spec (`/v1/ops/jobs/{id}`).
 pub fn templates() -> Vec<String> {

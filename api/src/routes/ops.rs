@@ -490,7 +490,7 @@ mod tests {
     fn every_documented_age_maximum_is_the_queue_s() {
         use jobs::queue::ops::MAX_AGE_SECS;
 
-        let spec: serde_json::Value = serde_json::from_str(&crate::routes::openapi_json()).unwrap();
+        let spec: serde_json::Value = serde_json::from_str(crate::routes::openapi_json()).unwrap();
         let listing = spec["paths"]["/v1/ops/jobs/dead"]["get"]["parameters"]
             .as_array()
             .unwrap();

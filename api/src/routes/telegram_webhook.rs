@@ -37,8 +37,18 @@ impl RawBodyDoc for UpdateBody {
     const DESCRIPTION: &'static str =
         "A Bot API `Update` (https://core.telegram.org/bots/api#update), as Telegram sends it.";
 
+    /// Only `update_id` is required: every other field depends on the update's kind, and kinds
+    /// this version does not know are stored and acknowledged too.
     fn schema_ref() -> MetaSchemaRef {
-        MetaSchemaRef::Inline(Box::new(MetaSchema::new("object")))
+        let update_id = MetaSchema {
+            description: Some("The update's id: a repeat of one already stored writes nothing."),
+            ..MetaSchema::new_with_format("integer", "int64")
+        };
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            required: vec!["update_id"],
+            properties: vec![("update_id", MetaSchemaRef::Inline(Box::new(update_id)))],
+            ..MetaSchema::new("object")
+        }))
     }
 }
 
@@ -50,7 +60,6 @@ pub struct AnswerPreCheckoutQuery {
     /// Whether the payment may go ahead.
     pub ok: bool,
     /// Shown to the user when `ok` is false.
-    #[oai(skip_serializing_if_is_none)]
     pub error_message: Option<String>,
 }
 

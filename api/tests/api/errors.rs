@@ -387,7 +387,7 @@ async fn a_wrong_method_is_not_allowed() {
 async fn every_405_says_what_the_route_allows() {
     use reqwest::Method;
     let app = spawn_app().await;
-    let spec: Value = serde_json::from_str(&api::openapi_json()).unwrap();
+    let spec: Value = serde_json::from_str(api::openapi_json()).unwrap();
     let methods = ["get", "post", "put", "patch", "delete", "options"];
     let mut checked = 0;
     for (template, operations) in spec["paths"].as_object().unwrap() {

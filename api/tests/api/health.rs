@@ -53,7 +53,7 @@ async fn the_spec_and_the_docs_are_served() {
     let resp = app.get("/openapi.json").send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let served: Value = resp.json().await.unwrap();
-    let generated: Value = serde_json::from_str(&api::openapi_json()).unwrap();
+    let generated: Value = serde_json::from_str(api::openapi_json()).unwrap();
     assert_eq!(served, generated);
 
     let docs = app.get("/docs").send().await.unwrap();
