@@ -264,11 +264,9 @@ async fn bad_dead_job_filters_are_invalid_requests() {
             .unwrap();
         let problem = assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-request").await;
         if query.starts_with("queue") {
+            // The spec's `Queue` enum lists the names; the detail names the parameter.
             let detail = problem["detail"].as_str().unwrap();
-            assert!(
-                detail.contains("notifications") && detail.contains("entitlements"),
-                "lists the queues: {detail}"
-            );
+            assert!(detail.contains("`queue`"), "names the parameter: {detail}");
         }
     }
     for body in [

@@ -32,6 +32,8 @@ pub use outcome::JobError;
 /// CLI) is [`Queue::name`], pinned by a golden test: renaming one strands its queued jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Enum))]
+#[cfg_attr(feature = "openapi", oai(rename_all = "snake_case"))]
 pub enum Queue {
     Entitlements,
     Refunds,
