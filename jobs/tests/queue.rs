@@ -341,8 +341,8 @@ async fn the_last_failure_kills_the_job_and_ops_can_retry_or_discard_it() {
     assert_eq!(ops::discard(&pool, 999_999).await.unwrap(), Change::NotFound);
 }
 
-/// A bulk change over more than a batch commits batch by batch, says how far it got after each,
-/// and leaves a job that stopped being dead meanwhile alone.
+/// A bulk change over more than a batch commits batch by batch and says how far it got after
+/// each; a job that dies after the change began is left to the next one.
 #[tokio::test]
 async fn bulk_changes_go_a_batch_at_a_time_and_report_each() {
     let pool = pool().await;
@@ -380,6 +380,31 @@ async fn bulk_changes_go_a_batch_at_a_time_and_report_each() {
         .unwrap();
     assert_eq!(discarded, n as u64);
     assert_eq!(seen, [batch, 2 * batch, n as u64]);
+
+    // Jobs that die while a retry runs (here: every job of the first batch dies again as soon
+    // as it is retried) are not retried a second time by the same run.
+    sqlx::query("UPDATE jobs SET state = 'dead' WHERE logical_key LIKE 'bulk:%'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let pool2 = pool.clone();
+    let redie = tokio::spawn(async move {
+        loop {
+            let n: u64 =
+                sqlx::query("UPDATE jobs SET state = 'dead' WHERE state = 'pending' AND logical_key LIKE 'bulk:%'")
+                    .execute(&pool2)
+                    .await
+                    .unwrap()
+                    .rows_affected();
+            if n >= ops::BULK_BATCH as u64 {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    });
+    let bulk = ops::retry_matching(&pool, &all, false, false, |_| {}).await.unwrap();
+    redie.abort();
+    assert_eq!(bulk.count, n as u64, "each job once");
 }
 
 #[tokio::test]

@@ -170,6 +170,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     maintenance.abort();
     pruning.abort();
     scheduler.abort();
+    // Ended, so that no sample it was writing lands after the row is removed below.
+    let _ = maintenance.await;
+    // Whatever the hand-back below does, this process's figures stop being served.
+    if let Err(e) = processes::forget(&pool, &process).await {
+        tracing::warn!(error = %e, "removing this process's figures failed; they stop being served within a minute");
+    }
     for name in &names {
         let handed_back = maintenance::hand_back(&pool, name).await?;
         if handed_back > 0 {
@@ -181,7 +187,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         }
     }
     stats.flush(&pool).await?;
-    processes::forget(&pool, &process).await?;
     tracing::info!("worker stopped");
     Ok(())
 }

@@ -471,7 +471,6 @@ fn default_limit() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ProblemKind;
 
     #[test]
     fn the_documented_limit_maximum_is_the_queue_s() {

@@ -412,47 +412,66 @@ pub async fn retry_matching(
     })
 }
 
-/// BulkChange is what a bulk action does to each dead job it selects.
+/// BulkChange is what a bulk action does to each dead job it picks.
 #[derive(Debug, Clone, Copy)]
 enum BulkChange {
     Retry { past_key_memory: bool },
     Discard,
 }
 
-/// Applies `change` to the dead jobs matching `filter`, [`BULK_BATCH`] at a time, until none is
-/// left; returns how many it changed. Each batch re-checks `state = 'dead'` on the row it locks,
-/// so a job another change took meanwhile (retried and already running) is left alone.
+/// Applies `change` to the dead jobs matching `filter` when it starts, [`BULK_BATCH`] at a time
+/// in id order, and returns how many it changed. The ids are paged (after the last one a batch
+/// picked, up to the highest matching at the start), so a job that dies again while the change
+/// runs (a retried job failing at once) is not taken twice, and a batch that changes fewer than
+/// it picked (a row pruned, or retried by someone else, meanwhile: the UPDATE re-checks
+/// `state = 'dead'` on each row it locks) does not end the run early.
 async fn in_batches(
     pool: &PgPool,
     change: BulkChange,
     filter: &DeadFilter,
     mut on_batch: impl FnMut(u64) + Send,
 ) -> Result<u64, sqlx::Error> {
-    let mut total = 0;
+    let selected = |sql: &mut QueryBuilder<Postgres>| {
+        filter.push_where(sql);
+        if let BulkChange::Retry { past_key_memory } = change {
+            push_key_memory(sql, past_key_memory);
+        }
+    };
+    let mut highest = QueryBuilder::new("SELECT max(id) FROM jobs");
+    selected(&mut highest);
+    let Some(highest): Option<i64> = highest.build_query_scalar().fetch_one(pool).await? else {
+        return Ok(0);
+    };
+    let (mut total, mut after) = (0, 0_i64);
     loop {
         let mut tx = pool.begin().await?;
-        let mut sql = QueryBuilder::new(match change {
-            BulkChange::Retry { .. } => RETRY_SET,
-            BulkChange::Discard => DISCARD_SET,
-        });
-        sql.push(" WHERE state = 'dead' AND id IN (SELECT id FROM jobs");
-        filter.push_where(&mut sql);
-        if let BulkChange::Retry { past_key_memory } = change {
-            push_key_memory(&mut sql, past_key_memory);
-        }
-        sql.push(" ORDER BY id LIMIT ").push_bind(BULK_BATCH).push(")");
-        let changed = sql.build().execute(&mut *tx).await?.rows_affected();
+        let mut sql = QueryBuilder::new("WITH picked AS (SELECT id FROM jobs");
+        selected(&mut sql);
+        sql.push(" AND id > ")
+            .push_bind(after)
+            .push(" AND id <= ")
+            .push_bind(highest)
+            .push(" ORDER BY id LIMIT ")
+            .push_bind(BULK_BATCH)
+            .push("), changed AS (")
+            .push(match change {
+                BulkChange::Retry { .. } => RETRY_SET,
+                BulkChange::Discard => DISCARD_SET,
+            })
+            .push(" WHERE state = 'dead' AND id IN (SELECT id FROM picked) RETURNING 1)")
+            .push(" SELECT (SELECT max(id) FROM picked), (SELECT count(*) FROM changed)");
+        let (last, changed): (Option<i64>, i64) = sql.build_query_as().fetch_one(&mut *tx).await?;
         if changed > 0 && matches!(change, BulkChange::Retry { .. }) {
             wake_workers(&mut tx).await?;
         }
         tx.commit().await?;
-        if changed == 0 {
+        let Some(last) = last else {
             return Ok(total);
-        }
-        total += changed;
-        on_batch(total);
-        if changed < BULK_BATCH as u64 {
-            return Ok(total);
+        };
+        after = last;
+        if changed > 0 {
+            total += changed as u64;
+            on_batch(total);
         }
     }
 }

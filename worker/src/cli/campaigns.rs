@@ -193,7 +193,12 @@ pub async fn run(pool: &PgPool, CampaignsArgs { format, command }: CampaignsArgs
                 let p = broadcasts::progress(pool, id, rate)
                     .await?
                     .ok_or_else(|| anyhow::anyhow!("no broadcast {id}"))?;
-                print_as(format, &p, progress_line)?;
+                if watch && format == Format::Json {
+                    // One object per line while watching, so that the output streams.
+                    println!("{}", serde_json::to_string(&p)?);
+                } else {
+                    print_as(format, &p, progress_line)?;
+                }
                 if !watch || (p.fanned_out && p.pending == 0) {
                     return Ok(());
                 }

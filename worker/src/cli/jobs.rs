@@ -313,7 +313,7 @@ fn describe(job: &ops::JobDetail) {
 /// [`ops::BULK_BATCH`] (what stdout says at the end stays the answer).
 fn progress(done: &'static str) -> impl FnMut(u64) + Send {
     move |so_far| {
-        if so_far >= ops::BULK_BATCH as u64 {
+        if so_far > ops::BULK_BATCH as u64 {
             eprintln!("{so_far} job(s) {done} so far…");
         }
     }
