@@ -95,7 +95,10 @@ impl ProbeApi {
         _auth: MetricsAuth,
         pool: Data<&PgPool>,
         figures: Data<&DatabaseFigures>,
-    ) -> MetricsResponse {
-        MetricsResponse::Ok(PlainText(crate::metrics::scrape(&pool, &figures).await))
+    ) -> Result<MetricsResponse, Problem> {
+        // A Result for the spec: it documents the problem answers (401 without the token).
+        Ok(MetricsResponse::Ok(PlainText(
+            crate::metrics::scrape(&pool, &figures).await,
+        )))
     }
 }
