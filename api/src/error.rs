@@ -265,27 +265,36 @@ impl IntoResponse for Problem {
     }
 }
 
-/// Problems are documented once, as every operation's `default` response; routes list the
-/// problems they answer on purpose (404, 409) as their own responses too.
+/// Problems are documented once per operation, as its `4XX` and `5XX` responses (every client
+/// generator reads a status range as an error; some take `default` for a success); routes list
+/// the problems they answer on purpose (404, 409) as their own responses too.
 impl ApiResponse for Problem {
     fn meta() -> MetaResponses {
-        MetaResponses {
-            responses: vec![MetaResponse {
-                description: "A problem (RFC 7807). `type` is a stable `urn:paygate:problem:<slug>`: \
-                              invalid-request (400), invalid-notification (400), invalid-signature (400), \
-                              unknown-plan (400), invalid-campaign (400), unauthorized (401), \
-                              not-found (404), method-not-allowed (405), conflict (409), \
-                              length-required (411), payload-too-large (413), \
-                              unsupported-media-type (415), rate-limited (429), internal (500), \
-                              unavailable (503).",
-                status: None,
-                status_range: None,
-                content: vec![MetaMediaType {
-                    content_type: CONTENT_TYPE,
-                    schema: ProblemDetails::schema_ref(),
-                }],
-                headers: vec![],
+        let problem = |status_range: &str, description: &'static str| MetaResponse {
+            description,
+            status: None,
+            status_range: Some(status_range.into()),
+            content: vec![MetaMediaType {
+                content_type: CONTENT_TYPE,
+                schema: ProblemDetails::schema_ref(),
             }],
+            headers: vec![],
+        };
+        MetaResponses {
+            responses: vec![
+                problem(
+                    "4XX",
+                    "A problem (RFC 7807) with the request. `type` is a stable \
+                     `urn:paygate:problem:<slug>`: invalid-request (400), invalid-notification (400), \
+                     invalid-signature (400), unknown-plan (400), invalid-campaign (400), unauthorized (401), \
+                     not-found (404), method-not-allowed (405), conflict (409), length-required (411), \
+                     payload-too-large (413), unsupported-media-type (415), rate-limited (429).",
+                ),
+                problem(
+                    "5XX",
+                    "A problem (RFC 7807) on the server's side: internal (500), unavailable (503).",
+                ),
+            ],
         }
     }
 

@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use jobs::billing::users::ProvisionUser;
 use jobs::queue::enqueue;
 use poem::web::Data;
-use poem_openapi::payload::{Json, PlainText};
-use poem_openapi::{ApiRequest, ApiResponse, Object, OpenApi};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
 use sqlx::PgPool;
 
 use super::Tag;
@@ -25,21 +25,13 @@ use crate::metrics;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SignInApi;
 
-/// SignInRequest carries `initData` in JSON.
+/// SignInRequest carries `initData`: one JSON body, so that every client generator takes it.
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields, skip_serializing_if_is_none)]
 pub struct SignInRequest {
     /// `Telegram.WebApp.initData`, exactly as the Mini App has it.
     #[oai(validator(max_length = 8192))]
     pub init_data: String,
-}
-
-/// SignInBody is `initData` as the body itself (`text/plain`) or in JSON.
-#[derive(Debug, ApiRequest)]
-pub enum SignInBody {
-    /// `Telegram.WebApp.initData`, exactly as the Mini App has it.
-    PlainText(PlainText<String>),
-    Json(Json<SignInRequest>),
 }
 
 /// SignedInUser is who signed in, as Telegram vouched for them.
@@ -104,13 +96,10 @@ impl SignInApi {
         pool: Data<&PgPool>,
         keys: Data<&InitDataKeys>,
         jwt: Data<&JwtConfig>,
-        body: SignInBody,
+        body: Json<SignInRequest>,
     ) -> Result<SignInResponse, Problem> {
         let started = Instant::now();
-        let raw = match &body {
-            SignInBody::PlainText(text) => text.0.as_str(),
-            SignInBody::Json(json) => json.0.init_data.as_str(),
-        };
+        let raw = body.0.init_data.as_str();
         let now = Utc::now();
         let data = match init_data::verify(raw.trim(), &keys, now.timestamp()) {
             Ok(data) => data,

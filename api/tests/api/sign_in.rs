@@ -29,8 +29,7 @@ async fn valid_init_data_gets_a_token_that_opens_the_user_routes_and_queues_the_
     let resp = app
         .client
         .post(app.url("/v1/auth/telegram"))
-        .header("Content-Type", "text/plain")
-        .body(init_data(4242, now() - 5, BOT_TOKEN))
+        .json(&json!({"init_data": init_data(4242, now() - 5, BOT_TOKEN)}))
         .send()
         .await
         .unwrap();
@@ -115,8 +114,7 @@ async fn forged_stale_and_future_init_data_is_refused_and_nothing_is_queued() {
         let resp = app
             .client
             .post(app.url("/v1/auth/telegram"))
-            .header("Content-Type", "text/plain")
-            .body(body.clone())
+            .json(&json!({"init_data": body.clone()}))
             .send()
             .await
             .unwrap();
@@ -159,8 +157,7 @@ async fn signed_init_data_holding_a_nul_is_an_invalid_request_and_nothing_is_que
         let resp = app
             .client
             .post(app.url("/v1/auth/telegram"))
-            .header("Content-Type", "text/plain")
-            .body(body.clone())
+            .json(&json!({"init_data": body.clone()}))
             .send()
             .await
             .unwrap();
@@ -177,8 +174,7 @@ async fn signed_init_data_holding_a_nul_is_an_invalid_request_and_nothing_is_que
     let resp = app
         .client
         .post(app.url("/v1/auth/telegram"))
-        .header("Content-Type", "text/plain")
-        .body(forged)
+        .json(&json!({"init_data": forged}))
         .send()
         .await
         .unwrap();
