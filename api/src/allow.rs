@@ -20,7 +20,7 @@ impl AllowHeader {
     /// `GET`, as the router answers it).
     pub fn new(served: impl IntoIterator<Item = (String, Vec<Method>)>) -> AllowHeader {
         let served: Vec<(String, Vec<Method>)> = served.into_iter().collect();
-        let routes = RouteTable::new(served.iter().map(|(t, _)| t.clone()), []);
+        let routes = RouteTable::new(served.iter().map(|(t, _)| t.clone()));
         let allowed = served
             .into_iter()
             .map(|(template, methods)| (template, allow_value(&methods)))

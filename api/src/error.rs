@@ -287,7 +287,8 @@ impl ApiResponse for Problem {
                     "A problem (RFC 7807) with the request. `type` is a stable \
                      `urn:paygate:problem:<slug>`: invalid-request (400), invalid-notification (400), \
                      invalid-signature (400), unknown-plan (400), invalid-campaign (400), unauthorized (401), \
-                     not-found (404), method-not-allowed (405), conflict (409), length-required (411), \
+                     not-found (404), method-not-allowed (405), conflict (409), already-subscribed (409), \
+                     length-required (411), \
                      payload-too-large (413), unsupported-media-type (415), rate-limited (429).",
                 ),
                 problem(

@@ -84,27 +84,35 @@ impl Application {
     }
 }
 
-/// The whole app: routes, then (inside out) the refusal of U+0000 and JSON null, the body limit, panic and error conversion to
-/// problems, HTTP metrics, and the request id and log line; `settled` wakes long-polling
-/// clients of billing requests (one per process).
+/// The whole app: routes, then (inside out) the refusal of U+0000 and JSON null, of an
+/// unreadable `Idempotency-Key`, the body limit, panic and error conversion to problems, `Allow`
+/// on 405, HTTP metrics, and the request id and log line; `settled` wakes long-polling clients of
+/// billing requests (one per process).
 pub fn app(pool: PgPool, config: &Config, settled: Settled) -> BoxEndpoint<'static, Response> {
     let service = routes::service();
     let route_table = RouteTable::new(
-        routes::templates().into_iter().chain(["/openapi.json".to_string()]),
-        ["/docs".to_string()],
+        routes::templates()
+            .into_iter()
+            .chain(["/openapi.json".to_string(), "/docs".to_string()]),
     );
     Route::new()
         .at(
             "/openapi.json",
-            poem::endpoint::make_sync(|_| {
+            poem::get(poem::endpoint::make_sync(|_| {
                 Response::builder()
                     .content_type("application/json; charset=utf-8")
                     .body(routes::openapi_json())
-            }),
+            })),
         )
-        .at(
+        // `/docs` and `/docs/`, as poem-openapi's own Swagger UI endpoint answered.
+        .nest(
             "/docs",
-            poem::endpoint::make_sync(move |_| poem::web::Html(routes::spec::swagger_ui_html())),
+            Route::new().at(
+                "/",
+                poem::get(poem::endpoint::make_sync(|_| {
+                    poem::web::Html(routes::spec::swagger_ui_html())
+                })),
+            ),
         )
         .nest("/", service)
         .with(RefuseNuls)
@@ -112,11 +120,10 @@ pub fn app(pool: PgPool, config: &Config, settled: Settled) -> BoxEndpoint<'stat
         .with(BodyLimit)
         .with(CatchPanic::new().with_handler(panicked))
         .catch_all_error(error::from_error)
-        .with(AllowHeader::new(
-            routes::methods()
-                .into_iter()
-                .chain([("/openapi.json".to_string(), vec![Method::GET])]),
-        ))
+        .with(AllowHeader::new(routes::methods().into_iter().chain([
+            ("/openapi.json".to_string(), vec![Method::GET]),
+            ("/docs".to_string(), vec![Method::GET]),
+        ])))
         .with(HttpMetrics)
         .with(RequestLog::new(route_table))
         .data(pool)
@@ -215,9 +222,10 @@ fn too_large(limit: usize) -> poem::Error {
 /// `\u0000` in any string or key of a JSON body to `/v1/`. PostgreSQL's `text` and `jsonb`
 /// cannot hold it, so it would fail the statement half-way through a transaction (a 500).
 ///
-/// JSON `null` anywhere in a body to `/v1/`: the API's one rule for optional fields is that
+/// JSON `null` anywhere inside a body to `/v1/`: the API's one rule for optional fields is that
 /// absent means none, in requests as in answers (the spec marks nothing nullable), so a `null`
-/// is refused rather than read as absent, and a strictly typed client never meets one.
+/// is refused rather than read as absent. A body that is `null` itself is left to the route, as
+/// before: one that takes no body ignores it, one that takes an object refuses it.
 ///
 /// The webhooks decide for themselves: Stripe's body is stored as sent (`text` holds the escape,
 /// and Stripe's objects are full of nulls), and what Telegram sends is refused field by field
@@ -259,7 +267,8 @@ impl<E: Endpoint> Endpoint for RefuseNulsEndpoint<E> {
                     let detail = format!("the body's `{at}` holds {}", jobs::db::NUL);
                     return Err(Problem::invalid_request(detail).into());
                 }
-                if let Some(at) = null_at(&value) {
+                // A bare `null` is no body: routes that take none ignore it, as before.
+                if let Some(at) = null_at(&value).filter(|_| !value.is_null()) {
                     let detail = format!("the body's `{at}` is null: leave out a field that has no value");
                     return Err(Problem::invalid_request(detail).into());
                 }

@@ -27,8 +27,6 @@ pub const UNMATCHED: &str = "unmatched";
 #[derive(Debug, Clone)]
 pub struct RouteTable {
     templates: Vec<Vec<Segment>>,
-    /// Prefixes served by one nested endpoint (Swagger UI), labelled with the prefix.
-    prefixes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,9 +37,8 @@ enum Segment {
 }
 
 impl RouteTable {
-    /// A table of `templates` in OpenAPI form (`/jobs/{id}`, or poem's `/jobs/:id`) and of
-    /// `prefixes` under which every path is one route.
-    pub fn new(templates: impl IntoIterator<Item = String>, prefixes: impl IntoIterator<Item = String>) -> RouteTable {
+    /// A table of `templates` in OpenAPI form (`/jobs/{id}`, or poem's `/jobs/:id`).
+    pub fn new(templates: impl IntoIterator<Item = String>) -> RouteTable {
         let templates = templates
             .into_iter()
             .map(|t| {
@@ -54,23 +51,13 @@ impl RouteTable {
                     .collect()
             })
             .collect();
-        RouteTable {
-            templates,
-            prefixes: prefixes.into_iter().collect(),
-        }
+        RouteTable { templates }
     }
 
     /// The route label of `path`: the most specific matching template with its parameters
     /// written as the spec names them, `{id}` (a static segment beats a parameter, as in the
     /// router), else `unmatched`.
     pub fn label(&self, path: &str) -> String {
-        if let Some(prefix) = self
-            .prefixes
-            .iter()
-            .find(|p| path == p.as_str() || path.strip_prefix(p.as_str()).is_some_and(|r| r.starts_with('/')))
-        {
-            return prefix.clone();
-        }
         let parts = segments(path);
         let best = self
             .templates
@@ -223,7 +210,6 @@ mod tests {
                 "/openapi.json",
             ]
             .map(String::from),
-            ["/docs".to_string()],
         )
     }
 
@@ -269,10 +255,8 @@ mod tests {
     }
 
     #[test]
-    fn nested_prefixes_are_one_route() {
+    fn routes_without_parameters_are_their_own_label() {
         let t = table();
-        assert_eq!(t.label("/docs"), "/docs");
-        assert_eq!(t.label("/docs/oauth-receiver.html"), "/docs");
         assert_eq!(t.label("/health"), "/health");
         assert_eq!(t.label("/openapi.json"), "/openapi.json");
     }

@@ -22,9 +22,19 @@ const EXAMPLES: &str = "60";
 /// A virtualenv under the target directory holding [`TOOLS`], made on first use (it needs
 /// `python3` with `venv`, and PyPI) and reused after; its `bin/`.
 fn tools() -> PathBuf {
+    // The tests of this binary run at once and share the one virtualenv: one makes it, the
+    // others wait for it.
+    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = MAKING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("contract-tools");
     let installed = dir.join("installed");
-    if std::fs::read_to_string(&installed).is_ok_and(|t| t == TOOLS.join(" ")) {
+    let runs = || {
+        Command::new(dir.join("bin/python"))
+            .args(["-c", ""])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if std::fs::read_to_string(&installed).is_ok_and(|t| t == TOOLS.join(" ")) && runs() {
         return dir.join("bin");
     }
     let venv = Command::new("python3")

@@ -13,8 +13,9 @@ use poem_openapi::types::{ParseError, ParseFromParameter, ParseResult, Type};
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 
 /// IdempotencyKey is the `Idempotency-Key` header's value: 1 to 200 visible ASCII characters.
-/// Routes declare it as `#[oai(name = "Idempotency-Key")] Header<Option<IdempotencyKey>>`, each
-/// with its own description of what a repeat does.
+/// Routes declare it as `#[oai(name = "Idempotency-Key")] Header<Option<IdempotencyKey>>` (or
+/// `Header<IdempotencyKey>` where it is required), each with its own description of what a
+/// repeat does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyKey(pub String);
 

@@ -58,5 +58,13 @@ async fn the_spec_and_the_docs_are_served() {
 
     let docs = app.get("/docs").send().await.unwrap();
     assert_eq!(docs.status(), StatusCode::OK);
-    assert!(docs.text().await.unwrap().contains("swagger"), "Swagger UI at /docs");
+    let page = docs.text().await.unwrap();
+    assert!(page.contains("swagger"), "Swagger UI at /docs");
+    assert!(page.contains(api::openapi_json()), "showing the spec as served");
+    assert_eq!(app.get("/docs/").send().await.unwrap().status(), StatusCode::OK);
+    for path in ["/openapi.json", "/docs"] {
+        let resp = app.client.post(app.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED, "{path}");
+        assert_eq!(resp.headers()["allow"], "GET, HEAD", "{path}");
+    }
 }

@@ -385,7 +385,7 @@ pub const BULK_BATCH: i64 = 1000;
 /// Puts every dead job matching `filter` back in its queue, or with `dry_run` only counts them.
 /// Jobs of [`KEYED_QUEUES`] older than [`KEY_MEMORY`] stay dead unless `past_key_memory`, and
 /// are counted as skipped. Changes [`BULK_BATCH`] jobs per transaction, calling `on_batch` with
-/// the count so far after each.
+/// the count so far after each batch that changed any.
 pub async fn retry_matching(
     pool: &PgPool,
     filter: &DeadFilter,
