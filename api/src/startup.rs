@@ -281,18 +281,7 @@ impl<E: Endpoint> Endpoint for RefuseNulsEndpoint<E> {
 
 /// The JSON Pointer (RFC 6901) of the first `null` in `value`; the empty pointer is the root.
 fn null_at(value: &serde_json::Value) -> Option<String> {
-    use serde_json::Value;
-    match value {
-        Value::Null => Some(String::new()),
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .find_map(|(i, item)| null_at(item).map(|at| format!("/{i}{at}"))),
-        Value::Object(fields) => fields.iter().find_map(|(key, value)| {
-            null_at(value).map(|at| format!("/{}{at}", key.replace('~', "~0").replace('/', "~1")))
-        }),
-        Value::Bool(_) | Value::Number(_) | Value::String(_) => None,
-    }
+    jobs::db::pointer_to(value, &serde_json::Value::is_null, &|_| false)
 }
 
 #[cfg(test)]

@@ -131,22 +131,33 @@ pub fn json_holds_nul(value: &Value) -> bool {
 /// object one of whose keys does, for a message that names it: `/promos/0/text`; the empty
 /// pointer is the root.
 pub fn nul_at(value: &Value) -> Option<String> {
+    pointer_to(value, &|v| matches!(v, Value::String(s) if s.contains('\0')), &|key| {
+        key.contains('\0')
+    })
+}
+
+/// The JSON Pointer (RFC 6901) of the first place in `value`, depth first in document order,
+/// that is a value `found` holds for, or an object one of whose keys `key_found` holds for; the
+/// empty pointer is the root.
+pub fn pointer_to(value: &Value, found: &dyn Fn(&Value) -> bool, key_found: &dyn Fn(&str) -> bool) -> Option<String> {
     // A key is named by its pointer with `~` and `/` escaped as `~0` and `~1`.
     let escaped = |key: &str| key.replace('~', "~0").replace('/', "~1");
+    if found(value) {
+        return Some(String::new());
+    }
     match value {
-        Value::String(s) => s.contains('\0').then(String::new),
         Value::Array(items) => items
             .iter()
             .enumerate()
-            .find_map(|(i, item)| nul_at(item).map(|at| format!("/{i}{at}"))),
+            .find_map(|(i, item)| pointer_to(item, found, key_found).map(|at| format!("/{i}{at}"))),
         Value::Object(fields) => fields.iter().find_map(|(key, value)| {
-            if key.contains('\0') {
+            if key_found(key) {
                 Some(String::new())
             } else {
-                nul_at(value).map(|at| format!("/{}{at}", escaped(key)))
+                pointer_to(value, found, key_found).map(|at| format!("/{}{at}", escaped(key)))
             }
         }),
-        Value::Null | Value::Bool(_) | Value::Number(_) => None,
+        Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => None,
     }
 }
 
