@@ -90,11 +90,12 @@ impl Application {
 /// billing requests (one per process).
 pub fn app(pool: PgPool, config: &Config, settled: Settled) -> BoxEndpoint<'static, Response> {
     let service = routes::service();
-    let route_table = RouteTable::new(
-        routes::templates()
-            .into_iter()
-            .chain(["/openapi.json".to_string(), "/docs".to_string()]),
-    );
+    // Every route and its methods: the spec's, and the spec and its page themselves.
+    let served: Vec<(String, Vec<Method>)> = routes::methods()
+        .into_iter()
+        .chain(["/openapi.json", "/docs"].map(|path| (path.to_string(), vec![Method::GET])))
+        .collect();
+    let route_table = RouteTable::new(served.iter().map(|(template, _)| template.clone()));
     Route::new()
         .at(
             "/openapi.json",
@@ -120,10 +121,7 @@ pub fn app(pool: PgPool, config: &Config, settled: Settled) -> BoxEndpoint<'stat
         .with(BodyLimit)
         .with(CatchPanic::new().with_handler(panicked))
         .catch_all_error(error::from_error)
-        .with(AllowHeader::new(routes::methods().into_iter().chain([
-            ("/openapi.json".to_string(), vec![Method::GET]),
-            ("/docs".to_string(), vec![Method::GET]),
-        ])))
+        .with(AllowHeader::new(served))
         .with(HttpMetrics)
         .with(RequestLog::new(route_table))
         .data(pool)

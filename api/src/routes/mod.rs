@@ -71,12 +71,8 @@ pub fn service() -> OpenApiService<Api, ()> {
 
 pub use spec::openapi_json;
 
-/// The path templates of [`Api`], as in the spec (`/v1/ops/jobs/{id}`).
-pub fn templates() -> Vec<String> {
-    methods().into_iter().map(|(path, _)| path).collect()
-}
-
-/// Each path template of [`Api`] with the methods its operations take.
+/// Each path template of [`Api`], as in the spec (`/v1/ops/jobs/{id}`), with the methods its
+/// operations take.
 pub fn methods() -> Vec<(String, Vec<poem::http::Method>)> {
     <Api as OpenApi>::meta()
         .into_iter()
