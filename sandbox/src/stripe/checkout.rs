@@ -98,9 +98,7 @@ pub(super) async fn pay(Path(id): Path<String>, shared: Data<&Arc<Shared>>) -> p
     let subscription =
         crate::stripe_events::Subscription::new(&tag, user_id, plan, price.as_deref().unwrap_or("price_sandbox"));
     let now = now();
-    let mut life = Life::new(subscription.clone());
-    let mut events = vec![subscription.checkout_session("checkout.session.completed", "paid", now)];
-    events.extend(life.pay(now));
+    let (life, events) = Life::paid_checkout(subscription.clone(), now);
     shared.state.lock().unwrap().lives.push(life);
     let deliveries = match deliver(&shared, &events).await {
         Ok(deliveries) => deliveries,

@@ -105,6 +105,19 @@ impl Life {
         }
     }
 
+    /// A subscription a paid Checkout starts, and the events Stripe sends for it:
+    /// `checkout.session.completed`, then the first invoice's `invoice.paid` and
+    /// `invoice_payment.paid`.
+    pub(super) fn paid_checkout(subscription: Subscription, created: i64) -> (Life, Vec<Value>) {
+        let mut life = Life::new(subscription);
+        let mut events = vec![
+            life.subscription
+                .checkout_session("checkout.session.completed", "paid", created),
+        ];
+        events.extend(life.pay(created));
+        (life, events)
+    }
+
     /// The events of paying the next invoice (the open one if its payment failed).
     pub(super) fn pay(&mut self, created: i64) -> [Value; 2] {
         let n = if self.issued > self.paid {
@@ -223,27 +236,23 @@ fn events_of(
             format!("{event_type} starts a subscription: say which plan (plan=…)."),
         ))?;
         let price = asked.price.as_deref().unwrap_or("price_sandbox");
-        let tag = new_id("", 14);
-        let mut life = Life::new(Subscription::new(&tag, asked.user_id, plan, price));
-        let sub = &life.subscription;
-        let mut events = match step {
-            "completed" => vec![sub.checkout_session("checkout.session.completed", "paid", created)],
-            _ => vec![
-                sub.checkout_session("checkout.session.completed", "unpaid", created),
-                sub.checkout_session(
-                    event_type,
-                    if step == "async_payment_failed" {
-                        "unpaid"
-                    } else {
-                        "paid"
-                    },
-                    created,
-                ),
-            ],
+        let subscription = Subscription::new(&new_id("", 14), asked.user_id, plan, price);
+        let (life, events) = match step {
+            "completed" => Life::paid_checkout(subscription, created),
+            _ => {
+                let mut life = Life::new(subscription);
+                let sub = &life.subscription;
+                let paid = step != "async_payment_failed";
+                let mut events = vec![
+                    sub.checkout_session("checkout.session.completed", "unpaid", created),
+                    sub.checkout_session(event_type, if paid { "paid" } else { "unpaid" }, created),
+                ];
+                if paid {
+                    events.extend(life.pay(created));
+                }
+                (life, events)
+            }
         };
-        if step != "async_payment_failed" {
-            events.extend(life.pay(created));
-        }
         let id = life.subscription.id.clone();
         lives.push(life);
         return Ok((id, events));
