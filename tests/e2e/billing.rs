@@ -423,10 +423,7 @@ async fn a_refund_retried_past_stripes_key_memory_finds_the_refund_an_earlier_at
 #[tokio::test]
 async fn triggered_stripe_events_drive_the_system_as_stripes_own_would() {
     let world = World::new(Limits::default()).await;
-    let api = world.start_api().await;
-    world
-        .stripe
-        .send_webhooks_to(&format!("{api}/webhooks/stripe"), e2e::WEBHOOK_SECRET);
+    world.start_api_receiving_stripe().await;
     let worker = world.start_worker(world.worker_config(30.0));
     let user = 5151;
     let asked = Trigger {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use e2e::{ADMIN_TOKEN, BOT_TOKEN, WEBHOOK_SECRET, World};
+use e2e::{ADMIN_TOKEN, World};
 use paygate_client::Client;
 use paygate_client::types;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
@@ -42,17 +42,12 @@ async fn until<T, F: std::future::Future<Output = T>>(mut read: impl FnMut() -> 
 #[tokio::test]
 async fn a_generated_client_signs_in_buys_and_runs_ops_against_the_api() {
     let world = World::new(Limits::default()).await;
-    let api = world.start_api().await;
-    world
-        .stripe
-        .send_webhooks_to(&format!("{api}/webhooks/stripe"), WEBHOOK_SECRET);
+    let api = world.start_api_receiving_stripe().await;
     let worker = world.start_worker(world.worker_config(30.0));
     let user_id = 6161;
 
     // A user signs in with the Mini App's initData.
-    let profile = json!({"id": user_id, "first_name": "Lin"}).to_string();
-    let now = chrono::Utc::now().timestamp().to_string();
-    let init_data = api::auth::init_data::sign(&[("user", &profile), ("auth_date", &now)], BOT_TOKEN);
+    let init_data = e2e::init_data_for(&json!({"id": user_id, "first_name": "Lin"}));
     let session = client(&api, None)
         .sign_in_with_telegram(&types::SignInRequest {
             init_data: init_data.parse().unwrap(),

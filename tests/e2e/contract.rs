@@ -127,10 +127,7 @@ async fn a_generated_python_client_runs_the_whole_flow_unmodified() {
     assert!(warnings.is_empty(), "the generator left something out:\n{said}");
 
     let world = World::new(Limits::default()).await;
-    let api = world.start_api().await;
-    world
-        .stripe
-        .send_webhooks_to(&format!("{api}/webhooks/stripe"), e2e::WEBHOOK_SECRET);
+    let api = world.start_api_receiving_stripe().await;
     let user = 7171;
     // A notification that exhausted its attempts, for the client to find and retry.
     let dead = world
@@ -144,9 +141,7 @@ async fn a_generated_python_client_runs_the_whole_flow_unmodified() {
         .await
         .unwrap();
     let worker = world.start_worker(world.worker_config(30.0));
-    let profile = serde_json::json!({"id": user, "first_name": "Ada"}).to_string();
-    let now = chrono::Utc::now().timestamp().to_string();
-    let init_data = api::auth::init_data::sign(&[("user", &profile), ("auth_date", &now)], e2e::BOT_TOKEN);
+    let init_data = e2e::init_data_for(&serde_json::json!({"id": user, "first_name": "Ada"}));
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("contract/flow.py");
     let mut flow = Command::new(bin.join("python"));
     flow.arg(&script)

@@ -23,12 +23,7 @@ async fn sign_in_invoice_pre_checkout_payment_entitlement_refund() {
     let webhook = format!("{api}/webhooks/telegram");
 
     // The Mini App signs in.
-    let profile = json!({"id": user, "first_name": "Grace", "username": "grace"});
-    let now = chrono::Utc::now().timestamp();
-    let init_data = api::auth::init_data::sign(
-        &[("user", &profile.to_string()), ("auth_date", &now.to_string())],
-        BOT_TOKEN,
-    );
+    let init_data = e2e::init_data_for(&json!({"id": user, "first_name": "Grace", "username": "grace"}));
     let session: Value = http
         .post(format!("{api}/v1/auth/telegram"))
         .json(&json!({"init_data": init_data}))

@@ -138,6 +138,15 @@ impl World {
         url
     }
 
+    /// Starts the web process as [`World::start_api`] does, and points the fake Stripe's webhooks
+    /// (its Checkout page, its triggers) at it, signed with [`WEBHOOK_SECRET`].
+    pub async fn start_api_receiving_stripe(&self) -> String {
+        let api = self.start_api().await;
+        self.stripe
+            .send_webhooks_to(&format!("{api}/webhooks/stripe"), WEBHOOK_SECRET);
+        api
+    }
+
     /// Starts `worker run` inside this process; stop it with [`InProcessWorker::stop`].
     pub fn start_worker(&self, config: worker::config::Config) -> InProcessWorker {
         let (stop, stopped) = oneshot::channel::<()>();
@@ -227,6 +236,13 @@ impl World {
             .spawn()
             .expect("starting the worker binary")
     }
+}
+
+/// A Mini App's `initData` for the Telegram user `profile` (`{"id": …, "first_name": …}`),
+/// signed now with the test bot's token, as Telegram gives it to the app.
+pub fn init_data_for(profile: &serde_json::Value) -> String {
+    let now = chrono::Utc::now().timestamp().to_string();
+    api::auth::init_data::sign(&[("user", &profile.to_string()), ("auth_date", &now)], BOT_TOKEN)
 }
 
 /// Posts `event` to the api at `api` as Stripe does: signed with [`WEBHOOK_SECRET`] now.
