@@ -9,7 +9,7 @@ use jobs::marketing::campaigns::{self, Audience, Campaign, CampaignSpec, Schedul
 use jobs::marketing::{Settings, stats};
 use sqlx::PgPool;
 
-use super::{Format, print_as};
+use super::{Format, TO_THE_MINUTE, TO_THE_SECOND, print_as, when};
 
 /// CampaignsArgs is `worker campaigns [--format table|json] <command>`.
 #[derive(Debug, Args)]
@@ -98,8 +98,7 @@ pub async fn run(pool: &PgPool, CampaignsArgs { format, command }: CampaignsArgs
                     c.promos.len(),
                     c.next_promo,
                     if c.paused { "yes" } else { "no" },
-                    c.next_slot
-                        .map_or("-".into(), |at| at.format("%Y-%m-%d %H:%M UTC").to_string())
+                    when(c.next_slot, TO_THE_MINUTE)
                 );
             }
             println!("{} campaign(s)", list.len());
@@ -115,9 +114,7 @@ pub async fn run(pool: &PgPool, CampaignsArgs { format, command }: CampaignsArgs
             )
         }),
         CampaignsCommand::Resume { name } => print_as(format, &set_paused(pool, &name, false).await?, |c| {
-            let next = c
-                .next_slot
-                .map_or("-".into(), |at| at.format("%Y-%m-%d %H:%M UTC").to_string());
+            let next = when(c.next_slot, TO_THE_MINUTE);
             println!("campaign {} resumed; next broadcast {next}", c.name)
         }),
         CampaignsCommand::Preview { name } => {
@@ -157,8 +154,8 @@ pub async fn run(pool: &PgPool, CampaignsArgs { format, command }: CampaignsArgs
                 println!(
                     "campaign {} from {} to {}",
                     f.campaign,
-                    f.from.format("%Y-%m-%d %H:%M UTC"),
-                    f.to.format("%Y-%m-%d %H:%M UTC")
+                    f.from.format(TO_THE_MINUTE),
+                    f.to.format(TO_THE_MINUTE)
                 );
                 println!(
                     "{:<16} {:>8} {:>9} {:>7} {:>11} {:>7}  revenue",
@@ -215,12 +212,9 @@ fn describe(c: &Campaign) {
     println!("schedule    {}", schedule(&c.schedule));
     println!("promos      {} (next: {})", c.promos.join(", "), c.next_promo);
     println!("paused      {}", if c.paused { "yes" } else { "no" });
-    println!("created at  {}", c.created_at.format("%Y-%m-%d %H:%M:%S UTC"));
-    let at = |slot: Option<chrono::DateTime<chrono::Utc>>| {
-        slot.map_or("-".into(), |at| at.format("%Y-%m-%d %H:%M UTC").to_string())
-    };
-    println!("last slot   {}", at(c.last_slot));
-    println!("next slot   {}", at(c.next_slot));
+    println!("created at  {}", c.created_at.format(TO_THE_SECOND));
+    println!("last slot   {}", when(c.last_slot, TO_THE_MINUTE));
+    println!("next slot   {}", when(c.next_slot, TO_THE_MINUTE));
 }
 
 /// A broadcast's progress in one line, as `broadcast` (and every `--watch` tick) prints it.

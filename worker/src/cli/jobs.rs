@@ -8,7 +8,7 @@ use jobs::queue::Queue;
 use jobs::queue::ops::{self, Change, DeadFilter};
 use sqlx::PgPool;
 
-use super::{Format, print_as};
+use super::{Format, TO_THE_SECOND, print_as, when};
 
 /// JobsArgs is `worker jobs [--format table|json] <command>`.
 #[derive(Debug, Args)]
@@ -199,7 +199,7 @@ pub async fn run(pool: &PgPool, JobsArgs { format, command }: JobsArgs) -> anyho
                         j.state,
                         j.logical_key,
                         format!("{}/{}", j.attempt, j.max_attempts),
-                        j.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                        j.created_at.format(TO_THE_SECOND),
                         j.last_error.as_deref().unwrap_or("-")
                     );
                 }
@@ -226,7 +226,7 @@ pub async fn run(pool: &PgPool, JobsArgs { format, command }: JobsArgs) -> anyho
                         "{:>10}  {:<14} {:<25} {:>8}  {}",
                         j.id,
                         j.queue,
-                        j.died_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                        j.died_at.format(TO_THE_SECOND),
                         format!("{}/{}", j.attempt, j.max_attempts),
                         j.last_error.as_deref().unwrap_or("-")
                     );
@@ -277,17 +277,14 @@ pub async fn run(pool: &PgPool, JobsArgs { format, command }: JobsArgs) -> anyho
 
 /// One job for people, as `show` prints it: its fields, payload, and each recorded error.
 fn describe(job: &ops::JobDetail) {
-    let at = |t: Option<chrono::DateTime<chrono::Utc>>| {
-        t.map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-    };
     println!("job          {}", job.id);
     println!("queue        {}", job.queue);
     println!("logical key  {}", job.logical_key);
     println!("state        {}", job.state);
     println!("attempts     {}/{}", job.attempt, job.max_attempts);
-    println!("created at   {}", at(Some(job.created_at)));
-    println!("run at       {}", at(Some(job.run_at)));
-    println!("finished at  {}", at(job.finished_at));
+    println!("created at   {}", job.created_at.format(TO_THE_SECOND));
+    println!("run at       {}", job.run_at.format(TO_THE_SECOND));
+    println!("finished at  {}", when(job.finished_at, TO_THE_SECOND));
     println!("locked by    {}", job.locked_by.as_deref().unwrap_or("-"));
     println!("payload      {}", job.payload);
     let errors = job.errors.as_array().map(Vec::as_slice).unwrap_or_default();

@@ -33,3 +33,12 @@ pub(crate) fn print_as<T: serde::Serialize + ?Sized>(
     }
     Ok(())
 }
+
+/// How the commands print a time for people: to the second, or (schedule slots) to the minute.
+pub(crate) const TO_THE_SECOND: &str = "%Y-%m-%d %H:%M:%S UTC";
+pub(crate) const TO_THE_MINUTE: &str = "%Y-%m-%d %H:%M UTC";
+
+/// `at` in `format`, or `-` when there is none.
+pub(crate) fn when(at: Option<chrono::DateTime<chrono::Utc>>, format: &str) -> String {
+    at.map_or("-".into(), |at| at.format(format).to_string())
+}
