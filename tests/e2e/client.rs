@@ -131,11 +131,7 @@ async fn a_generated_client_signs_in_buys_and_runs_ops_against_the_api() {
         .into_inner()
         .job_id
         .unwrap();
-    sqlx::query("UPDATE jobs SET state = 'dead', finished_at = now(), attempt = max_attempts WHERE id = $1")
-        .bind(job)
-        .execute(&world.pool)
-        .await
-        .unwrap();
+    world.exhaust(job).await;
     ops.resume_queue("notifications").await.unwrap();
     let dead = ops
         .list_dead_jobs(None, None, None, None, Some(types::Queue::Notifications))

@@ -135,11 +135,7 @@ async fn a_generated_python_client_runs_the_whole_flow_unmodified() {
         .await
         .id()
         .expect("a new job");
-    sqlx::query("UPDATE jobs SET state = 'dead', finished_at = now(), attempt = max_attempts WHERE id = $1")
-        .bind(dead)
-        .execute(&world.pool)
-        .await
-        .unwrap();
+    world.exhaust(dead).await;
     let worker = world.start_worker(world.worker_config(30.0));
     let init_data = e2e::init_data_for(&serde_json::json!({"id": user, "first_name": "Ada"}));
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("contract/flow.py");

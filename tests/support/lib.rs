@@ -147,6 +147,15 @@ impl World {
         api
     }
 
+    /// Makes job `id` dead, as if it had exhausted its attempts, for ops to find and retry.
+    pub async fn exhaust(&self, id: i64) {
+        sqlx::query("UPDATE jobs SET state = 'dead', finished_at = now(), attempt = max_attempts WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .expect("making the job dead");
+    }
+
     /// Starts `worker run` inside this process; stop it with [`InProcessWorker::stop`].
     pub fn start_worker(&self, config: worker::config::Config) -> InProcessWorker {
         let (stop, stopped) = oneshot::channel::<()>();
