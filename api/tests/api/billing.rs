@@ -222,24 +222,6 @@ async fn a_repeated_key_for_another_plan_is_a_conflict() {
     assert_eq!(app.job_count().await, 1);
 }
 
-/// A key past ASCII would read as no key, and the request would quietly not be safe to repeat.
-#[tokio::test]
-async fn an_unreadable_key_is_refused_not_taken_as_none() {
-    let app = spawn_app().await;
-    let resp = app
-        .post_user("/v1/billing/checkout", 42, &json!({"plan": "pro_monthly"}))
-        .header(
-            "Idempotency-Key",
-            reqwest::header::HeaderValue::from_bytes(b"k\xff1").unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-request").await;
-    assert_eq!(app.count("billing_requests").await, 0);
-    assert_eq!(app.job_count().await, 0);
-}
-
 #[tokio::test]
 async fn a_repeat_after_the_request_settled_answers_200_with_its_url() {
     let app = spawn_app().await;
@@ -277,13 +259,19 @@ async fn a_plan_not_for_sale_through_stripe_is_refused_and_nothing_is_written() 
         let resp = app.post_user(CHECKOUT, 42, &body).send().await.unwrap();
         assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-request").await;
     }
-    let resp = app
-        .post_user(CHECKOUT, 42, &json!({"plan": "pro_monthly"}))
-        .header("Idempotency-Key", "has space")
-        .send()
-        .await
-        .unwrap();
-    assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-request").await;
+    // A key past ASCII would read as no key, and the request would quietly not be safe to repeat.
+    for key in [&b"has space"[..], b"k\xff1"] {
+        let resp = app
+            .post_user(CHECKOUT, 42, &json!({"plan": "pro_monthly"}))
+            .header(
+                "Idempotency-Key",
+                reqwest::header::HeaderValue::from_bytes(key).unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_problem(resp, StatusCode::BAD_REQUEST, "invalid-request").await;
+    }
     assert_eq!(app.count("billing_requests").await, 0);
     assert_eq!(app.job_count().await, 0);
 }
