@@ -203,6 +203,11 @@ async fn main() -> anyhow::Result<()> {
     if let Some(url) = &fake_url {
         println!("  curl -s {url}/sandbox/messages");
     }
+    if let Some(url) = &fake_url {
+        println!(
+            "\nTalk to the bot as Telegram user {DEV_USER_ID}: write to it, press its buttons, read its answers:\n  curl -s -X POST \"{url}/sandbox/write?user_id={DEV_USER_ID}&text=/start\"\n  curl -s -X POST \"{url}/sandbox/press?user_id={DEV_USER_ID}&data=plan:pro_monthly\"\n  curl -s -X POST \"{url}/sandbox/press?user_id={DEV_USER_ID}&data=card:pro_monthly\"    # or stars:pro_monthly\n  curl -s {url}/sandbox/messages    # the bot's answers; open the last one's button URL to pay\n  curl -s -X POST \"{url}/sandbox/write?user_id={DEV_USER_ID}&text=/status\""
+        );
+    }
     let user_token = dev_user_token(
         &env_or("JWT_SECRET", DEV_JWT_SECRET),
         &env_or("JWT_ISSUER", "paygate"),

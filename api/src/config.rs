@@ -6,6 +6,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use jobs::billing::Plans;
+use jobs::bot::Texts;
 use jobs::config::{ConfigError, Secret, optional, parsed_or, required};
 use jobs::marketing::Settings;
 
@@ -40,6 +41,9 @@ pub struct Config {
     /// `PLANS` (the catalogue as JSON) or `PLANS_FILE` (a file holding it): required; what
     /// `POST /v1/billing/checkout` may sell. See [`jobs::billing::plans`] for the format.
     pub plans: Plans,
+    /// `BOT_TEXTS` (JSON) or `BOT_TEXTS_FILE`: what the bot says, where it differs from the
+    /// defaults. See [`jobs::bot::texts`].
+    pub texts: Texts,
     /// `STRIPE_WEBHOOK_SECRET`: required; the signing secret of the Stripe webhook endpoint
     /// (`whsec_…`), or several separated by commas while one is being rolled: a delivery signed
     /// under any of them verifies.
@@ -96,6 +100,7 @@ impl Config {
         }
         let host = parsed_or("HOST", IpAddr::V4(Ipv4Addr::UNSPECIFIED))?;
         let plans = Plans::from_env()?;
+        let texts = Texts::from_env()?;
         let stripe_webhook_secrets = parse_webhook_secrets(&required("STRIPE_WEBHOOK_SECRET")?)?;
         let jwt = JwtConfig {
             secret: Secret::required("JWT_SECRET", JWT_SECRET_MIN_LEN)?,
@@ -116,6 +121,7 @@ impl Config {
             admin_token,
             metrics_token,
             plans,
+            texts,
             stripe_webhook_secrets,
             jwt,
         })

@@ -134,6 +134,7 @@ pub fn app(pool: PgPool, config: &Config, settled: Settled) -> BoxEndpoint<'stat
         .data(config.telegram.init_data.clone())
         .data(config.jwt.clone())
         .data(config.plans.clone())
+        .data(config.texts.clone())
         .data(config.marketing.clone())
         .data(settled)
         .boxed()

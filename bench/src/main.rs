@@ -444,6 +444,7 @@ async fn webhook_ingest(url: &str, connections: usize, window: Duration) -> anyh
             r#"{"pro": {"name": "Pro", "entitlement": "pro", "period_days": 30, "stripe_price": "price_pro"}}"#,
         )
         .map_err(anyhow::Error::msg)?,
+        texts: jobs::bot::Texts::default(),
         stripe_webhook_secrets: vec![jobs::config::Secret::new(SECRET)],
         jwt: api::config::JwtConfig {
             secret: jobs::config::Secret::new("bench-jwt-secret-0123456789abcdef0123"),

@@ -5,6 +5,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use jobs::billing::entitlements::{self, Status};
 use jobs::billing::stars::{self, Applied};
 use jobs::billing::{EntitlementsJob, Plans};
+use jobs::bot::{Bot, Texts};
 use jobs::inbox::telegram as inbox;
 use sandbox::telegram_updates::{self as updates, Recurring};
 use serde_json::Value;
@@ -36,7 +37,16 @@ async fn receive(pool: &PgPool, mut update: Value, date: i64) {
     if update.get("message").is_some() {
         update["message"]["date"] = date.into();
     }
-    inbox::accept(pool, &plans(), &update.to_string()).await.unwrap();
+    inbox::accept(
+        pool,
+        Bot {
+            plans: &plans(),
+            texts: &Texts::default(),
+        },
+        &update.to_string(),
+    )
+    .await
+    .unwrap();
 }
 
 /// Runs every queued `entitlements` job once, oldest first, as the worker does (without its
@@ -239,7 +249,18 @@ async fn a_banned_user_cannot_pay_and_a_sign_in_neither_lifts_the_ban_nor_loses_
     let pool = pool().await;
     let answer = async |update_id: i64| {
         let query = updates::pre_checkout_query(update_id, &format!("q{update_id}"), USER, "pro", "XTR", 250);
-        match inbox::accept(&pool, &plans(), &query.to_string()).await.unwrap().reply {
+        match inbox::accept(
+            &pool,
+            Bot {
+                plans: &plans(),
+                texts: &Texts::default(),
+            },
+            &query.to_string(),
+        )
+        .await
+        .unwrap()
+        .reply
+        {
             Some(Reply::AnswerPreCheckoutQuery { ok, .. }) => ok,
             other => panic!("{other:?}"),
         }

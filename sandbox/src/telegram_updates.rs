@@ -119,9 +119,7 @@ pub fn start_command(update_id: i64, user_id: i64, payload: &str) -> Value {
     } else {
         format!("/start {payload}")
     };
-    let mut update = text_message(update_id, user_id, &text);
-    update["message"]["entities"] = json!([{"offset": 0, "length": 6, "type": "bot_command"}]);
-    update
+    text_message(update_id, user_id, &text)
 }
 
 /// A `my_chat_member` update of `user_id`'s private chat: `status` `kicked` when the user blocked
@@ -140,9 +138,16 @@ pub fn my_chat_member(update_id: i64, user_id: i64, status: &str, date: i64) -> 
     })
 }
 
-/// A text message from `user_id` in its private chat with the bot.
+/// A text message from `user_id` in its private chat with the bot; a command (`/name…`) carries
+/// its `bot_command` entity, as Telegram marks it.
 pub fn text_message(update_id: i64, user_id: i64, text: &str) -> Value {
-    private_message(update_id, user_id, "text", json!(text))
+    let mut update = private_message(update_id, user_id, "text", json!(text));
+    if text.starts_with('/') {
+        let command = text.split(char::is_whitespace).next().unwrap_or_default();
+        let length = command.encode_utf16().count();
+        update["message"]["entities"] = json!([{"offset": 0, "length": length, "type": "bot_command"}]);
+    }
+    update
 }
 
 /// A `message_reaction` update: a kind of update the bot does not ask for, but may still get

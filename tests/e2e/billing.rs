@@ -19,7 +19,9 @@ const DAY: i64 = 86_400;
 async fn request(world: &World, user: i64, kind: Kind, key: &str) -> i64 {
     let plan = (kind == Kind::Checkout).then_some("pro_monthly");
     let mut tx = world.pool.begin().await.unwrap();
-    let created = requests::create(&mut tx, user, kind, plan, Some(key)).await.unwrap();
+    let created = requests::create(&mut tx, user, kind, plan, Some(key), None)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     match created {
         requests::Created::New(r) => r.id,

@@ -183,11 +183,26 @@ async fn two_worker_processes_share_one_send_pace() {
         ..Limits::default()
     })
     .await;
+    // Both processes are taking work before the first message is queued, and each holds at most
+    // 5 jobs at once, so neither can take the whole queue before the other starts (under load a
+    // process can take seconds to start, and 20 at once was two thirds of the queue).
+    let [mut first, mut second] = [(); 2].map(|_| {
+        world
+            .worker_process(env!("CARGO_BIN_EXE_worker-under-test"), 10.0)
+            .env("WORKER_CONCURRENCY", "5")
+            .spawn()
+            .expect("starting the worker binary")
+    });
+    world
+        .wait_for_count(
+            "SELECT count(*) FROM job_workers WHERE name LIKE '%:notifications'",
+            2,
+            Duration::from_secs(60),
+        )
+        .await;
     for i in 0..30 {
         world.notify(&format!("paced-{i}"), 500 + i % 10, "paced").await;
     }
-    let mut first = spawn_worker(&world, 10.0);
-    let mut second = spawn_worker(&world, 10.0);
     world
         .wait_for_count("SELECT count(*) FROM telegram_deliveries", 30, Duration::from_secs(60))
         .await;

@@ -9,12 +9,13 @@ use serde_json::Value;
 
 /// Variables the README lists that an operator does not set on Heroku: the platform and the
 /// Postgres add-on set them, or they point at local fakes and files.
-const NOT_ASKED_FOR: [&str; 7] = [
+const NOT_ASKED_FOR: [&str; 8] = [
     "DATABASE_URL",
     "PORT",
     "DYNO",
     "HOST",
     "PLANS_FILE",
+    "BOT_TEXTS_FILE",
     "STRIPE_API_URL",
     "TELEGRAM_API_URL",
 ];

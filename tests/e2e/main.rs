@@ -1,6 +1,7 @@
 //! End-to-end tests: real PostgreSQL, the fake Bot API on loopback, the worker as it runs.
 
 mod billing;
+mod bot;
 mod client;
 mod contract;
 mod crash;

@@ -173,25 +173,24 @@ async fn worker_telegram_set_webhook_registers_the_url_and_secret() {
         .collect();
     assert_eq!(
         allowed,
-        vec!["message", "callback_query", "pre_checkout_query", "my_chat_member"]
+        vec![
+            "message",
+            "callback_query",
+            "pre_checkout_query",
+            "my_chat_member",
+            "chat_member",
+            "chat_join_request"
+        ]
     );
-}
-
-/// Points the fake Bot API's webhook at `api`, as `worker telegram set-webhook` does.
-async fn set_bot_webhook(world: &World, api: &str) {
-    let bot = jobs::telegram::client::TelegramClient::new(
-        &jobs::config::Secret::new(BOT_TOKEN),
-        world.telegram.url(),
-        "test",
-    )
-    .unwrap();
-    bot.set_webhook(
-        &format!("{api}/webhooks/telegram"),
-        TELEGRAM_WEBHOOK_SECRET,
-        &jobs::telegram::client::BOT_UPDATES,
-    )
-    .await
-    .unwrap();
+    let menu = world.telegram.commands().expect("the menu was set");
+    let commands: Vec<&str> = menu
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["command"].as_str())
+        .collect();
+    assert_eq!(commands, ["plans", "buy", "status", "billing", "help"]);
+    assert_eq!(menu[2]["description"], "Your access and when it ends");
 }
 
 /// Asks for a Stars invoice link of `pro_monthly` with `token`, and returns its slug.
@@ -226,7 +225,7 @@ async fn paying_an_invoice_link_on_the_fake_bot_api_grants_the_plan_unless_the_b
     let worker = world.start_worker(world.worker_config(30.0));
     let http = reqwest::Client::new();
     let user = 6262;
-    set_bot_webhook(&world, &api).await;
+    world.set_bot_webhook(&api).await;
     let token = api::auth::issue_user_token(&world.jwt(), user, chrono::Utc::now());
     let slug = stars_invoice_link(&http, &api, &token).await;
     let pay = |user_id: i64| {
@@ -291,7 +290,7 @@ async fn a_stripe_subscriber_is_not_sold_the_same_plan_for_stars() {
     let worker = world.start_worker(world.worker_config(30.0));
     let http = reqwest::Client::new();
     let user = 7171;
-    set_bot_webhook(&world, &api).await;
+    world.set_bot_webhook(&api).await;
     let token = api::auth::issue_user_token(&world.jwt(), user, chrono::Utc::now());
     let slug = stars_invoice_link(&http, &api, &token).await;
 

@@ -10,7 +10,7 @@ use jobs::queue::{Enqueued, NewJob, enqueue};
 use jobs::telegram::SendMessage;
 use jobs::telegram::pace::Pace;
 use sandbox::stripe::FakeStripe;
-use sandbox::telegram::{FakeTelegram, Limits};
+use sandbox::telegram::{FakeTelegram, Limits, SentMessage};
 use sqlx::PgPool;
 use tokio::sync::oneshot;
 
@@ -19,9 +19,11 @@ pub const BOT_TOKEN: &str = "123456:test-token";
 /// The test bot's username: promos' deep links name it.
 pub const BOT_USERNAME: &str = "paygate_test_bot";
 
-/// The plan catalogue the tests configure.
+/// The plan catalogue the tests configure: a monthly plan sold by card and as a Stars
+/// subscription, and a week's pass sold once for Stars.
 pub const PLANS: &str = r#"{"pro_monthly": {"name": "Pro", "entitlement": "pro", "period_days": 30,
-    "stripe_price": "price_pro_monthly", "stars_price": 250}}"#;
+    "stripe_price": "price_pro_monthly", "stars_price": 250},
+    "week_pass": {"name": "Week pass", "entitlement": "pro", "period_days": 7, "stars_price": 75}}"#;
 /// Where Checkout and the Billing Portal send users back to, in the tests.
 pub const SUCCESS_URL: &str = "https://bot.example/paid";
 pub const CANCEL_URL: &str = "https://bot.example/cancelled";
@@ -75,6 +77,7 @@ impl World {
             job_retention: Duration::from_secs(3600),
             instance: "test".into(),
             plans: Plans::parse(PLANS).expect("the test catalogue parses"),
+            texts: jobs::bot::Texts::default(),
             stripe: worker::config::StripeConfig {
                 secret_key: Secret::new(sandbox::stripe::SECRET_KEY),
                 api_url: self.stripe.url().to_string(),
@@ -110,6 +113,7 @@ impl World {
             admin_token: Secret::new(ADMIN_TOKEN),
             metrics_token: None,
             plans: Plans::parse(PLANS).expect("the test catalogue parses"),
+            texts: jobs::bot::Texts::default(),
             stripe_webhook_secrets: vec![Secret::new(WEBHOOK_SECRET)],
             jwt: self.jwt(),
             telegram: api::config::TelegramConfig::new(BOT_TOKEN, TELEGRAM_WEBHOOK_SECRET)
@@ -147,6 +151,42 @@ impl World {
         api
     }
 
+    /// Points the fake Bot API's webhook at the api at `api`, as `worker telegram set-webhook`
+    /// does.
+    pub async fn set_bot_webhook(&self, api: &str) {
+        let bot = jobs::telegram::client::TelegramClient::new(
+            &jobs::config::Secret::new(BOT_TOKEN),
+            self.telegram.url(),
+            "test",
+        )
+        .unwrap();
+        bot.set_webhook(
+            &format!("{api}/webhooks/telegram"),
+            TELEGRAM_WEBHOOK_SECRET,
+            &jobs::telegram::client::BOT_UPDATES,
+        )
+        .await
+        .unwrap();
+    }
+
+    /// Waits until the fake Bot API holds more than `seen` messages to `chat_id`, and returns the
+    /// first one after those; panics after `timeout`.
+    pub async fn message_after(&self, chat_id: i64, seen: usize, timeout: Duration) -> SentMessage {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(message) = self.telegram.messages_to(chat_id).into_iter().nth(seen) {
+                return message;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited {timeout:?} for message {} to {chat_id}; it has: {:?}",
+                seen + 1,
+                self.telegram.texts_to(chat_id)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Makes job `id` dead, as if it had exhausted its attempts, for ops to find and retry.
     pub async fn exhaust(&self, id: i64) {
         sqlx::query("UPDATE jobs SET state = 'dead', finished_at = now(), attempt = max_attempts WHERE id = $1")
@@ -172,6 +212,7 @@ impl World {
             text: text.into(),
             parse_mode: None,
             buttons: vec![],
+            invoice: None,
             broadcast_id: None,
         };
         let mut tx = self.pool.begin().await.unwrap();
@@ -224,7 +265,16 @@ impl World {
     /// Starts `worker run` from binary `worker` as a separate process, as a worker dyno runs it,
     /// sending at `per_second`. `WORKER_LOG` sets its log filter.
     pub fn spawn_worker_process(&self, worker: &str, per_second: f64) -> std::process::Child {
-        std::process::Command::new(worker)
+        self.worker_process(worker, per_second)
+            .spawn()
+            .expect("starting the worker binary")
+    }
+
+    /// The command [`World::spawn_worker_process`] runs, for a test that sets more of its
+    /// environment before starting it.
+    pub fn worker_process(&self, worker: &str, per_second: f64) -> std::process::Command {
+        let mut command = std::process::Command::new(worker);
+        command
             .arg("run")
             .env("DATABASE_URL", &self.database_url)
             .env("TELEGRAM_BOT_TOKEN", BOT_TOKEN)
@@ -241,9 +291,8 @@ impl World {
                 "RUST_LOG",
                 std::env::var("WORKER_LOG").unwrap_or_else(|_| "warn".into()),
             )
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("starting the worker binary")
+            .stdout(std::process::Stdio::null());
+        command
     }
 }
 

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use jobs::billing::Plans;
 use jobs::billing::stripe::Links;
+use jobs::bot::Texts;
 use jobs::config::{ConfigError, Secret, optional, parsed_or, required};
 use jobs::marketing::Settings;
 use jobs::marketing::broadcasts::DEFAULT_BROADCAST_RETENTION;
@@ -30,6 +31,8 @@ pub struct Config {
     pub instance: String,
     /// `PLANS` or `PLANS_FILE`: the plan catalogue.
     pub plans: Plans,
+    /// `BOT_TEXTS` or `BOT_TEXTS_FILE`: what the bot says.
+    pub texts: Texts,
     pub stripe: StripeConfig,
     /// Where notifications send users (`BILLING_PORTAL_LINK`).
     pub links: Links,
@@ -97,6 +100,7 @@ impl Config {
                     .unwrap_or_else(|_| "worker".into())
             }),
             plans: Plans::from_env()?,
+            texts: Texts::from_env()?,
             stripe: StripeConfig {
                 secret_key: Secret::required("STRIPE_SECRET_KEY", 8)?,
                 api_url: optional("STRIPE_API_URL").unwrap_or_else(|| STRIPE_DEFAULT_API_URL.to_string()),

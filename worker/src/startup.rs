@@ -80,6 +80,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         pool: pool.clone(),
         stats: stats.clone(),
         plans: Arc::new(config.plans.clone()),
+        texts: Arc::new(config.texts.clone()),
         links: config.links.clone(),
         stripe: StripeClient::new(&config.stripe.secret_key, &config.stripe.api_url).map_err(anyhow::Error::msg)?,
         telegram: notifier.telegram.clone(),

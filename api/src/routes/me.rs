@@ -84,7 +84,7 @@ impl MeApi {
     /// The caller's entitlements that are usable now: active and not expired.
     #[oai(path = "/entitlements", method = "get", operation_id = "list_my_entitlements")]
     async fn entitlements(&self, auth: UserAuth, pool: Data<&PgPool>) -> Result<Json<Entitlements>, Problem> {
-        let active = entitlements::active_for(&pool, auth.0.id).await?;
+        let active = entitlements::active_for(&mut *pool.acquire().await?, auth.0.id).await?;
         Ok(Json(Entitlements {
             entitlements: active.into_iter().filter_map(Entitlement::of).collect(),
         }))

@@ -115,6 +115,7 @@ impl From<Notification> for SendMessage {
                         .collect()
                 })
                 .collect(),
+            invoice: None,
             broadcast_id: None,
         }
     }

@@ -7,6 +7,7 @@
 //! acknowledgement of a button press. Telegram itself is never called here.
 
 use jobs::billing::Plans;
+use jobs::bot::{Bot, Texts};
 use jobs::inbox::telegram::{self as inbox, InboxError, Reply};
 use poem::web::Data;
 use poem_openapi::payload::Json;
@@ -134,10 +135,20 @@ impl TelegramWebhookApi {
         _auth: TelegramAuth,
         pool: Data<&PgPool>,
         plans: Data<&Plans>,
+        texts: Data<&Texts>,
         body: RawUpdate,
     ) -> Result<TelegramWebhookResponse, Problem> {
         let update = String::from_utf8(body.0).map_err(|_| Problem::invalid_request("the body is not UTF-8 text"))?;
-        let accepted = match inbox::accept(&pool, &plans, &update).await {
+        let accepted = match inbox::accept(
+            &pool,
+            Bot {
+                plans: &plans,
+                texts: &texts,
+            },
+            &update,
+        )
+        .await
+        {
             Ok(accepted) => accepted,
             Err(InboxError::Malformed(reason)) => {
                 metrics::telegram_update(None, WebhookOutcome::Rejected);

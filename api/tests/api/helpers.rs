@@ -72,6 +72,7 @@ pub fn config(db_url: &str) -> Config {
         admin_token: Secret::new(TOKEN),
         metrics_token: None,
         plans: Plans::parse(PLANS).expect("the test catalogue is valid"),
+        texts: jobs::bot::Texts::default(),
         stripe_webhook_secrets: vec![Secret::new(WEBHOOK_SECRET), Secret::new(WEBHOOK_SECRET_ROLLED)],
         jwt: jwt(),
         telegram: api::config::TelegramConfig::new(BOT_TOKEN, TELEGRAM_WEBHOOK_SECRET)

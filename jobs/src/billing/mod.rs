@@ -29,6 +29,7 @@ use sqlx::PgPool;
 
 use self::stars::Applied;
 use self::stripe::Links;
+use crate::bot::{Bot, Texts};
 use crate::metrics::JobStats;
 use crate::queue::lease::{self, Lease};
 use crate::queue::{Completed, Job, JobError, JobPayload, Queue, apply_once};
@@ -42,6 +43,8 @@ pub struct Billing {
     pub pool: PgPool,
     pub stats: Arc<JobStats>,
     pub plans: Arc<Plans>,
+    /// What the bot says.
+    pub texts: Arc<Texts>,
     pub links: Links,
     pub stripe: StripeClient,
     /// For Stars invoice links and Stars refunds.
@@ -55,6 +58,14 @@ pub struct Billing {
 }
 
 impl Billing {
+    /// The bot, as billing's messages speak for it.
+    pub fn bot(&self) -> Bot<'_> {
+        Bot {
+            plans: &self.plans,
+            texts: &self.texts,
+        }
+    }
+
     /// Checks, just before a provider call that may take up to `call`, that `job` is still this
     /// worker's for longer than the call ([`lease::hold_for`]).
     pub async fn hold<T>(&self, job: &Job<T>, call: Duration) -> Result<(), JobError> {

@@ -14,6 +14,9 @@ use serde::Deserialize;
 
 use crate::config::{self, ConfigError};
 
+/// The longest plan code: the bot's buttons carry it in callback data, at most 64 bytes.
+pub const MAX_CODE_LEN: usize = 32;
+
 /// Plan is one thing a user can subscribe to.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -73,12 +76,12 @@ impl Plans {
         for (code, plan) in &plans {
             let fault = |what: &str| Err(format!("plan {code:?}: {what}"));
             if code.is_empty()
-                || code.len() > 64
+                || code.len() > MAX_CODE_LEN
                 || !code
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
             {
-                return fault("a code is 1 to 64 of a-z, 0-9, '_' and '-'");
+                return fault("a code is 1 to 32 of a-z, 0-9, '_' and '-'");
             }
             if plan.entitlement.trim().is_empty() || plan.name.trim().is_empty() {
                 return fault("name and entitlement must not be empty");

@@ -13,8 +13,8 @@ use std::time::Duration;
 use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::PgPool;
 
-use crate::billing::Plans;
 use crate::billing::stars;
+use crate::bot::{self, Bot, Choice};
 use crate::db::{NUL, holds_nul};
 use crate::telegram::store;
 use crate::telegram::updates::{Update, kind_of};
@@ -52,8 +52,8 @@ pub enum InboxError {
     Database(#[from] sqlx::Error),
 }
 
-/// Takes one update, as sent (`raw`).
-pub async fn accept(pool: &PgPool, plans: &Plans, raw: &str) -> Result<Accepted, InboxError> {
+/// Takes one update, as sent (`raw`), for `bot`.
+pub async fn accept(pool: &PgPool, bot: Bot<'_>, raw: &str) -> Result<Accepted, InboxError> {
     let fields: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(raw).map_err(|e| InboxError::Malformed(e.to_string()))?;
     let update: Update = serde_json::from_str(raw).map_err(|e| InboxError::Malformed(e.to_string()))?;
@@ -85,7 +85,7 @@ pub async fn accept(pool: &PgPool, plans: &Plans, raw: &str) -> Result<Accepted,
     let mut reply = None;
     if let Some(query) = &update.pre_checkout_query {
         // Recorded with the update, so a repeat finds the first answer and gives it again.
-        let answer = stars::answer_pre_checkout(&mut tx, plans, query).await?;
+        let answer = stars::answer_pre_checkout(&mut tx, bot.plans, query).await?;
         reply = Some(Reply::AnswerPreCheckoutQuery {
             query_id: query.id.clone(),
             ok: answer.ok,
@@ -96,6 +96,11 @@ pub async fn accept(pool: &PgPool, plans: &Plans, raw: &str) -> Result<Accepted,
         reply = Some(Reply::AnswerCallbackQuery {
             query_id: callback.id.clone(),
         });
+        // A press of one of the bot's own buttons, in its private chat, is answered there.
+        let private = callback.message.as_ref().is_none_or(|m| m.chat.is_private());
+        if let (false, true, Some(choice)) = (duplicate, private, callback.data.as_deref().and_then(Choice::parse)) {
+            bot::on_choice(&mut tx, bot, update.update_id, callback.from.id, choice).await?;
+        }
         if let (false, Some(promo)) = (duplicate, callback.data.as_deref().and_then(Promo::from_callback_data)) {
             let click = RecordClick {
                 update_id: update.update_id,
@@ -149,6 +154,10 @@ pub async fn accept(pool: &PgPool, plans: &Plans, raw: &str) -> Result<Accepted,
                 clicked_at: sent_at,
             };
             tracking::record(&mut tx, &click).await?;
+        }
+        // Commands and words in the private chat are answered; in groups the bot stays quiet.
+        if let (true, Some(text)) = (message.chat.is_private(), message.text.as_deref()) {
+            bot::on_message(&mut tx, bot, update.update_id, user_id, text).await?;
         }
     }
     tx.commit().await?;

@@ -9,11 +9,11 @@ use teloxide_core::errors::{ApiError, RequestError};
 use teloxide_core::prelude::*;
 pub use teloxide_core::types::AllowedUpdate;
 use teloxide_core::types::{
-    ChatId, InlineKeyboardButton, InlineKeyboardMarkup, LabeledPrice, ParseMode as TgParseMode, Seconds,
+    BotCommand, ChatId, InlineKeyboardButton, InlineKeyboardMarkup, LabeledPrice, ParseMode as TgParseMode, Seconds,
     TelegramTransactionId, UserId,
 };
 
-use super::{Button, ParseMode, SendMessage};
+use super::{Button, Invoice, ParseMode, SendMessage};
 use crate::config::Secret;
 use crate::queue::JobError;
 
@@ -38,14 +38,17 @@ const CHARGE_ALREADY_REFUNDED: &str = "CHARGE_ALREADY_REFUNDED";
 
 /// The update kinds the bot's webhook asks for: messages (commands, and the
 /// `successful_payment` and `refunded_payment` service messages), inline button presses,
-/// pre-checkout queries, which Telegram cancels unless answered within 10 seconds, and changes of
-/// the bot's own membership (a user blocking or restarting it). Naming them keeps the others
-/// (reactions, edits) from costing a webhook call each.
-pub const BOT_UPDATES: [AllowedUpdate; 4] = [
+/// pre-checkout queries, which Telegram cancels unless answered within 10 seconds, changes of
+/// the bot's own membership (a user blocking or restarting it), and the members and join
+/// requests of the chats it administers (not in Telegram's default set). Naming them keeps the
+/// others (reactions, edits) from costing a webhook call each.
+pub const BOT_UPDATES: [AllowedUpdate; 6] = [
     AllowedUpdate::Message,
     AllowedUpdate::CallbackQuery,
     AllowedUpdate::PreCheckoutQuery,
     AllowedUpdate::MyChatMember,
+    AllowedUpdate::ChatMember,
+    AllowedUpdate::ChatJoinRequest,
 ];
 
 /// SendError is why a Bot API call failed, sorted by what to do next.
@@ -127,8 +130,11 @@ impl TelegramClient {
         })
     }
 
-    /// Sends `message` and returns Telegram's message id.
+    /// Sends `message` (as an invoice when it is one) and returns Telegram's message id.
     pub async fn send_message(&self, message: &SendMessage) -> Result<i64, SendError> {
+        if let Some(invoice) = &message.invoice {
+            return self.send_invoice(message.chat_id, invoice, &message.text).await;
+        }
         let mut request = self.bot.send_message(ChatId(message.chat_id), &message.text);
         if let Some(mode) = message.parse_mode {
             request = request.parse_mode(match mode {
@@ -148,6 +154,35 @@ impl TelegramClient {
             Ok(sent) => Ok(i64::from(sent.id.0)),
             Err(e) => Err(classify(e)),
         }
+    }
+
+    /// Sends `invoice` into chat `chat_id` with `description`; its button pays it in Stars.
+    async fn send_invoice(&self, chat_id: i64, invoice: &Invoice, description: &str) -> Result<i64, SendError> {
+        let price = LabeledPrice::new(&invoice.title, invoice.amount_stars);
+        // No provider token: Stars need none, and teloxide leaves an unset one out.
+        let request = self.bot.send_invoice(
+            ChatId(chat_id),
+            &invoice.title,
+            description,
+            &invoice.payload,
+            STARS,
+            [price],
+        );
+        match request.send().await {
+            Ok(sent) => Ok(i64::from(sent.id.0)),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    /// Sets the bot's menu of commands: (command without `/`, description).
+    pub async fn set_my_commands(&self, commands: &[(&str, String)]) -> Result<(), SendError> {
+        let commands = commands.iter().map(|(command, about)| BotCommand::new(*command, about));
+        self.bot
+            .set_my_commands(commands)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify_call)
     }
 
     /// Creates a `https://t.me/$…` link that opens a payment form for `invoice` in Stars.

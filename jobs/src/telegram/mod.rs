@@ -29,6 +29,9 @@ pub struct SendMessage {
     /// Rows of inline buttons under the message.
     #[serde(default)]
     pub buttons: Vec<Vec<Button>>,
+    /// Makes the message a Stars invoice (`sendInvoice`) whose description is `text`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invoice: Option<Invoice>,
     /// The broadcast this message is part of, whose recipient outcome its delivery records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broadcast_id: Option<i64>,
@@ -56,6 +59,42 @@ pub struct Button {
     pub callback_data: Option<String>,
 }
 
+impl Button {
+    /// A button that opens `url`.
+    pub fn url(text: impl Into<String>, url: impl Into<String>) -> Button {
+        Button {
+            text: text.into(),
+            url: Some(url.into()),
+            callback_data: None,
+        }
+    }
+
+    /// A button that sends `data` back to the bot.
+    pub fn callback(text: impl Into<String>, data: impl Into<String>) -> Button {
+        Button {
+            text: text.into(),
+            url: None,
+            callback_data: Some(data.into()),
+        }
+    }
+}
+
+/// Invoice is a one-off payment in Telegram Stars, sent into the chat as a message with a pay
+/// button (`sendInvoice`). Telegram posts the pre-checkout query and the payment with `payload`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invoice {
+    /// The product's name, 1 to 32 characters; also its one price's label.
+    pub title: String,
+    /// Ours, 1 to 128 bytes.
+    pub payload: String,
+    pub amount_stars: u32,
+}
+
+/// The longest invoice description Telegram accepts, in characters.
+pub const MAX_INVOICE_DESCRIPTION_CHARS: usize = 255;
+/// The longest invoice title Telegram accepts, in characters.
+pub const MAX_INVOICE_TITLE_CHARS: usize = 32;
+
 /// The longest message text Telegram accepts, in characters.
 pub const MAX_TEXT_CHARS: usize = 4096;
 /// The longest callback data Telegram accepts, in bytes.
@@ -77,6 +116,21 @@ impl SendMessage {
         }
         if self.text.chars().count() > MAX_TEXT_CHARS {
             return Err(format!("text is longer than {MAX_TEXT_CHARS} characters"));
+        }
+        if let Some(invoice) = &self.invoice {
+            if self.text.chars().count() > MAX_INVOICE_DESCRIPTION_CHARS {
+                return Err(format!(
+                    "an invoice's description is longer than {MAX_INVOICE_DESCRIPTION_CHARS} characters"
+                ));
+            }
+            if invoice.title.trim().is_empty() || invoice.title.chars().count() > MAX_INVOICE_TITLE_CHARS {
+                return Err(format!(
+                    "an invoice's title must be 1 to {MAX_INVOICE_TITLE_CHARS} characters"
+                ));
+            }
+            if invoice.payload.is_empty() || invoice.payload.len() > 128 || invoice.amount_stars == 0 {
+                return Err("an invoice needs a payload of 1 to 128 bytes and a price".into());
+            }
         }
         if self.chat_id == 0 {
             return Err("chat_id must not be 0".into());
@@ -111,6 +165,7 @@ mod tests {
             text: "hello".into(),
             parse_mode: None,
             buttons: vec![],
+            invoice: None,
             broadcast_id: None,
         }
     }

@@ -33,6 +33,17 @@ pub struct User {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Chat {
     pub id: i64,
+    /// `private`, `group`, `supergroup` or `channel`.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+}
+
+impl Chat {
+    /// Whether this is a user's private chat with the bot (Telegram always says; a private
+    /// chat's id is also the user's, and positive).
+    pub fn is_private(&self) -> bool {
+        self.kind.as_deref().map_or(self.id > 0, |kind| kind == "private")
+    }
 }
 
 /// Message is a message in a chat; for us, a payment, a refund or a `/start` command.
@@ -150,7 +161,10 @@ mod tests {
         Message {
             message_id: 1,
             from: Some(User { id: 5 }),
-            chat: Chat { id: 5 },
+            chat: Chat {
+                id: 5,
+                kind: Some("private".into()),
+            },
             date: 0,
             text: Some(text.into()),
             successful_payment: None,

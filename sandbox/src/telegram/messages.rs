@@ -1,4 +1,5 @@
-//! `sendMessage`: the one method that sends, with Telegram's per-chat and per-bot limits.
+//! `sendMessage` and `sendInvoice`: the methods that send, with Telegram's per-chat and per-bot
+//! limits.
 
 #[allow(unused_imports)]
 use super::*;
@@ -10,6 +11,45 @@ pub(super) fn send_message(shared: &Shared, params: &Params, user_agent: Option<
     let Some(text) = params.str("text").filter(|t| !t.is_empty()) else {
         return error(400, "Bad Request: message text is empty", None);
     };
+    send(shared, params, chat_id, text, None, user_agent)
+}
+
+/// An invoice in Stars, checked as Telegram checks one; it is recorded as a message whose text
+/// is its description and, like an invoice link, can be paid at `GET /sandbox/pay/<slug>`.
+pub(super) fn send_invoice(shared: &Shared, params: &Params, user_agent: Option<String>) -> poem::Response {
+    let Some(chat_id) = params.int("chat_id") else {
+        return error(400, "Bad Request: chat not found", None);
+    };
+    let title_len = params.str("title").map_or(0, |t| t.chars().count());
+    if !(1..=32).contains(&title_len) {
+        return error(400, "Bad Request: INVOICE_TITLE_INVALID", None);
+    }
+    let Some(description) = params
+        .str("description")
+        .filter(|d| (1..=255).contains(&d.chars().count()))
+    else {
+        return error(400, "Bad Request: INVOICE_DESCRIPTION_INVALID", None);
+    };
+    if params.0.contains_key("subscription_period") {
+        // Only invoice links sell subscriptions.
+        return error(400, "Bad Request: SUBSCRIPTION_PERIOD_INVALID", None);
+    }
+    let invoice = match check_stars_invoice(params) {
+        Ok(invoice) => invoice,
+        Err(refusal) => return error(400, refusal, None),
+    };
+    send(shared, params, chat_id, description, Some(invoice), user_agent)
+}
+
+/// Sends `text` (or an invoice) to `chat_id` if Telegram's limits allow it now.
+fn send(
+    shared: &Shared,
+    params: &Params,
+    chat_id: i64,
+    text: &str,
+    invoice: Option<Map<String, Value>>,
+    user_agent: Option<String>,
+) -> poem::Response {
     let now = Instant::now();
     let mut state = shared.state.lock().unwrap();
     if let Some(seconds) = state
@@ -55,12 +95,19 @@ pub(super) fn send_message(shared: &Shared, params: &Params, user_agent: Option<
     state.recent.push(now);
     let message_id = state.next_message_id;
     state.next_message_id += 1;
+    let invoice = invoice.map(|mut invoice| {
+        let link = format!("https://t.me/${}", uuid::Uuid::new_v4().simple());
+        invoice.insert("link".into(), json!(link));
+        state.invoice_links.push(Value::Object(invoice.clone()));
+        Value::Object(invoice)
+    });
     state.sent.push(SentMessage {
         message_id,
         chat_id,
         text: text.to_string(),
         parse_mode: params.str("parse_mode").map(str::to_string),
         reply_markup: params.json("reply_markup"),
+        invoice,
         user_agent,
         at_ms: now.duration_since(shared.started).as_millis() as u64,
     });

@@ -3,10 +3,15 @@
 //! (a 429 with `retry_after` when a chat or the bot goes too fast), and records what it was sent
 //! so tests and the local run can see it at `GET /sandbox/messages`.
 //!
-//! Besides `sendMessage` it serves what paying in Telegram Stars needs: `createInvoiceLink`
-//! (checked as Telegram checks a Stars invoice; links at `GET /sandbox/invoice_links`),
-//! `refundStarPayment` (of payments it was told of), and `setWebhook` / `getWebhookInfo`
-//! (at `GET /sandbox/webhook`). Any method can be made to fail on request ([`FakeTelegram::fail_next`]).
+//! Besides `sendMessage` it serves what paying in Telegram Stars needs: `sendInvoice` and
+//! `createInvoiceLink` (checked as Telegram checks a Stars invoice; links at
+//! `GET /sandbox/invoice_links`), `refundStarPayment` (of payments it was told of), and
+//! `setWebhook` / `getWebhookInfo` (at `GET /sandbox/webhook`) and `setMyCommands`. Any method can
+//! be made to fail on request ([`FakeTelegram::fail_next`]).
+//!
+//! A user talks to the bot through it as in Telegram: `POST /sandbox/write?user_id=&text=` posts
+//! their message to the webhook, `POST /sandbox/press?user_id=&data=` their press of a button the
+//! bot sent them ([`FakeTelegram::write`], [`FakeTelegram::press`]).
 //!
 //! Paying an invoice link is opening `GET /sandbox/pay/<slug>?user_id=<id>` (the slug is what
 //! follows `https://t.me/$`): the fake then does what Telegram does once a user confirms the
@@ -18,7 +23,7 @@
 //!
 //! # Layout
 //! - this module: the server, its state, the method dispatch and the `/sandbox/...` views.
-//! - [`messages`]: `sendMessage` and its limits.
+//! - [`messages`]: `sendMessage`, `sendInvoice` and their limits.
 //! - [`payments`]: Stars invoice links, refunds, and paying a link.
 //! - [`webhook`]: `setWebhook`, `getWebhookInfo`, and posting updates.
 //! - [`params`]: how a request's parameters are read.
@@ -57,6 +62,10 @@ pub struct SentMessage {
     pub text: String,
     pub parse_mode: Option<String>,
     pub reply_markup: Option<Value>,
+    /// For an invoice (`sendInvoice`, whose description is `text`): its parameters, and under
+    /// `link` the link that pays it at `GET /sandbox/pay/<slug>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invoice: Option<Value>,
     /// The sender's `User-Agent`.
     pub user_agent: Option<String>,
     /// Milliseconds since the fake started.
@@ -103,6 +112,8 @@ struct State {
     star_payments: HashMap<String, (i64, bool)>,
     star_refunds: Vec<(i64, String)>,
     webhook: Option<Value>,
+    // The bot's menu, as `setMyCommands` last set it.
+    commands: Option<Value>,
     // The last failed delivery to the webhook: (Unix time, Telegram's description).
     webhook_error: Option<(u64, String)>,
 }
@@ -164,6 +175,8 @@ impl FakeTelegram {
             .at("/sandbox/invoice_links", get(list_invoice_links))
             .at("/sandbox/webhook", get(show_webhook))
             .at("/sandbox/pay/:slug", get(pay_invoice))
+            .at("/sandbox/write", post(write_to_bot))
+            .at("/sandbox/press", post(press_button))
             .data(shared.clone());
         let server = tokio::spawn(async move {
             let _ = Server::new_with_acceptor(acceptor).run(app).await;
@@ -183,6 +196,12 @@ impl FakeTelegram {
     /// Every message accepted so far, in arrival order.
     pub fn messages(&self) -> Vec<SentMessage> {
         self.shared.state.lock().unwrap().sent.clone()
+    }
+
+    /// The messages accepted for `chat_id`, in arrival order.
+    pub fn messages_to(&self, chat_id: i64) -> Vec<SentMessage> {
+        let state = self.shared.state.lock().unwrap();
+        state.sent.iter().filter(|m| m.chat_id == chat_id).cloned().collect()
     }
 
     /// The texts of the messages accepted for `chat_id`, in arrival order.
@@ -261,6 +280,33 @@ impl FakeTelegram {
     /// `drop_pending_updates`), or `None` when none is.
     pub fn webhook(&self) -> Option<Value> {
         self.shared.state.lock().unwrap().webhook.clone()
+    }
+
+    /// The bot's menu of commands as `setMyCommands` last set it (`[{"command", "description"}]`).
+    pub fn commands(&self) -> Option<Value> {
+        self.shared.state.lock().unwrap().commands.clone()
+    }
+
+    /// `user_id` writes `text` to the bot in their private chat: the message is posted to the
+    /// webhook. Returns what the webhook answered (`null` for nothing), or why it failed.
+    pub async fn write(&self, user_id: i64, text: &str) -> Result<Value, String> {
+        user_writes(&self.shared, user_id, text).await
+    }
+
+    /// `user_id` presses the button with callback data `data` under the latest of the bot's
+    /// messages in their private chat that has one: the press is posted to the webhook. Fails
+    /// when no message there has such a button.
+    pub async fn press(&self, user_id: i64, data: &str) -> Result<Value, String> {
+        user_presses(&self.shared, user_id, data).await
+    }
+
+    /// The buttons of the latest message to `chat_id`: (text, callback data or URL) by row.
+    pub fn buttons_of_latest(&self, chat_id: i64) -> Vec<Vec<(String, String)>> {
+        let state = self.shared.state.lock().unwrap();
+        let Some(message) = state.sent.iter().rev().find(|m| m.chat_id == chat_id) else {
+            return Vec::new();
+        };
+        buttons(message)
     }
 
     /// From now on `getWebhookInfo` reports that the last delivery failed with `message` (as in
@@ -345,6 +391,20 @@ async fn bot_method(
             }
             answer
         }
+        "sendinvoice" => {
+            let user_agent = headers
+                .get("user-agent")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            send_invoice(&shared, &params, user_agent)
+        }
+        "setmycommands" => {
+            let Some(commands) = params.json("commands").filter(Value::is_array) else {
+                return error(400, "Bad Request: field \"commands\" must be an Array", None);
+            };
+            shared.state.lock().unwrap().commands = Some(commands);
+            ok(json!(true))
+        }
         "createinvoicelink" => create_invoice_link(&shared, &params),
         "refundstarpayment" => refund_star_payment(&shared, &params),
         "setwebhook" => set_webhook(&shared, &params),
@@ -366,6 +426,110 @@ fn list_invoice_links(shared: Data<&Arc<Shared>>) -> Json<Vec<Value>> {
 #[handler]
 fn show_webhook(shared: Data<&Arc<Shared>>) -> Json<Option<Value>> {
     Json(shared.state.lock().unwrap().webhook.clone())
+}
+
+/// The inline buttons of `message`: (text, callback data or URL) by row.
+fn buttons(message: &SentMessage) -> Vec<Vec<(String, String)>> {
+    let rows = message
+        .reply_markup
+        .as_ref()
+        .and_then(|m| m["inline_keyboard"].as_array().cloned())
+        .unwrap_or_default();
+    rows.iter()
+        .map(|row| {
+            row.as_array()
+                .into_iter()
+                .flatten()
+                .map(|b| {
+                    let action = b["callback_data"].as_str().or(b["url"].as_str()).unwrap_or_default();
+                    (b["text"].as_str().unwrap_or_default().to_string(), action.to_string())
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The webhook's URL and secret token, or why updates cannot be posted.
+fn webhook_target(shared: &Shared) -> Result<(String, Option<String>), String> {
+    let state = shared.state.lock().unwrap();
+    let webhook = state
+        .webhook
+        .as_ref()
+        .ok_or("no webhook set: run worker telegram set-webhook")?;
+    Ok((
+        webhook["url"].as_str().unwrap_or_default().to_string(),
+        webhook["secret_token"].as_str().map(str::to_string),
+    ))
+}
+
+async fn post_to_webhook(shared: &Shared, update: &Value) -> Result<Value, String> {
+    let (url, secret) = webhook_target(shared)?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())?;
+    deliver(shared, &client, &url, secret.as_deref(), update).await
+}
+
+async fn user_writes(shared: &Shared, user_id: i64, text: &str) -> Result<Value, String> {
+    let update = crate::telegram_updates::text_message(shared.next_update_id(), user_id, text);
+    post_to_webhook(shared, &update).await
+}
+
+async fn user_presses(shared: &Shared, user_id: i64, data: &str) -> Result<Value, String> {
+    let pressed = {
+        let state = shared.state.lock().unwrap();
+        state
+            .sent
+            .iter()
+            .rev()
+            .filter(|m| m.chat_id == user_id)
+            .find(|m| buttons(m).iter().flatten().any(|(_, action)| action == data))
+            .map(|m| m.message_id)
+    };
+    let Some(message_id) = pressed else {
+        return Err(format!(
+            "no message to {user_id} has a button with callback data {data:?}"
+        ));
+    };
+    let update_id = shared.next_update_id();
+    let mut update = crate::telegram_updates::callback_query(update_id, &update_id.to_string(), user_id, user_id, data);
+    update["callback_query"]["message"]["message_id"] = json!(message_id);
+    post_to_webhook(shared, &update).await
+}
+
+/// `POST /sandbox/write?user_id=42&text=/start`: the user writes to the bot.
+#[handler]
+async fn write_to_bot(Query(query): Query<HashMap<String, String>>, shared: Data<&Arc<Shared>>) -> poem::Response {
+    let Some(user_id) = query
+        .get("user_id")
+        .and_then(|u| u.parse::<i64>().ok())
+        .filter(|u| *u > 0)
+    else {
+        return page(400, "user_id must be a Telegram user id (a positive integer)".into());
+    };
+    let text = query.get("text").map_or("", String::as_str);
+    match user_writes(&shared, user_id, text).await {
+        Ok(answer) => page(200, format!("Delivered; the webhook answered {answer}.")),
+        Err(why) => page(502, format!("Not delivered: {why}")),
+    }
+}
+
+/// `POST /sandbox/press?user_id=42&data=plan:pro_monthly`: the user presses a button of the bot's.
+#[handler]
+async fn press_button(Query(query): Query<HashMap<String, String>>, shared: Data<&Arc<Shared>>) -> poem::Response {
+    let Some(user_id) = query
+        .get("user_id")
+        .and_then(|u| u.parse::<i64>().ok())
+        .filter(|u| *u > 0)
+    else {
+        return page(400, "user_id must be a Telegram user id (a positive integer)".into());
+    };
+    let data = query.get("data").map_or("", String::as_str);
+    match user_presses(&shared, user_id, data).await {
+        Ok(answer) => page(200, format!("Pressed; the webhook answered {answer}.")),
+        Err(why) => page(409, format!("Not pressed: {why}")),
+    }
 }
 
 impl Shared {

@@ -15,27 +15,11 @@ pub(super) const MAX_ONE_OFF_STARS: i64 = 100_000;
 /// Checks a Stars invoice as Telegram does (the fake knows no payment providers, so other
 /// currencies are refused), records it and answers with a `https://t.me/$…` link.
 pub(super) fn create_invoice_link(shared: &Shared, params: &Params) -> poem::Response {
-    if params.str("currency") != Some("XTR") {
-        return error(400, "Bad Request: CURRENCY_INVALID", None);
-    }
-    let prices = params
-        .json("prices")
-        .and_then(|p| p.as_array().cloned())
-        .unwrap_or_default();
-    match prices.len() {
-        0 => return error(400, "Bad Request: there must be at least one price", None),
-        1 => {}
-        // A Stars invoice has exactly one price.
-        _ => return error(400, "Bad Request: STARS_INVOICE_INVALID", None),
-    }
-    let amount = prices[0]["amount"].as_i64().unwrap_or(0);
-    if amount <= 0 {
-        return error(400, "Bad Request: total price must be positive", None);
-    }
-    let payload_len = params.str("payload").map_or(0, str::len);
-    if !(1..=128).contains(&payload_len) {
-        return error(400, "Bad Request: INVOICE_PAYLOAD_INVALID", None);
-    }
+    let mut record = match check_stars_invoice(params) {
+        Ok(record) => record,
+        Err(refusal) => return error(400, refusal, None),
+    };
+    let amount = record["prices"][0]["amount"].as_i64().unwrap_or(0);
     let period = match params.0.get("subscription_period") {
         None => None,
         Some(_) => match params.int("subscription_period") {
@@ -46,18 +30,46 @@ pub(super) fn create_invoice_link(shared: &Shared, params: &Params) -> poem::Res
     if period.is_some() && amount > MAX_SUBSCRIPTION_STARS {
         return error(400, "Bad Request: SUBSCRIPTION_AMOUNT_INVALID", None);
     }
-    if amount > MAX_ONE_OFF_STARS {
-        return error(400, "Bad Request: CURRENCY_TOTAL_AMOUNT_INVALID", None);
-    }
     let link = format!("https://t.me/${}", uuid::Uuid::new_v4().simple());
-    let mut record = params.0.clone();
-    record.insert("prices".into(), Value::Array(prices));
     if let Some(seconds) = period {
         record.insert("subscription_period".into(), json!(seconds));
     }
     record.insert("link".into(), json!(link));
     shared.state.lock().unwrap().invoice_links.push(Value::Object(record));
     ok(json!(link))
+}
+
+/// Checks what every Stars invoice must be, as Telegram does (the fake knows no payment
+/// providers, so other currencies are refused), and returns its parameters with `prices`
+/// decoded, or Telegram's description of the refusal (a 400).
+pub(super) fn check_stars_invoice(params: &Params) -> Result<Map<String, Value>, &'static str> {
+    if params.str("currency") != Some("XTR") {
+        return Err("Bad Request: CURRENCY_INVALID");
+    }
+    let prices = params
+        .json("prices")
+        .and_then(|p| p.as_array().cloned())
+        .unwrap_or_default();
+    match prices.len() {
+        0 => return Err("Bad Request: there must be at least one price"),
+        1 => {}
+        // A Stars invoice has exactly one price.
+        _ => return Err("Bad Request: STARS_INVOICE_INVALID"),
+    }
+    let amount = prices[0]["amount"].as_i64().unwrap_or(0);
+    if amount <= 0 {
+        return Err("Bad Request: total price must be positive");
+    }
+    let payload_len = params.str("payload").map_or(0, str::len);
+    if !(1..=128).contains(&payload_len) {
+        return Err("Bad Request: INVOICE_PAYLOAD_INVALID");
+    }
+    if amount > MAX_ONE_OFF_STARS {
+        return Err("Bad Request: CURRENCY_TOTAL_AMOUNT_INVALID");
+    }
+    let mut record = params.0.clone();
+    record.insert("prices".into(), Value::Array(prices));
+    Ok(record)
 }
 
 /// Refunds a payment the fake was told of ([`FakeTelegram::record_star_payment`]), once.

@@ -6,8 +6,8 @@ use clap::Subcommand;
 #[derive(Debug, Subcommand)]
 pub enum TelegramCommand {
     /// Points the bot's webhook at `TELEGRAM_WEBHOOK_URL` (or --url) with
-    /// `TELEGRAM_WEBHOOK_SECRET` as its secret token, for messages, button presses and
-    /// pre-checkout queries. Updates waiting at Telegram are kept.
+    /// `TELEGRAM_WEBHOOK_SECRET` as its secret token, for the updates the bot acts on, and sets
+    /// its menu of commands (in the texts of `BOT_TEXTS`). Updates waiting at Telegram are kept.
     SetWebhook {
         /// The public URL of `POST /webhooks/telegram`, e.g. https://<app>.herokuapp.com/webhooks/telegram.
         #[arg(long)]
@@ -24,6 +24,7 @@ pub enum TelegramCommand {
 /// Runs `command`: against the Bot API of `TELEGRAM_BOT_TOKEN` (at `TELEGRAM_API_URL`), or for
 /// bans against the database.
 pub async fn run(command: TelegramCommand) -> anyhow::Result<()> {
+    use jobs::bot::{MENU, Texts};
     use jobs::config::required;
     use jobs::telegram::client::BOT_UPDATES;
 
@@ -34,8 +35,21 @@ pub async fn run(command: TelegramCommand) -> anyhow::Result<()> {
                 None => required("TELEGRAM_WEBHOOK_URL")?,
             };
             let secret = required("TELEGRAM_WEBHOOK_SECRET")?;
-            bot()?.set_webhook(&url, &secret, &BOT_UPDATES).await?;
-            println!("webhook set: {url} (message, callback_query, pre_checkout_query, my_chat_member)");
+            let texts = Texts::from_env()?;
+            let bot = bot()?;
+            bot.set_webhook(&url, &secret, &BOT_UPDATES).await?;
+            let kinds: Vec<String> = BOT_UPDATES
+                .iter()
+                .filter_map(|kind| Some(serde_json::to_value(kind).ok()?.as_str()?.to_string()))
+                .collect();
+            println!("webhook set: {url} ({})", kinds.join(", "));
+            let menu: Vec<(&str, String)> = MENU
+                .iter()
+                .map(|(command, text)| (*command, texts.get(*text)))
+                .collect();
+            bot.set_my_commands(&menu).await?;
+            let commands: Vec<String> = MENU.iter().map(|(command, _)| format!("/{command}")).collect();
+            println!("commands set: {}", commands.join(" "));
         }
         TelegramCommand::WebhookInfo => {
             let (url, pending, last_error) = bot()?.webhook_info().await?;

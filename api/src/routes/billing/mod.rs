@@ -87,7 +87,7 @@ async fn start_plan_request(
         return Err(unknown_plan(plans, kind, &plan));
     }
     let mut tx = pool.begin().await?;
-    let created = requests::create(&mut tx, user.id, kind, Some(&plan), idempotency_key).await?;
+    let created = requests::create(&mut tx, user.id, kind, Some(&plan), idempotency_key, None).await?;
     tx.commit().await?;
     Ok(match created {
         Created::New(request) => {
@@ -231,7 +231,7 @@ impl BillingApi {
         let user = auth.0;
         let key = idempotency_key.0.as_ref().map(IdempotencyKey::as_str);
         let mut tx = pool.begin().await?;
-        let created = requests::create(&mut tx, user.id, Kind::Portal, None, key).await?;
+        let created = requests::create(&mut tx, user.id, Kind::Portal, None, key, None).await?;
         tx.commit().await?;
         Ok(match created {
             Created::New(request) => {

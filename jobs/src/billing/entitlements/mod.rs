@@ -12,7 +12,7 @@ pub use rule::{Facts, PaidPeriod, derive};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 
 use crate::billing::plans::Plan;
 use crate::queue::NewJob;
@@ -190,7 +190,7 @@ pub async fn set(
 }
 
 /// The entitlements of `user_id` that are usable now.
-pub async fn active_for(pool: &PgPool, user_id: i64) -> Result<Vec<Entitlement>, sqlx::Error> {
+pub async fn active_for(conn: &mut PgConnection, user_id: i64) -> Result<Vec<Entitlement>, sqlx::Error> {
     let rows: Vec<Row> = sqlx::query_as(concat!(
         "SELECT ",
         columns!(),
@@ -199,7 +199,7 @@ pub async fn active_for(pool: &PgPool, user_id: i64) -> Result<Vec<Entitlement>,
          ORDER BY expires_at DESC, id"
     ))
     .bind(user_id)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?;
     Ok(rows.into_iter().map(Entitlement::from).collect())
 }
@@ -366,6 +366,7 @@ pub fn notification(change: &Changed, plan: &Plan, why: Option<&str>) -> Option<
         text,
         parse_mode: None,
         buttons: Vec::new(),
+        invoice: None,
         broadcast_id: None,
     };
     Some(NewJob::new(

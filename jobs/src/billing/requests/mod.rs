@@ -88,13 +88,15 @@ pub struct BillingRequest {
     pub status: RequestStatus,
     pub url: Option<String>,
     pub failure: Option<String>,
+    /// The chat with the bot the request was made in, which its link (or failure) is sent to.
+    pub reply_chat_id: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 macro_rules! columns {
     () => {
-        "id, user_id, kind, plan, idempotency_key, status, url, failure, created_at, updated_at"
+        "id, user_id, kind, plan, idempotency_key, status, url, failure, reply_chat_id, created_at, updated_at"
     };
 }
 
@@ -140,12 +142,15 @@ pub enum Created {
 /// same kind and plan. A purchase of a plan the user has a renewing subscription to is refused,
 /// and so is a new request over the user's [`LIMIT`]. The user's requests are serialised
 /// by a transaction-level advisory lock, so that concurrent calls count and reuse exactly.
+/// A request made in a chat with the bot names it (`reply_chat_id`), for its link to be sent
+/// there; an existing request that answers it does not take the chat (see [`reply_in`]).
 pub async fn create(
     conn: &mut PgConnection,
     user_id: i64,
     kind: Kind,
     plan: Option<&str>,
     idempotency_key: Option<&str>,
+    reply_chat_id: Option<i64>,
 ) -> Result<Created, sqlx::Error> {
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('billing_requests:' || $1::text, 0))")
         .bind(user_id)
@@ -210,14 +215,15 @@ pub async fn create(
         return Ok(Created::Limited { retry_after });
     }
     let request: BillingRequest = sqlx::query_as(concat!(
-        "INSERT INTO billing_requests (user_id, kind, plan, idempotency_key) VALUES ($1, $2, $3, $4)
-         RETURNING ",
+        "INSERT INTO billing_requests (user_id, kind, plan, idempotency_key, reply_chat_id)
+         VALUES ($1, $2, $3, $4, $5) RETURNING ",
         columns!()
     ))
     .bind(user_id)
     .bind(kind.name())
     .bind(plan)
     .bind(idempotency_key)
+    .bind(reply_chat_id)
     .fetch_one(&mut *conn)
     .await?;
     let job = CreateSession { request_id: request.id };
@@ -240,25 +246,51 @@ pub enum Settlement<'a> {
     Failed { reason: &'a str },
 }
 
-/// Settles a pending request; a request that is already settled stays as it is. Run it in the
-/// job's effect transaction: the commit wakes long-polling clients.
-pub async fn settle(conn: &mut PgConnection, id: i64, settlement: Settlement<'_>) -> Result<(), sqlx::Error> {
+/// Makes request `id` send its link into `chat_id` once it is settled. Returns `None` while it
+/// is pending (the worker that settles it sends the link), or the request as settled, whose link
+/// the caller sends. The row lock orders this against [`settle`]: whichever comes second sees
+/// what the first did.
+pub async fn reply_in(conn: &mut PgConnection, id: i64, chat_id: i64) -> Result<Option<BillingRequest>, sqlx::Error> {
+    let pending: Option<i64> = sqlx::query_scalar(
+        "UPDATE billing_requests SET reply_chat_id = $2 WHERE id = $1 AND status = 'pending' RETURNING id",
+    )
+    .bind(id)
+    .bind(chat_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if pending.is_some() {
+        return Ok(None);
+    }
+    Ok(get(conn, id).await?.map(|request| BillingRequest {
+        reply_chat_id: Some(chat_id),
+        ..request
+    }))
+}
+
+/// Settles a pending request and returns it as settled; a request that is already settled
+/// stays as it is (`None`). Run it in the job's effect transaction: the commit wakes
+/// long-polling clients.
+pub async fn settle(
+    conn: &mut PgConnection,
+    id: i64,
+    settlement: Settlement<'_>,
+) -> Result<Option<BillingRequest>, sqlx::Error> {
     let (status, url, provider_id, failure) = match settlement {
         Settlement::Ready { url, provider_id } => ("ready", Some(url), Some(provider_id), None),
         Settlement::Failed { reason } => ("failed", None, None, Some(reason)),
     };
-    sqlx::query(
+    sqlx::query_as(concat!(
         "UPDATE billing_requests SET status = $2, url = $3, provider_id = $4, failure = $5, updated_at = now()
-         WHERE id = $1 AND status = 'pending'",
-    )
+         WHERE id = $1 AND status = 'pending' RETURNING ",
+        columns!()
+    ))
     .bind(id)
     .bind(status)
     .bind(url)
     .bind(provider_id)
     .bind(failure)
-    .execute(conn)
+    .fetch_optional(conn)
     .await
-    .map(|_| ())
 }
 
 /// Settled tells long-polling clients which requests settled, from one LISTEN connection per

@@ -10,6 +10,7 @@
 use super::{BillingRequest, CreateSession, Kind, RequestStatus, Settlement, get, settle};
 use crate::billing::stripe::{customer_of, remember_customer};
 use crate::billing::{Billing, entitlements, stars};
+use crate::bot;
 use crate::queue::{Completed, Job, JobError, apply_once, complete_unchanged};
 use crate::stripe::client::{self, CheckoutSessionParams};
 use crate::telegram;
@@ -77,7 +78,12 @@ pub async fn create_session(billing: &Billing, job: Job<CreateSession>) -> Resul
         },
     };
     apply_once(&billing.pool, &job, async |tx| {
-        settle(tx.conn(), request.id, settlement).await
+        let settled = settle(tx.conn(), request.id, settlement).await?;
+        // A request made in the chat with the bot gets its link there, with the settlement.
+        if let Some(link) = settled.as_ref().and_then(|r| bot::link_job(billing.bot(), r)) {
+            tx.enqueue(&link).await?;
+        }
+        Ok::<(), sqlx::Error>(())
     })
     .await
 }

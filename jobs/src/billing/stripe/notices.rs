@@ -20,6 +20,7 @@ pub(super) async fn checkout_failed(conn: &mut PgConnection, user_id: i64, cause
             .into(),
         parse_mode: None,
         buttons: Vec::new(),
+        invoice: None,
         broadcast_id: None,
     };
     enqueue(conn, &NewJob::new(&message, format!("{cause}:notice")))
@@ -91,6 +92,7 @@ pub(super) async fn payment_failed(
         ),
         parse_mode: None,
         buttons,
+        invoice: None,
         broadcast_id: None,
     };
     enqueue(

@@ -121,6 +121,7 @@ impl PromoMessage {
             text: self.text.clone(),
             parse_mode: self.parse_mode,
             buttons: self.buttons.clone(),
+            invoice: None,
             broadcast_id: Some(broadcast_id),
         }
     }

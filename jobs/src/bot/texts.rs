@@ -1,0 +1,267 @@
+//! What the bot says: every text of its conversation, with English defaults, each of which
+//! `BOT_TEXTS` (a JSON object of name to text) or the file `BOT_TEXTS_FILE` names may replace.
+//!
+//! A text may use the placeholders its name lists (`{plan}`, `{until}` …), filled in when it is
+//! sent. An unknown name, or a placeholder the text does not offer, stops the process at start:
+//! a typo must not reach a subscriber as `{plna}`.
+
+use std::collections::HashMap;
+
+use crate::config::{self, ConfigError};
+
+macro_rules! texts {
+    ($($(#[doc = $doc:literal])* $variant:ident = $name:literal [$($placeholder:literal),*] $default:literal;)*) => {
+        /// Text names one thing the bot says.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Text {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl Text {
+            /// Every text, in the order they are documented.
+            pub const ALL: &'static [Text] = &[$(Text::$variant,)*];
+
+            /// Its name in `BOT_TEXTS`.
+            pub const fn name(self) -> &'static str {
+                match self { $(Text::$variant => $name,)* }
+            }
+
+            /// The placeholders it may use.
+            pub const fn placeholders(self) -> &'static [&'static str] {
+                match self { $(Text::$variant => &[$($placeholder),*],)* }
+            }
+
+            /// What it says unless configured otherwise.
+            pub const fn default_text(self) -> &'static str {
+                match self { $(Text::$variant => $default,)* }
+            }
+        }
+    };
+}
+
+texts! {
+    /// The answer to `/start`, above the plans' buttons.
+    Welcome = "welcome" []
+        "👋 Welcome! Subscribe to a plan below to get access. /status shows what you have, /help what else I can do.";
+    /// The answer to `/plans` and `/buy`, above the plans' buttons.
+    Plans = "plans" []
+        "Choose a plan:";
+    /// The label of a plan's button in a list of plans.
+    PlanButton = "plan_button" ["plan", "prices"]
+        "{plan} · {prices}";
+    /// One plan, above its payment buttons.
+    Plan = "plan" ["plan", "days", "prices"]
+        "{plan}: {days} days of access for {prices}.\nHow would you like to pay?";
+    /// Added to [`Text::Plan`] when the user already has the plan and it will not renew by itself.
+    PlanExtends = "plan_extends" ["plan", "until"]
+        "You have {plan} until {until}; paying now adds a period after that.";
+    /// A price in Stars, in a plan's prices.
+    PriceStars = "price_stars" ["stars"]
+        "⭐ {stars}";
+    /// Paying by card, in a plan's prices (the card price is Stripe's, shown on its page).
+    PriceCard = "price_card" []
+        "💳 card";
+    /// The button that pays a plan with Stars.
+    PayStarsButton = "pay_stars_button" ["stars"]
+        "Pay ⭐ {stars}";
+    /// The button that pays a plan by card.
+    PayCardButton = "pay_card_button" []
+        "💳 Pay by card";
+    /// The invoice's description, when a plan is sold with `sendInvoice` (1 to 255 characters).
+    InvoiceDescription = "invoice_description" ["plan", "days"]
+        "{plan}: {days} days of access.";
+    /// The message with a Stars subscription's pay button.
+    StarsLink = "stars_link" ["plan", "stars"]
+        "{plan} renews every 30 days for ⭐ {stars}; cancel any time in Telegram. Tap to subscribe:";
+    /// The message with a Stripe Checkout pay button.
+    CardLink = "card_link" ["plan"]
+        "Tap to pay for {plan} by card (the page is Stripe's; the link works for 24 hours):";
+    /// The message with a Billing Portal button.
+    PortalLink = "portal_link" []
+        "Change your card, see your invoices or cancel your subscription:";
+    /// The Billing Portal button.
+    PortalButton = "portal_button" []
+        "Manage billing";
+    /// A payment link the provider could not make.
+    LinkFailed = "link_failed" ["reason"]
+        "Sorry, that did not work: {reason}\nPlease try again in a moment.";
+    /// The user already subscribes to the plan, and it renews.
+    AlreadySubscribed = "already_subscribed" ["plan", "until", "provider"]
+        "You already subscribe to {plan} ({provider}); it renews on {until}. /billing manages it.";
+    /// Too many payment links asked for in a short time.
+    RateLimited = "rate_limited" ["minutes"]
+        "You have asked for many payment links in a short time. Please try again in {minutes} min.";
+    /// A button or link for a plan that is no longer sold (that way), above the plans' buttons.
+    PlanUnavailable = "plan_unavailable" []
+        "That plan is not available any more. Here is what you can choose from:";
+    /// `/status` without an active entitlement.
+    StatusNone = "status_none" []
+        "You have no active plan. /plans shows what you can subscribe to.";
+    /// `/status`: the first line, above one [`Text::StatusLine`] per active entitlement.
+    StatusHeader = "status_header" []
+        "Your access:";
+    /// `/status`: one active entitlement that renews by itself.
+    StatusRenews = "status_renews" ["plan", "until", "provider"]
+        "• {plan}: renews on {until} ({provider})";
+    /// `/status`: one active entitlement that ends unless paid again.
+    StatusEnds = "status_ends" ["plan", "until", "provider"]
+        "• {plan}: until {until}, does not renew ({provider})";
+    /// `/billing` for a user with no card subscription but one paid with Stars.
+    BillingStars = "billing_stars" []
+        "Stars subscriptions are managed in Telegram: Settings → My Stars, then your subscription. Cancelled, it lasts until the end of the paid month.";
+    /// `/billing` for a user who pays for nothing.
+    BillingNone = "billing_none" []
+        "You have nothing to manage yet. /plans shows what you can subscribe to.";
+    /// `/help`.
+    Help = "help" []
+        "/plans: what you can subscribe to\n/buy: subscribe to a plan\n/status: your access and when it ends\n/billing: manage your payment\n/help: this message";
+    /// A command the bot does not know, or a message that is not a command.
+    Unknown = "unknown" ["help"]
+        "Sorry, I did not understand that.\n\n{help}";
+    /// The menu's description of `/plans` (`setMyCommands`).
+    CommandPlans = "command_plans" []
+        "What you can subscribe to";
+    /// The menu's description of `/buy`.
+    CommandBuy = "command_buy" []
+        "Subscribe to a plan";
+    /// The menu's description of `/status`.
+    CommandStatus = "command_status" []
+        "Your access and when it ends";
+    /// The menu's description of `/billing`.
+    CommandBilling = "command_billing" []
+        "Manage your payment";
+    /// The menu's description of `/help`.
+    CommandHelp = "command_help" []
+        "What the bot can do";
+}
+
+/// Texts is the bot's configured texts.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Texts {
+    overrides: HashMap<Text, String>,
+}
+
+impl Texts {
+    /// Reads `BOT_TEXTS`, or the file `BOT_TEXTS_FILE` names; the defaults when neither is set.
+    pub fn from_env() -> Result<Texts, ConfigError> {
+        if let Some(json) = config::optional("BOT_TEXTS") {
+            return Texts::parse(&json).map_err(|problem| ConfigError {
+                var: "BOT_TEXTS",
+                problem,
+            });
+        }
+        let Some(path) = config::optional("BOT_TEXTS_FILE") else {
+            return Ok(Texts::default());
+        };
+        let json = std::fs::read_to_string(&path).map_err(|e| ConfigError {
+            var: "BOT_TEXTS_FILE",
+            problem: format!("cannot be read ({e}): {path:?}"),
+        })?;
+        Texts::parse(&json).map_err(|problem| ConfigError {
+            var: "BOT_TEXTS_FILE",
+            problem,
+        })
+    }
+
+    /// Parses and checks the texts that replace defaults: `{"welcome": "Hi!", …}`.
+    pub fn parse(json: &str) -> Result<Texts, String> {
+        let given: HashMap<String, String> =
+            serde_json::from_str(json).map_err(|e| format!("is not a JSON object of texts: {e}"))?;
+        let mut overrides = HashMap::new();
+        for (name, text) in given {
+            let Some(&key) = Text::ALL.iter().find(|t| t.name() == name) else {
+                return Err(format!("names no text the bot sends: {name:?}"));
+            };
+            if text.trim().is_empty() || text.contains('\0') {
+                return Err(format!("text {name:?} is empty or holds U+0000"));
+            }
+            if let Some(unknown) = placeholders(&text).find(|p| !key.placeholders().contains(p)) {
+                return Err(format!(
+                    "text {name:?} uses {{{unknown}}}, which it does not offer (it offers: {})",
+                    key.placeholders().join(", ")
+                ));
+            }
+            overrides.insert(key, text);
+        }
+        Ok(Texts { overrides })
+    }
+
+    /// `text` with its placeholders filled in from `values` (name, value).
+    pub fn render(&self, text: Text, values: &[(&str, &str)]) -> String {
+        let template = self.overrides.get(&text).map_or(text.default_text(), String::as_str);
+        let mut out = String::with_capacity(template.len());
+        let mut rest = template;
+        while let Some(open) = rest.find('{') {
+            out.push_str(&rest[..open]);
+            let after = &rest[open + 1..];
+            let filled = after.find('}').and_then(|close| {
+                let value = values.iter().find(|(name, _)| *name == &after[..close])?.1;
+                Some((value, close))
+            });
+            match filled {
+                Some((value, close)) => {
+                    out.push_str(value);
+                    rest = &after[close + 1..];
+                }
+                None => {
+                    out.push('{');
+                    rest = after;
+                }
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+
+    /// `text`, which has no placeholders.
+    pub fn get(&self, text: Text) -> String {
+        self.render(text, &[])
+    }
+}
+
+/// The `{name}`s in `text` that look like placeholders (a name of a-z and `_`).
+fn placeholders(text: &str) -> impl Iterator<Item = &str> {
+    text.split('{').skip(1).filter_map(|part| {
+        let name = &part[..part.find('}')?];
+        (!name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')).then_some(name)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_use_only_their_own_placeholders_and_names_are_unique() {
+        let mut names = std::collections::HashSet::new();
+        for text in Text::ALL {
+            assert!(names.insert(text.name()), "{} twice", text.name());
+            for p in placeholders(text.default_text()) {
+                assert!(text.placeholders().contains(&p), "{}: {{{p}}}", text.name());
+            }
+        }
+    }
+
+    #[test]
+    fn overrides_replace_defaults_and_placeholders_are_filled() {
+        let texts = Texts::parse(r#"{"plan": "{plan} for {prices}, {days} d {not a placeholder}"}"#).unwrap();
+        assert_eq!(
+            texts.render(Text::Plan, &[("plan", "Pro"), ("prices", "⭐ 250"), ("days", "30")]),
+            "Pro for ⭐ 250, 30 d {not a placeholder}"
+        );
+        assert_eq!(texts.get(Text::Plans), "Choose a plan:");
+    }
+
+    #[test]
+    fn unknown_names_and_placeholders_and_empty_texts_are_refused() {
+        for (json, reason) in [
+            (r#"{"welcom": "Hi"}"#, "names no text"),
+            (r#"{"plan": "{plna}"}"#, "does not offer"),
+            (r#"{"help": " "}"#, "empty"),
+            (r#"["help"]"#, "not a JSON object"),
+        ] {
+            let err = Texts::parse(json).unwrap_err();
+            assert!(err.contains(reason), "{json}: {err}");
+        }
+    }
+}
