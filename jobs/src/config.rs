@@ -29,6 +29,26 @@ pub fn required(var: &'static str) -> Result<String, ConfigError> {
     })
 }
 
+/// The value of `var`, or when it is unset the contents of the file `file_var` names, with the
+/// name of the variable it came from (for the error of what is wrong with it); `None` when
+/// neither is set.
+pub fn inline_or_file(
+    var: &'static str,
+    file_var: &'static str,
+) -> Result<Option<(&'static str, String)>, ConfigError> {
+    if let Some(value) = optional(var) {
+        return Ok(Some((var, value)));
+    }
+    let Some(path) = optional(file_var) else {
+        return Ok(None);
+    };
+    let contents = std::fs::read_to_string(&path).map_err(|e| ConfigError {
+        var: file_var,
+        problem: format!("cannot be read ({e}): {path:?}"),
+    })?;
+    Ok(Some((file_var, contents)))
+}
+
 /// `var` parsed as a `T`, or `default` when it is unset.
 pub fn parsed_or<T>(var: &'static str, default: T) -> Result<T, ConfigError>
 where

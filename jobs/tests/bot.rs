@@ -1,6 +1,7 @@
 //! The bot's conversation against a real PostgreSQL: what a press of a pay button stores, and
-//! that the link of a request made in the chat reaches it once, whichever of the worker settling
-//! it and a second press finding it settled comes first.
+//! that the link of a request made in the chat reaches it once, in either order of the worker
+//! settling it and a press finding it (pending: the press attaches the chat and the settlement
+//! carries it; settled: the press queues the link under the key the worker's used).
 
 use jobs::billing::Plans;
 use jobs::billing::requests::{self, Settlement};
@@ -116,5 +117,38 @@ async fn a_request_made_elsewhere_and_still_pending_sends_its_link_to_the_chat_t
         count(&pool, "SELECT count(*) FROM billing_requests WHERE reply_chat_id = 777").await,
         1,
         "the chat is attached to the pending request"
+    );
+    // The worker settles it after the press: what it settled carries the chat, so it queues the
+    // link there.
+    let mut tx = pool.begin().await.unwrap();
+    let id: i64 = sqlx::query_scalar("SELECT id FROM billing_requests")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    let settled = requests::settle(
+        &mut tx,
+        id,
+        Settlement::Failed {
+            reason: "card declined",
+        },
+    )
+    .await
+    .unwrap()
+    .expect("it was pending");
+    assert_eq!(settled.reply_chat_id, Some(USER));
+    let (plans, texts) = (plans(), Texts::default());
+    let told = bot::link_message(
+        Bot {
+            plans: &plans,
+            texts: &texts,
+        },
+        &settled,
+    )
+    .expect("a message for the chat");
+    assert_eq!(told.chat_id, USER);
+    assert!(
+        told.text.starts_with("Sorry, that did not work: card declined"),
+        "{}",
+        told.text
     );
 }

@@ -227,7 +227,7 @@ async fn promo_clicks_are_stored_once_and_callbacks_answered_inline() {
     );
     let start = updates::start_command(61, 43, "promo-spring-b");
     assert_eq!(app.deliver_update(&start).await.status(), StatusCode::NO_CONTENT);
-    // Not promos: a button of something else is answered, a plain /start is only stored.
+    // Not promos: a button of something else is answered, a plain /start records no click.
     let other = updates::callback_query(62, "cbq-2", 42, 42, "settings");
     assert_eq!(
         method_call(app.deliver_update(&other).await).await["callback_query_id"],

@@ -17,6 +17,10 @@ use crate::config::{self, ConfigError};
 /// The longest plan code: the bot's buttons carry it in callback data, at most 64 bytes.
 pub const MAX_CODE_LEN: usize = 32;
 
+/// The longest name of a plan sold for Stars: it is the invoice's title, which Telegram takes up
+/// to 32 characters.
+pub const MAX_STARS_NAME_CHARS: usize = 32;
+
 /// Plan is one thing a user can subscribe to.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,21 +53,13 @@ pub struct Plans(BTreeMap<String, Plan>);
 impl Plans {
     /// Reads `PLANS`, or the file named by `PLANS_FILE`.
     pub fn from_env() -> Result<Plans, ConfigError> {
-        if let Some(json) = config::optional("PLANS") {
-            return Plans::parse(&json).map_err(|problem| ConfigError { var: "PLANS", problem });
+        match config::inline_or_file("PLANS", "PLANS_FILE")? {
+            None => Err(ConfigError {
+                var: "PLANS",
+                problem: "is not set (nor is PLANS_FILE)".into(),
+            }),
+            Some((var, json)) => Plans::parse(&json).map_err(|problem| ConfigError { var, problem }),
         }
-        let path = config::required("PLANS_FILE").map_err(|_| ConfigError {
-            var: "PLANS",
-            problem: "is not set (nor is PLANS_FILE)".into(),
-        })?;
-        let json = std::fs::read_to_string(&path).map_err(|e| ConfigError {
-            var: "PLANS_FILE",
-            problem: format!("cannot be read ({e}): {path:?}"),
-        })?;
-        Plans::parse(&json).map_err(|problem| ConfigError {
-            var: "PLANS_FILE",
-            problem,
-        })
     }
 
     /// Parses and checks a catalogue.
@@ -85,6 +81,18 @@ impl Plans {
             }
             if plan.entitlement.trim().is_empty() || plan.name.trim().is_empty() {
                 return fault("name and entitlement must not be empty");
+            }
+            if crate::db::holds_nul(&(&plan.name, &plan.entitlement, &plan.stripe_price)) {
+                return fault(&format!(
+                    "name, entitlement and stripe_price must not hold {}",
+                    crate::db::NUL
+                ));
+            }
+            if plan.stars_price.is_some() && plan.name.chars().count() > MAX_STARS_NAME_CHARS {
+                // The name is the title of its Stars invoice.
+                return fault(&format!(
+                    "a plan sold for Stars has a name of at most {MAX_STARS_NAME_CHARS} characters (Telegram's invoice title)"
+                ));
             }
             if plan.period_days == 0 {
                 return fault("period_days must be at least 1");
@@ -156,6 +164,14 @@ mod tests {
             (
                 r#"{"pro": {"name": "Pro", "entitlement": "", "period_days": 1}}"#,
                 "must not be empty",
+            ),
+            (
+                r#"{"pro": {"name": "Pro\u0000", "entitlement": "pro", "period_days": 1}}"#,
+                "must not hold",
+            ),
+            (
+                r#"{"pro": {"name": "A name far too long for an invoice", "entitlement": "pro", "period_days": 1, "stars_price": 5}}"#,
+                "at most 32 characters",
             ),
             (
                 r#"{"pro": {"name": "Pro", "entitlement": "pro", "period_days": 1, "colour": "red"}}"#,

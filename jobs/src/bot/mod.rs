@@ -28,7 +28,7 @@ use crate::billing::requests::{self, BillingRequest, Created, Kind, RequestStatu
 use crate::billing::stars;
 use crate::billing::stripe::customer_of;
 use crate::queue::{NewJob, enqueue};
-use crate::telegram::{Button, Invoice, SendMessage};
+use crate::telegram::{Button, Invoice, MAX_INVOICE_DESCRIPTION_CHARS, SendMessage};
 
 /// Bot is what the conversation is held with: the catalogue it sells and what it says.
 #[derive(Debug, Clone, Copy)]
@@ -245,11 +245,18 @@ fn prices(bot: Bot<'_>, plan: &Plan) -> String {
     stars.into_iter().chain(card).collect::<Vec<_>>().join(" / ")
 }
 
-/// `text` above a button for every plan.
+/// Whether `plan` is sold at all (a plan kept in `PLANS` only for the entitlements it gave has
+/// no price).
+fn on_sale(plan: &Plan) -> bool {
+    plan.stars_price.is_some() || plan.stripe_price.is_some()
+}
+
+/// `text` above a button for every plan on sale.
 fn plan_list(bot: Bot<'_>, chat_id: i64, text: String) -> Option<SendMessage> {
     let buttons = bot
         .plans
         .iter()
+        .filter(|(_, plan)| on_sale(plan))
         .map(|(code, plan)| {
             let label = bot.texts.render(
                 Text::PlanButton,
@@ -275,7 +282,7 @@ async fn plan_view(
     user_id: i64,
     code: &str,
 ) -> Result<Option<SendMessage>, sqlx::Error> {
-    let Some(plan) = bot.plans.get(code) else {
+    let Some(plan) = bot.plans.get(code).filter(|p| on_sale(p)) else {
         return Ok(unavailable(bot, user_id));
     };
     if let Some(held) = renewing(conn, user_id, code).await? {
@@ -286,19 +293,24 @@ async fn plan_view(
         Text::Plan,
         &[("plan", &plan.name), ("days", &days), ("prices", &prices(bot, plan))],
     );
-    let held = entitlements::active_for(&mut *conn, user_id).await?;
-    if let Some(until) = held
-        .iter()
-        .filter(|e| e.plan == code)
-        .filter_map(|e| e.expires_at)
-        .max()
-    {
-        text.push_str("\n\n");
-        text.push_str(
-            &bot.texts
-                .render(Text::PlanExtends, &[("plan", &plan.name), ("until", &date(until))]),
-        );
+    // One-off Stars periods of a plan queue up (see billing::stars): a new one starts when the
+    // last ends. A subscription bought now starts now, whatever the user holds.
+    if plan.stars_price.is_some() && plan.period_days != stars::SUBSCRIPTION_PERIOD_DAYS {
+        let held = entitlements::active_for(&mut *conn, user_id).await?;
+        let queued = held
+            .iter()
+            .filter(|e| e.plan == code && e.provider() == Provider::TelegramStars && !e.renews)
+            .filter_map(|e| e.expires_at)
+            .max();
+        if let Some(until) = queued {
+            text.push_str("\n\n");
+            text.push_str(
+                &bot.texts
+                    .render(Text::PlanExtends, &[("plan", &plan.name), ("until", &date(until))]),
+            );
+        }
     }
+    // On sale, so at least one button.
     let mut row = Vec::new();
     if let Some(stars) = plan.stars_price {
         let label = bot.texts.render(Text::PayStarsButton, &[("stars", &stars.to_string())]);
@@ -322,11 +334,21 @@ async fn renewing(conn: &mut PgConnection, user_id: i64, code: &str) -> Result<O
 }
 
 fn already_subscribed(bot: Bot<'_>, chat_id: i64, plan: &Plan, held: &Entitlement) -> Option<SendMessage> {
-    let until = held.expires_at.map(date).unwrap_or_default();
-    let text = bot.texts.render(
-        Text::AlreadySubscribed,
-        &[("plan", &plan.name), ("until", &until), ("provider", provider(held))],
-    );
+    let text = match held.expires_at.filter(|at| *at > Utc::now()) {
+        Some(until) => bot.texts.render(
+            Text::AlreadySubscribed,
+            &[
+                ("plan", &plan.name),
+                ("until", &date(until)),
+                ("provider", provider(held)),
+            ],
+        ),
+        // A Stripe renewal being charged, or retried after a failed payment.
+        None => bot.texts.render(
+            Text::AlreadySubscribedRenewing,
+            &[("plan", &plan.name), ("provider", provider(held))],
+        ),
+    };
     Some(text_message(chat_id, text))
 }
 
@@ -336,6 +358,9 @@ fn invoice_message(bot: Bot<'_>, chat_id: i64, code: &str, plan: &Plan) -> Optio
     let description = bot
         .texts
         .render(Text::InvoiceDescription, &[("plan", &plan.name), ("days", &days)]);
+    // Telegram's limit; the configured text is at most 200 characters and a plan sold for Stars
+    // has a name of at most 32, so only an unusual combination is cut.
+    let description: String = description.chars().take(MAX_INVOICE_DESCRIPTION_CHARS).collect();
     Some(SendMessage {
         invoice: Some(Invoice {
             title: plan.name.clone(),

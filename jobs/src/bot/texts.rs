@@ -52,9 +52,10 @@ texts! {
     /// One plan, above its payment buttons.
     Plan = "plan" ["plan", "days", "prices"]
         "{plan}: {days} days of access for {prices}.\nHow would you like to pay?";
-    /// Added to [`Text::Plan`] when the user already has the plan and it will not renew by itself.
+    /// Added to [`Text::Plan`] of a plan sold once for Stars when the user has a period of it
+    /// bought so, which a new one follows.
     PlanExtends = "plan_extends" ["plan", "until"]
-        "You have {plan} until {until}; paying now adds a period after that.";
+        "You have {plan} until {until}; paying with Stars now adds a period after that.";
     /// A price in Stars, in a plan's prices.
     PriceStars = "price_stars" ["stars"]
         "⭐ {stars}";
@@ -88,6 +89,9 @@ texts! {
     /// The user already subscribes to the plan, and it renews.
     AlreadySubscribed = "already_subscribed" ["plan", "until", "provider"]
         "You already subscribe to {plan} ({provider}); it renews on {until}. /billing manages it.";
+    /// The user subscribes to the plan, and its renewal is being charged (or retried) now.
+    AlreadySubscribedRenewing = "already_subscribed_renewing" ["plan", "provider"]
+        "You already subscribe to {plan} ({provider}); its renewal is in progress. /billing manages it.";
     /// Too many payment links asked for in a short time.
     RateLimited = "rate_limited" ["minutes"]
         "You have asked for many payment links in a short time. Please try again in {minutes} min.";
@@ -97,7 +101,7 @@ texts! {
     /// `/status` without an active entitlement.
     StatusNone = "status_none" []
         "You have no active plan. /plans shows what you can subscribe to.";
-    /// `/status`: the first line, above one [`Text::StatusLine`] per active entitlement.
+    /// `/status`: the first line, above one line per active entitlement.
     StatusHeader = "status_header" []
         "Your access:";
     /// `/status`: one active entitlement that renews by itself.
@@ -135,6 +139,22 @@ texts! {
         "What the bot can do";
 }
 
+impl Text {
+    /// The longest this text may be, as Telegram takes it: a command's description 256
+    /// characters, an invoice's description 255 (with what its placeholders add counted by the
+    /// bot when it sends one), anything else a message's 4096 less room for its placeholders
+    /// and for what `/status` lists under it.
+    pub const fn max_chars(self) -> usize {
+        match self {
+            Text::CommandPlans | Text::CommandBuy | Text::CommandStatus | Text::CommandBilling | Text::CommandHelp => {
+                256
+            }
+            Text::InvoiceDescription => 200,
+            _ => 2048,
+        }
+    }
+}
+
 /// Texts is the bot's configured texts.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Texts {
@@ -144,23 +164,10 @@ pub struct Texts {
 impl Texts {
     /// Reads `BOT_TEXTS`, or the file `BOT_TEXTS_FILE` names; the defaults when neither is set.
     pub fn from_env() -> Result<Texts, ConfigError> {
-        if let Some(json) = config::optional("BOT_TEXTS") {
-            return Texts::parse(&json).map_err(|problem| ConfigError {
-                var: "BOT_TEXTS",
-                problem,
-            });
+        match config::inline_or_file("BOT_TEXTS", "BOT_TEXTS_FILE")? {
+            None => Ok(Texts::default()),
+            Some((var, json)) => Texts::parse(&json).map_err(|problem| ConfigError { var, problem }),
         }
-        let Some(path) = config::optional("BOT_TEXTS_FILE") else {
-            return Ok(Texts::default());
-        };
-        let json = std::fs::read_to_string(&path).map_err(|e| ConfigError {
-            var: "BOT_TEXTS_FILE",
-            problem: format!("cannot be read ({e}): {path:?}"),
-        })?;
-        Texts::parse(&json).map_err(|problem| ConfigError {
-            var: "BOT_TEXTS_FILE",
-            problem,
-        })
     }
 
     /// Parses and checks the texts that replace defaults: `{"welcome": "Hi!", …}`.
@@ -174,6 +181,9 @@ impl Texts {
             };
             if text.trim().is_empty() || text.contains('\0') {
                 return Err(format!("text {name:?} is empty or holds U+0000"));
+            }
+            if text.chars().count() > key.max_chars() {
+                return Err(format!("text {name:?} is longer than {} characters", key.max_chars()));
             }
             if let Some(unknown) = placeholders(&text).find(|p| !key.placeholders().contains(p)) {
                 return Err(format!(

@@ -5,8 +5,10 @@
 //! A promo click is stored here rather than by a job, so that it is in the database before any
 //! later update (a payment) can be attributed to it.
 //!
-//! Only a `pre_checkout_query` is decided here, because Telegram wants its answer within 10 s;
-//! that answer and a callback query's acknowledgement ride in the webhook's HTTP response.
+//! A `pre_checkout_query` is decided here, because Telegram wants its answer within 10 s; that
+//! answer and a callback query's acknowledgement ride in the webhook's HTTP response. Commands
+//! and presses of the bot's own buttons in private chats are handed to [`crate::bot`], which
+//! queues its answers (and billing requests) in the same transaction.
 
 use std::time::Duration;
 

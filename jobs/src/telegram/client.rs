@@ -38,17 +38,14 @@ const CHARGE_ALREADY_REFUNDED: &str = "CHARGE_ALREADY_REFUNDED";
 
 /// The update kinds the bot's webhook asks for: messages (commands, and the
 /// `successful_payment` and `refunded_payment` service messages), inline button presses,
-/// pre-checkout queries, which Telegram cancels unless answered within 10 seconds, changes of
-/// the bot's own membership (a user blocking or restarting it), and the members and join
-/// requests of the chats it administers (not in Telegram's default set). Naming them keeps the
-/// others (reactions, edits) from costing a webhook call each.
-pub const BOT_UPDATES: [AllowedUpdate; 6] = [
+/// pre-checkout queries, which Telegram cancels unless answered within 10 seconds, and changes of
+/// the bot's own membership (a user blocking or restarting it). Naming them keeps the others
+/// (reactions, edits) from costing a webhook call each.
+pub const BOT_UPDATES: [AllowedUpdate; 4] = [
     AllowedUpdate::Message,
     AllowedUpdate::CallbackQuery,
     AllowedUpdate::PreCheckoutQuery,
     AllowedUpdate::MyChatMember,
-    AllowedUpdate::ChatMember,
-    AllowedUpdate::ChatJoinRequest,
 ];
 
 /// SendError is why a Bot API call failed, sorted by what to do next.

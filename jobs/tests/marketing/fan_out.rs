@@ -292,6 +292,11 @@ async fn writing_to_the_bot_or_signing_in_joins_the_audience_and_blocks_come_and
     let (_, pool) = pool().await;
     let plans =
         jobs::billing::Plans::parse(r#"{"pro": {"name": "Pro", "entitlement": "pro", "period_days": 30}}"#).unwrap();
+    let texts = Texts::default();
+    let bot = Bot {
+        plans: &plans,
+        texts: &texts,
+    };
     let first_seen = |chat: i64| {
         let pool = pool.clone();
         async move {
@@ -310,16 +315,9 @@ async fn writing_to_the_bot_or_signing_in_joins_the_audience_and_blocks_come_and
         update.to_string()
     };
     let now = Utc::now();
-    inbox::accept(
-        &pool,
-        Bot {
-            plans: &plans,
-            texts: &Texts::default(),
-        },
-        &write(1, 801, now - TimeDelta::hours(2)),
-    )
-    .await
-    .unwrap();
+    inbox::accept(&pool, bot, &write(1, 801, now - TimeDelta::hours(2)))
+        .await
+        .unwrap();
     let (seen, blocked) = first_seen(801).await.unwrap();
     assert_eq!(
         (seen.map(|s| s.timestamp()), blocked),
@@ -331,27 +329,13 @@ async fn writing_to_the_bot_or_signing_in_joins_the_audience_and_blocks_come_and
     store::mark_unreachable(&mut pool.acquire().await.unwrap(), 801, "blocked")
         .await
         .unwrap();
-    inbox::accept(
-        &pool,
-        Bot {
-            plans: &plans,
-            texts: &Texts::default(),
-        },
-        &write(2, 801, now - TimeDelta::hours(1)),
-    )
-    .await
-    .unwrap();
+    inbox::accept(&pool, bot, &write(2, 801, now - TimeDelta::hours(1)))
+        .await
+        .unwrap();
     assert!(first_seen(801).await.unwrap().1, "still blocked");
-    inbox::accept(
-        &pool,
-        Bot {
-            plans: &plans,
-            texts: &Texts::default(),
-        },
-        &write(3, 801, now + TimeDelta::seconds(5)),
-    )
-    .await
-    .unwrap();
+    inbox::accept(&pool, bot, &write(3, 801, now + TimeDelta::seconds(5)))
+        .await
+        .unwrap();
     let (seen_again, blocked) = first_seen(801).await.unwrap();
     assert_eq!((seen_again, blocked), (seen, false));
 
@@ -360,27 +344,13 @@ async fn writing_to_the_bot_or_signing_in_joins_the_audience_and_blocks_come_and
     let member = |update_id: i64, status: &str, date: DateTime<Utc>| {
         sandbox::telegram_updates::my_chat_member(update_id, 801, status, date.timestamp()).to_string()
     };
-    inbox::accept(
-        &pool,
-        Bot {
-            plans: &plans,
-            texts: &Texts::default(),
-        },
-        &member(4, "kicked", now - TimeDelta::minutes(5)),
-    )
-    .await
-    .unwrap();
+    inbox::accept(&pool, bot, &member(4, "kicked", now - TimeDelta::minutes(5)))
+        .await
+        .unwrap();
     assert!(!first_seen(801).await.unwrap().1, "older than the message of now + 5 s");
-    inbox::accept(
-        &pool,
-        Bot {
-            plans: &plans,
-            texts: &Texts::default(),
-        },
-        &member(5, "kicked", now + TimeDelta::minutes(1)),
-    )
-    .await
-    .unwrap();
+    inbox::accept(&pool, bot, &member(5, "kicked", now + TimeDelta::minutes(1)))
+        .await
+        .unwrap();
     assert!(first_seen(801).await.unwrap().1, "blocked");
     let b = send_now(&pool, "blocks", Audience::AllUsers, &["a"]).await;
     run_fan_out(&pool, 100).await;
@@ -388,16 +358,9 @@ async fn writing_to_the_bot_or_signing_in_joins_the_audience_and_blocks_come_and
         messages_of(&pool, b.broadcast_id).await.is_empty(),
         "a blocked user is left out"
     );
-    inbox::accept(
-        &pool,
-        Bot {
-            plans: &plans,
-            texts: &Texts::default(),
-        },
-        &member(6, "member", now + TimeDelta::minutes(2)),
-    )
-    .await
-    .unwrap();
+    inbox::accept(&pool, bot, &member(6, "member", now + TimeDelta::minutes(2)))
+        .await
+        .unwrap();
     assert!(!first_seen(801).await.unwrap().1, "restarted");
 
     // A Mini App sign-in joins only when it allows the bot to write.

@@ -498,14 +498,18 @@ async fn user_presses(shared: &Shared, user_id: i64, data: &str) -> Result<Value
     post_to_webhook(shared, &update).await
 }
 
-/// `POST /sandbox/write?user_id=42&text=/start`: the user writes to the bot.
-#[handler]
-async fn write_to_bot(Query(query): Query<HashMap<String, String>>, shared: Data<&Arc<Shared>>) -> poem::Response {
-    let Some(user_id) = query
+/// The `user_id` of a `/sandbox/…` request, if it is one.
+fn sandbox_user(query: &HashMap<String, String>) -> Option<i64> {
+    query
         .get("user_id")
         .and_then(|u| u.parse::<i64>().ok())
         .filter(|u| *u > 0)
-    else {
+}
+
+/// `POST /sandbox/write?user_id=42&text=/start`: the user writes to the bot.
+#[handler]
+async fn write_to_bot(Query(query): Query<HashMap<String, String>>, shared: Data<&Arc<Shared>>) -> poem::Response {
+    let Some(user_id) = sandbox_user(&query) else {
         return page(400, "user_id must be a Telegram user id (a positive integer)".into());
     };
     let text = query.get("text").map_or("", String::as_str);
@@ -518,11 +522,7 @@ async fn write_to_bot(Query(query): Query<HashMap<String, String>>, shared: Data
 /// `POST /sandbox/press?user_id=42&data=plan:pro_monthly`: the user presses a button of the bot's.
 #[handler]
 async fn press_button(Query(query): Query<HashMap<String, String>>, shared: Data<&Arc<Shared>>) -> poem::Response {
-    let Some(user_id) = query
-        .get("user_id")
-        .and_then(|u| u.parse::<i64>().ok())
-        .filter(|u| *u > 0)
-    else {
+    let Some(user_id) = sandbox_user(&query) else {
         return page(400, "user_id must be a Telegram user id (a positive integer)".into());
     };
     let data = query.get("data").map_or("", String::as_str);
