@@ -6,6 +6,7 @@ mod client;
 mod contract;
 mod crash;
 mod deploy;
+mod expiry;
 mod marketing;
 mod notifications;
 mod telegram;

@@ -92,6 +92,8 @@ impl World {
             marketing: self.marketing(per_second),
             broadcast_retention: jobs::marketing::broadcasts::DEFAULT_BROADCAST_RETENTION,
             record_retention: jobs::retention::DEFAULT_RECORD_RETENTION,
+            expiry_grace: jobs::billing::expiry::DEFAULT_GRACE,
+            reminder_hours: jobs::billing::expiry::DEFAULT_REMINDER_HOURS.to_vec(),
         }
     }
 

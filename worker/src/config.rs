@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use jobs::billing::Plans;
+use jobs::billing::expiry::{DEFAULT_GRACE, DEFAULT_REMINDER_HOURS};
 use jobs::billing::stripe::Links;
 use jobs::bot::Texts;
 use jobs::config::{ConfigError, Secret, optional, parsed_or, required};
@@ -47,6 +48,12 @@ pub struct Config {
     /// ledger, deliveries, Stripe events, billing requests, pre-checkout answers) and dead jobs
     /// are kept; see [`jobs::retention`].
     pub record_retention: Duration,
+    /// `EXPIRY_GRACE_HOURS`: how long an entitlement stays active after its paid end without a
+    /// renewal before the expiry pass ends it.
+    pub expiry_grace: Duration,
+    /// `REMINDER_HOURS`: how many hours before an entitlement that will not renew ends its user
+    /// is reminded, each offset once per paid period; empty for no reminders.
+    pub reminder_hours: Vec<u32>,
 }
 
 /// StripeConfig is how the worker talks to Stripe and where Stripe sends users back to.
@@ -119,6 +126,9 @@ impl Config {
             // Up to ten years.
             broadcast_retention: whole_units("BROADCAST_RETENTION_DAYS", DAY, DEFAULT_BROADCAST_RETENTION, 3650)?,
             record_retention: record_retention()?,
+            // Up to a month.
+            expiry_grace: whole_units("EXPIRY_GRACE_HOURS", HOUR, DEFAULT_GRACE, 720)?,
+            reminder_hours: reminder_hours()?,
         })
     }
 }
@@ -147,6 +157,26 @@ fn whole_units(var: &'static str, unit: Duration, default: Duration, max: u64) -
             problem: format!("must be 1 to {max}"),
         }),
     }
+}
+
+/// `REMINDER_HOURS`: hours before the end, comma-separated (`72,24`), each 1 to 720; `none` for
+/// no reminders.
+fn reminder_hours() -> Result<Vec<u32>, ConfigError> {
+    let Some(raw) = optional("REMINDER_HOURS") else {
+        return Ok(DEFAULT_REMINDER_HOURS.to_vec());
+    };
+    if raw.trim() == "none" {
+        return Ok(Vec::new());
+    }
+    raw.split(',')
+        .map(|part| match part.trim().parse::<u32>() {
+            Ok(hours) if (1..=720).contains(&hours) => Ok(hours),
+            _ => Err(ConfigError {
+                var: "REMINDER_HOURS",
+                problem: format!("must be hours of 1 to 720 separated by commas, or none: {raw:?}"),
+            }),
+        })
+        .collect()
 }
 
 /// The absolute http(s) URL in `var`, which must be set.

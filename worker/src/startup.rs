@@ -14,7 +14,7 @@ use backon::{ExponentialBuilder, Retryable};
 use jobs::billing::refunds::MakeRefund;
 use jobs::billing::requests::CreateSession;
 use jobs::billing::requests::ReturnUrls;
-use jobs::billing::{Billing, EntitlementsJob};
+use jobs::billing::{Billing, EntitlementsJob, expiry};
 use jobs::marketing::broadcasts::{self, Broadcaster, FanOut};
 use jobs::metrics::{JobStats, processes};
 use jobs::notifications::Notifier;
@@ -42,6 +42,9 @@ pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 /// How often the campaign scheduler looks for due slots: a broadcast begins at most this long
 /// after its slot.
 pub const SCHEDULER_INTERVAL: Duration = Duration::from_secs(30);
+/// How often the expiry and reminder passes run: an entitlement ends at most this long after its
+/// grace ran out.
+pub const EXPIRY_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Runs every queue's worker until `shutdown` resolves, then hands back what is unfinished.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
@@ -91,6 +94,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         }),
         attribution_window: config.attribution_window,
         lease: lease.clone(),
+        grace: config.expiry_grace,
     };
     let broadcaster = Broadcaster {
         pool: pool.clone(),
@@ -158,6 +162,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         },
     ));
     let scheduler = tokio::spawn(schedule_campaigns(pool.clone()));
+    let timekeeper = tokio::spawn(keep_time(billing.clone(), config.reminder_hours.clone()));
     tracing::info!(process, queues = ?names, "worker running");
     monitor
         .run_with_signal(async move {
@@ -171,6 +176,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     maintenance.abort();
     pruning.abort();
     scheduler.abort();
+    timekeeper.abort();
     // Ended, so that no sample it was writing lands after the row is removed below.
     let _ = maintenance.await;
     // Whatever the hand-back below does, this process's figures stop being served.
@@ -205,6 +211,27 @@ async fn schedule_campaigns(pool: PgPool) {
         tick.tick().await;
         if let Err(e) = broadcasts::fire_due(&pool, chrono::Utc::now()).await {
             tracing::warn!(error = %e, "the campaign scheduler's pass failed");
+        }
+    }
+}
+
+/// Queues the expiry of entitlements past their paid end and grace, and the reminders due before
+/// an end, at start and every [`EXPIRY_INTERVAL`]. Every worker process runs it; the database
+/// keeps each expiry and reminder to one job ([`expiry`]).
+async fn keep_time(billing: Billing, reminder_hours: Vec<u32>) {
+    let mut tick = tokio::time::interval(EXPIRY_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match expiry::enqueue_due(&billing.pool, billing.grace, chrono::Utc::now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(queued = n, "entitlements past their end queued to expire"),
+            Err(e) => tracing::warn!(error = %e, "the expiry pass failed"),
+        }
+        match expiry::remind_due(&billing.pool, billing.bot(), &reminder_hours).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(queued = n, "reminders queued"),
+            Err(e) => tracing::warn!(error = %e, "the reminder pass failed"),
         }
     }
 }

@@ -25,6 +25,8 @@ pub enum EntitlementStatus {
     Suspended,
     /// Ended early: cancelled, refunded.
     Revoked,
+    /// Ended at the end of its paid period, without a renewal.
+    Expired,
 }
 
 impl From<Status> for EntitlementStatus {
@@ -33,6 +35,7 @@ impl From<Status> for EntitlementStatus {
             Status::Active => EntitlementStatus::Active,
             Status::Suspended => EntitlementStatus::Suspended,
             Status::Revoked => EntitlementStatus::Revoked,
+            Status::Expired => EntitlementStatus::Expired,
         }
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`plans`]: the catalogue, from configuration.
+//! - [`expiry`]: entitlements ended on time, and reminders before.
 //! - [`entitlements`]: what users may use, one row per payment source, with its history, and
 //!   [`entitlements::rule`], the provider-neutral rule both providers derive them by.
 //! - [`stripe`]: the facts each Stripe event adds, and the failed-payment notices.
@@ -12,6 +13,7 @@
 //! - [`users`]: Telegram users' profiles (from Mini App sign-ins) and bans.
 
 pub mod entitlements;
+pub mod expiry;
 pub mod plans;
 pub mod refunds;
 pub mod requests;
@@ -55,6 +57,8 @@ pub struct Billing {
     pub attribution_window: Duration,
     /// The worker process's lease, checked before every provider call.
     pub lease: Lease,
+    /// How long an entitlement outlasts its paid end without a renewal ([`expiry`]).
+    pub grace: Duration,
 }
 
 impl Billing {
@@ -87,6 +91,8 @@ pub enum EntitlementsJob {
     StarsRefund(stars::ApplyStarsRefund),
     /// Write a Mini App user's profile.
     ProvisionUser(users::ProvisionUser),
+    /// End an entitlement whose paid period ended without a renewal.
+    Expire(expiry::ExpireEntitlement),
 }
 
 impl JobPayload for EntitlementsJob {
@@ -142,6 +148,11 @@ pub async fn apply(billing: &Billing, job: Job<EntitlementsJob>) -> Result<Compl
             Ok(())
         }
         EntitlementsJob::ProvisionUser(user) => Ok(users::upsert(tx.conn(), user).await?),
+        EntitlementsJob::Expire(due) => {
+            let ended = expiry::expire(tx.conn(), billing.bot(), due, billing.grace, &cause).await?;
+            tracing::info!(job = job.id, source = due.source, ended, "entitlement expiry applied");
+            Ok(())
+        }
     })
     .await
 }
@@ -171,6 +182,7 @@ enum TaggedEntitlementsJob {
     StarsPayment(stars::ApplyStarsPayment),
     StarsRefund(stars::ApplyStarsRefund),
     ProvisionUser(users::ProvisionUser),
+    Expire(expiry::ExpireEntitlement),
 }
 
 impl From<StoredEntitlementsJob> for EntitlementsJob {
@@ -181,6 +193,7 @@ impl From<StoredEntitlementsJob> for EntitlementsJob {
             StoredEntitlementsJob::Tagged(TaggedEntitlementsJob::StarsPayment(p)) => EntitlementsJob::StarsPayment(p),
             StoredEntitlementsJob::Tagged(TaggedEntitlementsJob::StarsRefund(r)) => EntitlementsJob::StarsRefund(r),
             StoredEntitlementsJob::Tagged(TaggedEntitlementsJob::ProvisionUser(u)) => EntitlementsJob::ProvisionUser(u),
+            StoredEntitlementsJob::Tagged(TaggedEntitlementsJob::Expire(e)) => EntitlementsJob::Expire(e),
         }
     }
 }

@@ -122,6 +122,16 @@ texts! {
     /// A command the bot does not know, or a message that is not a command.
     Unknown = "unknown" ["help"]
         "Sorry, I did not understand that.\n\n{help}";
+    /// Before an entitlement that will not renew by itself ends (`REMINDER_HOURS` before), above
+    /// a button to renew it.
+    Reminder = "reminder" ["plan", "until"]
+        "⏳ Your {plan} access ends on {until}. Renew it to keep your access:";
+    /// The button under a reminder or an expiry, which opens the plan.
+    RenewButton = "renew_button" ["plan"]
+        "Renew {plan}";
+    /// An entitlement ended at the end of its paid period, above a button to renew it.
+    Expired = "expired" ["plan"]
+        "Your {plan} access has ended. You can renew it any time:";
     /// The menu's description of `/plans` (`setMyCommands`).
     CommandPlans = "command_plans" []
         "What you can subscribe to";

@@ -73,10 +73,12 @@ metrics! {
     MARKETING_BROADCAST_RECIPIENTS = "marketing_broadcast_recipients_total", "Broadcast recipients settled, by outcome (sent, unreachable, failed).";
     MARKETING_CLICKS = "marketing_clicks_total", "Promo clicks, by campaign and via (callback, start).";
     MARKETING_CONVERSIONS = "marketing_conversions_total", "Payments attributed to a promo click, by campaign.";
+    ENTITLEMENT_EXPIRIES = "entitlement_expiries_total", "Entitlements ended at the end of their paid period without a renewal, by plan.";
+    ENTITLEMENT_REMINDERS = "entitlement_reminders_total", "Reminders queued before an entitlement that will not renew ends, by plan.";
 }
 
 /// Every business counter, for the help texts `/metrics` gives the sums read from the database.
-pub const BUSINESS_COUNTERS: [Metric; 8] = [
+pub const BUSINESS_COUNTERS: [Metric; 10] = [
     BILLING_PAYMENTS,
     BILLING_REFUNDS,
     TELEGRAM_PAYMENTS,
@@ -85,4 +87,6 @@ pub const BUSINESS_COUNTERS: [Metric; 8] = [
     MARKETING_BROADCAST_RECIPIENTS,
     MARKETING_CLICKS,
     MARKETING_CONVERSIONS,
+    ENTITLEMENT_EXPIRIES,
+    ENTITLEMENT_REMINDERS,
 ];

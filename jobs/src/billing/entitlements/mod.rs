@@ -28,6 +28,8 @@ pub enum Status {
     Suspended,
     /// Ended early: cancelled, refunded.
     Revoked,
+    /// Ended at the end of its paid period (and the grace after it), without a renewal.
+    Expired,
 }
 
 impl Status {
@@ -36,6 +38,7 @@ impl Status {
             Status::Active => "active",
             Status::Suspended => "suspended",
             Status::Revoked => "revoked",
+            Status::Expired => "expired",
         }
     }
 
@@ -43,6 +46,7 @@ impl Status {
         match name {
             "active" => Status::Active,
             "suspended" => Status::Suspended,
+            "expired" => Status::Expired,
             _ => Status::Revoked,
         }
     }
@@ -148,6 +152,7 @@ pub async fn set(
     .fetch_optional(&mut *conn)
     .await?;
     let before = current.map(|row| Entitlement::from(row).state());
+    let state = &rule::after_expiry(before.as_ref(), state.clone());
     if before.as_ref() == Some(state) {
         return Ok(None);
     }
@@ -326,7 +331,7 @@ pub fn notification(change: &Changed, plan: &Plan, why: Option<&str>) -> Option<
         .unwrap_or_default();
     let before = change.before.as_ref();
     let text = match (before.map(|b| b.status), e.status) {
-        (None | Some(Status::Revoked), Status::Active) => {
+        (None | Some(Status::Revoked | Status::Expired), Status::Active) => {
             format!("✅ Your {plan_name} access is active until {until}. Thank you!")
         }
         (Some(Status::Suspended), Status::Active) => format!("✅ Your {plan_name} access is restored until {until}."),

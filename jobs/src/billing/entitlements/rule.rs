@@ -61,6 +61,29 @@ pub fn derive(facts: &Facts, periods: &[PaidPeriod], plans: &Plans) -> Option<(S
     Some((state(status, expires_at, renews), why))
 }
 
+/// The state a source's newly derived `derived` state is recorded as, given what was recorded
+/// `before`. An entitlement the expiry pass ended stays expired while its facts give it no new
+/// paid period: a late or repeated provider event re-derives the same ended period as active, and
+/// must not open it again. A later end (a renewal paid), or an end of another kind (a refund,
+/// a cancellation), is recorded as derived.
+pub fn after_expiry(before: Option<&State>, derived: State) -> State {
+    match before {
+        Some(expired)
+            if expired.status == Status::Expired
+                && derived.status == Status::Active
+                && derived.expires_at <= expired.expires_at =>
+        {
+            State {
+                status: Status::Expired,
+                renews: false,
+                expires_at: expired.expires_at,
+                ..derived
+            }
+        }
+        _ => derived,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,6 +97,35 @@ mod tests {
 
     fn at(day: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_760_000_000 + day * 86_400, 0).unwrap()
+    }
+
+    #[test]
+    fn an_expired_entitlement_stays_expired_until_a_new_period_is_paid() {
+        let (active, _) = derive(&facts(), &[period(30)], &plans()).unwrap();
+        let expired = State {
+            status: Status::Expired,
+            renews: false,
+            ..active.clone()
+        };
+        // The same period again (a late event): still expired.
+        assert_eq!(after_expiry(Some(&expired), active.clone()), expired);
+        // A renewal paid: active until its end.
+        let (renewed, _) = derive(&facts(), &[period(30), period(60)], &plans()).unwrap();
+        assert_eq!(after_expiry(Some(&expired), renewed.clone()), renewed);
+        // A refund of the period: revoked, as derived.
+        let (refunded, _) = derive(
+            &facts(),
+            &[PaidPeriod {
+                refunded: true,
+                ..period(30)
+            }],
+            &plans(),
+        )
+        .unwrap();
+        assert_eq!(after_expiry(Some(&expired), refunded.clone()), refunded);
+        // Nothing expired before: as derived.
+        assert_eq!(after_expiry(Some(&active), active.clone()), active);
+        assert_eq!(after_expiry(None, active.clone()), active);
     }
 
     fn facts() -> Facts {
