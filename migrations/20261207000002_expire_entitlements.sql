@@ -17,3 +17,14 @@ CREATE TABLE entitlement_reminders (
     sent_at        timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (entitlement_id, expires_at, hours)
 );
+
+-- Entitlements that ran out before this version are recorded expired now, silently (the users
+-- were never told, and a message months late would only confuse): those the expiry pass would
+-- take, with the default grace of 6 hours. Renewing Stripe subscriptions are Stripe's to end.
+WITH lapsed AS (
+    UPDATE entitlements SET status = 'expired', renews = false, updated_at = now()
+    WHERE status = 'active' AND expires_at < now() - interval '6 hours'
+      AND NOT (renews AND source LIKE 'stripe:%')
+    RETURNING id, expires_at)
+INSERT INTO entitlement_changes (entitlement_id, status, expires_at, renews, cause)
+SELECT id, 'expired', expires_at, false, 'migration:expire_lapsed' FROM lapsed;

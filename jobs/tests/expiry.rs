@@ -53,25 +53,29 @@ async fn holds(pool: &PgPool, user: i64, ends_in: TimeDelta, renews: bool, set_a
     source
 }
 
-async fn expire(pool: &PgPool, source: &str) -> bool {
-    let expires_at = entitlements::of_source(&mut pool.acquire().await.unwrap(), source)
-        .await
-        .unwrap()
-        .unwrap()
-        .expires_at
-        .unwrap();
+/// Runs every queued expiry job, each in its own transaction as the worker runs it (with the
+/// payload it was queued with); returns the sources each ended, in order.
+async fn run_expiry_jobs(pool: &PgPool) -> Vec<String> {
+    let queued: Vec<serde_json::Value> = sqlx::query_scalar(
+        "SELECT payload FROM jobs WHERE queue = 'entitlements' AND logical_key LIKE 'expire:%' ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
     let (plans, texts) = (plans(), Texts::default());
-    let mut tx = pool.begin().await.unwrap();
-    let job = ExpireEntitlement {
-        source: source.into(),
-        expires_at,
-    };
     let bot = Bot {
         plans: &plans,
         texts: &texts,
     };
-    let ended = expiry::expire(&mut tx, bot, &job, GRACE, "expiry:test").await.unwrap();
-    tx.commit().await.unwrap();
+    let mut ended = Vec::new();
+    for payload in queued {
+        let job: ExpireEntitlement = serde_json::from_value(payload).unwrap();
+        let mut tx = pool.begin().await.unwrap();
+        if expiry::expire(&mut tx, bot, &job, "expiry:test").await.unwrap() {
+            ended.push(job.source.clone());
+        }
+        tx.commit().await.unwrap();
+    }
     ended
 }
 
@@ -80,33 +84,51 @@ async fn due_entitlements_are_queued_once_and_ended_once_with_their_message() {
     let pool = pool().await;
     let week = TimeDelta::days(7);
     let past_grace = holds(&pool, 1, TimeDelta::hours(-7), false, week).await;
-    let late_renewal = holds(&pool, 2, TimeDelta::hours(-8), true, week).await;
-    let in_grace = holds(&pool, 3, TimeDelta::hours(-1), false, week).await;
-    let running = holds(&pool, 4, TimeDelta::days(3), false, week).await;
+    // A Stars subscription whose renewal did not come within the grace.
+    let lapsed_subscription = holds(&pool, 2, TimeDelta::hours(-8), true, week).await;
+    holds(&pool, 3, TimeDelta::hours(-1), false, week).await; // in its grace
+    holds(&pool, 4, TimeDelta::days(3), false, week).await; // running
+    let renewed_meanwhile = holds(&pool, 6, TimeDelta::hours(-9), false, week).await;
+    // A renewing Stripe subscription past its end is Stripe's to end (it may still collect).
+    let stripe = State {
+        user_id: 5,
+        plan: "week".into(),
+        entitlement: "pro".into(),
+        status: Status::Active,
+        expires_at: Some(Utc::now() - TimeDelta::hours(30)),
+        renews: true,
+    };
+    let mut conn = pool.acquire().await.unwrap();
+    entitlements::set(&mut conn, "stripe:sub_late", &stripe, "test")
+        .await
+        .unwrap();
 
     // Four passes at once, as four worker processes run them: one job per due entitlement.
-    let now = Utc::now();
-    let passes = futures::future::join_all((0..4).map(|_| expiry::enqueue_due(&pool, GRACE, now))).await;
+    let passes = futures::future::join_all((0..4).map(|_| expiry::enqueue_due(&pool, GRACE))).await;
     let queued: u64 = passes.into_iter().map(Result::unwrap).sum();
-    assert_eq!(queued, 2);
-    assert_eq!(
-        count(
-            &pool,
-            "SELECT count(*) FROM jobs WHERE queue = 'entitlements' AND logical_key LIKE 'expire:%'"
-        )
-        .await,
-        2
-    );
+    assert_eq!(queued, 3);
+    // One of them is renewed before its job runs: the job leaves it.
+    let renewal = State {
+        user_id: 6,
+        plan: "week".into(),
+        entitlement: "pro".into(),
+        status: Status::Active,
+        expires_at: Some(Utc::now() + week),
+        renews: false,
+    };
+    entitlements::set(&mut conn, &renewed_meanwhile, &renewal, "paid")
+        .await
+        .unwrap()
+        .unwrap();
 
-    assert!(expire(&pool, &past_grace).await);
-    assert!(!expire(&pool, &past_grace).await, "once");
-    assert!(
-        expire(&pool, &late_renewal).await,
-        "a renewal that did not come in the grace"
-    );
-    assert!(!expire(&pool, &in_grace).await, "still in its grace");
-    assert!(!expire(&pool, &running).await);
-    let mut conn = pool.acquire().await.unwrap();
+    // In the order of their ends.
+    assert_eq!(run_expiry_jobs(&pool).await, [lapsed_subscription, past_grace.clone()]);
+    assert!(run_expiry_jobs(&pool).await.is_empty(), "once");
+    let still = entitlements::of_source(&mut conn, &renewed_meanwhile)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(still.status, Status::Active);
     let history = entitlements::history(&mut conn, &past_grace).await.unwrap();
     assert_eq!(
         history.iter().map(|c| c.status.as_str()).collect::<Vec<_>>(),
@@ -115,7 +137,7 @@ async fn due_entitlements_are_queued_once_and_ended_once_with_their_message() {
     assert_eq!(history[1].cause, "expiry:test");
     let told: Vec<serde_json::Value> = sqlx::query_scalar(
         "SELECT payload FROM jobs WHERE queue = 'notifications' AND logical_key LIKE 'entitlement_change:%'
-         ORDER BY id",
+         ORDER BY payload->>'chat_id'",
     )
     .fetch_all(&pool)
     .await
@@ -136,9 +158,7 @@ async fn due_entitlements_are_queued_once_and_ended_once_with_their_message() {
         2
     );
 
-    // A pass after the jobs ran queues nothing more; a late event for the same period does not
-    // open it again, a renewal does.
-    assert_eq!(expiry::enqueue_due(&pool, GRACE, Utc::now()).await.unwrap(), 0);
+    // A late event for the ended period does not open it again; a renewal does.
     let same = entitlements::of_source(&mut conn, &past_grace).await.unwrap().unwrap();
     let derived_again = State {
         user_id: 1,
@@ -181,7 +201,8 @@ async fn reminders_go_out_once_per_offset_and_end_and_only_to_those_that_will_no
     holds(&pool, 4, TimeDelta::hours(20), false, TimeDelta::hours(1)).await; // a one-day pass just bought
     holds(&pool, 5, TimeDelta::days(5), false, week).await; // not yet
 
-    let passes = futures::future::join_all((0..3).map(|_| expiry::remind_due(&pool, bot, &hours))).await;
+    let now = Utc::now();
+    let passes = futures::future::join_all((0..3).map(|_| expiry::remind_due(&pool, bot, &hours, now))).await;
     let queued: u64 = passes.into_iter().map(Result::unwrap).sum();
     assert_eq!(queued, 2, "user 1 at 72 hours, user 2 at 24");
     let sent: Vec<(String, serde_json::Value)> = sqlx::query_as(
@@ -200,16 +221,27 @@ async fn reminders_go_out_once_per_offset_and_end_and_only_to_those_that_will_no
         "{sent:?}"
     );
     assert_eq!(sent[1].1["buttons"][0][0]["text"], "Renew Week pass");
-    assert_eq!(expiry::remind_due(&pool, bot, &hours).await.unwrap(), 0, "once");
+    assert_eq!(expiry::remind_due(&pool, bot, &hours, now).await.unwrap(), 0, "once");
 
-    // A day later user 1 is inside 24 hours: the second reminder, once.
-    sqlx::query("UPDATE entitlements SET expires_at = now() + interval '23 hours' WHERE source = $1")
+    // 27 hours later user 1 is inside 24 hours of the same end: the second reminder, once; user
+    // 2's end has passed.
+    let later = now + TimeDelta::hours(27);
+    assert_eq!(expiry::remind_due(&pool, bot, &hours, later).await.unwrap(), 1);
+    assert_eq!(expiry::remind_due(&pool, bot, &hours, later).await.unwrap(), 0);
+    let second: String =
+        sqlx::query_scalar("SELECT logical_key FROM jobs WHERE queue = 'notifications' ORDER BY id DESC LIMIT 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let id: i64 = sqlx::query_scalar("SELECT id FROM entitlements WHERE source = $1")
         .bind(&in_two_days)
-        .execute(&pool)
+        .fetch_one(&pool)
         .await
         .unwrap();
-    assert_eq!(expiry::remind_due(&pool, bot, &hours).await.unwrap(), 1);
-    assert_eq!(expiry::remind_due(&pool, bot, &hours).await.unwrap(), 0);
+    assert!(
+        second.starts_with(&format!("reminder:{id}:")) && second.ends_with(":24"),
+        "{second}"
+    );
     assert_eq!(
         count(
             &pool,

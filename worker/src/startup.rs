@@ -223,12 +223,12 @@ async fn keep_time(billing: Billing, reminder_hours: Vec<u32>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match expiry::enqueue_due(&billing.pool, billing.grace, chrono::Utc::now()).await {
+        match expiry::enqueue_due(&billing.pool, billing.grace).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(queued = n, "entitlements past their end queued to expire"),
             Err(e) => tracing::warn!(error = %e, "the expiry pass failed"),
         }
-        match expiry::remind_due(&billing.pool, billing.bot(), &reminder_hours).await {
+        match expiry::remind_due(&billing.pool, billing.bot(), &reminder_hours, chrono::Utc::now()).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(queued = n, "reminders queued"),
             Err(e) => tracing::warn!(error = %e, "the reminder pass failed"),

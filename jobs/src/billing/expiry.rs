@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 
-use super::entitlements::{self, Entitlement, State, Status};
+use super::entitlements::{self, Entitlement, Provider, State, Status};
 use super::plans::Plans;
 use crate::bot::{Bot, Choice, Text};
 use crate::metrics::{self, counters};
@@ -43,14 +43,22 @@ pub struct ExpireEntitlement {
 }
 
 /// Queues an [`ExpireEntitlement`] job for every active entitlement whose paid end is more than
-/// `grace` before `now`; returns how many were new.
-pub async fn enqueue_due(pool: &PgPool, grace: Duration, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
-    let before = now - chrono::Duration::from_std(grace).unwrap_or_default();
-    let due: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT source, expires_at FROM entitlements
-         WHERE status = 'active' AND expires_at < $1 ORDER BY expires_at LIMIT $2",
+/// `grace` ago by the database's clock; returns how many were new. A Stripe subscription that
+/// renews is left to Stripe: past its end it is being charged or retried (`past_due`), and
+/// Stripe's own events end it (`customer.subscription.deleted`, `unpaid`); ending it here would
+/// let the purchase guard sell the plan again while Stripe may still collect.
+///
+/// A job is keyed by the source, its end and when the row last changed, so that every pass and
+/// process queues the same one, and an entitlement recorded active again with the same end (a
+/// refund of a later period) gets a job of its own.
+pub async fn enqueue_due(pool: &PgPool, grace: Duration) -> Result<u64, sqlx::Error> {
+    let due: Vec<(String, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT source, expires_at, updated_at FROM entitlements
+         WHERE status = 'active' AND expires_at < now() - make_interval(secs => $1)
+           AND NOT (renews AND source LIKE 'stripe:%')
+         ORDER BY expires_at, id LIMIT $2",
     )
-    .bind(before)
+    .bind(grace.as_secs_f64())
     .bind(PASS_LIMIT)
     .fetch_all(pool)
     .await?;
@@ -59,8 +67,12 @@ pub async fn enqueue_due(pool: &PgPool, grace: Duration, now: DateTime<Utc>) -> 
     }
     let mut tx = pool.begin().await?;
     let mut new = 0;
-    for (source, expires_at) in due {
-        let key = format!("expire:{source}:{}", expires_at.timestamp_micros());
+    for (source, expires_at, updated_at) in due {
+        let key = format!(
+            "expire:{source}:{}:{}",
+            expires_at.timestamp_micros(),
+            updated_at.timestamp_micros()
+        );
         let job = super::EntitlementsJob::Expire(ExpireEntitlement { source, expires_at });
         if let crate::queue::Enqueued::New(_) = enqueue(&mut tx, &NewJob::new(&job, key)).await? {
             new += 1;
@@ -71,29 +83,25 @@ pub async fn enqueue_due(pool: &PgPool, grace: Duration, now: DateTime<Utc>) -> 
 }
 
 /// Ends the entitlement `job` names, in the job's effect transaction, if it is still active with
-/// the same paid end and that end is more than `grace` ago: recorded with `cause`, counted, and
-/// told to the user with a button to renew. Returns whether it ended it.
+/// the same paid end (the pass found it past its grace; a renewal recorded since moved the end):
+/// recorded with `cause`, counted, and told to the user with a button to renew. Returns whether
+/// it ended it.
 pub async fn expire(
     conn: &mut PgConnection,
     bot: Bot<'_>,
     job: &ExpireEntitlement,
-    grace: Duration,
     cause: &str,
 ) -> Result<bool, sqlx::Error> {
     // Locked before it is read, so that a renewal recorded meanwhile is seen here, and one
     // recorded after waits for this and then re-derives past the end recorded here.
-    sqlx::query("SELECT 1 FROM entitlements WHERE source = $1 FOR UPDATE")
+    sqlx::query("SELECT 1 FROM entitlements WHERE source = $1 FOR NO KEY UPDATE")
         .bind(&job.source)
         .execute(&mut *conn)
         .await?;
     let Some(current) = entitlements::of_source(&mut *conn, &job.source).await? else {
         return Ok(false);
     };
-    let grace = chrono::Duration::from_std(grace).unwrap_or_default();
-    let due = current.status == Status::Active
-        && current.expires_at == Some(job.expires_at)
-        && job.expires_at + grace < Utc::now();
-    if !due {
+    if current.status != Status::Active || current.expires_at != Some(job.expires_at) {
         return Ok(false);
     }
     let ended = State {
@@ -125,7 +133,7 @@ pub async fn expire(
 /// not renew and ends within that offset but not within the next smaller one, whose end was set
 /// before the offset began (a one-day pass is not reminded the moment it is bought), and which
 /// was not reminded at that offset for that end. Returns how many were queued.
-pub async fn remind_due(pool: &PgPool, bot: Bot<'_>, hours: &[u32]) -> Result<u64, sqlx::Error> {
+pub async fn remind_due(pool: &PgPool, bot: Bot<'_>, hours: &[u32], now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
     let mut offsets = hours.to_vec();
     offsets.sort_unstable();
     offsets.dedup();
@@ -136,12 +144,14 @@ pub async fn remind_due(pool: &PgPool, bot: Bot<'_>, hours: &[u32]) -> Result<u6
         type Due = (i64, i64, String, DateTime<Utc>);
         let due: Vec<Due> = sqlx::query_as(
             "WITH due AS (
-                 SELECT id, user_id, plan, expires_at FROM entitlements
-                 WHERE status = 'active' AND NOT renews
-                   AND expires_at > now() + make_interval(hours => $1)
-                   AND expires_at <= now() + make_interval(hours => $2)
-                   AND expires_at - updated_at > make_interval(hours => $2)
-                 ORDER BY expires_at LIMIT $3),
+                 SELECT e.id, e.user_id, e.plan, e.expires_at FROM entitlements e
+                 WHERE e.status = 'active' AND NOT e.renews
+                   AND e.expires_at > $4 + make_interval(hours => $1)
+                   AND e.expires_at <= $4 + make_interval(hours => $2)
+                   AND e.expires_at - e.updated_at > make_interval(hours => $2)
+                   AND NOT EXISTS (SELECT 1 FROM entitlement_reminders r
+                                   WHERE r.entitlement_id = e.id AND r.expires_at = e.expires_at AND r.hours = $2)
+                 ORDER BY e.expires_at, e.id LIMIT $3),
              reminded AS (
                  INSERT INTO entitlement_reminders (entitlement_id, expires_at, hours)
                  SELECT id, expires_at, $2 FROM due
@@ -152,13 +162,18 @@ pub async fn remind_due(pool: &PgPool, bot: Bot<'_>, hours: &[u32]) -> Result<u6
         .bind(nearer as i32)
         .bind(offset as i32)
         .bind(PASS_LIMIT)
+        .bind(now)
         .fetch_all(&mut *tx)
         .await?;
         for (id, user_id, plan, expires_at) in due {
+            let source: String = sqlx::query_scalar("SELECT source FROM entitlements WHERE id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
             let held = Entitlement {
                 id,
                 user_id,
-                source: String::new(),
+                source,
                 plan,
                 entitlement: String::new(),
                 status: Status::Active,
@@ -183,11 +198,17 @@ pub async fn remind_due(pool: &PgPool, bot: Bot<'_>, hours: &[u32]) -> Result<u6
     Ok(queued)
 }
 
-/// `text` to the entitlement's user, with a button that opens its plan when it is still sold.
+/// `text` to the entitlement's user, with a button to keep the access: for a Stripe
+/// subscription the Billing Portal (where a cancelled one is renewed without a second
+/// subscription), else the plan, when it is still sold.
 fn with_renew_button(bot: Bot<'_>, held: &Entitlement, text: String) -> SendMessage {
     let plan = bot.plans.get(&held.plan);
     let sold = plan.is_some_and(|p| p.stars_price.is_some() || p.stripe_price.is_some());
     let buttons = match plan {
+        _ if held.provider() == Provider::Stripe => vec![vec![Button::callback(
+            bot.texts.get(Text::PortalButton),
+            Choice::Billing.data(),
+        )]],
         Some(plan) if sold => vec![vec![Button::callback(
             bot.texts.render(Text::RenewButton, &[("plan", &plan.name)]),
             Choice::Plan(&held.plan).data(),

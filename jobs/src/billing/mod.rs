@@ -57,7 +57,8 @@ pub struct Billing {
     pub attribution_window: Duration,
     /// The worker process's lease, checked before every provider call.
     pub lease: Lease,
-    /// How long an entitlement outlasts its paid end without a renewal ([`expiry`]).
+    /// How long an entitlement outlasts its paid end without a renewal, for the expiry pass
+    /// ([`expiry`]).
     pub grace: Duration,
 }
 
@@ -149,7 +150,7 @@ pub async fn apply(billing: &Billing, job: Job<EntitlementsJob>) -> Result<Compl
         }
         EntitlementsJob::ProvisionUser(user) => Ok(users::upsert(tx.conn(), user).await?),
         EntitlementsJob::Expire(due) => {
-            let ended = expiry::expire(tx.conn(), billing.bot(), due, billing.grace, &cause).await?;
+            let ended = expiry::expire(tx.conn(), billing.bot(), due, &cause).await?;
             tracing::info!(job = job.id, source = due.source, ended, "entitlement expiry applied");
             Ok(())
         }

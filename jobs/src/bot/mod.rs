@@ -9,7 +9,8 @@
 //! ([`link_message`]).
 //!
 //! The bot's buttons carry callback data `plan:<code>` (show the plan and how to pay),
-//! `stars:<code>` and `card:<code>` (pay it so). A `/start plan-<code>` deep link opens a plan.
+//! `stars:<code>` and `card:<code>` (pay it so), and `billing` (what `/billing` answers). A
+//! `/start plan-<code>` deep link opens a plan.
 //!
 //! # Layout
 //! - this module: commands, choices and their answers.
@@ -87,11 +88,16 @@ pub enum Choice<'a> {
     Stars(&'a str),
     /// Pay this plan by card, through Stripe Checkout.
     Card(&'a str),
+    /// Manage the card subscription: what `/billing` answers.
+    Billing,
 }
 
 impl<'a> Choice<'a> {
     /// The choice a button's callback data stands for, if it is one of ours.
     pub fn parse(data: &'a str) -> Option<Choice<'a>> {
+        if data == "billing" {
+            return Some(Choice::Billing);
+        }
         let (kind, code) = data.split_once(':')?;
         match kind {
             "plan" => Some(Choice::Plan(code)),
@@ -107,6 +113,7 @@ impl<'a> Choice<'a> {
             Choice::Plan(code) => format!("plan:{code}"),
             Choice::Stars(code) => format!("stars:{code}"),
             Choice::Card(code) => format!("card:{code}"),
+            Choice::Billing => "billing".to_string(),
         }
     }
 }
@@ -169,6 +176,7 @@ pub async fn on_choice(
             None => unavailable(bot, user_id),
             Some(_) => request_link(conn, bot, user_id, Kind::Checkout, Some(code)).await?,
         },
+        Choice::Billing => billing(conn, bot, user_id).await?,
     };
     reply_to(conn, update_id, reply).await
 }
@@ -475,7 +483,12 @@ mod tests {
     #[test]
     fn choices_round_trip_through_callback_data_and_fit_telegrams_limit() {
         let longest = "p".repeat(crate::billing::plans::MAX_CODE_LEN);
-        for choice in [Choice::Plan(&longest), Choice::Stars(&longest), Choice::Card("pro")] {
+        for choice in [
+            Choice::Plan(&longest),
+            Choice::Stars(&longest),
+            Choice::Card("pro"),
+            Choice::Billing,
+        ] {
             let data = choice.data();
             assert!(data.len() <= crate::telegram::MAX_CALLBACK_DATA_BYTES, "{data}");
             assert_eq!(Choice::parse(&data), Some(choice));

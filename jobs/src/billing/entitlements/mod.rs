@@ -146,13 +146,13 @@ pub async fn set(
     let current: Option<Row> = sqlx::query_as(concat!(
         "SELECT ",
         columns!(),
-        " FROM entitlements WHERE source = $1 FOR UPDATE"
+        " FROM entitlements WHERE source = $1 FOR NO KEY UPDATE"
     ))
     .bind(source)
     .fetch_optional(&mut *conn)
     .await?;
     let before = current.map(|row| Entitlement::from(row).state());
-    let state = &rule::after_expiry(before.as_ref(), state.clone());
+    let state = &rule::after_expiry(before.as_ref(), state.clone(), chrono::Utc::now());
     if before.as_ref() == Some(state) {
         return Ok(None);
     }

@@ -61,26 +61,26 @@ pub fn derive(facts: &Facts, periods: &[PaidPeriod], plans: &Plans) -> Option<(S
     Some((state(status, expires_at, renews), why))
 }
 
-/// The state a source's newly derived `derived` state is recorded as, given what was recorded
-/// `before`. An entitlement the expiry pass ended stays expired while its facts give it no new
-/// paid period: a late or repeated provider event re-derives the same ended period as active, and
-/// must not open it again. A later end (a renewal paid), or an end of another kind (a refund,
-/// a cancellation), is recorded as derived.
-pub fn after_expiry(before: Option<&State>, derived: State) -> State {
-    match before {
-        Some(expired)
-            if expired.status == Status::Expired
-                && derived.status == Status::Active
-                && derived.expires_at <= expired.expires_at =>
-        {
-            State {
-                status: Status::Expired,
-                renews: false,
-                expires_at: expired.expires_at,
-                ..derived
-            }
-        }
-        _ => derived,
+/// The state a source's newly derived `derived` state is recorded as at `now`, given what was
+/// recorded `before`. An entitlement the expiry pass ended stays expired until its facts give it
+/// a paid period that ends in the future: a late or repeated provider event re-derives the ended
+/// period as active (or, for Stripe, an unpaid subscription as suspended), a correction of its
+/// end may move it a little but still into the past, and none of these may open it again or tell
+/// the user anything new. An end of another kind (a refund, a cancellation) is recorded as
+/// derived, without a message.
+pub fn after_expiry(before: Option<&State>, derived: State, now: DateTime<Utc>) -> State {
+    let Some(expired) = before.filter(|b| b.status == Status::Expired) else {
+        return derived;
+    };
+    let reopened = derived.status == Status::Active && derived.expires_at.is_some_and(|end| end > now);
+    if reopened || derived.status == Status::Revoked {
+        return derived;
+    }
+    State {
+        status: Status::Expired,
+        renews: false,
+        expires_at: expired.expires_at.max(derived.expires_at),
+        ..derived
     }
 }
 
@@ -101,6 +101,7 @@ mod tests {
 
     #[test]
     fn an_expired_entitlement_stays_expired_until_a_new_period_is_paid() {
+        let now = at(45);
         let (active, _) = derive(&facts(), &[period(30)], &plans()).unwrap();
         let expired = State {
             status: Status::Expired,
@@ -108,10 +109,21 @@ mod tests {
             ..active.clone()
         };
         // The same period again (a late event): still expired.
-        assert_eq!(after_expiry(Some(&expired), active.clone()), expired);
+        assert_eq!(after_expiry(Some(&expired), active.clone(), now), expired);
+        // Its end corrected a little, still in the past: expired, at the later end.
+        let (corrected, _) = derive(&facts(), &[period(31)], &plans()).unwrap();
+        let kept = after_expiry(Some(&expired), corrected, now);
+        assert_eq!((kept.status, kept.expires_at), (Status::Expired, Some(at(31))));
+        // Unpaid after it ended: still expired, not suspended.
+        let unpaid = Facts {
+            status: Some("unpaid".into()),
+            ..facts()
+        };
+        let (suspended, _) = derive(&unpaid, &[period(30)], &plans()).unwrap();
+        assert_eq!(after_expiry(Some(&expired), suspended, now), expired);
         // A renewal paid: active until its end.
         let (renewed, _) = derive(&facts(), &[period(30), period(60)], &plans()).unwrap();
-        assert_eq!(after_expiry(Some(&expired), renewed.clone()), renewed);
+        assert_eq!(after_expiry(Some(&expired), renewed.clone(), now), renewed);
         // A refund of the period: revoked, as derived.
         let (refunded, _) = derive(
             &facts(),
@@ -122,10 +134,10 @@ mod tests {
             &plans(),
         )
         .unwrap();
-        assert_eq!(after_expiry(Some(&expired), refunded.clone()), refunded);
+        assert_eq!(after_expiry(Some(&expired), refunded.clone(), now), refunded);
         // Nothing expired before: as derived.
-        assert_eq!(after_expiry(Some(&active), active.clone()), active);
-        assert_eq!(after_expiry(None, active.clone()), active);
+        assert_eq!(after_expiry(Some(&active), active.clone(), now), active);
+        assert_eq!(after_expiry(None, active.clone(), now), active);
     }
 
     fn facts() -> Facts {
