@@ -12,11 +12,13 @@
 //! - [`stripe`]: the Stripe API client, webhook signatures, the event objects billing reads.
 //! - [`telegram`]: the `notifications` payload, the Bot API client, the shared send pace, the
 //!   webhook's inbox, Mini App users.
+//! - [`access`]: paid chats: invite links, removals, join requests, membership, the audit.
 //! - [`bot`]: the bot's conversation in private chats, and its texts.
 //! - [`marketing`]: promo campaigns, their broadcasts, per-promo statistics.
 //! - [`tracking`]: promo clicks and the payments attributed to them.
 //! - [`retention`]: how long the records that guard against repeats are kept, and their pruning.
 
+pub mod access;
 pub mod billing;
 pub mod bot;
 pub mod config;

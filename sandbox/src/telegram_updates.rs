@@ -195,6 +195,52 @@ fn private_message(update_id: i64, user_id: i64, field: &str, content: Value) ->
     json!({"update_id": update_id, "message": message})
 }
 
+/// A `User` as Telegram sends it.
+pub fn user_json(user_id: i64) -> Value {
+    user(user_id)
+}
+
+/// The bot's own `User`.
+pub fn bot_user() -> Value {
+    bot()
+}
+
+/// A `chat_member` update: `user_id`'s membership of the group or channel `chat_id` went from
+/// `old` to `new` (`left`, `member`, `kicked` …), through `invite_link` when they joined by one.
+pub fn chat_member(
+    update_id: i64,
+    chat_id: i64,
+    user_id: i64,
+    old: &str,
+    new: &str,
+    invite_link: Option<Value>,
+) -> Value {
+    let mut change = json!({
+        "chat": chat(chat_id),
+        "from": user(user_id),
+        "date": now(),
+        "old_chat_member": {"user": user(user_id), "status": old},
+        "new_chat_member": {"user": user(user_id), "status": new},
+    });
+    if let Some(link) = invite_link {
+        change["invite_link"] = link;
+    }
+    json!({"update_id": update_id, "chat_member": change})
+}
+
+/// A `chat_join_request`: `user_id` asks to join `chat_id`.
+pub fn chat_join_request(update_id: i64, chat_id: i64, user_id: i64) -> Value {
+    json!({
+        "update_id": update_id,
+        "chat_join_request": {
+            "chat": chat(chat_id),
+            "from": user(user_id),
+            "user_chat_id": user_id,
+            "date": now(),
+        },
+    })
+}
+
 fn user(user_id: i64) -> Value {
     json!({
         "id": user_id,

@@ -1,5 +1,6 @@
 //! End-to-end tests: real PostgreSQL, the fake Bot API on loopback, the worker as it runs.
 
+mod access;
 mod billing;
 mod bot;
 mod client;

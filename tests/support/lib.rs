@@ -136,9 +136,12 @@ impl World {
     /// Starts the web process inside this process; returns its base URL. It serves until the
     /// test ends.
     pub async fn start_api(&self) -> String {
-        let app = api::Application::build(self.api_config())
-            .await
-            .expect("building the web process");
+        self.start_api_with(self.api_config()).await
+    }
+
+    /// Starts the web process with `config`, as [`World::start_api`] does.
+    pub async fn start_api_with(&self, config: api::Config) -> String {
+        let app = api::Application::build(config).await.expect("building the web process");
         let url = format!("http://127.0.0.1:{}", app.port());
         tokio::spawn(app.run_until_stopped(std::future::pending()));
         url

@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use worker::cli::access::AccessArgs;
 use worker::cli::campaigns::CampaignsArgs;
 use worker::cli::jobs::JobsArgs;
 use worker::cli::telegram::TelegramCommand;
@@ -32,6 +33,8 @@ enum Command {
     /// Registers the bot's webhook with Telegram, or shows it.
     #[command(subcommand)]
     Telegram(TelegramCommand),
+    /// Paid chats: who is in them without access, and who has access but is not.
+    Access(AccessArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -77,6 +80,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             worker::cli::campaigns::run(&pool, command).await
         }
         Command::Telegram(command) => worker::cli::telegram::run(command).await,
+        Command::Access(command) => {
+            let pool = connect().await?;
+            worker::cli::access::run(&pool, command).await
+        }
     }
 }
 

@@ -5,6 +5,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+use jobs::access::audit::{self, Audit};
+use jobs::billing::Plans;
 use jobs::queue::Queue;
 use jobs::queue::ops::{
     self, Change, DeadFilter, DeadJob, JobDetail, JobFilter, JobSummary, LIST_LIMIT_MAX, QueueStats,
@@ -204,6 +206,24 @@ fn change_response(id: i64, change: Change, done_state: &str, applies_to: &str) 
 
 #[OpenApi(prefix_path = "/v1/ops", tag = "Tag::Ops")]
 impl OpsApi {
+    /// Audit the paid chats
+    ///
+    /// Per paid chat (a chat a plan in `PLANS` opens): the members without access (in the chat,
+    /// not administrators, with no active entitlement that opens it) and the users with access
+    /// who are not in it, as the bot's membership records (kept by Telegram's `chat_member`
+    /// updates) and the active entitlements say. Changes nothing; `worker access audit --fix`
+    /// removes the former.
+    #[oai(path = "/access/audit", method = "get", operation_id = "audit_paid_chats")]
+    async fn access_audit(
+        &self,
+        _auth: AdminAuth,
+        pool: Data<&PgPool>,
+        plans: Data<&Plans>,
+    ) -> Result<Json<Audit>, Problem> {
+        let mut conn = pool.acquire().await?;
+        Ok(Json(audit::audit(&mut conn, &plans).await?))
+    }
+
     /// Queue statistics
     ///
     /// Every queue, including empty ones: its jobs by state, the oldest due job's wait, jobs

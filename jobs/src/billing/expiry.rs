@@ -119,6 +119,7 @@ pub async fn expire(
         return Ok(false);
     }
     counters::add(&mut *conn, metrics::ENTITLEMENT_EXPIRIES, &plan_label(&current.plan)).await?;
+    crate::access::follow(&mut *conn, bot.plans, &change).await?;
     let plan_name = plan_name(bot.plans, &current.plan);
     let message = with_renew_button(bot, &current, bot.texts.render(Text::Expired, &[("plan", plan_name)]));
     enqueue(

@@ -34,7 +34,7 @@ use self::stripe::Links;
 use crate::bot::{Bot, Texts};
 use crate::metrics::JobStats;
 use crate::queue::lease::{self, Lease};
-use crate::queue::{Completed, Job, JobError, JobPayload, Queue, apply_once};
+use crate::queue::{Completed, EffectTx, Job, JobError, JobPayload, Queue, apply_once};
 use crate::stripe::client::StripeClient;
 use crate::telegram::client::TelegramClient;
 
@@ -94,6 +94,10 @@ pub enum EntitlementsJob {
     ProvisionUser(users::ProvisionUser),
     /// End an entitlement whose paid period ended without a renewal.
     Expire(expiry::ExpireEntitlement),
+    /// Give a user a way into a paid chat, or take them out of it, as their entitlements say.
+    SyncAccess(crate::access::SyncAccess),
+    /// Approve or decline a request to join a paid chat.
+    JoinRequest(crate::access::JoinRequest),
 }
 
 impl JobPayload for EntitlementsJob {
@@ -103,8 +107,18 @@ impl JobPayload for EntitlementsJob {
 /// Runs one attempt of an `entitlements` job: its facts, the entitlements they change, their
 /// history rows, the user's notifications and the job's completion commit in one transaction.
 pub async fn apply(billing: &Billing, job: Job<EntitlementsJob>) -> Result<Completed, JobError> {
+    match &job.payload {
+        // These call Telegram first, outside any transaction, then apply their effect.
+        EntitlementsJob::SyncAccess(access) => crate::access::sync(billing, &job, access).await,
+        EntitlementsJob::JoinRequest(request) => crate::access::answer_join_request(billing, &job, request).await,
+        _ => apply_once(&billing.pool, &job, async |tx| apply_effect(billing, &job, tx).await).await,
+    }
+}
+
+/// The effect of an `entitlements` job that calls no provider, in its effect transaction.
+async fn apply_effect(billing: &Billing, job: &Job<EntitlementsJob>, tx: &mut EffectTx) -> Result<(), JobError> {
     let cause = job.logical_key.clone();
-    apply_once(&billing.pool, &job, async |tx| match &job.payload {
+    match &job.payload {
         EntitlementsJob::StripeEvent(event) => {
             let outcome = stripe::apply_event(tx.conn(), &billing.plans, &billing.links, &event.event_id).await?;
             tracing::info!(
@@ -154,8 +168,9 @@ pub async fn apply(billing: &Billing, job: Job<EntitlementsJob>) -> Result<Compl
             tracing::info!(job = job.id, source = due.source, ended, "entitlement expiry applied");
             Ok(())
         }
-    })
-    .await
+        // Run by `apply` through `access`, never here.
+        EntitlementsJob::SyncAccess(_) | EntitlementsJob::JoinRequest(_) => Ok(()),
+    }
 }
 
 /// The error for a Stars payment whose plan left the catalogue: dead at once, for ops to put the
@@ -184,6 +199,8 @@ enum TaggedEntitlementsJob {
     StarsRefund(stars::ApplyStarsRefund),
     ProvisionUser(users::ProvisionUser),
     Expire(expiry::ExpireEntitlement),
+    SyncAccess(crate::access::SyncAccess),
+    JoinRequest(crate::access::JoinRequest),
 }
 
 impl From<StoredEntitlementsJob> for EntitlementsJob {
@@ -195,6 +212,8 @@ impl From<StoredEntitlementsJob> for EntitlementsJob {
             StoredEntitlementsJob::Tagged(TaggedEntitlementsJob::StarsRefund(r)) => EntitlementsJob::StarsRefund(r),
             StoredEntitlementsJob::Tagged(TaggedEntitlementsJob::ProvisionUser(u)) => EntitlementsJob::ProvisionUser(u),
             StoredEntitlementsJob::Tagged(TaggedEntitlementsJob::Expire(e)) => EntitlementsJob::Expire(e),
+            StoredEntitlementsJob::Tagged(TaggedEntitlementsJob::SyncAccess(a)) => EntitlementsJob::SyncAccess(a),
+            StoredEntitlementsJob::Tagged(TaggedEntitlementsJob::JoinRequest(r)) => EntitlementsJob::JoinRequest(r),
         }
     }
 }

@@ -37,6 +37,10 @@ pub struct Plan {
     /// The price in Telegram Stars, when it can be bought with Stars.
     #[serde(default)]
     pub stars_price: Option<u32>,
+    /// The Telegram groups and channels the plan opens, by id (`-100…`), where the bot is an
+    /// administrator that may invite and remove members.
+    #[serde(default)]
+    pub chats: Vec<i64>,
 }
 
 impl Plan {
@@ -103,6 +107,15 @@ impl Plans {
             if plan.stars_price == Some(0) {
                 return fault("stars_price must be at least 1");
             }
+            if let Some(chat) = plan.chats.iter().find(|c| **c >= 0) {
+                return fault(&format!(
+                    "chats are group or channel ids, which are negative (-100…): {chat} is not one"
+                ));
+            }
+            let mut seen = std::collections::HashSet::new();
+            if let Some(chat) = plan.chats.iter().find(|c| !seen.insert(**c)) {
+                return fault(&format!("chat {chat} is listed twice"));
+            }
         }
         Ok(Plans(plans))
     }
@@ -118,6 +131,16 @@ impl Plans {
             .iter()
             .find(|(_, plan)| plan.stripe_price.as_deref() == Some(price))
             .map(|(code, plan)| (code.as_str(), plan))
+    }
+
+    /// The plans that open chat `chat_id`, by code.
+    pub fn opening(&self, chat_id: i64) -> impl Iterator<Item = (&str, &Plan)> {
+        self.iter().filter(move |(_, plan)| plan.chats.contains(&chat_id))
+    }
+
+    /// Whether some plan opens chat `chat_id`.
+    pub fn is_paid_chat(&self, chat_id: i64) -> bool {
+        self.opening(chat_id).next().is_some()
     }
 
     /// Every plan, by code.
@@ -176,6 +199,18 @@ mod tests {
             (
                 r#"{"pro": {"name": "Pro", "entitlement": "pro", "period_days": 1, "colour": "red"}}"#,
                 "unknown field",
+            ),
+            (
+                r#"{"pro": {"name": "Pro", "entitlement": "pro", "period_days": 1, "chats": [42]}}"#,
+                "chats are group or channel ids",
+            ),
+            (
+                r#"{"pro": {"name": "Pro", "entitlement": "pro", "period_days": 1, "chats": ["@paid"]}}"#,
+                "not a valid plan catalogue",
+            ),
+            (
+                r#"{"pro": {"name": "Pro", "entitlement": "pro", "period_days": 1, "chats": [-1001, -1001]}}"#,
+                "listed twice",
             ),
         ] {
             let err = Plans::parse(json).unwrap_err();

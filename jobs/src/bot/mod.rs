@@ -9,7 +9,8 @@
 //! ([`link_message`]).
 //!
 //! The bot's buttons carry callback data `plan:<code>` (show the plan and how to pay),
-//! `stars:<code>` and `card:<code>` (pay it so), and `billing` (what `/billing` answers). A
+//! `stars:<code>` and `card:<code>` (pay it so), `billing` and `plans` (what `/billing` and
+//! `/plans` answer). A
 //! `/start plan-<code>` deep link opens a plan.
 //!
 //! # Layout
@@ -90,13 +91,17 @@ pub enum Choice<'a> {
     Card(&'a str),
     /// Manage the card subscription: what `/billing` answers.
     Billing,
+    /// List the plans: what `/plans` answers.
+    Plans,
 }
 
 impl<'a> Choice<'a> {
     /// The choice a button's callback data stands for, if it is one of ours.
     pub fn parse(data: &'a str) -> Option<Choice<'a>> {
-        if data == "billing" {
-            return Some(Choice::Billing);
+        match data {
+            "billing" => return Some(Choice::Billing),
+            "plans" => return Some(Choice::Plans),
+            _ => {}
         }
         let (kind, code) = data.split_once(':')?;
         match kind {
@@ -114,6 +119,7 @@ impl<'a> Choice<'a> {
             Choice::Stars(code) => format!("stars:{code}"),
             Choice::Card(code) => format!("card:{code}"),
             Choice::Billing => "billing".to_string(),
+            Choice::Plans => "plans".to_string(),
         }
     }
 }
@@ -177,6 +183,7 @@ pub async fn on_choice(
             Some(_) => request_link(conn, bot, user_id, Kind::Checkout, Some(code)).await?,
         },
         Choice::Billing => billing(conn, bot, user_id).await?,
+        Choice::Plans => plan_list(bot, user_id, bot.texts.get(Text::Plans)),
     };
     reply_to(conn, update_id, reply).await
 }
@@ -488,6 +495,7 @@ mod tests {
             Choice::Stars(&longest),
             Choice::Card("pro"),
             Choice::Billing,
+            Choice::Plans,
         ] {
             let data = choice.data();
             assert!(data.len() <= crate::telegram::MAX_CALLBACK_DATA_BYTES, "{data}");

@@ -132,6 +132,21 @@ texts! {
     /// An entitlement ended at the end of its paid period, above a button to renew it.
     Expired = "expired" ["plan"]
         "Your {plan} access has ended. You can renew it any time:";
+    /// The message with a single-use invite link to a chat the user's plan opens.
+    AccessLink = "access_link" ["plan"]
+        "🔑 Your {plan} plan opens a private chat. This link lets you in once, and only you:";
+    /// The button of [`Text::AccessLink`].
+    JoinButton = "join_button" []
+        "Join the chat";
+    /// The user was removed from a paid chat because their access ended.
+    AccessRemoved = "access_removed" ["plan"]
+        "Your {plan} access has ended, so you have left its private chat. Subscribe again to come back:";
+    /// A request to join a paid chat from a user without access was declined.
+    JoinDeclined = "join_declined" []
+        "That chat is for subscribers. Subscribe to a plan that opens it, and you will get a link:";
+    /// A button that lists the plans.
+    PlansButton = "plans_button" []
+        "See the plans";
     /// The menu's description of `/plans` (`setMyCommands`).
     CommandPlans = "command_plans" []
         "What you can subscribe to";

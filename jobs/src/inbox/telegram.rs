@@ -15,9 +15,11 @@ use std::time::Duration;
 use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::PgPool;
 
-use crate::billing::stars;
+use crate::access;
+use crate::billing::{EntitlementsJob, stars};
 use crate::bot::{self, Bot, Choice};
 use crate::db::{NUL, holds_nul};
+use crate::queue::{NewJob, enqueue};
 use crate::telegram::store;
 use crate::telegram::updates::{Update, kind_of};
 use crate::tracking::{self, Promo, RecordClick, Via};
@@ -128,6 +130,41 @@ pub async fn accept(pool: &PgPool, bot: Bot<'_>, raw: &str) -> Result<Accepted, 
             "member" => store::saw_chat(&mut tx, change.chat.id, at, true).await?,
             _ => {}
         }
+    }
+    if let (false, Some(change)) = (duplicate, &update.chat_member)
+        && bot.plans.is_paid_chat(change.chat.id)
+        && let Some(user) = &change.new_chat_member.user
+    {
+        let (chat_id, at) = (
+            change.chat.id,
+            DateTime::from_timestamp(change.date, 0).unwrap_or_else(Utc::now),
+        );
+        access::store::note_member(&mut tx, chat_id, user.id, &change.new_chat_member.status, at).await?;
+        let joined = access::is_in(&change.new_chat_member.status);
+        if let (true, Some(link)) = (joined, &change.invite_link) {
+            let owner = access::store::link_used(&mut tx, &link.invite_link, chat_id, user.id).await?;
+            if let Some(owner) = owner.filter(|owner| *owner != user.id) {
+                // Somebody else's link: the joiner is checked (and removed without access of
+                // their own), and the owner is sent a new link.
+                for (whom, key) in [(user.id, "access_join"), (owner, "access_relink")] {
+                    let job = EntitlementsJob::SyncAccess(access::SyncAccess { user_id: whom, chat_id });
+                    enqueue(&mut tx, &NewJob::new(&job, format!("{key}:{}", update.update_id))).await?;
+                }
+            }
+        }
+    }
+    if let (false, Some(request)) = (duplicate, &update.chat_join_request)
+        && bot.plans.is_paid_chat(request.chat.id)
+    {
+        let job = EntitlementsJob::JoinRequest(access::JoinRequest {
+            chat_id: request.chat.id,
+            user_id: request.from.id,
+        });
+        enqueue(
+            &mut tx,
+            &NewJob::new(&job, format!("join_request:{}", update.update_id)),
+        )
+        .await?;
     }
     if let (false, Some(message)) = (duplicate, &update.message) {
         let sent_at = DateTime::from_timestamp(message.date, 0).unwrap_or_else(Utc::now);

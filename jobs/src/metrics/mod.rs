@@ -75,10 +75,11 @@ metrics! {
     MARKETING_CONVERSIONS = "marketing_conversions_total", "Payments attributed to a promo click, by campaign.";
     ENTITLEMENT_EXPIRIES = "entitlement_expiries_total", "Entitlements ended at the end of their paid period without a renewal, by plan.";
     ENTITLEMENT_REMINDERS = "entitlement_reminders_total", "Reminders queued before an entitlement that will not renew ends, by plan.";
+    ACCESS_CHANGES = "access_changes_total", "Paid chat access, by action (granted, removed, refused) and reason.";
 }
 
 /// Every business counter, for the help texts `/metrics` gives the sums read from the database.
-pub const BUSINESS_COUNTERS: [Metric; 10] = [
+pub const BUSINESS_COUNTERS: [Metric; 11] = [
     BILLING_PAYMENTS,
     BILLING_REFUNDS,
     TELEGRAM_PAYMENTS,
@@ -89,4 +90,5 @@ pub const BUSINESS_COUNTERS: [Metric; 10] = [
     MARKETING_CONVERSIONS,
     ENTITLEMENT_EXPIRIES,
     ENTITLEMENT_REMINDERS,
+    ACCESS_CHANGES,
 ];

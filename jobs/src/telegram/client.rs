@@ -38,14 +38,17 @@ const CHARGE_ALREADY_REFUNDED: &str = "CHARGE_ALREADY_REFUNDED";
 
 /// The update kinds the bot's webhook asks for: messages (commands, and the
 /// `successful_payment` and `refunded_payment` service messages), inline button presses,
-/// pre-checkout queries, which Telegram cancels unless answered within 10 seconds, and changes of
-/// the bot's own membership (a user blocking or restarting it). Naming them keeps the others
-/// (reactions, edits) from costing a webhook call each.
-pub const BOT_UPDATES: [AllowedUpdate; 4] = [
+/// pre-checkout queries, which Telegram cancels unless answered within 10 seconds, changes of
+/// the bot's own membership (a user blocking or restarting it), and the members and join
+/// requests of the paid chats it administers (which Telegram sends only when asked). Naming them
+/// keeps the others (reactions, edits) from costing a webhook call each.
+pub const BOT_UPDATES: [AllowedUpdate; 6] = [
     AllowedUpdate::Message,
     AllowedUpdate::CallbackQuery,
     AllowedUpdate::PreCheckoutQuery,
     AllowedUpdate::MyChatMember,
+    AllowedUpdate::ChatMember,
+    AllowedUpdate::ChatJoinRequest,
 ];
 
 /// SendError is why a Bot API call failed, sorted by what to do next.
@@ -182,6 +185,101 @@ impl TelegramClient {
             .map_err(classify_call)
     }
 
+    /// Makes an invite link to `chat_id` that lets one user in until `expires_at`, named `name`
+    /// (for the chat's admins, who see it in the chat's list of links).
+    pub async fn create_invite_link(
+        &self,
+        chat_id: i64,
+        name: &str,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<String, SendError> {
+        self.bot
+            .create_chat_invite_link(ChatId(chat_id))
+            .name(name)
+            .expire_date(expires_at)
+            .member_limit(1)
+            .send()
+            .await
+            .map(|link| link.invite_link)
+            .map_err(classify_call)
+    }
+
+    /// Revokes `link`; a link already revoked or expired is no error.
+    pub async fn revoke_invite_link(&self, chat_id: i64, link: &str) -> Result<(), SendError> {
+        match self.bot.revoke_chat_invite_link(ChatId(chat_id), link).send().await {
+            Ok(_) => Ok(()),
+            Err(RequestError::Api(ApiError::Unknown(text))) if text.contains("INVITE_HASH_EXPIRED") => Ok(()),
+            Err(e) => Err(classify_call(e)),
+        }
+    }
+
+    /// The status of `user_id` in `chat_id`: `creator`, `administrator`, `member`, `restricted`,
+    /// `left` or `kicked`.
+    pub async fn member_status(&self, chat_id: i64, user_id: i64) -> Result<&'static str, SendError> {
+        use teloxide_core::types::ChatMemberKind;
+        let user = user(user_id)?;
+        let member = self
+            .bot
+            .get_chat_member(ChatId(chat_id), user)
+            .send()
+            .await
+            .map_err(classify_call)?;
+        Ok(match member.kind {
+            ChatMemberKind::Owner(_) => "creator",
+            ChatMemberKind::Administrator(_) => "administrator",
+            ChatMemberKind::Member(_) => "member",
+            ChatMemberKind::Restricted(_) => "restricted",
+            ChatMemberKind::Left => "left",
+            ChatMemberKind::Banned(_) => "kicked",
+        })
+    }
+
+    /// Removes `user_id` from `chat_id` and lets them come back by a new link later: a ban, then
+    /// lifting it (only if banned, so that a user who left is not touched).
+    pub async fn remove_member(&self, chat_id: i64, user_id: i64) -> Result<(), SendError> {
+        let user = user(user_id)?;
+        self.bot
+            .ban_chat_member(ChatId(chat_id), user)
+            .send()
+            .await
+            .map_err(classify_call)?;
+        self.bot
+            .unban_chat_member(ChatId(chat_id), user)
+            .only_if_banned(true)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify_call)
+    }
+
+    /// Approves (or declines) `user_id`'s request to join `chat_id`; a request already answered
+    /// is no error.
+    pub async fn answer_join_request(&self, chat_id: i64, user_id: i64, approve: bool) -> Result<(), SendError> {
+        let user = user(user_id)?;
+        let sent = if approve {
+            self.bot
+                .approve_chat_join_request(ChatId(chat_id), user)
+                .send()
+                .await
+                .map(|_| ())
+        } else {
+            self.bot
+                .decline_chat_join_request(ChatId(chat_id), user)
+                .send()
+                .await
+                .map(|_| ())
+        };
+        match sent {
+            Ok(()) => Ok(()),
+            Err(RequestError::Api(ApiError::Unknown(text)))
+                if text.contains("HIDE_REQUESTER_MISSING") || text.contains("USER_ALREADY_PARTICIPANT") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(classify_call(e)),
+        }
+    }
+
     /// Creates a `https://t.me/$…` link that opens a payment form for `invoice` in Stars.
     pub async fn create_invoice_link(&self, invoice: &StarsInvoice) -> Result<String, SendError> {
         let price = LabeledPrice::new(&invoice.title, invoice.amount_stars);
@@ -243,6 +341,12 @@ impl TelegramClient {
         let url = info.url.map(String::from).unwrap_or_default();
         Ok((url, info.pending_update_count, info.last_error_message))
     }
+}
+
+fn user(user_id: i64) -> Result<UserId, SendError> {
+    u64::try_from(user_id)
+        .map(UserId)
+        .map_err(|_| SendError::Permanent(format!("{user_id} is not a user id")))
 }
 
 fn inline_button(button: &Button) -> Result<InlineKeyboardButton, SendError> {

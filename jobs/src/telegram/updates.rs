@@ -21,6 +21,26 @@ pub struct Update {
     pub callback_query: Option<CallbackQuery>,
     #[serde(default)]
     pub my_chat_member: Option<ChatMemberUpdated>,
+    /// A change of somebody's membership of a chat the bot administers.
+    #[serde(default)]
+    pub chat_member: Option<ChatMemberUpdated>,
+    #[serde(default)]
+    pub chat_join_request: Option<ChatJoinRequest>,
+}
+
+/// ChatJoinRequest is a user asking to join a chat the bot administers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatJoinRequest {
+    pub chat: Chat,
+    pub from: User,
+    /// Unix time of the request.
+    pub date: i64,
+}
+
+/// InviteLink is as much of an invite link as we read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InviteLink {
+    pub invite_link: String,
 }
 
 /// User is who sent a message or a query.
@@ -110,14 +130,18 @@ pub struct CallbackQuery {
     pub data: Option<String>,
 }
 
-/// ChatMemberUpdated is a change of the bot's membership of a chat; in a private chat, the user
-/// blocking the bot (`kicked`) or starting it again (`member`).
+/// ChatMemberUpdated is a change of a membership: the bot's own (`my_chat_member`; in a private
+/// chat, the user blocking the bot, `kicked`, or starting it again, `member`), or somebody's in a
+/// chat the bot administers (`chat_member`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMemberUpdated {
     pub chat: Chat,
     /// Unix time of the change.
     pub date: i64,
     pub new_chat_member: ChatMember,
+    /// The link the member joined by, if they did.
+    #[serde(default)]
+    pub invite_link: Option<InviteLink>,
 }
 
 /// ChatMember is as much of a membership as we read.
@@ -125,6 +149,9 @@ pub struct ChatMemberUpdated {
 pub struct ChatMember {
     /// `creator`, `administrator`, `member`, `restricted`, `left` or `kicked`.
     pub status: String,
+    /// Whose membership it is (always sent; optional here for the bot's own updates' sake).
+    #[serde(default)]
+    pub user: Option<User>,
 }
 
 /// CallbackMessage is as much of a button's message as we read.

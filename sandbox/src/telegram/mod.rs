@@ -28,6 +28,7 @@
 //! - [`webhook`]: `setWebhook`, `getWebhookInfo`, and posting updates.
 //! - [`params`]: how a request's parameters are read.
 
+mod chats;
 mod messages;
 mod params;
 mod payments;
@@ -35,6 +36,8 @@ mod payments;
 mod tests;
 mod webhook;
 
+#[allow(unused_imports)]
+use chats::*;
 #[allow(unused_imports)]
 use messages::*;
 #[allow(unused_imports)]
@@ -114,6 +117,8 @@ struct State {
     webhook: Option<Value>,
     // The bot's menu, as `setMyCommands` last set it.
     commands: Option<Value>,
+    // Groups and channels by id.
+    chats: HashMap<i64, FakeChat>,
     // The last failed delivery to the webhook: (Unix time, Telegram's description).
     webhook_error: Option<(u64, String)>,
 }
@@ -177,6 +182,9 @@ impl FakeTelegram {
             .at("/sandbox/pay/:slug", get(pay_invoice))
             .at("/sandbox/write", post(write_to_bot))
             .at("/sandbox/press", post(press_button))
+            .at("/sandbox/join", post(join_chat))
+            .at("/sandbox/request-join", post(ask_to_join))
+            .at("/sandbox/chats", get(list_chats))
             .data(shared.clone());
         let server = tokio::spawn(async move {
             let _ = Server::new_with_acceptor(acceptor).run(app).await;
@@ -300,6 +308,80 @@ impl FakeTelegram {
         user_presses(&self.shared, user_id, data).await
     }
 
+    /// `user_id` opens the invite link `link`: joins its chat if the link allows it, and the
+    /// `chat_member` update is posted to the webhook. Fails with Telegram's reason otherwise.
+    pub async fn join(&self, user_id: i64, link: &str) -> Result<Value, String> {
+        let update = join_by_link(&self.shared, user_id, link)?;
+        post_to_webhook(&self.shared, &update).await
+    }
+
+    /// `user_id` asks to join `chat_id`: the `chat_join_request` is posted to the webhook.
+    pub async fn request_join(&self, user_id: i64, chat_id: i64) -> Result<Value, String> {
+        let update = request_to_join(&self.shared, user_id, chat_id)?;
+        post_to_webhook(&self.shared, &update).await
+    }
+
+    /// The status of `user_id` in `chat_id` (`left` when never a member).
+    pub fn status_in(&self, chat_id: i64, user_id: i64) -> String {
+        let state = self.shared.state.lock().unwrap();
+        let status = state.chats.get(&chat_id).and_then(|c| c.members.get(&user_id));
+        status.cloned().unwrap_or_else(|| "left".into())
+    }
+
+    /// The users who are in `chat_id` now (members, restricted members and administrators).
+    pub fn members(&self, chat_id: i64) -> Vec<i64> {
+        let state = self.shared.state.lock().unwrap();
+        let mut members: Vec<i64> = state
+            .chats
+            .get(&chat_id)
+            .map(|c| {
+                c.members
+                    .iter()
+                    .filter(|(_, s)| matches!(s.as_str(), "member" | "restricted" | "administrator" | "creator"))
+                    .map(|(u, _)| *u)
+                    .collect()
+            })
+            .unwrap_or_default();
+        members.sort_unstable();
+        members
+    }
+
+    /// Puts `user_id` in `chat_id` with `status` (`member`, `administrator` …) without telling the
+    /// bot, as someone added before the bot administered the chat.
+    pub fn put_member(&self, chat_id: i64, user_id: i64, status: &str) {
+        let mut state = self.shared.state.lock().unwrap();
+        let chat = state.chats.entry(chat_id).or_insert_with(|| FakeChat {
+            bot_is_admin: true,
+            ..FakeChat::default()
+        });
+        chat.members.insert(user_id, status.to_string());
+    }
+
+    /// The invite links made in `chat_id`: (link, revoked, users who joined by it).
+    pub fn invite_links_of(&self, chat_id: i64) -> Vec<(String, bool, Vec<i64>)> {
+        let state = self.shared.state.lock().unwrap();
+        let links = state.chats.get(&chat_id).map(|c| c.links.clone()).unwrap_or_default();
+        links.into_iter().map(|l| (l.link, l.revoked, l.joined)).collect()
+    }
+
+    /// From now on the bot is no administrator of `chat_id`: its link and member calls are refused.
+    pub fn take_admin_rights(&self, chat_id: i64) {
+        let mut state = self.shared.state.lock().unwrap();
+        state.chats.entry(chat_id).or_default().bot_is_admin = false;
+    }
+
+    /// From now on the bot administers `chat_id` again.
+    pub fn give_admin_rights(&self, chat_id: i64) {
+        let mut state = self.shared.state.lock().unwrap();
+        state.chats.entry(chat_id).or_default().bot_is_admin = true;
+    }
+
+    /// From now on `chat_id` does not exist: every call about it is refused.
+    pub fn delete_chat(&self, chat_id: i64) {
+        let mut state = self.shared.state.lock().unwrap();
+        state.chats.entry(chat_id).or_default().deleted = true;
+    }
+
     /// The buttons of the latest message to `chat_id`: (text, callback data or URL) by row.
     pub fn buttons_of_latest(&self, chat_id: i64) -> Vec<Vec<(String, String)>> {
         let state = self.shared.state.lock().unwrap();
@@ -398,6 +480,34 @@ async fn bot_method(
                 .map(str::to_string);
             send_invoice(&shared, &params, user_agent)
         }
+        "createchatinvitelink" => create_chat_invite_link(&shared, &params),
+        "revokechatinvitelink" => revoke_chat_invite_link(&shared, &params),
+        "banchatmember" => ban_chat_member(&shared, &params),
+        "unbanchatmember" => unban_chat_member(&shared, &params),
+        "getchatmember" => get_chat_member(&shared, &params),
+        "declinechatjoinrequest" => match answer_join_request(&shared, &params, false) {
+            Ok(_) => ok(json!(true)),
+            Err(refusal) => error(400, refusal, None),
+        },
+        "approvechatjoinrequest" => match answer_join_request(&shared, &params, true) {
+            Ok((chat_id, user_id)) => {
+                // Telegram tells the bot of the new member, as of any join.
+                let update = crate::telegram_updates::chat_member(
+                    shared.next_update_id(),
+                    chat_id,
+                    user_id,
+                    "left",
+                    "member",
+                    None,
+                );
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let _ = post_to_webhook(&shared, &update).await;
+                });
+                ok(json!(true))
+            }
+            Err(refusal) => error(400, refusal, None),
+        },
         "setmycommands" => {
             let Some(commands) = params.json("commands").filter(Value::is_array) else {
                 return error(400, "Bad Request: field \"commands\" must be an Array", None);
@@ -504,6 +614,68 @@ fn sandbox_user(query: &HashMap<String, String>) -> Option<i64> {
         .get("user_id")
         .and_then(|u| u.parse::<i64>().ok())
         .filter(|u| *u > 0)
+}
+
+/// `POST /sandbox/join?user_id=42&link=https://t.me/+…`: the user opens an invite link.
+#[handler]
+async fn join_chat(Query(query): Query<HashMap<String, String>>, shared: Data<&Arc<Shared>>) -> poem::Response {
+    let Some(user_id) = sandbox_user(&query) else {
+        return page(400, "user_id must be a Telegram user id (a positive integer)".into());
+    };
+    let link = query.get("link").map_or("", String::as_str);
+    let update = match join_by_link(&shared, user_id, link) {
+        Ok(update) => update,
+        Err(why) => return page(409, format!("Not joined: {why}")),
+    };
+    match post_to_webhook(&shared, &update).await {
+        Ok(_) => page(200, "Joined; the chat_member update was delivered.".into()),
+        Err(why) => page(502, format!("Joined, but the update was not delivered: {why}")),
+    }
+}
+
+/// `POST /sandbox/request-join?user_id=42&chat_id=-100…`: the user asks to join a chat.
+#[handler]
+async fn ask_to_join(Query(query): Query<HashMap<String, String>>, shared: Data<&Arc<Shared>>) -> poem::Response {
+    let Some(user_id) = sandbox_user(&query) else {
+        return page(400, "user_id must be a Telegram user id (a positive integer)".into());
+    };
+    let Some(chat_id) = query
+        .get("chat_id")
+        .and_then(|c| c.parse::<i64>().ok())
+        .filter(|c| *c < 0)
+    else {
+        return page(400, "chat_id must be a group or channel id (negative)".into());
+    };
+    let result = match request_to_join(&shared, user_id, chat_id) {
+        Ok(update) => post_to_webhook(&shared, &update).await,
+        Err(why) => Err(why),
+    };
+    match result {
+        Ok(_) => page(200, "Asked; the chat_join_request was delivered.".into()),
+        Err(why) => page(502, format!("Not asked: {why}")),
+    }
+}
+
+/// `GET /sandbox/chats`: every chat's members and invite links.
+#[handler]
+fn list_chats(shared: Data<&Arc<Shared>>) -> Json<Value> {
+    let state = shared.state.lock().unwrap();
+    let chats: Map<String, Value> = state
+        .chats
+        .iter()
+        .map(|(id, chat)| {
+            let links: Vec<Value> = chat
+                .links
+                .iter()
+                .map(|l| json!({"link": l.link, "revoked": l.revoked, "joined": l.joined}))
+                .collect();
+            (
+                id.to_string(),
+                json!({"members": chat.members, "links": links, "bot_is_admin": chat.bot_is_admin, "deleted": chat.deleted}),
+            )
+        })
+        .collect();
+    Json(Value::Object(chats))
 }
 
 /// `POST /sandbox/write?user_id=42&text=/start`: the user writes to the bot.

@@ -7,7 +7,9 @@
 //!   discard).
 //! - [`campaigns`]: `worker campaigns …`, promo campaigns and their broadcasts.
 //! - [`telegram`]: `worker telegram …`, the bot's webhook and bans.
+//! - [`access`]: `worker access …`, the audit of paid chats.
 
+pub mod access;
 pub mod campaigns;
 pub mod jobs;
 pub mod telegram;

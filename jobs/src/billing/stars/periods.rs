@@ -133,6 +133,7 @@ pub(super) async fn rederive(
     if let Some(job) = entitlements::notification(&change, plan, why) {
         enqueue(conn, &job).await?;
     }
+    crate::access::follow(conn, plans, &change).await?;
     Ok(Applied::Changed)
 }
 

@@ -411,5 +411,6 @@ async fn rederive(
     if let Some(job) = entitlements::notification(&change, plan, why) {
         enqueue(conn, &job).await?;
     }
+    crate::access::follow(conn, plans, &change).await?;
     Ok(Outcome::Applied)
 }
