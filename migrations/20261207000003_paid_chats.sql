@@ -18,13 +18,17 @@ CREATE TABLE chat_access (
 );
 
 -- Every invite link the bot made, and whom for: a user who joins by somebody else's is removed.
+-- A link stays usable after a join (member_limit counts members at once, not joins), so the
+-- access job revokes every link of a user and chat but the one it keeps; revoked_at says done.
 CREATE TABLE chat_invite_links (
     invite_link text        PRIMARY KEY,
     chat_id     bigint      NOT NULL,
     user_id     bigint      NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now(),
-    used_by     bigint
+    used_by     bigint,
+    revoked_at  timestamptz
 );
+CREATE INDEX chat_invite_links_unrevoked ON chat_invite_links (user_id, chat_id) WHERE revoked_at IS NULL;
 
 -- Who is in which paid chat, as Telegram's chat_member updates (and the bot's own removals) say.
 CREATE TABLE chat_members (

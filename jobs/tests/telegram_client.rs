@@ -150,7 +150,14 @@ async fn the_webhook_is_set_with_its_secret_and_update_kinds_and_read_back() {
         Some(json!({
             "url": url,
             "secret_token": "s3cret_token-1",
-            "allowed_updates": ["message", "callback_query", "pre_checkout_query", "my_chat_member"],
+            "allowed_updates": [
+                "message",
+                "callback_query",
+                "pre_checkout_query",
+                "my_chat_member",
+                "chat_member",
+                "chat_join_request"
+            ],
             "drop_pending_updates": false,
         }))
     );

@@ -61,24 +61,7 @@ impl Paid {
 
     /// Waits for a message to `user` whose text starts with `start`, and returns it.
     async fn told(&self, user: i64, start: &str) -> SentMessage {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let found = self
-                .world
-                .telegram
-                .messages_to(user)
-                .into_iter()
-                .find(|m| m.text.starts_with(start));
-            if let Some(message) = found {
-                return message;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{user} was never told {start:?}: {:?}",
-                self.world.telegram.texts_to(user)
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.world.told(user, start, WAIT).await
     }
 
     /// The invite links sent to `user`, oldest first.
@@ -142,16 +125,25 @@ async fn a_plan_opens_its_chat_once_to_its_subscriber_and_closes_it_when_access_
     let links = paid.wait_links(ada, 2).await;
     assert_ne!(links[1], first);
     assert!(
-        paid.world.telegram.join(ada, &first).await.is_err(),
-        "the first link is used up"
+        paid.world.telegram.join(bob, &first).await.is_err(),
+        "the first link is revoked: Bob cannot come back by it"
     );
     paid.world.telegram.join(ada, &links[1]).await.unwrap();
     assert_eq!(paid.world.telegram.members(CLUB_CHAT), [ada]);
+    wait_revoked(&paid, CLUB_CHAT, &links[1]).await;
 
     // Cy asks to join without access: declined, and told how to get it.
     paid.world.telegram.request_join(cy, CLUB_CHAT).await.unwrap();
     paid.told(cy, "That chat is for subscribers.").await;
     assert_eq!(paid.world.telegram.status_in(CLUB_CHAT, cy), "left");
+    // Cy comes in by a link of an administrator's: checked like anyone, and removed.
+    paid.world.telegram.put_member(CLUB_CHAT, cy, "member");
+    let webhook = format!("{}/webhooks/telegram", paid.api);
+    let joined = updates::chat_member(4, CLUB_CHAT, cy, "left", "member", None);
+    post_update(&paid.http, &webhook, Some(TELEGRAM_WEBHOOK_SECRET), &joined).await;
+    paid.told(cy, "Your Club access has ended, so you have left its private chat")
+        .await;
+    paid.wait_status(CLUB_CHAT, cy, "left").await;
 
     // Ada also buys Club Plus: a link to its second chat only (she is in the first).
     paid.pay(2, ada, "club_plus", 90, "stxADA2").await;
@@ -172,14 +164,14 @@ async fn a_plan_opens_its_chat_once_to_its_subscriber_and_closes_it_when_access_
     );
 
     // The club payment is refunded: Club Plus still opens the club's chat, so Ada stays.
-    let webhook = format!("{}/webhooks/telegram", paid.api);
     let refunded = updates::refunded_payment(3, ada, "club", 50, "stxADA1");
     post_update(&paid.http, &webhook, Some(TELEGRAM_WEBHOOK_SECRET), &refunded).await;
-    paid.told(ada, "Your Club access has ended").await;
+    paid.told(ada, "Your Club access has ended: the payment was refunded.")
+        .await;
     paid.world
         .wait_for_count(
-            &format!("SELECT count(*) FROM chat_access WHERE user_id = {ada} AND chat_id = {CLUB_CHAT} AND outcome = 'member'"),
-            1,
+            "SELECT count(*) FROM jobs WHERE queue = 'entitlements' AND state IN ('pending', 'running')",
+            0,
             WAIT,
         )
         .await;
@@ -202,18 +194,12 @@ async fn a_plan_opens_its_chat_once_to_its_subscriber_and_closes_it_when_access_
     )
     .await;
     paid.wait_status(CLUB_CHAT, ada, "left").await;
-    let deadline = Instant::now() + WAIT;
-    while !paid
-        .world
-        .telegram
-        .invite_links_of(PLUS_CHAT)
-        .iter()
-        .any(|(l, revoked, _)| *l == plus_link && *revoked)
-    {
-        assert!(Instant::now() < deadline, "the unused link was never revoked");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_revoked(&paid, PLUS_CHAT, &plus_link).await;
     assert!(paid.world.telegram.join(ada, &plus_link).await.is_err());
+    assert!(
+        paid.world.telegram.join(ada, &links[1]).await.is_err(),
+        "the link Ada joined by does not let her back in"
+    );
     assert!(paid.world.telegram.members(CLUB_CHAT).is_empty());
     assert!(paid.world.telegram.members(PLUS_CHAT).is_empty());
     paid.worker.stop().await;
@@ -221,25 +207,35 @@ async fn a_plan_opens_its_chat_once_to_its_subscriber_and_closes_it_when_access_
         paid.world
             .count("SELECT value::bigint FROM counters WHERE name = 'access_changes_total' AND labels LIKE '%removed%'")
             .await,
-        2,
-        "Bob and Ada"
+        3,
+        "Bob, Cy and Ada"
     );
+}
+
+/// Waits until the fake Bot API has `link` of `chat` revoked.
+async fn wait_revoked(paid: &Paid, chat: i64, link: &str) {
+    let deadline = Instant::now() + WAIT;
+    while !(paid.world.telegram.invite_links_of(chat).iter()).any(|(l, revoked, _)| l == link && *revoked) {
+        assert!(Instant::now() < deadline, "{link} was never revoked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
 async fn the_audit_finds_strays_and_fix_removes_them_but_never_an_administrator() {
     let paid = paid_world().await;
-    let webhook = format!("{}/webhooks/telegram", paid.api);
     let (stray, admin, member) = (7201, 7202, 7203);
-    // Three who came in without a link of ours: a stray, an administrator, and a subscriber.
-    for (update_id, user, status) in [
-        (11, stray, "member"),
-        (12, admin, "administrator"),
-        (13, member, "member"),
-    ] {
+    // Three in the chat whom no access job acted on (as when one died: a chat where the bot had
+    // lost its rights): a stray, an administrator, and a subscriber.
+    for (user, status) in [(stray, "member"), (admin, "administrator"), (member, "member")] {
         paid.world.telegram.put_member(CLUB_CHAT, user, status);
-        let joined = updates::chat_member(update_id, CLUB_CHAT, user, "left", status, None);
-        post_update(&paid.http, &webhook, Some(TELEGRAM_WEBHOOK_SECRET), &joined).await;
+        sqlx::query("INSERT INTO chat_members (chat_id, user_id, status, changed_at) VALUES ($1, $2, $3, now())")
+            .bind(CLUB_CHAT)
+            .bind(user)
+            .bind(status)
+            .execute(&paid.world.pool)
+            .await
+            .unwrap();
     }
     // The subscriber pays for Club Plus: in the club's chat already, a link to the second.
     paid.pay(14, member, "club_plus", 90, "stxMEMBER").await;
@@ -287,6 +283,7 @@ async fn the_audit_finds_strays_and_fix_removes_them_but_never_an_administrator(
     let check = jobs::billing::EntitlementsJob::SyncAccess(jobs::access::SyncAccess {
         user_id: admin,
         chat_id: CLUB_CHAT,
+        resend: false,
     });
     jobs::queue::enqueue(&mut tx, &jobs::queue::NewJob::new(&check, "check-the-admin"))
         .await
@@ -343,6 +340,58 @@ async fn a_chat_lost_or_deleted_leaves_a_dead_job_that_says_so_and_ops_can_retry
             .invite_links_of(PLUS_CHAT)
             .iter()
             .any(|(l, _, _)| *l == links[0])
+    );
+    paid.worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_refund_while_the_link_is_being_made_sends_no_link_and_revokes_it() {
+    let paid = paid_world().await;
+    let user = 7401;
+    // Telegram takes its time over the link; the refund comes meanwhile.
+    paid.world
+        .telegram
+        .delay_method("createChatInviteLink", Duration::from_millis(1500));
+    paid.pay(31, user, "club", 50, "stxRACE").await;
+    paid.world
+        .wait_for_count(
+            "SELECT count(*) FROM jobs WHERE state = 'running' AND payload @> '{\"kind\": \"sync_access\"}'",
+            1,
+            WAIT,
+        )
+        .await;
+    let webhook = format!("{}/webhooks/telegram", paid.api);
+    let refunded = updates::refunded_payment(32, user, "club", 50, "stxRACE");
+    post_update(&paid.http, &webhook, Some(TELEGRAM_WEBHOOK_SECRET), &refunded).await;
+
+    // The link made for a user who lost access meanwhile is not sent, and is revoked.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let links = paid.world.telegram.invite_links_of(CLUB_CHAT);
+        if links.len() == 1 && links[0].1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the link was never revoked: {links:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    paid.world
+        .wait_for_count(
+            "SELECT count(*) FROM jobs WHERE queue IN ('entitlements', 'notifications') AND state IN ('pending', 'running')",
+            0,
+            WAIT,
+        )
+        .await;
+    assert!(
+        paid.links_to(user).is_empty(),
+        "{:?}",
+        paid.world.telegram.texts_to(user)
+    );
+    assert_eq!(
+        paid.world
+            .count("SELECT count(*) FROM jobs WHERE logical_key LIKE 'resync:%'")
+            .await,
+        1,
+        "the job that made the link saw the refund and handed over"
     );
     paid.worker.stop().await;
 }

@@ -13,7 +13,7 @@ use serde_json::Value;
 const WAIT: Duration = Duration::from_secs(20);
 
 /// The buttons of `message`: (text, callback data or URL), every row in one list.
-fn buttons(message: &SentMessage) -> Vec<(String, String)> {
+pub fn buttons(message: &SentMessage) -> Vec<(String, String)> {
     let rows = message
         .reply_markup
         .as_ref()
@@ -29,23 +29,23 @@ fn buttons(message: &SentMessage) -> Vec<(String, String)> {
 }
 
 /// The user's conversation: each step is what they do, then the bot's next message.
-struct Chat<'w> {
-    world: &'w World,
-    user: i64,
+pub struct Chat<'w> {
+    pub world: &'w World,
+    pub user: i64,
 }
 
 impl Chat<'_> {
-    fn seen(&self) -> usize {
+    pub fn seen(&self) -> usize {
         self.world.telegram.messages_to(self.user).len()
     }
 
-    async fn write(&self, text: &str) -> SentMessage {
+    pub async fn write(&self, text: &str) -> SentMessage {
         let seen = self.seen();
         self.world.telegram.write(self.user, text).await.unwrap();
         self.world.message_after(self.user, seen, WAIT).await
     }
 
-    async fn press(&self, data: &str) -> SentMessage {
+    pub async fn press(&self, data: &str) -> SentMessage {
         let seen = self.seen();
         let answer = self.world.telegram.press(self.user, data).await.unwrap();
         // The button's spinner stops at once, in the webhook's response.
@@ -53,7 +53,7 @@ impl Chat<'_> {
         self.world.message_after(self.user, seen, WAIT).await
     }
 
-    async fn next(&self, seen: usize) -> SentMessage {
+    pub async fn next(&self, seen: usize) -> SentMessage {
         self.world.message_after(self.user, seen, WAIT).await
     }
 }

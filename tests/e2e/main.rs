@@ -8,6 +8,7 @@ mod contract;
 mod crash;
 mod deploy;
 mod expiry;
+mod journey;
 mod marketing;
 mod notifications;
 mod telegram;

@@ -150,7 +150,12 @@ impl World {
     /// Starts the web process as [`World::start_api`] does, and points the fake Stripe's webhooks
     /// (its Checkout page, its triggers) at it, signed with [`WEBHOOK_SECRET`].
     pub async fn start_api_receiving_stripe(&self) -> String {
-        let api = self.start_api().await;
+        self.start_api_receiving_stripe_with(self.api_config()).await
+    }
+
+    /// [`World::start_api_receiving_stripe`] with `config`.
+    pub async fn start_api_receiving_stripe_with(&self, config: api::Config) -> String {
+        let api = self.start_api_with(config).await;
         self.stripe
             .send_webhooks_to(&format!("{api}/webhooks/stripe"), WEBHOOK_SECRET);
         api
@@ -172,6 +177,24 @@ impl World {
         )
         .await
         .unwrap();
+    }
+
+    /// Waits up to `timeout` for a message to `chat_id` whose text starts with `start`, and
+    /// returns the first.
+    pub async fn told(&self, chat_id: i64, start: &str, timeout: Duration) -> SentMessage {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let found = (self.telegram.messages_to(chat_id).into_iter()).find(|m| m.text.starts_with(start));
+            if let Some(message) = found {
+                return message;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{chat_id} was never told {start:?}: {:?}",
+                self.telegram.texts_to(chat_id)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Waits until the fake Bot API holds more than `seen` messages to `chat_id`, and returns the

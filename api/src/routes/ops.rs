@@ -212,7 +212,7 @@ impl OpsApi {
     /// not administrators, with no active entitlement that opens it) and the users with access
     /// who are not in it, as the bot's membership records (kept by Telegram's `chat_member`
     /// updates) and the active entitlements say. Changes nothing; `worker access audit --fix`
-    /// removes the former.
+    /// removes the former and sends the latter their links.
     #[oai(path = "/access/audit", method = "get", operation_id = "audit_paid_chats")]
     async fn access_audit(
         &self,

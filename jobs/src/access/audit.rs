@@ -1,6 +1,7 @@
 //! The audit of paid chats: who is in a chat without access, and who has access but is not in
 //! it, from the membership `chat_member` updates keep and the active entitlements. `fix` queues
-//! the removal of the first (the access job, which spares administrators and re-checks access).
+//! the access job of each, which checks again and removes the first (sparing administrators)
+//! and sends the second a link.
 
 use chrono::Utc;
 use serde::Serialize;
@@ -67,14 +68,15 @@ pub async fn audit(conn: &mut PgConnection, plans: &Plans) -> Result<Audit, sqlx
     })
 }
 
-/// Queues the access job of every member without access (which removes them, unless access
-/// came meanwhile); returns how many. Run it in a transaction.
+/// Queues the access job of each of `findings` (which removes a member without access and sends
+/// an entitled user a link, after checking again); returns how many. Run it in a transaction.
 pub async fn fix(conn: &mut PgConnection, findings: &[Finding]) -> Result<usize, sqlx::Error> {
     let at = Utc::now().timestamp_micros();
     for finding in findings {
         let job = EntitlementsJob::SyncAccess(SyncAccess {
             user_id: finding.user_id,
             chat_id: finding.chat_id,
+            resend: false,
         });
         let key = format!("audit:{}:{}:{at}", finding.chat_id, finding.user_id);
         enqueue(&mut *conn, &NewJob::new(&job, key)).await?;

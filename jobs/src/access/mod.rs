@@ -36,7 +36,7 @@ use sqlx::PgConnection;
 
 use crate::billing::entitlements::{Changed, Status};
 use crate::billing::{Billing, EntitlementsJob, Plans};
-use crate::bot::{Choice, Text};
+use crate::bot::{self, Choice, Text};
 use crate::metrics::{self, counters};
 use crate::queue::{Completed, Job, JobError, NewJob, apply_once, complete_unchanged, enqueue};
 use crate::telegram::{self, Button, SendMessage};
@@ -50,6 +50,9 @@ pub const LINK_TTL: TimeDelta = TimeDelta::days(7);
 pub struct SyncAccess {
     pub user_id: i64,
     pub chat_id: i64,
+    /// Whether an unused link still valid is sent again (the user asked for their links).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resend: bool,
 }
 
 /// JoinRequest is the `entitlements` job that answers `user_id`'s request to join `chat_id`.
@@ -60,32 +63,37 @@ pub struct JoinRequest {
 }
 
 /// Queues the access jobs a recorded change calls for: one per chat of its plan (and of the plan
-/// before, if that changed), when the entitlement became or stopped being active, or changed
-/// plan. Run it in the change's transaction.
+/// before, if that changed) and user (and the user before, if the entitlement changed hands),
+/// when the entitlement became or stopped being active, or changed plan or user. Run it in the
+/// change's transaction.
 pub async fn follow(conn: &mut PgConnection, plans: &Plans, change: &Changed) -> Result<(), sqlx::Error> {
     let now = &change.entitlement;
-    let was_active = change.before.as_ref().is_some_and(|b| b.status == Status::Active);
-    let before_plan = change.before.as_ref().map(|b| b.plan.as_str());
+    let before = change.before.as_ref();
+    let was_active = before.is_some_and(|b| b.status == Status::Active);
     let is_active = now.status == Status::Active;
-    if was_active == is_active && before_plan == Some(now.plan.as_str()) {
+    let same_holder = before.is_some_and(|b| b.plan == now.plan && b.user_id == now.user_id);
+    if was_active == is_active && same_holder {
         return Ok(());
     }
-    let mut chats: Vec<i64> = plans.get(&now.plan).map(|p| p.chats.clone()).unwrap_or_default();
-    if let Some(plan) = before_plan.and_then(|code| plans.get(code)) {
-        chats.extend(&plan.chats);
+    // Every chat of the plan now and of the plan before, for the holder now and the one before.
+    let mut pairs: Vec<(i64, i64)> = Vec::new();
+    for (user_id, code) in [(now.user_id, &now.plan)]
+        .into_iter()
+        .chain(before.map(|b| (b.user_id, &b.plan)))
+    {
+        let chats = plans.get(code).map_or(&[][..], |p| p.chats.as_slice());
+        pairs.extend(chats.iter().map(|chat| (user_id, *chat)));
     }
-    chats.sort_unstable();
-    chats.dedup();
-    for chat_id in chats {
+    pairs.sort_unstable();
+    pairs.dedup();
+    for (user_id, chat_id) in pairs {
         let job = EntitlementsJob::SyncAccess(SyncAccess {
-            user_id: now.user_id,
+            user_id,
             chat_id,
+            resend: false,
         });
-        enqueue(
-            conn,
-            &NewJob::new(&job, format!("access:{}:{chat_id}", change.change_id)),
-        )
-        .await?;
+        let key = format!("access:{}:{user_id}:{chat_id}", change.change_id);
+        enqueue(conn, &NewJob::new(&job, key)).await?;
     }
     Ok(())
 }
@@ -131,116 +139,225 @@ pub fn is_in(status: &str) -> bool {
     matches!(status, "creator" | "administrator" | "member" | "restricted")
 }
 
-/// Runs one attempt of a [`SyncAccess`] job.
+/// Seen is what one access job knows of a user and a chat before it calls Telegram; its effect
+/// is recorded only if, under the pair's lock, nothing of it changed meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    /// The plan of an active entitlement that opens the chat, if any.
+    entitling: Option<String>,
+    access: Option<store::Access>,
+    member: Option<String>,
+    /// The links made for the user in the chat and not revoked, oldest first.
+    links: Vec<String>,
+}
+
+impl Seen {
+    async fn read(conn: &mut PgConnection, plans: &Plans, user_id: i64, chat_id: i64) -> Result<Seen, sqlx::Error> {
+        Ok(Seen {
+            entitling: entitling_plan(conn, plans, user_id, chat_id).await?,
+            access: store::access_of(conn, user_id, chat_id).await?,
+            member: store::member_status(conn, chat_id, user_id).await?,
+            links: store::unrevoked_links(conn, user_id, chat_id).await?,
+        })
+    }
+
+    fn in_chat(&self) -> bool {
+        self.member.as_deref().is_some_and(is_in)
+    }
+}
+
+/// Done is what an access job did at Telegram.
+enum Done {
+    /// Nothing: the user is where they should be, holding what they need.
+    Nothing,
+    /// The user is in the chat and entitled to be.
+    Member,
+    /// A new invite link, valid until the time given.
+    Link(String, chrono::DateTime<Utc>),
+    /// The unused link, to be sent again.
+    Resend(String),
+    /// Out of the chat (`status` as Telegram now has it: `left`, or an administrator kept);
+    /// `removed` when they were in it, as Telegram or the records had it: they are told.
+    Out { status: &'static str, removed: bool },
+}
+
+/// Runs one attempt of a [`SyncAccess`] job: revokes the links the user no longer needs, then
+/// gives a link to a user entitled and not in the chat, or removes one in it without access.
 pub async fn sync(billing: &Billing, job: &Job<EntitlementsJob>, access: &SyncAccess) -> Result<Completed, JobError> {
-    let SyncAccess { user_id, chat_id } = *access;
-    let (entitling, known, member, latest) = {
+    let SyncAccess {
+        user_id,
+        chat_id,
+        resend,
+    } = *access;
+    let plans = &billing.plans;
+    let (seen, latest) = {
         let mut conn = billing.pool.acquire().await?;
         (
-            entitling_plan(&mut conn, &billing.plans, user_id, chat_id).await?,
-            store::access_of(&mut conn, user_id, chat_id).await?,
-            store::member_status(&mut conn, chat_id, user_id).await?,
-            latest_plan(&mut conn, &billing.plans, user_id, chat_id).await?,
+            Seen::read(&mut conn, plans, user_id, chat_id).await?,
+            latest_plan(&mut conn, plans, user_id, chat_id).await?,
         )
     };
-    let in_chat = member.as_deref().is_some_and(is_in);
     let call = telegram::client::TIMEOUT;
-    if let Some(plan) = entitling {
-        if in_chat {
-            return apply_once(&billing.pool, job, async |tx| {
-                store::record(tx.conn(), user_id, chat_id, true, None, "member").await
-            })
-            .await;
-        }
-        let unused = known
-            .as_ref()
-            .and_then(|k| k.valid_link(Utc::now() + TimeDelta::hours(1)));
-        if unused.is_some() {
-            return complete_unchanged(&billing.pool, job).await;
-        }
-        if let Some(old) = known.as_ref().and_then(|k| k.invite_link.as_deref()) {
-            billing.hold(job, call).await?;
-            billing.telegram.revoke_invite_link(chat_id, old).await?;
-        }
-        let expires_at = Utc::now() + LINK_TTL;
-        billing.hold(job, call).await?;
-        let link = billing
-            .telegram
-            .create_invite_link(chat_id, &format!("paygate user {user_id}"), expires_at)
-            .await?;
-        return apply_once(&billing.pool, job, async |tx| {
-            store::issue_link(tx.conn(), &link, chat_id, user_id).await?;
-            store::record_link(tx.conn(), user_id, chat_id, &link, expires_at).await?;
-            let plan_name = billing.plans.get(&plan).map_or(plan.as_str(), |p| p.name.as_str());
-            let message = SendMessage {
-                buttons: vec![vec![Button::url(billing.texts.get(Text::JoinButton), &link)]],
-                ..to(user_id, billing.texts.render(Text::AccessLink, &[("plan", plan_name)]))
-            };
-            enqueue(tx.conn(), &NewJob::new(&message, format!("access_link:{link}"))).await?;
-            counters::add(tx.conn(), metrics::ACCESS_CHANGES, "action=\"granted\",reason=\"link\"").await
-        })
-        .await;
-    }
-    // Not entitled: nothing to undo for a user the bot never let in and never saw in the chat.
-    if known.is_none() && member.is_none() {
-        return complete_unchanged(&billing.pool, job).await;
-    }
-    if let Some(link) = known.as_ref().and_then(|k| k.invite_link.as_deref()) {
+    // The one link worth keeping: unused, valid for another hour, of a user to be let in.
+    let keep = match (&seen.entitling, &seen.access) {
+        (Some(_), Some(known)) if !seen.in_chat() => known.valid_link(Utc::now() + TimeDelta::hours(1)),
+        _ => None,
+    };
+    // Every other link goes: used (a link lets a removed user back in), superseded, or of a user
+    // who is in the chat or has no access.
+    let revoke: Vec<String> = seen
+        .links
+        .iter()
+        .filter(|l| Some(l.as_str()) != keep)
+        .cloned()
+        .collect();
+    for link in &revoke {
         billing.hold(job, call).await?;
         billing.telegram.revoke_invite_link(chat_id, link).await?;
     }
-    billing.hold(job, call).await?;
-    let status = billing.telegram.member_status(chat_id, user_id).await?;
-    // A user the records still have in the chat but Telegram has out was most likely removed by
-    // an attempt that crashed before its record: they are told now, as they would have been.
-    let (outcome, removed) = match status {
-        "creator" | "administrator" => ("kept_admin", false),
-        "member" | "restricted" => {
+    let done = match (&seen.entitling, seen.in_chat()) {
+        (Some(_), true) => Done::Member,
+        (Some(_), false) => match keep {
+            Some(link) if resend => Done::Resend(link.to_string()),
+            Some(_) => Done::Nothing,
+            None => {
+                let expires_at = Utc::now() + LINK_TTL;
+                billing.hold(job, call).await?;
+                let link = billing
+                    .telegram
+                    .create_invite_link(chat_id, &format!("paygate user {user_id}"), expires_at)
+                    .await?;
+                Done::Link(link, expires_at)
+            }
+        },
+        // Nothing to undo for a user the bot never let in and never saw in the chat.
+        (None, _) if seen.access.is_none() && seen.member.is_none() => Done::Nothing,
+        (None, in_chat) => {
             billing.hold(job, call).await?;
-            billing.telegram.remove_member(chat_id, user_id).await?;
-            ("removed", true)
+            match billing.telegram.member_status(chat_id, user_id).await? {
+                status @ ("creator" | "administrator") => Done::Out { status, removed: false },
+                "member" | "restricted" => {
+                    billing.hold(job, call).await?;
+                    billing.telegram.ban(chat_id, user_id).await?;
+                    billing.hold(job, call).await?;
+                    billing.telegram.unban(chat_id, user_id).await?;
+                    Done::Out {
+                        status: "left",
+                        removed: true,
+                    }
+                }
+                // Banned by an attempt whose unban never came: lifted now. Out, and the records
+                // still have them in: most likely removed by an attempt that crashed before its
+                // record. Either way they are told now, as they would have been.
+                "kicked" => {
+                    billing.hold(job, call).await?;
+                    billing.telegram.unban(chat_id, user_id).await?;
+                    Done::Out {
+                        status: "left",
+                        removed: in_chat,
+                    }
+                }
+                _ => Done::Out {
+                    status: "left",
+                    removed: in_chat,
+                },
+            }
         }
-        _ if in_chat => ("removed", true),
-        _ => ("not_member", false),
     };
     apply_once(&billing.pool, job, async |tx| {
-        store::record(tx.conn(), user_id, chat_id, false, None, outcome).await?;
-        let now_status = if removed { "left" } else { status };
-        store::note_member(tx.conn(), chat_id, user_id, now_status, Utc::now()).await?;
-        if removed {
-            // The plan whose end this is; for a user who never had one, the chat's first plan.
-            let plan_name = latest
-                .as_deref()
-                .and_then(|code| billing.plans.get(code))
-                .or_else(|| billing.plans.opening(chat_id).next().map(|(_, p)| p))
-                .map_or(String::new(), |p| p.name.clone());
-            let text = billing.texts.render(Text::AccessRemoved, &[("plan", &plan_name)]);
-            let message = SendMessage {
-                buttons: vec![vec![Button::callback(
-                    billing.texts.get(Text::PlansButton),
-                    Choice::Plans.data(),
-                )]],
-                ..to(user_id, text)
-            };
-            enqueue(
-                tx.conn(),
-                &NewJob::new(&message, format!("access_removed:{}", job.logical_key)),
-            )
-            .await?;
-            counters::add(
-                tx.conn(),
-                metrics::ACCESS_CHANGES,
-                "action=\"removed\",reason=\"no_access\"",
-            )
-            .await?;
+        lock(tx.conn(), user_id, chat_id).await?;
+        store::revoked(tx.conn(), &revoke).await?;
+        if let Done::Link(link, _) = &done {
+            store::issue_link(tx.conn(), link, chat_id, user_id).await?;
         }
-        Ok::<(), sqlx::Error>(())
+        if let Done::Out { status, .. } = &done {
+            store::note_by_bot(tx.conn(), chat_id, user_id, status).await?;
+        }
+        // Changed meanwhile (a payment, a refund, a join, another job): what was done is recorded
+        // above, and a new job acts on what is true now, with nothing sent by this one.
+        let mut now = Seen::read(tx.conn(), plans, user_id, chat_id).await?;
+        now.links.retain(|l| !matches!(&done, Done::Link(new, _) if new == l));
+        let mut then = seen.clone();
+        then.links.retain(|l| !revoke.contains(l));
+        if matches!(done, Done::Out { .. }) {
+            now.member = then.member.clone();
+        }
+        if now != then {
+            let again = EntitlementsJob::SyncAccess(SyncAccess { resend, ..*access });
+            return tx
+                .enqueue(&NewJob::new(&again, format!("resync:{}", job.logical_key)))
+                .await
+                .map(drop);
+        }
+        let plan = seen.entitling.as_deref().unwrap_or_default();
+        match done {
+            Done::Nothing => Ok(()),
+            Done::Member => store::record(tx.conn(), user_id, chat_id, true, None, "member").await,
+            Done::Resend(link) => {
+                let message = link_message(billing, plan, user_id, &link);
+                let key = format!("access_link:{link}:{}", job.logical_key);
+                tx.enqueue(&NewJob::new(&message, key)).await.map(drop)
+            }
+            Done::Link(link, expires_at) => {
+                store::record_link(tx.conn(), user_id, chat_id, &link, expires_at).await?;
+                let message = link_message(billing, plan, user_id, &link);
+                enqueue(tx.conn(), &NewJob::new(&message, format!("access_link:{link}"))).await?;
+                counters::add(tx.conn(), metrics::ACCESS_CHANGES, "action=\"granted\",reason=\"link\"").await
+            }
+            Done::Out { status, removed } => {
+                let outcome = match (status, removed) {
+                    ("creator" | "administrator", _) => "kept_admin",
+                    (_, true) => "removed",
+                    (_, false) => "not_member",
+                };
+                store::record(tx.conn(), user_id, chat_id, false, None, outcome).await?;
+                if !removed {
+                    return Ok(());
+                }
+                // The plan whose end this is; for a user who never had one, the chat's first plan.
+                let plan_name = latest
+                    .as_deref()
+                    .and_then(|code| plans.get(code))
+                    .or_else(|| plans.opening(chat_id).next().map(|(_, p)| p))
+                    .map_or(String::new(), |p| p.name.clone());
+                let text = billing.texts.render(Text::AccessRemoved, &[("plan", &plan_name)]);
+                let message = SendMessage {
+                    buttons: vec![vec![Button::callback(
+                        billing.texts.get(Text::PlansButton),
+                        Choice::Plans.data(),
+                    )]],
+                    ..bot::text_message(user_id, text)
+                };
+                enqueue(
+                    tx.conn(),
+                    &NewJob::new(&message, format!("access_removed:{}", job.logical_key)),
+                )
+                .await?;
+                counters::add(
+                    tx.conn(),
+                    metrics::ACCESS_CHANGES,
+                    "action=\"removed\",reason=\"no_access\"",
+                )
+                .await
+            }
+        }
     })
     .await
 }
 
+/// Takes the transaction-scoped lock of one user in one chat, which every access job's effect
+/// holds while it compares what it saw with what is true and records what it did.
+async fn lock(conn: &mut PgConnection, user_id: i64, chat_id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("chat_access:{user_id}:{chat_id}"))
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
 /// Runs one attempt of a [`JoinRequest`] job: approved for a user with access, declined (and
-/// told how to get access) for anyone else.
+/// told how to get access) for anyone else. A request no longer there changes nothing. An
+/// approved user's join comes as a `chat_member` update, which checks them again.
 pub async fn answer_join_request(
     billing: &Billing,
     job: &Job<EntitlementsJob>,
@@ -249,50 +366,58 @@ pub async fn answer_join_request(
     let JoinRequest { chat_id, user_id } = *request;
     let entitling = entitling_plan(&mut *billing.pool.acquire().await?, &billing.plans, user_id, chat_id).await?;
     billing.hold(job, telegram::client::TIMEOUT).await?;
-    billing
-        .telegram
-        .answer_join_request(chat_id, user_id, entitling.is_some())
-        .await?;
+    let approve = entitling.is_some();
+    if !billing.telegram.answer_join_request(chat_id, user_id, approve).await? {
+        return complete_unchanged(&billing.pool, job).await;
+    }
     apply_once(&billing.pool, job, async |tx| {
-        if entitling.is_some() {
-            store::record(tx.conn(), user_id, chat_id, true, None, "member").await?;
-            counters::add(
+        if approve {
+            return counters::add(
                 tx.conn(),
                 metrics::ACCESS_CHANGES,
                 "action=\"granted\",reason=\"join_request\"",
             )
-            .await
-        } else {
-            let message = SendMessage {
-                buttons: vec![vec![Button::callback(
-                    billing.texts.get(Text::PlansButton),
-                    Choice::Plans.data(),
-                )]],
-                ..to(user_id, billing.texts.get(Text::JoinDeclined))
-            };
-            enqueue(
-                tx.conn(),
-                &NewJob::new(&message, format!("declined:{}", job.logical_key)),
-            )
-            .await?;
-            counters::add(
-                tx.conn(),
-                metrics::ACCESS_CHANGES,
-                "action=\"refused\",reason=\"join_request_without_access\"",
-            )
-            .await
+            .await;
         }
+        let message = SendMessage {
+            buttons: vec![vec![Button::callback(
+                billing.texts.get(Text::PlansButton),
+                Choice::Plans.data(),
+            )]],
+            ..bot::text_message(user_id, billing.texts.get(Text::JoinDeclined))
+        };
+        enqueue(
+            tx.conn(),
+            &NewJob::new(&message, format!("declined:{}", job.logical_key)),
+        )
+        .await?;
+        counters::add(
+            tx.conn(),
+            metrics::ACCESS_CHANGES,
+            "action=\"refused\",reason=\"join_request_without_access\"",
+        )
+        .await
     })
     .await
 }
 
-fn to(chat_id: i64, text: String) -> SendMessage {
+/// The message that gives `user_id` their invite `link`, opened by `plan`.
+fn link_message(billing: &Billing, plan: &str, user_id: i64, link: &str) -> SendMessage {
+    let plan_name = billing.plans.get(plan).map_or(plan, |p| p.name.as_str());
     SendMessage {
-        chat_id,
-        text,
-        parse_mode: None,
-        buttons: Vec::new(),
-        invoice: None,
-        broadcast_id: None,
+        buttons: vec![vec![Button::url(billing.texts.get(Text::JoinButton), link)]],
+        ..bot::text_message(user_id, billing.texts.render(Text::AccessLink, &[("plan", plan_name)]))
     }
+}
+
+/// The chats among `chats` that `user_id` is in, as the membership records say.
+pub async fn joined(conn: &mut PgConnection, user_id: i64, chats: &[i64]) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT chat_id FROM chat_members WHERE user_id = $1 AND chat_id = ANY($2)
+         AND status IN ('creator', 'administrator', 'member', 'restricted')",
+    )
+    .bind(user_id)
+    .bind(chats)
+    .fetch_all(conn)
+    .await
 }

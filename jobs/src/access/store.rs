@@ -95,6 +95,29 @@ pub async fn issue_link(conn: &mut PgConnection, link: &str, chat_id: i64, user_
     .map(|_| ())
 }
 
+/// The links made for `user_id` in `chat_id` that are neither revoked nor past `LINK_TTL`.
+pub async fn unrevoked_links(conn: &mut PgConnection, user_id: i64, chat_id: i64) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT invite_link FROM chat_invite_links
+         WHERE user_id = $1 AND chat_id = $2 AND revoked_at IS NULL AND created_at > now() - make_interval(secs => $3)
+         ORDER BY created_at",
+    )
+    .bind(user_id)
+    .bind(chat_id)
+    .bind(super::LINK_TTL.as_seconds_f64())
+    .fetch_all(conn)
+    .await
+}
+
+/// Records that `links` were revoked.
+pub async fn revoked(conn: &mut PgConnection, links: &[String]) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE chat_invite_links SET revoked_at = now() WHERE invite_link = ANY($1) AND revoked_at IS NULL")
+        .bind(links)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
 /// Records that `user_id` joined by `link`, and returns whom the link was made for (`None` for a
 /// link the bot did not make). The owner's access no longer holds the link: used by them, they
 /// are in; used by somebody else, they need a new one.
@@ -141,8 +164,8 @@ pub async fn member_status(conn: &mut PgConnection, chat_id: i64, user_id: i64) 
         .await
 }
 
-/// Records `user_id`'s `status` in `chat_id` as of `at`, unless a later change is recorded
-/// (Telegram's updates may arrive out of order).
+/// Records `user_id`'s `status` in `chat_id` as of `at`, as a Telegram update says, unless a
+/// later change is recorded (updates may arrive out of order).
 pub async fn note_member(
     conn: &mut PgConnection,
     chat_id: i64,
@@ -159,6 +182,25 @@ pub async fn note_member(
     .bind(user_id)
     .bind(status)
     .bind(at)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// Records `status` for `user_id` in `chat_id` as the bot found or made it just now. Telegram's
+/// dates are whole seconds, so the bot's note is too; of two notes in one second the one written
+/// last wins, which is the true order for the case that happens (a join the bot saw, then its
+/// removal of the joiner).
+pub async fn note_by_bot(conn: &mut PgConnection, chat_id: i64, user_id: i64, status: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO chat_members (chat_id, user_id, status, changed_at)
+         VALUES ($1, $2, $3, date_trunc('second', now()))
+         ON CONFLICT (chat_id, user_id) DO UPDATE SET status = excluded.status, changed_at = excluded.changed_at
+         WHERE chat_members.changed_at <= excluded.changed_at",
+    )
+    .bind(chat_id)
+    .bind(user_id)
+    .bind(status)
     .execute(conn)
     .await
     .map(|_| ())

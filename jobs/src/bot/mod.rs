@@ -24,6 +24,8 @@ pub use texts::{Text, Texts};
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
+use crate::access;
+use crate::billing::EntitlementsJob;
 use crate::billing::entitlements::{self, Entitlement, Provider};
 use crate::billing::plans::{Plan, Plans};
 use crate::billing::requests::{self, BillingRequest, Created, Kind, RequestStatus};
@@ -93,6 +95,8 @@ pub enum Choice<'a> {
     Billing,
     /// List the plans: what `/plans` answers.
     Plans,
+    /// Send the invite links to the paid chats the user's plans open and they are not in.
+    Links,
 }
 
 impl<'a> Choice<'a> {
@@ -101,6 +105,7 @@ impl<'a> Choice<'a> {
         match data {
             "billing" => return Some(Choice::Billing),
             "plans" => return Some(Choice::Plans),
+            "links" => return Some(Choice::Links),
             _ => {}
         }
         let (kind, code) = data.split_once(':')?;
@@ -120,6 +125,7 @@ impl<'a> Choice<'a> {
             Choice::Card(code) => format!("card:{code}"),
             Choice::Billing => "billing".to_string(),
             Choice::Plans => "plans".to_string(),
+            Choice::Links => "links".to_string(),
         }
     }
 }
@@ -184,6 +190,7 @@ pub async fn on_choice(
         },
         Choice::Billing => billing(conn, bot, user_id).await?,
         Choice::Plans => plan_list(bot, user_id, bot.texts.get(Text::Plans)),
+        Choice::Links => send_links(conn, bot, update_id, user_id).await?,
     };
     reply_to(conn, update_id, reply).await
 }
@@ -240,7 +247,8 @@ async fn reply_to(conn: &mut PgConnection, update_id: i64, reply: Option<SendMes
     Ok(())
 }
 
-fn text_message(chat_id: i64, text: String) -> SendMessage {
+/// A message of `text` to `chat_id`, without buttons.
+pub fn text_message(chat_id: i64, text: String) -> SendMessage {
     SendMessage {
         chat_id,
         text,
@@ -423,23 +431,85 @@ async fn request_link(
     )
 }
 
-/// `/status`: every active entitlement, when it ends and whether it renews.
+/// `/status`: every active entitlement, when it ends, whether it renews, and the paid chats it
+/// opens; a button for the invite links of those the user is not in.
 async fn status(conn: &mut PgConnection, bot: Bot<'_>, user_id: i64) -> Result<Option<SendMessage>, sqlx::Error> {
     let held = entitlements::active_for(conn, user_id).await?;
     if held.is_empty() {
         return Ok(Some(text_message(user_id, bot.texts.get(Text::StatusNone))));
     }
+    let joined = access::joined(conn, user_id, &chats_of(bot, &held)).await?;
     let mut lines = vec![bot.texts.get(Text::StatusHeader)];
+    let mut missing = false;
     for e in &held {
-        let plan = bot.plans.get(&e.plan).map_or(e.plan.as_str(), |p| p.name.as_str());
+        let plan = bot.plans.get(&e.plan);
+        let name = plan.map_or(e.plan.as_str(), |p| p.name.as_str());
         let until = e.expires_at.map(date).unwrap_or_default();
         let line = if e.renews { Text::StatusRenews } else { Text::StatusEnds };
         lines.push(
             bot.texts
-                .render(line, &[("plan", plan), ("until", &until), ("provider", provider(e))]),
+                .render(line, &[("plan", name), ("until", &until), ("provider", provider(e))]),
         );
+        let chats = plan.map_or(&[][..], |p| p.chats.as_slice());
+        if !chats.is_empty() {
+            let inside = chats.iter().filter(|c| joined.contains(c)).count();
+            missing |= inside < chats.len();
+            let (inside, chats) = (inside.to_string(), chats.len().to_string());
+            lines.push(
+                bot.texts
+                    .render(Text::StatusChats, &[("joined", &inside), ("chats", &chats)]),
+            );
+        }
     }
-    Ok(Some(text_message(user_id, lines.join("\n"))))
+    let buttons = if missing {
+        vec![vec![Button::callback(
+            bot.texts.get(Text::LinksButton),
+            Choice::Links.data(),
+        )]]
+    } else {
+        Vec::new()
+    };
+    Ok(Some(SendMessage {
+        buttons,
+        ..text_message(user_id, lines.join("\n"))
+    }))
+}
+
+/// The paid chats the entitlements `held` open, each once.
+fn chats_of(bot: Bot<'_>, held: &[Entitlement]) -> Vec<i64> {
+    let mut chats: Vec<i64> = (held.iter())
+        .filter_map(|e| bot.plans.get(&e.plan))
+        .flat_map(|p| p.chats.iter().copied())
+        .collect();
+    chats.sort_unstable();
+    chats.dedup();
+    chats
+}
+
+/// The links button of `/status`: an access job per paid chat the user's active entitlements
+/// open and they are not in, which sends its unused link again or a new one (and nothing here);
+/// if there is none, says so.
+async fn send_links(
+    conn: &mut PgConnection,
+    bot: Bot<'_>,
+    update_id: i64,
+    user_id: i64,
+) -> Result<Option<SendMessage>, sqlx::Error> {
+    let chats = chats_of(bot, &entitlements::active_for(conn, user_id).await?);
+    let joined = access::joined(conn, user_id, &chats).await?;
+    let missing: Vec<i64> = chats.into_iter().filter(|c| !joined.contains(c)).collect();
+    if missing.is_empty() {
+        return Ok(Some(text_message(user_id, bot.texts.get(Text::LinksNone))));
+    }
+    for chat_id in missing {
+        let job = EntitlementsJob::SyncAccess(access::SyncAccess {
+            user_id,
+            chat_id,
+            resend: true,
+        });
+        enqueue(conn, &NewJob::new(&job, format!("access_ask:{update_id}:{chat_id}"))).await?;
+    }
+    Ok(None)
 }
 
 /// `/billing`: a Billing Portal link for a Stripe customer, what Telegram offers for Stars.
@@ -496,6 +566,7 @@ mod tests {
             Choice::Card("pro"),
             Choice::Billing,
             Choice::Plans,
+            Choice::Links,
         ] {
             let data = choice.data();
             assert!(data.len() <= crate::telegram::MAX_CALLBACK_DATA_BYTES, "{data}");

@@ -110,6 +110,15 @@ texts! {
     /// `/status`: one active entitlement that ends unless paid again.
     StatusEnds = "status_ends" ["plan", "until", "provider"]
         "• {plan}: until {until}, does not renew ({provider})";
+    /// `/status`: under an entitlement whose plan opens paid chats, how many the user is in.
+    StatusChats = "status_chats" ["joined", "chats"]
+        "   private chats: you are in {joined} of {chats}";
+    /// `/status`: the button that sends the invite links of the paid chats the user is not in.
+    LinksButton = "links_button" []
+        "🔑 Send my invite links";
+    /// The links button pressed by a user who is in every chat their plans open.
+    LinksNone = "links_none" []
+        "You are in every private chat your plans open.";
     /// `/billing` for a user with no card subscription but one paid with Stars.
     BillingStars = "billing_stars" []
         "Stars subscriptions are managed in Telegram: Settings → My Stars, then your subscription. Cancelled, it lasts until the end of the paid month.";

@@ -139,17 +139,26 @@ pub async fn accept(pool: &PgPool, bot: Bot<'_>, raw: &str) -> Result<Accepted, 
             change.chat.id,
             DateTime::from_timestamp(change.date, 0).unwrap_or_else(Utc::now),
         );
-        access::store::note_member(&mut tx, chat_id, user.id, &change.new_chat_member.status, at).await?;
-        let joined = access::is_in(&change.new_chat_member.status);
-        if let (true, Some(link)) = (joined, &change.invite_link) {
-            let owner = access::store::link_used(&mut tx, &link.invite_link, chat_id, user.id).await?;
-            if let Some(owner) = owner.filter(|owner| *owner != user.id) {
-                // Somebody else's link: the joiner is checked (and removed without access of
-                // their own), and the owner is sent a new link.
-                for (whom, key) in [(user.id, "access_join"), (owner, "access_relink")] {
-                    let job = EntitlementsJob::SyncAccess(access::SyncAccess { user_id: whom, chat_id });
-                    enqueue(&mut tx, &NewJob::new(&job, format!("{key}:{}", update.update_id))).await?;
-                }
+        let status = change.new_chat_member.presence();
+        access::store::note_member(&mut tx, chat_id, user.id, status, at).await?;
+        // Whoever comes in (by our link, somebody else's, an administrator's, a join request) is
+        // checked: removed without access of their own; with it, their links are revoked. The
+        // owner of one of our links used by somebody else is sent a new one.
+        if matches!(status, "member" | "restricted") {
+            let owner = match &change.invite_link {
+                Some(link) => access::store::link_used(&mut tx, &link.invite_link, chat_id, user.id).await?,
+                None => None,
+            };
+            let relink = owner
+                .filter(|owner| *owner != user.id)
+                .map(|owner| (owner, "access_relink"));
+            for (whom, key) in std::iter::once((user.id, "access_join")).chain(relink) {
+                let job = EntitlementsJob::SyncAccess(access::SyncAccess {
+                    user_id: whom,
+                    chat_id,
+                    resend: false,
+                });
+                enqueue(&mut tx, &NewJob::new(&job, format!("{key}:{}", update.update_id))).await?;
             }
         }
     }

@@ -228,23 +228,30 @@ impl TelegramClient {
             ChatMemberKind::Owner(_) => "creator",
             ChatMemberKind::Administrator(_) => "administrator",
             ChatMemberKind::Member(_) => "member",
-            ChatMemberKind::Restricted(_) => "restricted",
+            // A restricted user may also have left: then they are not in the chat.
+            ChatMemberKind::Restricted(r) if r.is_member => "restricted",
+            ChatMemberKind::Restricted(_) => "left",
             ChatMemberKind::Left => "left",
             ChatMemberKind::Banned(_) => "kicked",
         })
     }
 
-    /// Removes `user_id` from `chat_id` and lets them come back by a new link later: a ban, then
-    /// lifting it (only if banned, so that a user who left is not touched).
-    pub async fn remove_member(&self, chat_id: i64, user_id: i64) -> Result<(), SendError> {
-        let user = user(user_id)?;
+    /// Bans `user_id` from `chat_id`: the first half of removing a member ([`Self::unban`] is the
+    /// second, which lets them come back by a new link later).
+    pub async fn ban(&self, chat_id: i64, user_id: i64) -> Result<(), SendError> {
         self.bot
-            .ban_chat_member(ChatId(chat_id), user)
+            .ban_chat_member(ChatId(chat_id), user(user_id)?)
             .send()
             .await
-            .map_err(classify_call)?;
+            .map(|_| ())
+            .map_err(classify_call)
+    }
+
+    /// Lifts a ban of `user_id` in `chat_id`, if there is one (`only_if_banned`, so that a member
+    /// is not removed by it).
+    pub async fn unban(&self, chat_id: i64, user_id: i64) -> Result<(), SendError> {
         self.bot
-            .unban_chat_member(ChatId(chat_id), user)
+            .unban_chat_member(ChatId(chat_id), user(user_id)?)
             .only_if_banned(true)
             .send()
             .await
@@ -252,9 +259,10 @@ impl TelegramClient {
             .map_err(classify_call)
     }
 
-    /// Approves (or declines) `user_id`'s request to join `chat_id`; a request already answered
-    /// is no error.
-    pub async fn answer_join_request(&self, chat_id: i64, user_id: i64, approve: bool) -> Result<(), SendError> {
+    /// Approves (or declines) `user_id`'s request to join `chat_id`. Returns whether the answer
+    /// was given: a request no longer there (answered by an administrator, withdrawn, expired) is
+    /// no error, but `false`.
+    pub async fn answer_join_request(&self, chat_id: i64, user_id: i64, approve: bool) -> Result<bool, SendError> {
         let user = user(user_id)?;
         let sent = if approve {
             self.bot
@@ -270,11 +278,11 @@ impl TelegramClient {
                 .map(|_| ())
         };
         match sent {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(true),
             Err(RequestError::Api(ApiError::Unknown(text)))
                 if text.contains("HIDE_REQUESTER_MISSING") || text.contains("USER_ALREADY_PARTICIPANT") =>
             {
-                Ok(())
+                Ok(false)
             }
             Err(e) => Err(classify_call(e)),
         }

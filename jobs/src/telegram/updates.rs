@@ -149,9 +149,22 @@ pub struct ChatMemberUpdated {
 pub struct ChatMember {
     /// `creator`, `administrator`, `member`, `restricted`, `left` or `kicked`.
     pub status: String,
+    /// For `restricted`: whether they are in the chat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_member: Option<bool>,
     /// Whose membership it is (always sent; optional here for the bot's own updates' sake).
     #[serde(default)]
     pub user: Option<User>,
+}
+
+impl ChatMember {
+    /// Its status, with a restricted user who is not in the chat as `left`.
+    pub fn presence(&self) -> &str {
+        match (self.status.as_str(), self.is_member) {
+            ("restricted", Some(false)) => "left",
+            (status, _) => status,
+        }
+    }
 }
 
 /// CallbackMessage is as much of a button's message as we read.

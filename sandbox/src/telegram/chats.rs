@@ -224,15 +224,21 @@ pub(super) fn join_by_link(shared: &Shared, user_id: i64, link: &str) -> Result<
     if matches!(old.as_str(), "member" | "administrator" | "creator") {
         return Err("USER_ALREADY_PARTICIPANT".into());
     }
+    // As Telegram counts `member_limit`: members at once who joined by the link, not joins.
+    let members = &chat.members;
     let found = chat.links.iter_mut().find(|l| l.link == link).expect("found above");
     if found.revoked || found.expire_date.is_some_and(|at| at <= now) {
         return Err("INVITE_HASH_EXPIRED".into());
     }
-    if found
-        .member_limit
-        .is_some_and(|limit| found.joined.len() as i64 >= limit)
-    {
-        return Err("USERS_TOO_MUCH: the link was used up".into());
+    let inside = (found.joined.iter())
+        .filter(|u| {
+            members
+                .get(u)
+                .is_some_and(|s| matches!(s.as_str(), "member" | "restricted"))
+        })
+        .count() as i64;
+    if found.member_limit.is_some_and(|limit| inside >= limit) {
+        return Err("USERS_TOO_MUCH: the link is at its member limit".into());
     }
     found.joined.push(user_id);
     let invite = found.json();

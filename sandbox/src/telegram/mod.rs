@@ -131,6 +131,8 @@ struct Shared {
     state: Mutex<State>,
     // How long an accepted sendMessage waits before it is answered.
     answer_delay: Mutex<Duration>,
+    // How long a call of a method (lowercase) waits before the fake acts on it.
+    method_delays: Mutex<HashMap<String, Duration>>,
 }
 
 /// FakeTelegram is a running fake Bot API; it stops when dropped.
@@ -162,6 +164,7 @@ impl FakeTelegram {
             limits,
             started: Instant::now(),
             answer_delay: Mutex::new(Duration::ZERO),
+            method_delays: Mutex::new(HashMap::new()),
             state: Mutex::new(State {
                 next_message_id: 1,
                 // Counted on from the start time, as Telegram's ids only grow, so that a run on a
@@ -239,6 +242,13 @@ impl FakeTelegram {
     /// message went out.
     pub fn delay_answers(&self, delay: Duration) {
         *self.shared.answer_delay.lock().unwrap() = delay;
+    }
+
+    /// From now on a call of `method` waits `delay` before the fake acts on it and answers, as a
+    /// slow Telegram would: what the bot does meanwhile races it.
+    pub fn delay_method(&self, method: &str, delay: Duration) {
+        let mut delays = self.shared.method_delays.lock().unwrap();
+        delays.insert(method.to_ascii_lowercase(), delay);
     }
 
     /// The next send to `chat_id` gets a 429 asking to retry after `seconds`; a send to it before
@@ -453,6 +463,10 @@ async fn bot_method(
         // The fake's own wording; Telegram's depends on what was wrong with the body.
         return error(400, "Bad Request: can't parse request parameters", None);
     };
+    let delay = shared.method_delays.lock().unwrap().get(&method).copied();
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
     let scripted_status = {
         let mut state = shared.state.lock().unwrap();
         state.fail_next.get_mut(&method).and_then(VecDeque::pop_front)

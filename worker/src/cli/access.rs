@@ -22,8 +22,8 @@ pub struct AccessArgs {
 pub enum AccessCommand {
     /// Lists, per paid chat, the members without access and the users with access who are not
     /// in it, as the bot's membership records and the active entitlements say. With --fix, queues
-    /// the removal of the former (administrators are never removed; a user whose access came
-    /// meanwhile stays).
+    /// the access job of each: it removes the former (never an administrator, nor a user whose
+    /// access came meanwhile) and sends the latter an invite link (their unused one if valid).
     Audit {
         #[arg(long)]
         fix: bool,
@@ -39,9 +39,12 @@ pub async fn run(pool: &PgPool, args: AccessArgs) -> anyhow::Result<()> {
             let found = audit::audit(&mut tx, &plans).await?;
             print_as(args.format, &found, print_audit)?;
             if fix {
-                let queued = audit::fix(&mut tx, &found.members_without_access).await?;
+                let removals = audit::fix(&mut tx, &found.members_without_access).await?;
+                let links = audit::fix(&mut tx, &found.entitled_not_in_chat).await?;
                 tx.commit().await?;
-                eprintln!("queued the removal of {queued} member(s) without access");
+                eprintln!(
+                    "queued the access job of {removals} member(s) without access (removal) and {links} entitled user(s) not in the chat (a link)"
+                );
             }
         }
     }
