@@ -1,10 +1,13 @@
 //! Stripe events applied to a real PostgreSQL: every order and every repeat of a subscription's
 //! events ends in the same entitlement, and each change is recorded and told once.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, TimeZone, Utc};
 use jobs::billing::Plans;
 use jobs::billing::entitlements::{self, Status};
 use jobs::billing::stripe::{Links, Outcome, apply_event, source};
+use jobs::bot::{Bot, Texts};
 use jobs::inbox::stripe::{Ingested, ingest};
 use jobs::metrics::counters;
 use jobs::stripe::objects::Event;
@@ -16,11 +19,21 @@ const T0: i64 = 1_760_000_000;
 const DAY: i64 = 86_400;
 const USER: i64 = 4242;
 
+const CATALOGUE: &str =
+    r#"{"pro_monthly": {"name": "Pro", "entitlement": "pro", "period_days": 30, "stripe_price": "price_pro"}}"#;
+
 fn plans() -> Plans {
-    Plans::parse(
-        r#"{"pro_monthly": {"name": "Pro", "entitlement": "pro", "period_days": 30, "stripe_price": "price_pro"}}"#,
-    )
-    .unwrap()
+    Plans::parse(CATALOGUE).unwrap()
+}
+
+/// The bot billing speaks as, with [`CATALOGUE`] and the default texts.
+fn bot() -> Bot<'static> {
+    static PLANS: LazyLock<Plans> = LazyLock::new(plans);
+    static TEXTS: LazyLock<Texts> = LazyLock::new(Texts::default);
+    Bot {
+        plans: &PLANS,
+        texts: &TEXTS,
+    }
 }
 
 fn links() -> Links {
@@ -46,7 +59,7 @@ async fn deliver(pool: &PgPool, event: &Value) -> Outcome {
     ingest(&mut tx, &parsed, &raw).await.unwrap();
     tx.commit().await.unwrap();
     let mut tx = pool.begin().await.unwrap();
-    let outcome = apply_event(&mut tx, &plans(), &links(), &parsed.id).await.unwrap();
+    let outcome = apply_event(&mut tx, bot(), &links(), &parsed.id).await.unwrap();
     tx.commit().await.unwrap();
     outcome
 }
@@ -355,7 +368,7 @@ async fn a_reversal_naming_the_same_payment_twice_is_one_reversal() {
     let mut tx = pool.begin().await.unwrap();
     let outcome = jobs::billing::stripe::reverse(
         &mut tx,
-        &plans(),
+        bot(),
         &[Some(pi.as_str()), None, Some(pi.as_str())],
         jobs::billing::stripe::Reversal::Refund,
         "refund:1",

@@ -1,6 +1,8 @@
 //! Telegram Stars payments and refunds applied to a real PostgreSQL, through the webhook's inbox:
 //! a payment grants once, a renewal extends, a refund revokes once whoever learns of it first.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, TimeZone, Utc};
 use jobs::billing::entitlements::{self, Status};
 use jobs::billing::stars::{self, Applied};
@@ -15,12 +17,21 @@ const USER: i64 = 4242;
 const T0: i64 = 1_760_000_000;
 const DAY: i64 = 86_400;
 
+const CATALOGUE: &str = r#"{"pro": {"name": "Pro", "entitlement": "pro", "period_days": 30, "stars_price": 250},
+            "week": {"name": "Week pass", "entitlement": "pro", "period_days": 7, "stars_price": 90}}"#;
+
 fn plans() -> Plans {
-    Plans::parse(
-        r#"{"pro": {"name": "Pro", "entitlement": "pro", "period_days": 30, "stars_price": 250},
-            "week": {"name": "Week pass", "entitlement": "pro", "period_days": 7, "stars_price": 90}}"#,
-    )
-    .unwrap()
+    Plans::parse(CATALOGUE).unwrap()
+}
+
+/// The bot billing speaks as, with [`CATALOGUE`] and the default texts.
+fn bot() -> Bot<'static> {
+    static PLANS: LazyLock<Plans> = LazyLock::new(plans);
+    static TEXTS: LazyLock<Texts> = LazyLock::new(Texts::default);
+    Bot {
+        plans: &PLANS,
+        texts: &TEXTS,
+    }
 }
 
 async fn pool() -> PgPool {
@@ -70,9 +81,9 @@ async fn run_jobs_ordered(pool: &PgPool, newest_first: bool) -> Vec<Applied> {
         let job: EntitlementsJob = serde_json::from_value(payload).unwrap();
         let mut tx = pool.begin().await.unwrap();
         let outcome = match job {
-            EntitlementsJob::StarsPayment(p) => stars::apply_payment(&mut tx, &plans(), &p.charge_id, &key).await,
+            EntitlementsJob::StarsPayment(p) => stars::apply_payment(&mut tx, bot(), &p.charge_id, &key).await,
             EntitlementsJob::StarsRefund(r) => {
-                stars::mark_refunded(&mut tx, &plans(), &r.charge_id, r.refunded_at, &key).await
+                stars::mark_refunded(&mut tx, bot(), &r.charge_id, r.refunded_at, &key).await
             }
             other => panic!("unexpected job {other:?}"),
         }
@@ -121,7 +132,7 @@ async fn a_one_off_payment_grants_one_period_once() {
     assert_eq!(notices(&pool, USER).await.len(), 1);
     // The job run again (a crash before its ledger row, say) changes nothing more.
     let mut tx = pool.begin().await.unwrap();
-    let again = stars::apply_payment(&mut tx, &plans(), "stxW", "again").await.unwrap();
+    let again = stars::apply_payment(&mut tx, bot(), "stxW", "again").await.unwrap();
     tx.commit().await.unwrap();
     assert_eq!(again, Applied::Unchanged);
     assert_eq!(notices(&pool, USER).await.len(), 1);
@@ -182,7 +193,7 @@ async fn an_ops_refund_then_telegrams_refund_update_revoke_once() {
     run_jobs(&pool).await;
     // The ops refund's job marks it refunded in its own transaction ...
     let mut tx = pool.begin().await.unwrap();
-    let by_ops = stars::mark_refunded(&mut tx, &plans(), "stxR", at(T0 + DAY), "refund:1")
+    let by_ops = stars::mark_refunded(&mut tx, bot(), "stxR", at(T0 + DAY), "refund:1")
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -392,7 +403,7 @@ async fn a_refund_and_a_rerun_grant_of_one_payment_in_flight_together_end_revoke
     run_jobs(&pool).await;
     // The refund's transaction has written its facts but not committed ...
     let mut refund = pool.begin().await.unwrap();
-    let applied = stars::mark_refunded(&mut refund, &plans(), "stxRACE", at(T0 + DAY), "refund:1")
+    let applied = stars::mark_refunded(&mut refund, bot(), "stxRACE", at(T0 + DAY), "refund:1")
         .await
         .unwrap();
     assert_eq!(applied, Applied::Changed);
@@ -401,9 +412,7 @@ async fn a_refund_and_a_rerun_grant_of_one_payment_in_flight_together_end_revoke
         let pool = pool.clone();
         async move {
             let mut tx = pool.begin().await.unwrap();
-            let applied = stars::apply_payment(&mut tx, &plans(), "stxRACE", "again")
-                .await
-                .unwrap();
+            let applied = stars::apply_payment(&mut tx, bot(), "stxRACE", "again").await.unwrap();
             tx.commit().await.unwrap();
             applied
         }

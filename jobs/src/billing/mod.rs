@@ -120,7 +120,7 @@ async fn apply_effect(billing: &Billing, job: &Job<EntitlementsJob>, tx: &mut Ef
     let cause = job.logical_key.clone();
     match &job.payload {
         EntitlementsJob::StripeEvent(event) => {
-            let outcome = stripe::apply_event(tx.conn(), &billing.plans, &billing.links, &event.event_id).await?;
+            let outcome = stripe::apply_event(tx.conn(), billing.bot(), &billing.links, &event.event_id).await?;
             tracing::info!(
                 job = job.id,
                 event = event.event_id,
@@ -130,7 +130,7 @@ async fn apply_effect(billing: &Billing, job: &Job<EntitlementsJob>, tx: &mut Ef
             Ok::<(), JobError>(())
         }
         EntitlementsJob::StarsPayment(payment) => {
-            let applied = stars::apply_payment(tx.conn(), &billing.plans, &payment.charge_id, &cause).await?;
+            let applied = stars::apply_payment(tx.conn(), billing.bot(), &payment.charge_id, &cause).await?;
             match applied {
                 // The webhook stores the payment with this job: it cannot be missing.
                 Applied::UnknownPayment => Err(JobError::Terminal(format!("no Stars payment {}", payment.charge_id))),
@@ -148,7 +148,7 @@ async fn apply_effect(billing: &Billing, job: &Job<EntitlementsJob>, tx: &mut Ef
         }
         EntitlementsJob::StarsRefund(refund) => {
             let applied =
-                stars::mark_refunded(tx.conn(), &billing.plans, &refund.charge_id, refund.refunded_at, &cause).await?;
+                stars::mark_refunded(tx.conn(), billing.bot(), &refund.charge_id, refund.refunded_at, &cause).await?;
             if applied == Applied::PlanNotConfigured {
                 return Err(plan_not_configured(&refund.charge_id));
             }

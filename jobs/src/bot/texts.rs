@@ -141,6 +141,54 @@ texts! {
     /// An entitlement ended at the end of its paid period, above a button to renew it.
     Expired = "expired" ["plan"]
         "Your {plan} access has ended. You can renew it any time:";
+    /// An entitlement became active (bought, or bought again after it ended).
+    Activated = "activated" ["plan", "until"]
+        "✅ Your {plan} access is active until {until}. Thank you!";
+    /// A suspended entitlement is active again.
+    Restored = "restored" ["plan", "until"]
+        "✅ Your {plan} access is restored until {until}.";
+    /// A paid period was added (a renewal, or a one-off period bought again).
+    Renewed = "renewed" ["plan", "until"]
+        "🔄 Your {plan} access is renewed until {until}.";
+    /// A subscription was cancelled at its period's end.
+    WillNotRenew = "will_not_renew" ["plan", "until"]
+        "Your {plan} plan will not renew. Your access lasts until {until}.";
+    /// A cancelled subscription was resumed.
+    WillRenew = "will_renew" ["plan", "until"]
+        "🔄 Your {plan} plan will renew on {until}.";
+    /// An entitlement was suspended; `{why}` is one of the `why_…` texts.
+    Suspended = "suspended" ["plan", "why"]
+        "⏸ Your {plan} access is suspended: {why}.";
+    /// An entitlement was revoked; `{why}` is one of the `why_…` texts.
+    Revoked = "revoked" ["plan", "why"]
+        "Your {plan} access has ended: {why}.";
+    /// Why, in [`Text::Suspended`] or [`Text::Revoked`]: the subscription was cancelled.
+    WhyCancelled = "why_cancelled" []
+        "the subscription was cancelled";
+    /// Why: the payment was refunded.
+    WhyRefunded = "why_refunded" []
+        "the payment was refunded";
+    /// Why: a payment is disputed (a chargeback).
+    WhyDisputed = "why_disputed" []
+        "a payment is disputed";
+    /// Why: Stripe gave up collecting a renewal.
+    WhyUnpaid = "why_unpaid" []
+        "the subscription is unpaid";
+    /// Why: the subscription was paused.
+    WhyPaused = "why_paused" []
+        "the subscription is paused";
+    /// A card checkout whose payment did not go through.
+    CheckoutFailed = "checkout_failed" []
+        "Your payment did not go through, so your subscription has not started. You can try again with another payment method.";
+    /// A renewal's card payment failed, above the buttons that fix it.
+    PaymentFailed = "payment_failed" ["plan"]
+        "⚠️ The payment for your {plan} plan failed. Please update your payment method in the billing portal to keep your access.";
+    /// The button of [`Text::PaymentFailed`] to the Billing Portal.
+    UpdatePaymentButton = "update_payment_button" []
+        "Update payment method";
+    /// The button of [`Text::PaymentFailed`] to Stripe's page of the unpaid invoice.
+    PayInvoiceButton = "pay_invoice_button" []
+        "Pay the invoice";
     /// The message with a single-use invite link to a chat the user's plan opens.
     AccessLink = "access_link" ["plan"]
         "🔑 Your {plan} plan opens a private chat. This link lets you in once, and only you:";

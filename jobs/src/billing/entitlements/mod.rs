@@ -8,13 +8,14 @@
 
 pub mod rule;
 
-pub use rule::{Facts, PaidPeriod, derive};
+pub use rule::{Facts, PaidPeriod, Why, derive};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgConnection;
 
 use crate::billing::plans::Plan;
+use crate::bot::{Text, Texts};
 use crate::queue::NewJob;
 use crate::telegram::SendMessage;
 
@@ -322,19 +323,16 @@ pub async fn history(conn: &mut PgConnection, source: &str) -> Result<Vec<Change
 /// own. A smaller move of the end is the provider correcting a period already told, such as a
 /// Stripe invoice's exact period end (a calendar month) replacing the provisional one
 /// (`period_days`) its checkout gave, and is not told again.
-pub fn notification(change: &Changed, plan: &Plan, why: Option<&str>) -> Option<NewJob> {
-    let plan_name = &plan.name;
+pub fn notification(change: &Changed, plan: &Plan, why: Option<Why>, texts: &Texts) -> Option<NewJob> {
     let e = &change.entitlement;
     let until = e
         .expires_at
         .map(|at| at.format("%Y-%m-%d").to_string())
         .unwrap_or_default();
     let before = change.before.as_ref();
-    let text = match (before.map(|b| b.status), e.status) {
-        (None | Some(Status::Revoked | Status::Expired), Status::Active) => {
-            format!("✅ Your {plan_name} access is active until {until}. Thank you!")
-        }
-        (Some(Status::Suspended), Status::Active) => format!("✅ Your {plan_name} access is restored until {until}."),
+    let told = match (before.map(|b| b.status), e.status) {
+        (None | Some(Status::Revoked | Status::Expired), Status::Active) => Text::Activated,
+        (Some(Status::Suspended), Status::Active) => Text::Restored,
         (Some(Status::Active), Status::Active) => {
             let b = before?;
             let renewed = match (b.expires_at, e.expires_at) {
@@ -343,29 +341,21 @@ pub fn notification(change: &Changed, plan: &Plan, why: Option<&str>) -> Option<
                 (_, None) => false,
             };
             if renewed {
-                format!("🔄 Your {plan_name} access is renewed until {until}.")
+                Text::Renewed
             } else if b.renews && !e.renews {
-                format!("Your {plan_name} plan will not renew. Your access lasts until {until}.")
+                Text::WillNotRenew
             } else if !b.renews && e.renews {
-                format!("🔄 Your {plan_name} plan will renew on {until}.")
+                Text::WillRenew
             } else {
                 return None;
             }
         }
-        (_, Status::Suspended) if before.map(|b| b.status) != Some(Status::Suspended) => {
-            format!(
-                "⏸ Your {plan_name} access is suspended{}.",
-                why.map(|w| format!(": {w}")).unwrap_or_default()
-            )
-        }
-        (Some(Status::Active | Status::Suspended), Status::Revoked) => {
-            format!(
-                "Your {plan_name} access has ended{}.",
-                why.map(|w| format!(": {w}")).unwrap_or_default()
-            )
-        }
+        (_, Status::Suspended) if before.map(|b| b.status) != Some(Status::Suspended) => Text::Suspended,
+        (Some(Status::Active | Status::Suspended), Status::Revoked) => Text::Revoked,
         _ => return None,
     };
+    let why = why.map_or(String::new(), |why| texts.get(why_text(why)));
+    let text = texts.render(told, &[("plan", &plan.name), ("until", &until), ("why", &why)]);
     let message = SendMessage {
         chat_id: e.user_id,
         text,
@@ -378,4 +368,86 @@ pub fn notification(change: &Changed, plan: &Plan, why: Option<&str>) -> Option<
         &message,
         format!("entitlement_change:{}", change.change_id),
     ))
+}
+
+/// The text that tells `why`.
+fn why_text(why: Why) -> Text {
+    match why {
+        Why::Cancelled => Text::WhyCancelled,
+        Why::Refunded => Text::WhyRefunded,
+        Why::Disputed => Text::WhyDisputed,
+        Why::Unpaid => Text::WhyUnpaid,
+        Why::Paused => Text::WhyPaused,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn changed(before: Option<Status>, now: Status) -> Changed {
+        let at = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let state = |status| State {
+            user_id: 7,
+            plan: "pro".into(),
+            entitlement: "pro".into(),
+            status,
+            expires_at: Some(at),
+            renews: false,
+        };
+        Changed {
+            entitlement: Entitlement {
+                id: 1,
+                user_id: 7,
+                source: "telegram_stars:x".into(),
+                plan: "pro".into(),
+                entitlement: "pro".into(),
+                status: now,
+                expires_at: Some(at),
+                renews: false,
+                updated_at: at,
+            },
+            before: before.map(state),
+            change_id: 9,
+        }
+    }
+
+    fn told(change: &Changed, why: Option<Why>, texts: &Texts) -> String {
+        let plans = crate::billing::Plans::parse(
+            r#"{"pro": {"name": "Pro", "entitlement": "pro", "period_days": 30, "stars_price": 5}}"#,
+        )
+        .unwrap();
+        let job = notification(change, plans.get("pro").unwrap(), why, texts).expect("a message");
+        job.payload["text"].as_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn changes_are_told_in_the_configured_texts_with_their_reason() {
+        let defaults = Texts::default();
+        assert_eq!(
+            told(&changed(None, Status::Active), None, &defaults),
+            "✅ Your Pro access is active until 2027-01-15. Thank you!"
+        );
+        assert_eq!(
+            told(
+                &changed(Some(Status::Active), Status::Revoked),
+                Some(Why::Refunded),
+                &defaults
+            ),
+            "Your Pro access has ended: the payment was refunded."
+        );
+        let texts = Texts::parse(r#"{"revoked": "{plan} ist beendet ({why}).", "why_refunded": "erstattet"}"#).unwrap();
+        assert_eq!(
+            told(
+                &changed(Some(Status::Active), Status::Revoked),
+                Some(Why::Refunded),
+                &texts
+            ),
+            "Pro ist beendet (erstattet)."
+        );
+        assert_eq!(
+            told(&changed(Some(Status::Suspended), Status::Active), None, &texts),
+            "✅ Your Pro access is restored until 2027-01-15."
+        );
+    }
 }

@@ -24,9 +24,19 @@ pub struct PaidPeriod {
     pub disputed: bool,
 }
 
+/// Why is why an entitlement is not active, as the user is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    Cancelled,
+    Refunded,
+    Disputed,
+    Unpaid,
+    Paused,
+}
+
 /// The entitlement a subscription's facts call for, with the reason to give the user when it is
 /// not active; `None` while there is nothing to grant (no user, no plan, nothing paid yet).
-pub fn derive(facts: &Facts, periods: &[PaidPeriod], plans: &Plans) -> Option<(State, Option<&'static str>)> {
+pub fn derive(facts: &Facts, periods: &[PaidPeriod], plans: &Plans) -> Option<(State, Option<Why>)> {
     let user_id = facts.user_id?;
     let code = facts.plan.as_deref()?;
     let plan = plans.get(code)?;
@@ -42,18 +52,16 @@ pub fn derive(facts: &Facts, periods: &[PaidPeriod], plans: &Plans) -> Option<(S
         renews,
     };
     let (status, expires_at, why) = if let Some(ended) = facts.ended_at {
-        (Status::Revoked, Some(ended), Some("the subscription was cancelled"))
+        (Status::Revoked, Some(ended), Some(Why::Cancelled))
     } else if latest.refunded {
-        (Status::Revoked, paid_through, Some("the payment was refunded"))
+        (Status::Revoked, paid_through, Some(Why::Refunded))
     } else if periods.iter().any(|p| p.disputed && !p.refunded) {
-        (Status::Suspended, paid_through, Some("a payment is disputed"))
+        (Status::Suspended, paid_through, Some(Why::Disputed))
     } else {
         match facts.status.as_deref() {
-            Some("canceled") => (Status::Revoked, paid_through, Some("the subscription was cancelled")),
-            Some("unpaid" | "incomplete_expired") => {
-                (Status::Suspended, paid_through, Some("the subscription is unpaid"))
-            }
-            Some("paused") => (Status::Suspended, paid_through, Some("the subscription is paused")),
+            Some("canceled") => (Status::Revoked, paid_through, Some(Why::Cancelled)),
+            Some("unpaid" | "incomplete_expired") => (Status::Suspended, paid_through, Some(Why::Unpaid)),
+            Some("paused") => (Status::Suspended, paid_through, Some(Why::Paused)),
             _ => (Status::Active, paid_through, None),
         }
     };
@@ -196,7 +204,7 @@ mod tests {
         };
         let (state, why) = derive(&facts(), &[period(30), refunded], &plans()).unwrap();
         assert_eq!((state.status, state.expires_at), (Status::Revoked, Some(at(30))));
-        assert_eq!(why, Some("the payment was refunded"));
+        assert_eq!(why, Some(Why::Refunded));
         let (state, _) = derive(&facts(), &[period(30), refunded, period(90)], &plans()).unwrap();
         assert_eq!((state.status, state.expires_at), (Status::Active, Some(at(90))));
     }

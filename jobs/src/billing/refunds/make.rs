@@ -83,7 +83,7 @@ async fn stripe_refund(billing: &Billing, job: &Job<MakeRefund>, refund: &Refund
                 made.charge.as_deref(),
                 made.payment_intent.as_deref(),
             ];
-            reverse(tx.conn(), &billing.plans, &payments, Reversal::Refund, &cause(refund)).await?;
+            reverse(tx.conn(), billing.bot(), &payments, Reversal::Refund, &cause(refund)).await?;
         }
         Ok::<(), sqlx::Error>(())
     })
@@ -142,7 +142,7 @@ async fn stars_refund(billing: &Billing, job: &Job<MakeRefund>, refund: &Refund)
         succeeded(tx, refund, &refund.payment).await?;
         let applied = stars::mark_refunded(
             tx.conn(),
-            &billing.plans,
+            billing.bot(),
             &refund.payment,
             chrono::Utc::now(),
             &cause(refund),

@@ -7,7 +7,7 @@ use sqlx::PgConnection;
 use super::periods::rederive;
 use super::{Applied, ApplyStarsPayment, ApplyStarsRefund};
 use crate::billing::EntitlementsJob;
-use crate::billing::plans::Plans;
+use crate::bot::Bot;
 use crate::metrics::{self, counters};
 use crate::queue::{NewJob, enqueue};
 use crate::telegram::updates::{RefundedPayment, SuccessfulPayment};
@@ -99,7 +99,7 @@ pub async fn record_refund_notice(
 /// transaction of the job, whose ledger makes both happen once.
 pub async fn apply_payment(
     conn: &mut PgConnection,
-    plans: &Plans,
+    bot: Bot<'_>,
     charge_id: &str,
     cause: &str,
 ) -> Result<Applied, sqlx::Error> {
@@ -128,7 +128,7 @@ pub async fn apply_payment(
         amount as f64,
     )
     .await?;
-    rederive(conn, plans, &source, cause).await
+    rederive(conn, bot, &source, cause).await
 }
 
 /// The user who paid `charge_id`, when the payment is recorded.
@@ -152,7 +152,7 @@ pub async fn refunded(conn: &mut PgConnection, charge_id: &str) -> Result<Option
 /// job that learnt of the refund: the ops refund, or the `refunded_payment` update.
 pub async fn mark_refunded(
     conn: &mut PgConnection,
-    plans: &Plans,
+    bot: Bot<'_>,
     charge_id: &str,
     refunded_at: DateTime<Utc>,
     cause: &str,
@@ -181,5 +181,5 @@ pub async fn mark_refunded(
             }
         }
     };
-    rederive(conn, plans, &source, cause).await
+    rederive(conn, bot, &source, cause).await
 }

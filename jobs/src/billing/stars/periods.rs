@@ -6,7 +6,7 @@ use sqlx::PgConnection;
 
 use super::Applied;
 use crate::billing::entitlements::{self, Facts, PaidPeriod, derive};
-use crate::billing::plans::Plans;
+use crate::bot::Bot;
 use crate::queue::enqueue;
 
 /// Payment is one Stars payment of a source, as [`paid_periods`] reads it.
@@ -68,7 +68,7 @@ pub fn paid_periods(payments: &[Payment], period: chrono::Duration) -> Vec<PaidP
 /// other.
 pub(super) async fn rederive(
     conn: &mut PgConnection,
-    plans: &Plans,
+    bot: Bot<'_>,
     source: &str,
     cause: &str,
 ) -> Result<Applied, sqlx::Error> {
@@ -92,7 +92,7 @@ pub(super) async fn rederive(
     let Some((user_id, plan_code, ..)) = payments.first().cloned() else {
         return Ok(Applied::UnknownPayment);
     };
-    let Some(plan) = plans.get(&plan_code) else {
+    let Some(plan) = bot.plans.get(&plan_code) else {
         tracing::warn!(
             source,
             plan = plan_code,
@@ -124,16 +124,16 @@ pub(super) async fn rederive(
         ended_at: None,
     };
     let periods = paid_periods(&payments, plan.period());
-    let Some((state, why)) = derive(&facts, &periods, plans) else {
+    let Some((state, why)) = derive(&facts, &periods, bot.plans) else {
         return Ok(Applied::Unchanged);
     };
     let Some(change) = entitlements::set(conn, source, &state, cause).await? else {
         return Ok(Applied::Unchanged);
     };
-    if let Some(job) = entitlements::notification(&change, plan, why) {
+    if let Some(job) = entitlements::notification(&change, plan, why, bot.texts) {
         enqueue(conn, &job).await?;
     }
-    crate::access::follow(conn, plans, &change).await?;
+    crate::access::follow(conn, bot.plans, &change).await?;
     Ok(Applied::Changed)
 }
 

@@ -7,7 +7,7 @@ use super::facts::{
     reverse, subscriptions_paid_by,
 };
 use super::{EventError, Links, Outcome, Reversal, lock_facts, notices};
-use crate::billing::plans::Plans;
+use crate::bot::Bot;
 use crate::metrics::{self, counters};
 use crate::stripe::objects::{Charge, CheckoutSession, Dispute, Event, Invoice, InvoicePayment, Subscription, id_of};
 
@@ -15,7 +15,7 @@ use crate::stripe::objects::{Charge, CheckoutSession, Dispute, Event, Invoice, I
 /// enqueues their notifications. Run it inside the job's effect transaction.
 pub async fn apply_event(
     conn: &mut PgConnection,
-    plans: &Plans,
+    bot: Bot<'_>,
     links: &Links,
     event_id: &str,
 ) -> Result<Outcome, EventError> {
@@ -36,15 +36,15 @@ pub async fn apply_event(
         | "checkout.session.async_payment_succeeded"
         | "checkout.session.async_payment_failed" => {
             let session: CheckoutSession = object(&event)?;
-            on_checkout_session(conn, plans, &event, &session, &cause).await?
+            on_checkout_session(conn, bot, &event, &session, &cause).await?
         }
         "invoice.paid" => {
             let invoice: Invoice = object(&event)?;
-            on_invoice_paid(conn, plans, &event, &invoice, &cause).await?
+            on_invoice_paid(conn, bot, &event, &invoice, &cause).await?
         }
         "invoice.payment_failed" => {
             let invoice: Invoice = object(&event)?;
-            notices::payment_failed(conn, plans, links, &event, &invoice).await?
+            notices::payment_failed(conn, bot, links, &event, &invoice).await?
         }
         "invoice_payment.paid" => {
             let payment: InvoicePayment = object(&event)?;
@@ -59,17 +59,17 @@ pub async fn apply_event(
             )
             .await?;
             let subscriptions = subscriptions_paid_by(conn, &payment_refs(&payment.payment)).await?;
-            rederive_all(conn, plans, &subscriptions, &cause).await?
+            rederive_all(conn, bot, &subscriptions, &cause).await?
         }
         "customer.subscription.created" | "customer.subscription.updated" | "customer.subscription.deleted" => {
             let subscription: Subscription = object(&event)?;
-            on_subscription(conn, plans, &event, &subscription, &cause).await?
+            on_subscription(conn, bot, &event, &subscription, &cause).await?
         }
         "charge.refunded" => {
             let charge: Charge = object(&event)?;
             if charge.refunded {
                 let payments = [Some(charge.id.as_str()), id_of(&charge.payment_intent)];
-                reverse(conn, plans, &payments, Reversal::Refund, &cause).await?
+                reverse(conn, bot, &payments, Reversal::Refund, &cause).await?
             } else {
                 // A partial refund is a gesture, not a cancellation: access stays.
                 Outcome::Ignored
@@ -79,7 +79,7 @@ pub async fn apply_event(
             let dispute: Dispute = object(&event)?;
             let payments = [Some(dispute.charge.id()), id_of(&dispute.payment_intent)];
             counters::add(conn, metrics::BILLING_PAYMENTS, "status=\"disputed\"").await?;
-            reverse(conn, plans, &payments, Reversal::Dispute, &cause).await?
+            reverse(conn, bot, &payments, Reversal::Dispute, &cause).await?
         }
         _ => Outcome::Ignored,
     };

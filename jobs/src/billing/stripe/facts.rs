@@ -8,6 +8,7 @@ use super::customers::remember_customer;
 use super::{EventError, Outcome, PLAN_KEY, USER_KEY, lock_facts, notices, source, timestamp};
 use crate::billing::entitlements::{self, Facts, PaidPeriod, derive};
 use crate::billing::plans::Plans;
+use crate::bot::Bot;
 use crate::metrics::{self, counters};
 use crate::queue::enqueue;
 use crate::stripe::objects::{self, CheckoutSession, Event, Invoice, Subscription, id_of, meta};
@@ -26,7 +27,7 @@ pub enum Reversal {
 /// reversed, and re-derives the subscriptions it paid for.
 pub async fn reverse(
     conn: &mut PgConnection,
-    plans: &Plans,
+    bot: Bot<'_>,
     payments: &[Option<&str>],
     reversal: Reversal,
     cause: &str,
@@ -62,12 +63,12 @@ pub async fn reverse(
         counters::add(conn, metrics::BILLING_PAYMENTS, "status=\"refunded\"").await?;
     }
     let subscriptions = subscriptions_paid_by(conn, &payments).await?;
-    rederive_all(conn, plans, &subscriptions, cause).await
+    rederive_all(conn, bot, &subscriptions, cause).await
 }
 
 pub(super) async fn on_checkout_session(
     conn: &mut PgConnection,
-    plans: &Plans,
+    bot: Bot<'_>,
     event: &Event,
     session: &CheckoutSession,
     cause: &str,
@@ -80,7 +81,7 @@ pub(super) async fn on_checkout_session(
         .as_deref()
         .or(meta(&session.metadata, USER_KEY))
         .and_then(|u| u.parse::<i64>().ok());
-    let plan = meta(&session.metadata, PLAN_KEY).filter(|p| plans.get(p).is_some());
+    let plan = meta(&session.metadata, PLAN_KEY).filter(|p| bot.plans.get(p).is_some());
     let customer = id_of(&session.customer);
     record_subscription(conn, subscription, user_id, plan, customer).await?;
     if let (Some(user_id), Some(customer)) = (user_id, customer) {
@@ -90,7 +91,7 @@ pub(super) async fn on_checkout_session(
     if event.kind == "checkout.session.async_payment_failed" {
         counters::add(conn, metrics::BILLING_PAYMENTS, "status=\"failed\"").await?;
         if let Some(user_id) = user_id {
-            notices::checkout_failed(conn, user_id, cause).await?;
+            notices::checkout_failed(conn, bot, user_id, cause).await?;
             return Ok(Outcome::Notified);
         }
         return Ok(Outcome::Recorded);
@@ -98,7 +99,7 @@ pub(super) async fn on_checkout_session(
     if paid {
         // Until the invoice's own event arrives, the first period is the plan's, from checkout.
         let provisional_end = plan
-            .and_then(|p| plans.get(p))
+            .and_then(|p| bot.plans.get(p))
             .map(|p| timestamp(session.created) + p.period());
         let invoice = id_of(&session.invoice)
             .map(str::to_string)
@@ -119,12 +120,12 @@ pub(super) async fn on_checkout_session(
             counters::add(conn, metrics::BILLING_PAYMENTS, "status=\"paid\"").await?;
         }
     }
-    Ok(rederive(conn, plans, subscription, cause).await?)
+    Ok(rederive(conn, bot, subscription, cause).await?)
 }
 
 pub(super) async fn on_invoice_paid(
     conn: &mut PgConnection,
-    plans: &Plans,
+    bot: Bot<'_>,
     event: &Event,
     invoice: &Invoice,
     cause: &str,
@@ -134,7 +135,7 @@ pub(super) async fn on_invoice_paid(
     };
     let metadata = invoice.subscription_metadata();
     let user_id = meta(metadata, USER_KEY).and_then(|u| u.parse::<i64>().ok());
-    let plan = plan_of(plans, meta(metadata, PLAN_KEY), invoice.prices());
+    let plan = plan_of(bot.plans, meta(metadata, PLAN_KEY), invoice.prices());
     record_subscription(conn, subscription, user_id, plan, id_of(&invoice.customer)).await?;
     let newly = record_invoice(
         conn,
@@ -155,7 +156,7 @@ pub(super) async fn on_invoice_paid(
     // Not only when newly paid: a checkout may have recorded this invoice paid first. The job's
     // key (the invoice) makes a repeat queue nothing.
     attribute_invoice(conn, event, invoice, subscription).await?;
-    Ok(rederive(conn, plans, subscription, cause).await?)
+    Ok(rederive(conn, bot, subscription, cause).await?)
 }
 
 /// Queues the attribution of a paid invoice to a promo click, when it charged something and its
@@ -190,13 +191,13 @@ async fn attribute_invoice(
 
 pub(super) async fn on_subscription(
     conn: &mut PgConnection,
-    plans: &Plans,
+    bot: Bot<'_>,
     event: &Event,
     subscription: &Subscription,
     cause: &str,
 ) -> Result<Outcome, EventError> {
     let user_id = meta(&subscription.metadata, USER_KEY).and_then(|u| u.parse::<i64>().ok());
-    let plan = plan_of(plans, meta(&subscription.metadata, PLAN_KEY), subscription.prices());
+    let plan = plan_of(bot.plans, meta(&subscription.metadata, PLAN_KEY), subscription.prices());
     let customer = id_of(&subscription.customer);
     record_subscription(conn, &subscription.id, user_id, plan, customer).await?;
     sqlx::query(
@@ -225,7 +226,7 @@ pub(super) async fn on_subscription(
             .execute(&mut *conn)
             .await?;
     }
-    Ok(rederive(conn, plans, &subscription.id, cause).await?)
+    Ok(rederive(conn, bot, &subscription.id, cause).await?)
 }
 
 /// The plan a subscription is for: its metadata's, else the plan whose Price it bills.
@@ -346,13 +347,13 @@ pub(super) async fn subscriptions_paid_by(
 
 pub(super) async fn rederive_all(
     conn: &mut PgConnection,
-    plans: &Plans,
+    bot: Bot<'_>,
     subscriptions: &[String],
     cause: &str,
 ) -> Result<Outcome, sqlx::Error> {
     let mut outcome = Outcome::Recorded;
     for subscription in subscriptions {
-        if rederive(conn, plans, subscription, cause).await? == Outcome::Applied {
+        if rederive(conn, bot, subscription, cause).await? == Outcome::Applied {
             outcome = Outcome::Applied;
         }
     }
@@ -362,7 +363,7 @@ pub(super) async fn rederive_all(
 /// Re-derives the entitlement of `subscription` and records it if it changed, with its message.
 async fn rederive(
     conn: &mut PgConnection,
-    plans: &Plans,
+    bot: Bot<'_>,
     subscription: &str,
     cause: &str,
 ) -> Result<Outcome, sqlx::Error> {
@@ -401,16 +402,16 @@ async fn rederive(
             disputed,
         })
         .collect();
-    let Some((state, why)) = derive(&facts, &periods, plans) else {
+    let Some((state, why)) = derive(&facts, &periods, bot.plans) else {
         return Ok(Outcome::Recorded);
     };
     let Some(change) = entitlements::set(conn, &source(subscription), &state, cause).await? else {
         return Ok(Outcome::Recorded);
     };
-    let plan = plans.get(&state.plan).expect("derive grants only known plans");
-    if let Some(job) = entitlements::notification(&change, plan, why) {
+    let plan = bot.plans.get(&state.plan).expect("derive grants only known plans");
+    if let Some(job) = entitlements::notification(&change, plan, why, bot.texts) {
         enqueue(conn, &job).await?;
     }
-    crate::access::follow(conn, plans, &change).await?;
+    crate::access::follow(conn, bot.plans, &change).await?;
     Ok(Outcome::Applied)
 }

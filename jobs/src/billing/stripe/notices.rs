@@ -5,24 +5,21 @@ use sqlx::PgConnection;
 
 use super::facts::plan_of;
 use super::{EventError, Links, Outcome, PLAN_KEY, USER_KEY};
-use crate::billing::plans::Plans;
+use crate::bot::Bot;
+use crate::bot::{Text, text_message};
 use crate::metrics::{self, counters};
 use crate::queue::{NewJob, enqueue};
 use crate::stripe::objects::{Event, Invoice, id_of, meta};
 use crate::telegram::{Button, SendMessage};
 
 /// Tells `user_id` that the payment of their checkout did not go through.
-pub(super) async fn checkout_failed(conn: &mut PgConnection, user_id: i64, cause: &str) -> Result<(), sqlx::Error> {
-    let message = SendMessage {
-        chat_id: user_id,
-        text: "Your payment did not go through, so your subscription has not started. \
-               You can try again with another payment method."
-            .into(),
-        parse_mode: None,
-        buttons: Vec::new(),
-        invoice: None,
-        broadcast_id: None,
-    };
+pub(super) async fn checkout_failed(
+    conn: &mut PgConnection,
+    bot: Bot<'_>,
+    user_id: i64,
+    cause: &str,
+) -> Result<(), sqlx::Error> {
+    let message = text_message(user_id, bot.texts.get(Text::CheckoutFailed));
     enqueue(conn, &NewJob::new(&message, format!("{cause}:notice")))
         .await
         .map(|_| ())
@@ -31,7 +28,7 @@ pub(super) async fn checkout_failed(conn: &mut PgConnection, user_id: i64, cause
 /// Counts a failed invoice payment and tells its subscriber how to fix it.
 pub(super) async fn payment_failed(
     conn: &mut PgConnection,
-    plans: &Plans,
+    bot: Bot<'_>,
     links: &Links,
     event: &Event,
     invoice: &Invoice,
@@ -64,36 +61,21 @@ pub(super) async fn payment_failed(
     let Some(user_id) = user_id else {
         return Ok(Outcome::Ignored);
     };
-    let plan_name = plan_of(plans, meta(metadata, PLAN_KEY), invoice.prices())
+    let plan_name = plan_of(bot.plans, meta(metadata, PLAN_KEY), invoice.prices())
         .or(known.as_ref().and_then(|k| k.1.as_deref()))
-        .and_then(|code| plans.get(code))
+        .and_then(|code| bot.plans.get(code))
         .map(|p| p.name.as_str())
         .unwrap_or("subscription");
     let mut buttons = Vec::new();
     if let Some(portal) = &links.billing_portal {
-        buttons.push(vec![Button {
-            text: "Update payment method".into(),
-            url: Some(portal.clone()),
-            callback_data: None,
-        }]);
+        buttons.push(vec![Button::url(bot.texts.get(Text::UpdatePaymentButton), portal)]);
     }
     if let Some(url) = &invoice.hosted_invoice_url {
-        buttons.push(vec![Button {
-            text: "Pay the invoice".into(),
-            url: Some(url.clone()),
-            callback_data: None,
-        }]);
+        buttons.push(vec![Button::url(bot.texts.get(Text::PayInvoiceButton), url)]);
     }
     let message = SendMessage {
-        chat_id: user_id,
-        text: format!(
-            "⚠️ The payment for your {plan_name} plan failed. Please update your payment method \
-             in the billing portal to keep your access."
-        ),
-        parse_mode: None,
         buttons,
-        invoice: None,
-        broadcast_id: None,
+        ..text_message(user_id, bot.texts.render(Text::PaymentFailed, &[("plan", plan_name)]))
     };
     enqueue(
         conn,
