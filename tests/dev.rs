@@ -27,7 +27,11 @@ const DEV_JWT_SECRET: &str = "dev-jwt-secret-local-only-0123456789";
 const DEV_USER_ID: i64 = 42;
 /// How long the printed development token stays valid (the API checks `exp`, not the lifetime).
 const DEV_TOKEN_TTL_SECS: i64 = 12 * 60 * 60;
-const DEV_PLANS: &str = r#"{"pro_monthly": {"name": "Pro", "entitlement": "pro", "period_days": 30, "stripe_price": "price_pro_monthly", "stars_price": 250}}"#;
+/// The paid chat both local plans open; the fake Bot API makes the bot its administrator.
+const DEV_CHAT: i64 = -100_100;
+const DEV_PLANS: &str = r#"{
+    "pro_monthly": {"name": "Pro", "entitlement": "pro", "period_days": 30, "stripe_price": "price_pro_monthly", "stars_price": 250, "chats": [-100100]},
+    "week_pass": {"name": "Week pass", "entitlement": "pro", "period_days": 7, "stars_price": 75, "chats": [-100100]}}"#;
 
 /// A user JWT for `user_id` with the claims the API checks (HS256, `sub`, `iss`, `aud`, `exp`),
 /// so a newcomer can call the user endpoints before Mini App sign-in exists on their machine.
@@ -206,6 +210,11 @@ async fn main() -> anyhow::Result<()> {
     if let Some(url) = &fake_url {
         println!(
             "\nTalk to the bot as Telegram user {DEV_USER_ID}: write to it, press its buttons, read its answers:\n  curl -s -X POST \"{url}/sandbox/write?user_id={DEV_USER_ID}&text=/start\"\n  curl -s -X POST \"{url}/sandbox/press?user_id={DEV_USER_ID}&data=plan:pro_monthly\"\n  curl -s -X POST \"{url}/sandbox/press?user_id={DEV_USER_ID}&data=card:pro_monthly\"    # or stars:pro_monthly\n  curl -s {url}/sandbox/messages    # the bot's answers; open the last one's button URL to pay\n  curl -s -X POST \"{url}/sandbox/write?user_id={DEV_USER_ID}&text=/status\""
+        );
+    }
+    if let Some(url) = &fake_url {
+        println!(
+            "\nThe whole journey in the paid chat {DEV_CHAT}, with the week pass (one-off, Stars):\n  curl -s -X POST \"{url}/sandbox/write?user_id={DEV_USER_ID}&text=/start\"\n  curl -s -X POST \"{url}/sandbox/press?user_id={DEV_USER_ID}&data=plan:week_pass\"\n  curl -s -X POST \"{url}/sandbox/press?user_id={DEV_USER_ID}&data=stars:week_pass\"    # an invoice in the chat\n  curl -s {url}/sandbox/messages    # its invoice.link is https://t.me/$<slug>\n  curl -s \"{url}/sandbox/pay/<slug>?user_id={DEV_USER_ID}\"    # paid: the bot confirms and sends a single-use invite link\n  curl -s -X POST \"{url}/sandbox/join?user_id={DEV_USER_ID}&link=<the join button's https://t.me/+… url>\"\n  curl -s {url}/sandbox/chats    # {DEV_USER_ID} is a member; /status says 1 of 1 chats\nEnd it early, as if its week ran out 7 hours ago; the worker's expiry pass (every minute) ends it,\nremoves {DEV_USER_ID} from the chat and tells them:\n  psql '{database_url}' -c \"UPDATE entitlements SET expires_at = now() - interval '7 hours' WHERE user_id = {DEV_USER_ID} AND plan = 'week_pass'\"\n  curl -s {url}/sandbox/chats    # {DEV_USER_ID} has left\n  curl -s http://127.0.0.1:{port}/v1/ops/access/audit -H 'Authorization: Bearer {admin_token}'    # who is where they should not be"
         );
     }
     let user_token = dev_user_token(

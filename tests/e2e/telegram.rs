@@ -173,7 +173,14 @@ async fn worker_telegram_set_webhook_registers_the_url_and_secret() {
         .collect();
     assert_eq!(
         allowed,
-        vec!["message", "callback_query", "pre_checkout_query", "my_chat_member"]
+        vec![
+            "message",
+            "callback_query",
+            "pre_checkout_query",
+            "my_chat_member",
+            "chat_member",
+            "chat_join_request"
+        ]
     );
     let menu = world.telegram.commands().expect("the menu was set");
     let commands: Vec<&str> = menu
