@@ -636,8 +636,10 @@ async fn join_chat(Query(query): Query<HashMap<String, String>>, shared: Data<&A
     let Some(user_id) = sandbox_user(&query) else {
         return page(400, "user_id must be a Telegram user id (a positive integer)".into());
     };
-    let link = query.get("link").map_or("", String::as_str);
-    let update = match join_by_link(&shared, user_id, link) {
+    // A `+` written unencoded in the query (as `curl ...&link=https://t.me/+abc` sends it) arrives
+    // as a space; a link has none, so it is read back as the `+` it was.
+    let link = query.get("link").map_or(String::new(), |l| l.replace(' ', "+"));
+    let update = match join_by_link(&shared, user_id, &link) {
         Ok(update) => update,
         Err(why) => return page(409, format!("Not joined: {why}")),
     };
