@@ -11,7 +11,8 @@ CREATE TABLE chat_access (
     -- The unused link the user was sent, while it may still be used.
     invite_link     text,
     link_expires_at timestamptz,
-    -- 'link_sent', 'member', 'removed', 'not_member', 'kept_admin'.
+    -- 'link_sent', 'member', 'removing' (a removal begun: the ban is the bot's), 'removed',
+    -- 'not_member', 'kept_admin', 'banned' (banned by an administrator: kept so).
     outcome         text        NOT NULL,
     updated_at      timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (user_id, chat_id)

@@ -170,12 +170,23 @@ async fn a_plan_opens_its_chat_once_to_its_subscriber_and_closes_it_when_access_
         .await;
     paid.world
         .wait_for_count(
-            "SELECT count(*) FROM jobs WHERE queue = 'entitlements' AND state IN ('pending', 'running')",
-            0,
+            &format!(
+                "SELECT count(*) FROM jobs j
+                 JOIN entitlement_changes c ON j.logical_key = 'access:' || c.id || ':{ada}:{CLUB_CHAT}'
+                 JOIN entitlements e ON e.id = c.entitlement_id
+                 WHERE e.source = 'telegram_stars:stxADA1' AND c.status = 'revoked' AND j.state = 'completed'"
+            ),
+            1,
             WAIT,
         )
         .await;
     assert_eq!(paid.world.telegram.members(CLUB_CHAT), [ada]);
+    assert_eq!(
+        paid.world
+            .count(&format!("SELECT count(*) FROM chat_access WHERE user_id = {ada} AND chat_id = {CLUB_CHAT} AND outcome = 'member'"))
+            .await,
+        1
+    );
 
     // Club Plus runs out (its end moved back past the grace, then the expiry pass): Ada is
     // removed from the club's chat and told, and her unused link to the second is revoked.
@@ -296,6 +307,33 @@ async fn the_audit_finds_strays_and_fix_removes_them_but_never_an_administrator(
             WAIT,
         )
         .await;
+    // A user an administrator banned, whose access then ends, stays banned.
+    let banned = 7204;
+    paid.world.telegram.put_member(CLUB_CHAT, banned, "kicked");
+    sqlx::query("INSERT INTO chat_members (chat_id, user_id, status, changed_at) VALUES ($1, $2, 'member', now())")
+        .bind(CLUB_CHAT)
+        .bind(banned)
+        .execute(&paid.world.pool)
+        .await
+        .unwrap();
+    let mut tx = paid.world.pool.begin().await.unwrap();
+    let check = jobs::billing::EntitlementsJob::SyncAccess(jobs::access::SyncAccess {
+        user_id: banned,
+        chat_id: CLUB_CHAT,
+        resend: false,
+    });
+    jobs::queue::enqueue(&mut tx, &jobs::queue::NewJob::new(&check, "check-the-banned"))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    paid.world
+        .wait_for_count(
+            &format!("SELECT count(*) FROM chat_access WHERE user_id = {banned} AND outcome = 'banned'"),
+            1,
+            WAIT,
+        )
+        .await;
+    assert_eq!(paid.world.telegram.status_in(CLUB_CHAT, banned), "kicked");
     paid.worker.stop().await;
     assert_eq!(paid.world.telegram.members(CLUB_CHAT), [admin, member]);
 }

@@ -108,7 +108,7 @@ pub async fn entitling_plan(
     let opening: Vec<String> = plans.opening(chat_id).map(|(code, _)| code.to_string()).collect();
     sqlx::query_scalar(
         "SELECT plan FROM entitlements WHERE user_id = $1 AND status = 'active' AND plan = ANY($2)
-         ORDER BY expires_at DESC NULLS LAST LIMIT 1",
+         ORDER BY expires_at DESC NULLS LAST, plan LIMIT 1",
     )
     .bind(user_id)
     .bind(&opening)
@@ -140,8 +140,8 @@ pub fn is_in(status: &str) -> bool {
 }
 
 /// Seen is what one access job knows of a user and a chat before it calls Telegram; its effect
-/// is recorded only if, under the pair's lock, nothing of it changed meanwhile.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// is recorded only if, under the pair's lock, nothing of it changed meanwhile ([`Seen::same`]).
+#[derive(Debug, Clone)]
 struct Seen {
     /// The plan of an active entitlement that opens the chat, if any.
     entitling: Option<String>,
@@ -163,6 +163,25 @@ impl Seen {
 
     fn in_chat(&self) -> bool {
         self.member.as_deref().is_some_and(is_in)
+    }
+
+    /// Whether `now` is what this was, once the job's own writes (`revoked` links, a link it
+    /// made, its note of the membership) are allowed for. Which plan entitles does not matter,
+    /// only whether one does.
+    fn same(&self, now: &Seen, revoked: &[String], made: Option<&str>, noted_member: bool) -> bool {
+        let mut then = self.clone();
+        then.links.retain(|l| !revoked.contains(l));
+        if let Some(access) = then.access.as_mut()
+            && access.invite_link.as_ref().is_some_and(|l| revoked.contains(l))
+        {
+            access.invite_link = None;
+            access.link_expires_at = None;
+        }
+        let links: Vec<&String> = now.links.iter().filter(|l| Some(l.as_str()) != made).collect();
+        then.entitling.is_some() == now.entitling.is_some()
+            && then.access == now.access
+            && (noted_member || then.member == now.member)
+            && then.links.iter().collect::<Vec<_>>() == links
     }
 }
 
@@ -190,7 +209,7 @@ pub async fn sync(billing: &Billing, job: &Job<EntitlementsJob>, access: &SyncAc
         resend,
     } = *access;
     let plans = &billing.plans;
-    let (seen, latest) = {
+    let (mut seen, latest) = {
         let mut conn = billing.pool.acquire().await?;
         (
             Seen::read(&mut conn, plans, user_id, chat_id).await?,
@@ -198,9 +217,13 @@ pub async fn sync(billing: &Billing, job: &Job<EntitlementsJob>, access: &SyncAc
         )
     };
     let call = telegram::client::TIMEOUT;
-    // The one link worth keeping: unused, valid for another hour, of a user to be let in.
+    // The one link worth keeping: unused, not revoked, valid for another hour, of a user to be
+    // let in.
     let keep = match (&seen.entitling, &seen.access) {
-        (Some(_), Some(known)) if !seen.in_chat() => known.valid_link(Utc::now() + TimeDelta::hours(1)),
+        (Some(_), Some(known)) if !seen.in_chat() => known
+            .valid_link(Utc::now() + TimeDelta::hours(1))
+            .filter(|link| seen.links.iter().any(|l| l == link))
+            .map(str::to_string),
         _ => None,
     };
     // Every other link goes: used (a link lets a removed user back in), superseded, or of a user
@@ -208,19 +231,25 @@ pub async fn sync(billing: &Billing, job: &Job<EntitlementsJob>, access: &SyncAc
     let revoke: Vec<String> = seen
         .links
         .iter()
-        .filter(|l| Some(l.as_str()) != keep)
+        .filter(|l| Some(*l) != keep.as_ref())
         .cloned()
         .collect();
     for link in &revoke {
         billing.hold(job, call).await?;
         billing.telegram.revoke_invite_link(chat_id, link).await?;
     }
+    let removing = seen.access.as_ref().is_some_and(|a| a.outcome == "removing");
     let done = match (&seen.entitling, seen.in_chat()) {
         (Some(_), true) => Done::Member,
-        (Some(_), false) => match keep {
-            Some(link) if resend => Done::Resend(link.to_string()),
+        (Some(_), false) => match keep.clone() {
+            Some(link) if resend => Done::Resend(link),
             Some(_) => Done::Nothing,
             None => {
+                if removing {
+                    // A removal of the bot's that was cut short may have left its ban.
+                    billing.hold(job, call).await?;
+                    billing.telegram.unban(chat_id, user_id).await?;
+                }
                 let expires_at = Utc::now() + LINK_TTL;
                 billing.hold(job, call).await?;
                 let link = billing
@@ -237,6 +266,10 @@ pub async fn sync(billing: &Billing, job: &Job<EntitlementsJob>, access: &SyncAc
             match billing.telegram.member_status(chat_id, user_id).await? {
                 status @ ("creator" | "administrator") => Done::Out { status, removed: false },
                 "member" | "restricted" => {
+                    if !removing {
+                        let mut conn = billing.pool.acquire().await?;
+                        seen.access = Some(store::mark_removing(&mut conn, user_id, chat_id).await?);
+                    }
                     billing.hold(job, call).await?;
                     billing.telegram.ban(chat_id, user_id).await?;
                     billing.hold(job, call).await?;
@@ -246,20 +279,25 @@ pub async fn sync(billing: &Billing, job: &Job<EntitlementsJob>, access: &SyncAc
                         removed: true,
                     }
                 }
-                // Banned by an attempt whose unban never came: lifted now. Out, and the records
-                // still have them in: most likely removed by an attempt that crashed before its
-                // record. Either way they are told now, as they would have been.
-                "kicked" => {
+                // The bot's own ban, of an attempt whose unban never came: lifted, and told.
+                "kicked" if removing => {
                     billing.hold(job, call).await?;
                     billing.telegram.unban(chat_id, user_id).await?;
                     Done::Out {
                         status: "left",
-                        removed: in_chat,
+                        removed: true,
                     }
                 }
+                // An administrator's ban stays.
+                "kicked" => Done::Out {
+                    status: "kicked",
+                    removed: false,
+                },
+                // Out already. Removed by an attempt that was cut short after the calls, or in
+                // the chat as far as the records knew: told now, as they would have been.
                 _ => Done::Out {
                     status: "left",
-                    removed: in_chat,
+                    removed: removing || in_chat,
                 },
             }
         }
@@ -274,15 +312,14 @@ pub async fn sync(billing: &Billing, job: &Job<EntitlementsJob>, access: &SyncAc
             store::note_by_bot(tx.conn(), chat_id, user_id, status).await?;
         }
         // Changed meanwhile (a payment, a refund, a join, another job): what was done is recorded
-        // above, and a new job acts on what is true now, with nothing sent by this one.
-        let mut now = Seen::read(tx.conn(), plans, user_id, chat_id).await?;
-        now.links.retain(|l| !matches!(&done, Done::Link(new, _) if new == l));
-        let mut then = seen.clone();
-        then.links.retain(|l| !revoke.contains(l));
-        if matches!(done, Done::Out { .. }) {
-            now.member = then.member.clone();
-        }
-        if now != then {
+        // above, and a new job acts on what is true now, with nothing sent by this one. (A join
+        // after a removal queues its own job.)
+        let now = Seen::read(tx.conn(), plans, user_id, chat_id).await?;
+        let made = match &done {
+            Done::Link(link, _) => Some(link.as_str()),
+            _ => None,
+        };
+        if !seen.same(&now, &revoke, made, matches!(done, Done::Out { .. })) {
             let again = EntitlementsJob::SyncAccess(SyncAccess { resend, ..*access });
             return tx
                 .enqueue(&NewJob::new(&again, format!("resync:{}", job.logical_key)))
@@ -307,6 +344,7 @@ pub async fn sync(billing: &Billing, job: &Job<EntitlementsJob>, access: &SyncAc
             Done::Out { status, removed } => {
                 let outcome = match (status, removed) {
                     ("creator" | "administrator", _) => "kept_admin",
+                    ("kicked", _) => "banned",
                     (_, true) => "removed",
                     (_, false) => "not_member",
                 };

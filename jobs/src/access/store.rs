@@ -109,13 +109,35 @@ pub async fn unrevoked_links(conn: &mut PgConnection, user_id: i64, chat_id: i64
     .await
 }
 
-/// Records that `links` were revoked.
+/// Records that `links` were revoked, also as the unused link of whoever held one.
 pub async fn revoked(conn: &mut PgConnection, links: &[String]) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE chat_invite_links SET revoked_at = now() WHERE invite_link = ANY($1) AND revoked_at IS NULL")
         .bind(links)
-        .execute(conn)
-        .await
-        .map(|_| ())
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "UPDATE chat_access SET invite_link = NULL, link_expires_at = NULL, updated_at = now() WHERE invite_link = ANY($1)",
+    )
+    .bind(links)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// Records, before the bot bans `user_id` from `chat_id`, that it is removing them: a ban found
+/// later is then known as the bot's own (to lift), not an administrator's (to keep), and a user
+/// found out of the chat is known as removed by the bot (to tell).
+pub async fn mark_removing(conn: &mut PgConnection, user_id: i64, chat_id: i64) -> Result<Access, sqlx::Error> {
+    sqlx::query_as(
+        "INSERT INTO chat_access (user_id, chat_id, granted, outcome) VALUES ($1, $2, false, 'removing')
+         ON CONFLICT (user_id, chat_id) DO UPDATE SET granted = false, invite_link = NULL, link_expires_at = NULL,
+             outcome = 'removing', updated_at = now()
+         RETURNING granted, invite_link, link_expires_at, outcome",
+    )
+    .bind(user_id)
+    .bind(chat_id)
+    .fetch_one(conn)
+    .await
 }
 
 /// Records that `user_id` joined by `link`, and returns whom the link was made for (`None` for a

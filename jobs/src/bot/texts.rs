@@ -224,14 +224,24 @@ texts! {
 impl Text {
     /// The longest this text may be, as Telegram takes it: a command's description 256
     /// characters, an invoice's description 255 (with what its placeholders add counted by the
-    /// bot when it sends one), anything else a message's 4096 less room for its placeholders
-    /// and for what `/status` lists under it.
+    /// bot when it sends one), a reason or a line of `/status` 200, anything else a message's
+    /// 4096 less room for its placeholders and for what `/status` lists under it.
     pub const fn max_chars(self) -> usize {
         match self {
             Text::CommandPlans | Text::CommandBuy | Text::CommandStatus | Text::CommandBilling | Text::CommandHelp => {
                 256
             }
             Text::InvoiceDescription => 200,
+            // Parts of a message: a reason inside another text, a line of `/status` per
+            // entitlement.
+            Text::WhyCancelled
+            | Text::WhyRefunded
+            | Text::WhyDisputed
+            | Text::WhyUnpaid
+            | Text::WhyPaused
+            | Text::StatusRenews
+            | Text::StatusEnds
+            | Text::StatusChats => 200,
             _ => 2048,
         }
     }

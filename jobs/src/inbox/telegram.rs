@@ -143,8 +143,10 @@ pub async fn accept(pool: &PgPool, bot: Bot<'_>, raw: &str) -> Result<Accepted, 
         access::store::note_member(&mut tx, chat_id, user.id, status, at).await?;
         // Whoever comes in (by our link, somebody else's, an administrator's, a join request) is
         // checked: removed without access of their own; with it, their links are revoked. The
-        // owner of one of our links used by somebody else is sent a new one.
-        if matches!(status, "member" | "restricted") {
+        // owner of one of our links used by somebody else is sent a new one. A change inside
+        // the chat (a demotion, a restriction) is no entry, and bots are the administrators'.
+        let was_in = (change.old_chat_member.as_ref()).is_some_and(|old| access::is_in(old.presence()));
+        if matches!(status, "member" | "restricted") && !was_in && !user.is_bot {
             let owner = match &change.invite_link {
                 Some(link) => access::store::link_used(&mut tx, &link.invite_link, chat_id, user.id).await?,
                 None => None,

@@ -47,6 +47,8 @@ pub struct InviteLink {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     pub id: i64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub is_bot: bool,
 }
 
 /// Chat is where a message is.
@@ -139,6 +141,9 @@ pub struct ChatMemberUpdated {
     /// Unix time of the change.
     pub date: i64,
     pub new_chat_member: ChatMember,
+    /// What it was before (always sent; optional here for the bot's own updates' sake).
+    #[serde(default)]
+    pub old_chat_member: Option<ChatMember>,
     /// The link the member joined by, if they did.
     #[serde(default)]
     pub invite_link: Option<InviteLink>,
@@ -200,7 +205,7 @@ mod tests {
     fn message(text: &str) -> Message {
         Message {
             message_id: 1,
-            from: Some(User { id: 5 }),
+            from: Some(User { id: 5, is_bot: false }),
             chat: Chat {
                 id: 5,
                 kind: Some("private".into()),

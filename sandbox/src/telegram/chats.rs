@@ -115,46 +115,62 @@ pub(super) fn revoke_chat_invite_link(shared: &Shared, params: &Params) -> poem:
     }
 }
 
-pub(super) fn ban_chat_member(shared: &Shared, params: &Params) -> poem::Response {
+/// `banChatMember`; returns the answer and, for a change, the `chat_member` update Telegram
+/// posts about it.
+pub(super) fn ban_chat_member(shared: &Shared, params: &Params) -> (poem::Response, Option<Value>) {
+    let update_id = shared.next_update_id();
     let mut state = shared.state.lock().unwrap();
-    let chat = match managed(&mut state, params.int("chat_id")) {
+    let chat_id = params.int("chat_id");
+    let chat = match managed(&mut state, chat_id) {
         Ok(chat) => chat,
-        Err(refusal) => return error(400, refusal, None),
+        Err(refusal) => return (error(400, refusal, None), None),
     };
     let Some(user_id) = params.int("user_id") else {
-        return error(400, "Bad Request: PARTICIPANT_ID_INVALID", None);
+        return (error(400, "Bad Request: PARTICIPANT_ID_INVALID", None), None);
     };
-    if matches!(
-        chat.members.get(&user_id).map(String::as_str),
-        Some("creator" | "administrator")
-    ) {
-        return error(400, "Bad Request: user is an administrator of the chat", None);
+    let old = chat.members.get(&user_id).cloned().unwrap_or_else(|| "left".into());
+    if matches!(old.as_str(), "creator" | "administrator") {
+        return (
+            error(400, "Bad Request: user is an administrator of the chat", None),
+            None,
+        );
     }
     chat.members.insert(user_id, "kicked".into());
-    ok(json!(true))
+    let update = (old != "kicked").then(|| {
+        crate::telegram_updates::chat_member(update_id, chat_id.unwrap_or_default(), user_id, &old, "kicked", None)
+    });
+    (ok(json!(true)), update)
 }
 
-pub(super) fn unban_chat_member(shared: &Shared, params: &Params) -> poem::Response {
+/// `unbanChatMember`; returns the answer and, for a change, the `chat_member` update Telegram
+/// posts about it.
+pub(super) fn unban_chat_member(shared: &Shared, params: &Params) -> (poem::Response, Option<Value>) {
+    let update_id = shared.next_update_id();
     let mut state = shared.state.lock().unwrap();
-    let chat = match managed(&mut state, params.int("chat_id")) {
+    let chat_id = params.int("chat_id");
+    let chat = match managed(&mut state, chat_id) {
         Ok(chat) => chat,
-        Err(refusal) => return error(400, refusal, None),
+        Err(refusal) => return (error(400, refusal, None), None),
     };
     let Some(user_id) = params.int("user_id") else {
-        return error(400, "Bad Request: PARTICIPANT_ID_INVALID", None);
+        return (error(400, "Bad Request: PARTICIPANT_ID_INVALID", None), None);
     };
     let only_if_banned = params.bool("only_if_banned").unwrap_or(false);
-    match chat.members.get(&user_id).map(String::as_str) {
-        Some("kicked") => {
-            chat.members.insert(user_id, "left".into());
-        }
-        // Without only_if_banned Telegram removes a member too.
-        Some("member" | "restricted") if !only_if_banned => {
-            chat.members.insert(user_id, "left".into());
-        }
-        _ => {}
+    let old = chat.members.get(&user_id).cloned();
+    // Without only_if_banned Telegram removes a member too.
+    let lifted = match old.as_deref() {
+        Some("kicked") => true,
+        Some("member" | "restricted") => !only_if_banned,
+        _ => false,
+    };
+    if !lifted {
+        return (ok(json!(true)), None);
     }
-    ok(json!(true))
+    chat.members.insert(user_id, "left".into());
+    let old = old.unwrap_or_default();
+    let update =
+        crate::telegram_updates::chat_member(update_id, chat_id.unwrap_or_default(), user_id, &old, "left", None);
+    (ok(json!(true)), Some(update))
 }
 
 pub(super) fn get_chat_member(shared: &Shared, params: &Params) -> poem::Response {

@@ -496,8 +496,19 @@ async fn bot_method(
         }
         "createchatinvitelink" => create_chat_invite_link(&shared, &params),
         "revokechatinvitelink" => revoke_chat_invite_link(&shared, &params),
-        "banchatmember" => ban_chat_member(&shared, &params),
-        "unbanchatmember" => unban_chat_member(&shared, &params),
+        // Telegram tells the bot of its own bans and unbans too, in order: the update is
+        // delivered before the call is answered.
+        "banchatmember" | "unbanchatmember" => {
+            let (answer, update) = if method == "banchatmember" {
+                ban_chat_member(&shared, &params)
+            } else {
+                unban_chat_member(&shared, &params)
+            };
+            if let Some(update) = update {
+                let _ = post_to_webhook(&shared, &update).await;
+            }
+            answer
+        }
         "getchatmember" => get_chat_member(&shared, &params),
         "declinechatjoinrequest" => match answer_join_request(&shared, &params, false) {
             Ok(_) => ok(json!(true)),

@@ -142,7 +142,7 @@ mod tests {
     fn query(payload: &str, currency: &str, amount: i64) -> PreCheckoutQuery {
         PreCheckoutQuery {
             id: "q1".into(),
-            from: User { id: 5 },
+            from: User { id: 5, is_bot: false },
             currency: currency.into(),
             total_amount: amount,
             invoice_payload: payload.into(),
