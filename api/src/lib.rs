@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;
+pub mod web;
 
 pub use config::Config;
 pub use routes::openapi_json;

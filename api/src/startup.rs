@@ -29,6 +29,7 @@ use crate::routes;
 use crate::routes::extract::RefuseUnreadableKey;
 use crate::routes::stripe_webhook::{self, StripeWebhookSecrets};
 use crate::telemetry::{RequestLog, RouteTable};
+use crate::web;
 
 /// The largest request body accepted, in bytes, on every route but those of [`BODY_LIMITS`].
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -94,9 +95,10 @@ pub fn app(pool: PgPool, config: &Config, settled: Settled) -> BoxEndpoint<'stat
     let served: Vec<(String, Vec<Method>)> = routes::methods()
         .into_iter()
         .chain(["/openapi.json", "/docs"].map(|path| (path.to_string(), vec![Method::GET])))
+        .chain(web::PATHS.map(|path| (path.to_string(), vec![Method::GET])))
         .collect();
     let route_table = RouteTable::new(served.iter().map(|(template, _)| template.clone()));
-    Route::new()
+    web::add_to(Route::new())
         .at(
             "/openapi.json",
             poem::get(poem::endpoint::make_sync(|_| {

@@ -3,6 +3,7 @@
 mod access;
 mod billing;
 mod bot;
+mod browser;
 mod client;
 mod contract;
 mod crash;

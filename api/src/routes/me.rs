@@ -1,6 +1,7 @@
 //! `GET /v1/me/entitlements`: what the signed-in user may use right now.
 
 use chrono::{DateTime, Utc};
+use jobs::billing::Plans;
 use jobs::billing::entitlements::{self, Entitlement as Stored, Status};
 use poem::web::Data;
 use poem_openapi::payload::Json;
@@ -55,14 +56,17 @@ pub struct Entitlement {
     pub expires_at: DateTime<Utc>,
     /// Whether the provider will charge again at `expires_at`.
     pub renews: bool,
+    /// The private Telegram chats the plan opens, by id.
+    pub chats: Vec<i64>,
 }
 
 impl Entitlement {
     /// The answer's view of a stored entitlement; `None` for one without an end, which an
     /// active one never is.
-    fn of(e: Stored) -> Option<Entitlement> {
+    fn of(e: Stored, plans: &Plans) -> Option<Entitlement> {
         Some(Entitlement {
             expires_at: e.expires_at?,
+            chats: plans.get(&e.plan).map(|p| p.chats.clone()).unwrap_or_default(),
             plan: e.plan,
             entitlement: e.entitlement,
             source: e.source,
@@ -86,10 +90,15 @@ impl MeApi {
     ///
     /// The caller's entitlements that are usable now: active and not expired.
     #[oai(path = "/entitlements", method = "get", operation_id = "list_my_entitlements")]
-    async fn entitlements(&self, auth: UserAuth, pool: Data<&PgPool>) -> Result<Json<Entitlements>, Problem> {
+    async fn entitlements(
+        &self,
+        auth: UserAuth,
+        pool: Data<&PgPool>,
+        plans: Data<&Plans>,
+    ) -> Result<Json<Entitlements>, Problem> {
         let active = entitlements::active_for(&mut *pool.acquire().await?, auth.0.id).await?;
         Ok(Json(Entitlements {
-            entitlements: active.into_iter().filter_map(Entitlement::of).collect(),
+            entitlements: active.into_iter().filter_map(|e| Entitlement::of(e, &plans)).collect(),
         }))
     }
 }

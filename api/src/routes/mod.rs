@@ -12,6 +12,7 @@ pub mod json_string;
 pub mod me;
 pub mod notifications;
 pub mod ops;
+pub mod plans;
 pub mod refunds;
 pub mod sign_in;
 pub mod spec;
@@ -52,6 +53,7 @@ pub type Api = (
     campaigns::CampaignsApi,
     sign_in::SignInApi,
     billing::BillingApi,
+    plans::PlansApi,
     me::MeApi,
     stripe_webhook::StripeWebhookApi,
     telegram_webhook::TelegramWebhookApi,

@@ -44,6 +44,12 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Whether it is sold at all (a plan kept in `PLANS` only for the entitlements it gave has
+    /// no price).
+    pub fn on_sale(&self) -> bool {
+        self.stars_price.is_some() || self.stripe_price.is_some()
+    }
+
     /// The length of one paid period.
     pub fn period(&self) -> Duration {
         Duration::days(i64::from(self.period_days))

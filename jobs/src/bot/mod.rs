@@ -268,18 +268,12 @@ fn prices(bot: Bot<'_>, plan: &Plan) -> String {
     stars.into_iter().chain(card).collect::<Vec<_>>().join(" / ")
 }
 
-/// Whether `plan` is sold at all (a plan kept in `PLANS` only for the entitlements it gave has
-/// no price).
-fn on_sale(plan: &Plan) -> bool {
-    plan.stars_price.is_some() || plan.stripe_price.is_some()
-}
-
 /// `text` above a button for every plan on sale.
 fn plan_list(bot: Bot<'_>, chat_id: i64, text: String) -> Option<SendMessage> {
     let buttons = bot
         .plans
         .iter()
-        .filter(|(_, plan)| on_sale(plan))
+        .filter(|(_, plan)| plan.on_sale())
         .map(|(code, plan)| {
             let label = bot.texts.render(
                 Text::PlanButton,
@@ -305,7 +299,7 @@ async fn plan_view(
     user_id: i64,
     code: &str,
 ) -> Result<Option<SendMessage>, sqlx::Error> {
-    let Some(plan) = bot.plans.get(code).filter(|p| on_sale(p)) else {
+    let Some(plan) = bot.plans.get(code).filter(|p| p.on_sale()) else {
         return Ok(unavailable(bot, user_id));
     };
     if let Some(held) = renewing(conn, user_id, code).await? {

@@ -1,0 +1,226 @@
+// The Mini App: signs in with the initData Telegram gives it, shows the plans and the user's
+// access, and pays through Telegram (a Stars invoice, openInvoice) or Stripe Checkout (openLink).
+// Everything goes through the public API (/v1/plans, /v1/auth/telegram, /v1/me, /v1/billing).
+'use strict';
+
+const tg = window.Telegram && window.Telegram.WebApp;
+const $ = (id) => document.getElementById(id);
+// The user token, and when to sign in again: a minute before its 15 minutes are up.
+let session = null;
+let plans = [];
+let shown = null;
+
+class Problem extends Error {
+  constructor(problem, status) {
+    super((problem && (problem.detail || problem.title)) || `The server answered ${status}.`);
+    this.problem = problem;
+  }
+}
+
+async function call(method, path, body, { auth = true, key } = {}) {
+  const headers = { Accept: 'application/json' };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  if (auth) headers.Authorization = `Bearer ${await token()}`;
+  if (key) headers['Idempotency-Key'] = key;
+  const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await res.text();
+  const data = text ? JSON.parse(text) : null;
+  if (!res.ok) throw new Problem(data, res.status);
+  return data;
+}
+
+async function signIn() {
+  const s = await call('POST', '/v1/auth/telegram', { init_data: tg.initData }, { auth: false });
+  session = { token: s.token, renewAt: Date.now() + Math.max(s.expires_in - 60, 5) * 1000, user: s.user };
+  // Signed in again before the token runs out, so that a page left open keeps working.
+  setTimeout(() => signIn().catch(fail), session.renewAt - Date.now());
+}
+
+async function token() {
+  if (!session || Date.now() >= session.renewAt) await signIn();
+  return session.token;
+}
+
+function fail(error) {
+  const box = $('error');
+  box.textContent = error.message || String(error);
+  box.classList.remove('hidden');
+}
+
+function clearError() {
+  $('error').classList.add('hidden');
+}
+
+// Telegram's theme as CSS variables (telegram-web-app.js sets them too; a page opened another
+// way gets them here), and the colour scheme for the defaults.
+function applyTheme() {
+  const style = document.documentElement.style;
+  for (const [key, value] of Object.entries(tg.themeParams || {})) {
+    style.setProperty(`--tg-theme-${key.replace(/_/g, '-')}`, value);
+  }
+  document.documentElement.dataset.scheme = tg.colorScheme === 'dark' ? 'dark' : 'light';
+}
+
+function el(tag, { dataset, ...props } = {}, ...children) {
+  const node = Object.assign(document.createElement(tag), props);
+  Object.assign(node.dataset, dataset);
+  node.append(...children);
+  return node;
+}
+
+function price(plan) {
+  const parts = [];
+  if (plan.stars_price) parts.push(`⭐ ${plan.stars_price}`);
+  if (plan.card) parts.push('💳 card');
+  return parts.join(' / ');
+}
+
+const day = (iso) => iso.slice(0, 10);
+const planName = (code) => (plans.find((p) => p.code === code) || { name: code }).name;
+
+async function renderHome() {
+  const [{ entitlements }, catalogue] = await Promise.all([
+    call('GET', '/v1/me/entitlements'),
+    call('GET', '/v1/plans', undefined, { auth: false }),
+  ]);
+  plans = catalogue.plans;
+  $('hello').textContent = `Hi, ${session.user.first_name}`;
+  const access = $('access');
+  access.replaceChildren();
+  if (entitlements.length === 0) access.append(el('p', { className: 'hint', textContent: 'No active plan yet.' }));
+  for (const e of entitlements) {
+    const renews = e.renews ? `renews on ${day(e.expires_at)}` : `until ${day(e.expires_at)}, does not renew`;
+    const chats = e.chats.length ? `${e.chats.length} private chat${e.chats.length > 1 ? 's' : ''}` : '';
+    access.append(
+      el('div', { className: 'card entitlement', dataset: { plan: e.plan } },
+        el('strong', { textContent: planName(e.plan) }),
+        el('div', { className: 'hint', textContent: [renews, chats].filter(Boolean).join(' · ') })));
+  }
+  $('manage').classList.toggle('hidden', !entitlements.some((e) => e.source.startsWith('stripe:')));
+  const list = $('plans');
+  list.replaceChildren();
+  for (const plan of plans) {
+    const open = el('button', { className: 'secondary', textContent: 'Choose' });
+    open.addEventListener('click', () => showPlan(plan));
+    list.append(
+      el('div', { className: 'card row plan', dataset: { plan: plan.code } },
+        el('div', { className: 'grow' },
+          el('strong', { textContent: plan.name }),
+          el('div', { className: 'hint', textContent: `${plan.period_days} days · ${price(plan)}` })),
+        open));
+  }
+  show('home');
+}
+
+function show(view) {
+  $('status').classList.add('hidden');
+  $('home').classList.toggle('hidden', view !== 'home');
+  $('plan').classList.toggle('hidden', view !== 'plan');
+  if (view === 'home') {
+    shown = null;
+    tg.BackButton.hide();
+    tg.MainButton.hide();
+  } else {
+    tg.BackButton.show();
+  }
+}
+
+function showPlan(plan) {
+  shown = plan;
+  clearError();
+  $('plan-name').textContent = plan.name;
+  $('plan-terms').textContent = `${plan.period_days} days of access for ${price(plan)}.`;
+  const n = plan.chat_count;
+  $('plan-chats').textContent = n ? `Opens ${n} private chat${n > 1 ? 's' : ''}.` : '';
+  $('paying').classList.add('hidden');
+  $('pay-stars').classList.toggle('hidden', !plan.stars_price);
+  $('pay-stars').textContent = `Pay ⭐ ${plan.stars_price}`;
+  $('pay-card').classList.toggle('hidden', !plan.card);
+  // Telegram's main button pays the way the chat does: with Stars where the plan takes them.
+  if (plan.stars_price) tg.MainButton.setText(`Pay ⭐ ${plan.stars_price}`).show();
+  else tg.MainButton.hide();
+  show('plan');
+}
+
+// A billing link (Stars invoice, Checkout, Portal) made by a worker: created, then long-polled.
+async function billingLink(path, body) {
+  let request = await call('POST', path, body, { key: crypto.randomUUID() });
+  while (request.status === 'pending') request = await call('GET', `${request.status_url}?wait=10`);
+  if (request.status === 'failed') throw new Error(request.failure || 'That did not work. Please try again.');
+  return request.url;
+}
+
+function paying(text) {
+  $('paying').textContent = text;
+  $('paying').classList.remove('hidden');
+}
+
+// Polls the user's access until `plan` has an entitlement ending later than `before` had.
+async function awaitAccess(plan, before, seconds) {
+  for (let waited = 0; waited < seconds; waited += 1) {
+    const { entitlements } = await call('GET', '/v1/me/entitlements');
+    const end = entitlements.filter((e) => e.plan === plan).map((e) => e.expires_at).sort().pop();
+    if (end && (!before || end > before)) return true;
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+  return false;
+}
+
+async function latestEnd(plan) {
+  const { entitlements } = await call('GET', '/v1/me/entitlements');
+  return entitlements.filter((e) => e.plan === plan).map((e) => e.expires_at).sort().pop() || null;
+}
+
+async function payStars() {
+  const plan = shown;
+  clearError();
+  const before = await latestEnd(plan.code);
+  paying('Opening the invoice…');
+  const url = await billingLink('/v1/billing/stars-invoice', { plan: plan.code });
+  tg.openInvoice(url, async (status) => {
+    if (status !== 'paid') {
+      paying(status === 'cancelled' ? 'Payment cancelled.' : `Payment ${status}.`);
+      return;
+    }
+    paying('Paid. Waiting for your access…');
+    if (await awaitAccess(plan.code, before, 30)) await renderHome();
+    else paying('Paid. Your access will appear here shortly.');
+  });
+}
+
+async function payCard() {
+  const plan = shown;
+  clearError();
+  const before = await latestEnd(plan.code);
+  paying('Opening the card payment…');
+  tg.openLink(await billingLink('/v1/billing/checkout', { plan: plan.code }));
+  paying('Finish the payment in the browser; your access appears here.');
+  if (await awaitAccess(plan.code, before, 300)) await renderHome();
+}
+
+async function manage() {
+  clearError();
+  tg.openLink(await billingLink('/v1/billing/portal', {}));
+}
+
+const guarded = (action) => () => action().catch(fail);
+
+async function start() {
+  if (!tg || !tg.initData) {
+    $('status').textContent = 'Open this page from the bot in Telegram.';
+    return;
+  }
+  tg.ready();
+  tg.expand();
+  applyTheme();
+  tg.onEvent('themeChanged', applyTheme);
+  $('pay-stars').addEventListener('click', guarded(payStars));
+  $('pay-card').addEventListener('click', guarded(payCard));
+  $('manage').addEventListener('click', guarded(manage));
+  tg.MainButton.onClick(guarded(payStars));
+  tg.BackButton.onClick(() => show('home'));
+  await signIn();
+  await renderHome();
+}
+
+start().catch(fail);
