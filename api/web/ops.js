@@ -273,7 +273,59 @@ async function watch(id) {
   }
 }
 
-// Navigation: #queues, #dead, #dead/<id>, #campaigns, #campaigns/<name>
+// Subscribers
+
+async function showUser(id) {
+  $('user-id').value = id;
+  const user = await call('GET', `/v1/ops/users/${encodeURIComponent(id)}`);
+  $('user').classList.remove('hidden');
+  const who = [user.first_name, user.username ? `@${user.username}` : null].filter(Boolean).join(' ');
+  $('user-title').textContent = `User ${user.user_id}${who ? ` · ${who}` : ''}${user.banned ? ' · banned' : ''}`;
+  const day = (iso) => (iso ? iso.slice(0, 10) : '—');
+  $('user-entitlements').tBodies[0].replaceChildren(
+    ...user.entitlements.map((e) => el('tr', {}, el('td', {}, e.plan), el('td', {}, e.source), el('td', {}, e.status),
+      el('td', {}, day(e.expires_at)), el('td', {}, e.renews ? 'yes' : 'no'),
+      el('td', { className: 'hint' }, e.history.map((c) => `${day(c.recorded_at)} ${c.status} (${c.cause})`).join('\n')))),
+  );
+  $('user-payments').tBodies[0].replaceChildren(
+    ...user.payments.map((p) => {
+      const amount = p.amount == null ? '—' : `${p.amount} ${p.currency}`;
+      const action = p.refunded ? 'refunded' : button('Refund', () => refund(user.user_id, p), 'danger');
+      return el('tr', { dataset: { payment: p.payment } }, el('td', {}, p.provider), el('td', {}, p.payment),
+        el('td', {}, p.plan ?? '—'), el('td', {}, amount), el('td', {}, ago(p.paid_at)), el('td', {}, action));
+    }),
+  );
+  $('user-deliveries').tBodies[0].replaceChildren(
+    ...user.deliveries.map((d) => el('tr', {}, el('td', {}, d.logical_key), el('td', {}, d.status), el('td', {}, ago(d.at)))),
+  );
+}
+
+// A refund of the whole payment, with an Idempotency-Key made here once per confirmation: a
+// repeat of this request (a retry after a lost answer) refunds nothing twice.
+async function refund(userId, payment) {
+  if (!(await confirmed(`Refund ${payment.payment} (${payment.provider}) in full? This also ends what it paid for.`))) return;
+  const key = crypto.randomUUID();
+  const res = await fetch('/v1/ops/refunds', {
+    method: 'POST',
+    headers: {
+      Accept: 'application/json', 'Content-Type': 'application/json', 'Idempotency-Key': key,
+      Authorization: `Bearer ${sessionStorage.getItem(KEY)}`,
+    },
+    body: JSON.stringify({ provider: payment.provider, payment: payment.payment, reason: 'requested_by_customer' }),
+  });
+  const made = await res.json();
+  if (!res.ok) throw new Error([made.title, made.detail].filter(Boolean).join(': '));
+  let state = made;
+  while (state.status === 'pending') {
+    $('refund-state').textContent = `Refund ${state.id}: pending…`;
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    state = await call('GET', `/v1/ops/refunds/${state.id}`);
+  }
+  $('refund-state').textContent = `Refund ${state.id}: ${state.status}${state.failure ? ` (${state.failure})` : ''}.`;
+  await showUser(userId);
+}
+
+// Navigation: #queues, #dead, #dead/<id>, #campaigns, #campaigns/<name>, #users, #users/<id>
 
 async function route() {
   clearInterval(timer);
@@ -291,6 +343,9 @@ async function route() {
     await renderCampaigns();
     if (item) await showCampaign(decodeURIComponent(item));
     else $('campaign').classList.add('hidden');
+  } else if (tab === 'users') {
+    if (item) await showUser(item);
+    else $('user').classList.add('hidden');
   }
 }
 
@@ -325,6 +380,10 @@ function start() {
   $('sign-out').addEventListener('click', signOut);
   $('dead-filter').addEventListener('submit', (e) => { e.preventDefault(); guarded(renderDead)(); });
   $('dead-more').addEventListener('click', guarded(() => renderDead(true)));
+  $('user-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    location.hash = `#users/${$('user-id').value.trim()}`;
+  });
   $('retry-all').addEventListener('click', guarded(() => bulk('retry')));
   $('discard-all').addEventListener('click', guarded(() => bulk('discard')));
   $('job-retry').addEventListener('click', guarded(() => changeJob('retry')));

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use jobs::access::audit::{self, Audit};
 use jobs::billing::Plans;
+use jobs::billing::subscriber::{self, Subscriber};
 use jobs::queue::Queue;
 use jobs::queue::ops::{
     self, Change, DeadFilter, DeadJob, JobDetail, JobFilter, JobSummary, LIST_LIMIT_MAX, QueueStats,
@@ -122,6 +123,18 @@ pub enum ShowResponse {
     #[oai(status = 200)]
     Ok(Json<JobDetail>),
     /// No job has this id (`not-found`).
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<ProblemDetails>),
+}
+
+/// SubscriberResponse is one subscriber, or why not.
+#[derive(ApiResponse)]
+pub enum SubscriberResponse {
+    /// Everything known about them.
+    #[oai(status = 200)]
+    Ok(Json<Subscriber>),
+    /// Nothing is known about this user: no profile, entitlement, payment or message
+    /// (`not-found`).
     #[oai(status = 404, content_type = "application/problem+json")]
     NotFound(Json<ProblemDetails>),
 }
@@ -436,6 +449,27 @@ impl OpsApi {
         Ok(match ops::show(&pool, id.0).await? {
             Some(job) => ShowResponse::Ok(Json(job)),
             None => ShowResponse::NotFound(Json(Problem::not_found(format!("no job {}", id.0)).body())),
+        })
+    }
+
+    /// Look up a subscriber
+    ///
+    /// A Telegram user as ops look them up: their profile, every entitlement with its history,
+    /// their payments through either provider (each named as `POST /v1/ops/refunds` takes it),
+    /// and the last 20 messages the bot sent them.
+    #[oai(path = "/users/:id", method = "get", operation_id = "show_subscriber")]
+    async fn subscriber(
+        &self,
+        _auth: AdminAuth,
+        pool: Data<&PgPool>,
+        /// The Telegram user id. Not an integer: 400 `invalid-request`.
+        id: Path<i64>,
+    ) -> Result<SubscriberResponse, Problem> {
+        Ok(match subscriber::look_up(&mut *pool.acquire().await?, id.0).await? {
+            Some(found) => SubscriberResponse::Ok(Json(found)),
+            None => SubscriberResponse::NotFound(Json(
+                Problem::not_found(format!("nothing is known about user {}", id.0)).body(),
+            )),
         })
     }
 

@@ -19,6 +19,7 @@ pub mod refunds;
 pub mod requests;
 pub mod stars;
 pub mod stripe;
+pub mod subscriber;
 pub mod users;
 
 pub use plans::{Plan, Plans};

@@ -1,12 +1,13 @@
 //! The ops console as an operator uses it: sign in with the admin token, see the queues, find a
 //! dead job, read its errors, retry it (the fake Bot API gets the message once), retry all dead
 //! jobs after a confirmation that says how many, pause and resume a campaign, send it now and
-//! watch the broadcast's bar reach 100%.
+//! watch the broadcast's bar reach 100%, look up a subscriber and refund their payment.
 
 use std::time::Duration;
 
-use e2e::{ADMIN_TOKEN, World};
+use e2e::{ADMIN_TOKEN, TELEGRAM_WEBHOOK_SECRET, World};
 use sandbox::telegram::Limits;
+use sandbox::telegram_updates::{self as updates, post_update};
 use serde_json::json;
 
 use super::{Chrome, Screen, click, eval, screenshot, wait_until};
@@ -157,6 +158,62 @@ async fn an_operator_retries_dead_jobs_and_runs_a_campaign_from_the_console() {
     let preview: String = eval(&page, "document.getElementById('preview').textContent").await;
     assert_eq!(preview, "a: Pro for less this week\n[Tell me more → promo:winter:a]");
     screenshot(&page, "ops-campaign").await;
+
+    // A subscriber who paid a week pass in Stars: looked up, and refunded from the page.
+    world.telegram.record_star_payment(5150, "stxCONSOLE");
+    let paid = updates::successful_payment(77, 5150, "week_pass", 75, "stxCONSOLE", None);
+    let webhook = format!("{api}/webhooks/telegram");
+    assert_eq!(
+        post_update(&http, &webhook, Some(TELEGRAM_WEBHOOK_SECRET), &paid)
+            .await
+            .status(),
+        204
+    );
+    world
+        .wait_for_count(
+            "SELECT count(*) FROM entitlements WHERE user_id = 5150 AND status = 'active'",
+            1,
+            super::WAIT,
+        )
+        .await;
+    click(&page, "nav a[data-tab='users']").await;
+    page.find_element("#user-id")
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap()
+        .type_str("5150")
+        .await
+        .unwrap();
+    click(&page, "#user-form button").await;
+    wait_until(
+        &page,
+        "document.querySelector(\"#user-payments tr[data-payment='stxCONSOLE'] button\")",
+    )
+    .await;
+    let entitlement: String = eval(&page, "document.querySelector('#user-entitlements tbody tr').innerText").await;
+    assert!(
+        entitlement.starts_with("week_pass\ttelegram_stars:stxCONSOLE\tactive"),
+        "{entitlement}"
+    );
+    click(&page, "#user-payments tr[data-payment='stxCONSOLE'] button").await;
+    wait_until(&page, "document.getElementById('confirm').open").await;
+    click(&page, "#confirm-yes").await;
+    wait_until(
+        &page,
+        "document.getElementById('refund-state').textContent.endsWith(': succeeded.')",
+    )
+    .await;
+    wait_until(
+        &page,
+        "document.querySelector(\"#user-payments tr[data-payment='stxCONSOLE']\").innerText.endsWith('refunded')",
+    )
+    .await;
+    let entitlement: String = eval(&page, "document.querySelector('#user-entitlements tbody tr').innerText").await;
+    assert!(entitlement.contains("\trevoked\t"), "{entitlement}");
+    assert_eq!(world.telegram.star_refunds().len(), 1);
+    screenshot(&page, "ops-subscriber").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     worker.stop().await;
     assert_eq!(
