@@ -154,6 +154,7 @@ async fn worker_telegram_set_webhook_registers_the_url_and_secret() {
         .env("TELEGRAM_API_URL", world.telegram.url())
         .env("TELEGRAM_WEBHOOK_URL", "https://paygate.example/webhooks/telegram")
         .env("TELEGRAM_WEBHOOK_SECRET", TELEGRAM_WEBHOOK_SECRET)
+        .env("MINI_APP_URL", "https://paygate.example/app")
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null());
     // Off the test's runtime thread, which serves the fake Bot API the command talks to.
@@ -191,6 +192,12 @@ async fn worker_telegram_set_webhook_registers_the_url_and_secret() {
         .collect();
     assert_eq!(commands, ["plans", "buy", "status", "billing", "help"]);
     assert_eq!(menu[2]["description"], "Your access and when it ends");
+    assert_eq!(
+        world.telegram.menu_button(),
+        Some(
+            serde_json::json!({"type": "web_app", "text": "My subscription", "web_app": {"url": "https://paygate.example/app"}})
+        )
+    );
 }
 
 /// Asks for a Stars invoice link of `pro_monthly` with `token`, and returns its slug.

@@ -114,7 +114,7 @@ async fn the_caller_sees_only_their_active_entitlements() {
     shown.as_object_mut().unwrap().remove("expires_at");
     assert_eq!(
         shown,
-        json!({"plan": "pro_monthly", "entitlement": "pro", "source": "stripe:sub_monthly", "status": "active", "renews": true})
+        json!({"plan": "pro_monthly", "entitlement": "pro", "source": "stripe:sub_monthly", "status": "active", "renews": true, "chats": []})
     );
 }
 

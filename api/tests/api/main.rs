@@ -12,6 +12,7 @@ mod helpers;
 mod lifecycle;
 mod metrics;
 mod notifications;
+mod pages;
 mod refunds;
 mod request_id;
 mod sign_in;

@@ -204,6 +204,9 @@ texts! {
     /// A button that lists the plans.
     PlansButton = "plans_button" []
         "See the plans";
+    /// The label of the bot's menu button that opens the Mini App (`MINI_APP_URL`).
+    AppButton = "app_button" []
+        "My subscription";
     /// The menu's description of `/plans` (`setMyCommands`).
     CommandPlans = "command_plans" []
         "What you can subscribe to";
@@ -231,6 +234,8 @@ impl Text {
             Text::CommandPlans | Text::CommandBuy | Text::CommandStatus | Text::CommandBilling | Text::CommandHelp => {
                 256
             }
+            // Telegram shows a few words beside the message field.
+            Text::AppButton => 64,
             Text::InvoiceDescription => 200,
             // Parts of a message: a reason inside another text, a line of `/status` per
             // entitlement.

@@ -9,8 +9,8 @@ use teloxide_core::errors::{ApiError, RequestError};
 use teloxide_core::prelude::*;
 pub use teloxide_core::types::AllowedUpdate;
 use teloxide_core::types::{
-    BotCommand, ChatId, InlineKeyboardButton, InlineKeyboardMarkup, LabeledPrice, ParseMode as TgParseMode, Seconds,
-    TelegramTransactionId, UserId,
+    BotCommand, ChatId, InlineKeyboardButton, InlineKeyboardMarkup, LabeledPrice, MenuButton, ParseMode as TgParseMode,
+    Seconds, TelegramTransactionId, UserId, WebAppInfo,
 };
 
 use super::{Button, Invoice, ParseMode, SendMessage};
@@ -179,6 +179,23 @@ impl TelegramClient {
         let commands = commands.iter().map(|(command, about)| BotCommand::new(*command, about));
         self.bot
             .set_my_commands(commands)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify_call)
+    }
+
+    /// Sets the bot's menu button (beside the message field in every private chat) to open the
+    /// Mini App at `url`, labelled `text`.
+    pub async fn set_menu_button(&self, text: &str, url: &str) -> Result<(), SendError> {
+        let url = reqwest::Url::parse(url).map_err(|e| SendError::Permanent(format!("Mini App url {url:?}: {e}")))?;
+        let button = MenuButton::WebApp {
+            text: text.to_string(),
+            web_app: WebAppInfo { url },
+        };
+        self.bot
+            .set_chat_menu_button()
+            .menu_button(button)
             .send()
             .await
             .map(|_| ())

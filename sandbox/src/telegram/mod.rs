@@ -117,6 +117,7 @@ struct State {
     webhook: Option<Value>,
     // The bot's menu, as `setMyCommands` last set it.
     commands: Option<Value>,
+    menu_button: Option<Value>,
     // Groups and channels by id.
     chats: HashMap<i64, FakeChat>,
     // The last failed delivery to the webhook: (Unix time, Telegram's description).
@@ -303,6 +304,11 @@ impl FakeTelegram {
     /// The bot's menu of commands as `setMyCommands` last set it (`[{"command", "description"}]`).
     pub fn commands(&self) -> Option<Value> {
         self.shared.state.lock().unwrap().commands.clone()
+    }
+
+    /// The bot's menu button as `setChatMenuButton` last set it (`{"type", "text", "web_app"}`).
+    pub fn menu_button(&self) -> Option<Value> {
+        self.shared.state.lock().unwrap().menu_button.clone()
     }
 
     /// `user_id` writes `text` to the bot in their private chat: the message is posted to the
@@ -538,6 +544,13 @@ async fn bot_method(
                 return error(400, "Bad Request: field \"commands\" must be an Array", None);
             };
             shared.state.lock().unwrap().commands = Some(commands);
+            ok(json!(true))
+        }
+        "setchatmenubutton" => {
+            let Some(button) = params.json("menu_button").filter(Value::is_object) else {
+                return error(400, "Bad Request: field \"menu_button\" must be an Object", None);
+            };
+            shared.state.lock().unwrap().menu_button = Some(button);
             ok(json!(true))
         }
         "createinvoicelink" => create_invoice_link(&shared, &params),

@@ -7,7 +7,8 @@ use clap::Subcommand;
 pub enum TelegramCommand {
     /// Points the bot's webhook at `TELEGRAM_WEBHOOK_URL` (or --url) with
     /// `TELEGRAM_WEBHOOK_SECRET` as its secret token, for the updates the bot acts on, and sets
-    /// its menu of commands (in the texts of `BOT_TEXTS`). Updates waiting at Telegram are kept.
+    /// its menu of commands (in the texts of `BOT_TEXTS`) and, with `MINI_APP_URL`, its menu
+    /// button to the Mini App. Updates waiting at Telegram are kept.
     SetWebhook {
         /// The public URL of `POST /webhooks/telegram`, e.g. https://<app>.herokuapp.com/webhooks/telegram.
         #[arg(long)]
@@ -24,7 +25,7 @@ pub enum TelegramCommand {
 /// Runs `command`: against the Bot API of `TELEGRAM_BOT_TOKEN` (at `TELEGRAM_API_URL`), or for
 /// bans against the database.
 pub async fn run(command: TelegramCommand) -> anyhow::Result<()> {
-    use jobs::bot::{MENU, Texts};
+    use jobs::bot::{MENU, Text, Texts};
     use jobs::config::required;
     use jobs::telegram::client::BOT_UPDATES;
 
@@ -50,6 +51,10 @@ pub async fn run(command: TelegramCommand) -> anyhow::Result<()> {
             bot.set_my_commands(&menu).await?;
             let commands: Vec<String> = MENU.iter().map(|(command, _)| format!("/{command}")).collect();
             println!("commands set: {}", commands.join(" "));
+            if let Some(app) = mini_app_url()? {
+                bot.set_menu_button(&texts.get(Text::AppButton), &app).await?;
+                println!("menu button set: {app}");
+            }
         }
         TelegramCommand::WebhookInfo => {
             let (url, pending, last_error) = bot()?.webhook_info().await?;
@@ -63,6 +68,19 @@ pub async fn run(command: TelegramCommand) -> anyhow::Result<()> {
         TelegramCommand::Unban { user_id } => set_banned(user_id, false).await?,
     }
     Ok(())
+}
+
+/// `MINI_APP_URL`, if set: the Mini App's page (`https://<app>/app`), which Telegram opens over
+/// HTTPS only.
+fn mini_app_url() -> anyhow::Result<Option<String>> {
+    let Some(url) = jobs::config::optional("MINI_APP_URL") else {
+        return Ok(None);
+    };
+    match reqwest::Url::parse(&url) {
+        Ok(parsed) if parsed.scheme() == "https" => Ok(Some(url)),
+        Ok(_) => anyhow::bail!("MINI_APP_URL must be an https:// URL: Telegram opens Mini Apps over HTTPS only"),
+        Err(e) => anyhow::bail!("MINI_APP_URL is not a URL: {e}"),
+    }
 }
 
 /// The Bot API client of `TELEGRAM_BOT_TOKEN`, at `TELEGRAM_API_URL`.
