@@ -33,6 +33,23 @@ const DEV_PLANS: &str = r#"{
     "pro_monthly": {"name": "Pro", "entitlement": "pro", "period_days": 30, "stripe_price": "price_pro_monthly", "stars_price": 250, "chats": [-100100]},
     "week_pass": {"name": "Week pass", "entitlement": "pro", "period_days": 7, "stars_price": 75, "chats": [-100100]}}"#;
 
+/// The URL fragment Telegram opens a Mini App with for `user_id`: `initData` signed with the
+/// bot's token now (valid as long as the sign-in accepts its `auth_date`), which Telegram's
+/// `telegram-web-app.js` reads from `tgWebAppData`.
+fn mini_app_fragment(bot_token: &str, user_id: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        .to_string();
+    let user = serde_json::json!({"id": user_id, "first_name": "Dev"}).to_string();
+    let init_data = api::auth::init_data::sign(&[("user", &user), ("auth_date", &now)], bot_token);
+    form_urlencoded::Serializer::new(String::new())
+        .append_pair("tgWebAppData", &init_data)
+        .append_pair("tgWebAppVersion", "8.0")
+        .append_pair("tgWebAppPlatform", "web")
+        .finish()
+}
+
 /// A user JWT for `user_id` with the claims the API checks (HS256, `sub`, `iss`, `aud`, `exp`),
 /// so a newcomer can call the user endpoints before Mini App sign-in exists on their machine.
 fn dev_user_token(secret: &str, issuer: &str, audience: &str, user_id: i64) -> anyhow::Result<String> {
@@ -199,6 +216,13 @@ async fn main() -> anyhow::Result<()> {
         let url = fake.url();
         println!(
             "  Fake Stripe  {url} (requests it received: {url}/sandbox/requests, webhooks it sent: {url}/sandbox/webhooks)"
+        );
+    }
+    println!("  Ops console  http://127.0.0.1:{port}/ops (sign in with {admin_token})");
+    if fake_telegram.is_some() {
+        println!(
+            "  Mini App     http://127.0.0.1:{port}/app#{} (user {DEV_USER_ID}, as Telegram opens it)",
+            mini_app_fragment(FAKE_BOT_TOKEN, DEV_USER_ID)
         );
     }
     println!(
