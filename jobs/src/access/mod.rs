@@ -359,13 +359,7 @@ pub async fn sync(billing: &Billing, job: &Job<EntitlementsJob>, access: &SyncAc
                     .or_else(|| plans.opening(chat_id).next().map(|(_, p)| p))
                     .map_or(String::new(), |p| p.name.clone());
                 let text = billing.texts.render(Text::AccessRemoved, &[("plan", &plan_name)]);
-                let message = SendMessage {
-                    buttons: vec![vec![Button::callback(
-                        billing.texts.get(Text::PlansButton),
-                        Choice::Plans.data(),
-                    )]],
-                    ..bot::text_message(user_id, text)
-                };
+                let message = with_plans_button(billing, user_id, text);
                 enqueue(
                     tx.conn(),
                     &NewJob::new(&message, format!("access_removed:{}", job.logical_key)),
@@ -417,13 +411,7 @@ pub async fn answer_join_request(
             )
             .await;
         }
-        let message = SendMessage {
-            buttons: vec![vec![Button::callback(
-                billing.texts.get(Text::PlansButton),
-                Choice::Plans.data(),
-            )]],
-            ..bot::text_message(user_id, billing.texts.get(Text::JoinDeclined))
-        };
+        let message = with_plans_button(billing, user_id, billing.texts.get(Text::JoinDeclined));
         enqueue(
             tx.conn(),
             &NewJob::new(&message, format!("declined:{}", job.logical_key)),
@@ -437,6 +425,17 @@ pub async fn answer_join_request(
         .await
     })
     .await
+}
+
+/// `text` to `user_id`, above a button that lists the plans: what a user without access is told.
+fn with_plans_button(billing: &Billing, user_id: i64, text: String) -> SendMessage {
+    SendMessage {
+        buttons: vec![vec![Button::callback(
+            billing.texts.get(Text::PlansButton),
+            Choice::Plans.data(),
+        )]],
+        ..bot::text_message(user_id, text)
+    }
 }
 
 /// The message that gives `user_id` their invite `link`, opened by `plan`.

@@ -115,18 +115,23 @@ pub(super) fn revoke_chat_invite_link(shared: &Shared, params: &Params) -> poem:
     }
 }
 
+/// The managed chat and the user a member method names (`chat_id`, `user_id`), or Telegram's
+/// description of the refusal (a 400).
+fn member_of<'a>(state: &'a mut State, params: &Params) -> Result<(&'a mut FakeChat, i64, i64), &'static str> {
+    let chat_id = params.int("chat_id");
+    let chat = managed(state, chat_id)?;
+    let user_id = params.int("user_id").ok_or("Bad Request: PARTICIPANT_ID_INVALID")?;
+    Ok((chat, chat_id.unwrap_or_default(), user_id))
+}
+
 /// `banChatMember`; returns the answer and, for a change, the `chat_member` update Telegram
 /// posts about it.
 pub(super) fn ban_chat_member(shared: &Shared, params: &Params) -> (poem::Response, Option<Value>) {
     let update_id = shared.next_update_id();
     let mut state = shared.state.lock().unwrap();
-    let chat_id = params.int("chat_id");
-    let chat = match managed(&mut state, chat_id) {
-        Ok(chat) => chat,
+    let (chat, chat_id, user_id) = match member_of(&mut state, params) {
+        Ok(found) => found,
         Err(refusal) => return (error(400, refusal, None), None),
-    };
-    let Some(user_id) = params.int("user_id") else {
-        return (error(400, "Bad Request: PARTICIPANT_ID_INVALID", None), None);
     };
     let old = chat.members.get(&user_id).cloned().unwrap_or_else(|| "left".into());
     if matches!(old.as_str(), "creator" | "administrator") {
@@ -136,9 +141,8 @@ pub(super) fn ban_chat_member(shared: &Shared, params: &Params) -> (poem::Respon
         );
     }
     chat.members.insert(user_id, "kicked".into());
-    let update = (old != "kicked").then(|| {
-        crate::telegram_updates::chat_member(update_id, chat_id.unwrap_or_default(), user_id, &old, "kicked", None)
-    });
+    let update = (old != "kicked")
+        .then(|| crate::telegram_updates::chat_member(update_id, chat_id, user_id, &old, "kicked", None));
     (ok(json!(true)), update)
 }
 
@@ -147,13 +151,9 @@ pub(super) fn ban_chat_member(shared: &Shared, params: &Params) -> (poem::Respon
 pub(super) fn unban_chat_member(shared: &Shared, params: &Params) -> (poem::Response, Option<Value>) {
     let update_id = shared.next_update_id();
     let mut state = shared.state.lock().unwrap();
-    let chat_id = params.int("chat_id");
-    let chat = match managed(&mut state, chat_id) {
-        Ok(chat) => chat,
+    let (chat, chat_id, user_id) = match member_of(&mut state, params) {
+        Ok(found) => found,
         Err(refusal) => return (error(400, refusal, None), None),
-    };
-    let Some(user_id) = params.int("user_id") else {
-        return (error(400, "Bad Request: PARTICIPANT_ID_INVALID", None), None);
     };
     let only_if_banned = params.bool("only_if_banned").unwrap_or(false);
     let old = chat.members.get(&user_id).cloned();
@@ -168,19 +168,15 @@ pub(super) fn unban_chat_member(shared: &Shared, params: &Params) -> (poem::Resp
     }
     chat.members.insert(user_id, "left".into());
     let old = old.unwrap_or_default();
-    let update =
-        crate::telegram_updates::chat_member(update_id, chat_id.unwrap_or_default(), user_id, &old, "left", None);
+    let update = crate::telegram_updates::chat_member(update_id, chat_id, user_id, &old, "left", None);
     (ok(json!(true)), Some(update))
 }
 
 pub(super) fn get_chat_member(shared: &Shared, params: &Params) -> poem::Response {
     let mut state = shared.state.lock().unwrap();
-    let chat = match managed(&mut state, params.int("chat_id")) {
-        Ok(chat) => chat,
+    let (chat, _, user_id) = match member_of(&mut state, params) {
+        Ok(found) => found,
         Err(refusal) => return error(400, refusal, None),
-    };
-    let Some(user_id) = params.int("user_id") else {
-        return error(400, "Bad Request: PARTICIPANT_ID_INVALID", None);
     };
     let status = chat.members.get(&user_id).cloned().unwrap_or_else(|| "left".into());
     ok(member_json(user_id, &status))
