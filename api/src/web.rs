@@ -22,7 +22,10 @@ pub const PATHS: [&str; 6] = [
     "/favicon.ico",
 ];
 
-const MINI_APP_CSP: &str = "default-src 'none'; script-src 'self' https://telegram.org; style-src 'self'; \
+// Telegram's script, framed in Telegram Web, adds a <style> element of the client's own for
+// its custom styles: `style-src 'self'` blocks that (cosmetic only; the app works without it).
+const MINI_APP_CSP: &str = "default-src 'none'; script-src 'self' https://telegram.org/js/telegram-web-app.js; \
+     style-src 'self'; \
      img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
      frame-ancestors https://web.telegram.org https://*.telegram.org";
 const CONSOLE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \

@@ -7,6 +7,7 @@ const tg = window.Telegram && window.Telegram.WebApp;
 const $ = (id) => document.getElementById(id);
 // The user token, and when to sign in again: a minute before its 15 minutes are up.
 let session = null;
+let renewal = null;
 let plans = [];
 let shown = null;
 
@@ -14,14 +15,14 @@ class Problem extends Error {
   constructor(problem, status) {
     super((problem && (problem.detail || problem.title)) || `The server answered ${status}.`);
     this.problem = problem;
+    this.status = status;
   }
 }
 
-async function call(method, path, body, { auth = true, key } = {}) {
+async function call(method, path, body, { auth = true } = {}) {
   const headers = { Accept: 'application/json' };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   if (auth) headers.Authorization = `Bearer ${await token()}`;
-  if (key) headers['Idempotency-Key'] = key;
   const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   const text = await res.text();
   const data = text ? JSON.parse(text) : null;
@@ -29,11 +30,20 @@ async function call(method, path, body, { auth = true, key } = {}) {
   return data;
 }
 
+// Signs in with Telegram's initData, and again before the token runs out, so that a page left
+// open keeps working for as long as the API accepts that initData (TELEGRAM_INIT_DATA_MAX_AGE,
+// an hour by default): Telegram signs it once, when it opens the app.
 async function signIn() {
-  const s = await call('POST', '/v1/auth/telegram', { init_data: tg.initData }, { auth: false });
+  let s;
+  try {
+    s = await call('POST', '/v1/auth/telegram', { init_data: tg.initData }, { auth: false });
+  } catch (error) {
+    if (session && error.status === 401) throw new Error('This session has ended. Close the app and open it again from the bot.');
+    throw error;
+  }
   session = { token: s.token, renewAt: Date.now() + Math.max(s.expires_in - 60, 5) * 1000, user: s.user };
-  // Signed in again before the token runs out, so that a page left open keeps working.
-  setTimeout(() => signIn().catch(fail), session.renewAt - Date.now());
+  clearTimeout(renewal);
+  renewal = setTimeout(() => signIn().catch(fail), session.renewAt - Date.now());
 }
 
 async function token() {
@@ -125,9 +135,19 @@ function show(view) {
   }
 }
 
+// One plan and how to pay it; `null` for the billing page's link.
 function showPlan(plan) {
   shown = plan;
   clearError();
+  $('open-link').classList.add('hidden');
+  if (!plan) {
+    $('plan-name').textContent = 'Billing';
+    for (const id of ['plan-terms', 'plan-chats']) $(id).textContent = '';
+    for (const id of ['pay-stars', 'pay-card']) $(id).classList.add('hidden');
+    tg.MainButton.hide();
+    show('plan');
+    return;
+  }
   $('plan-name').textContent = plan.name;
   $('plan-terms').textContent = `${plan.period_days} days of access for ${price(plan)}.`;
   const n = plan.chat_count;
@@ -142,12 +162,47 @@ function showPlan(plan) {
   show('plan');
 }
 
-// A billing link (Stars invoice, Checkout, Portal) made by a worker: created, then long-polled.
+// A billing link (Stars invoice, Checkout, Portal) made by a worker: created, then long-polled
+// for up to a minute. No Idempotency-Key: without one the API makes a burst of taps one request.
 async function billingLink(path, body) {
-  let request = await call('POST', path, body, { key: crypto.randomUUID() });
-  while (request.status === 'pending') request = await call('GET', `${request.status_url}?wait=10`);
+  let request = await call('POST', path, body);
+  for (const until = Date.now() + 60000; request.status === 'pending' && Date.now() < until;) {
+    request = await call('GET', `${request.status_url}?wait=10`);
+  }
+  if (request.status === 'pending') throw new Error('This is taking longer than it should. Please try again in a few minutes.');
   if (request.status === 'failed') throw new Error(request.failure || 'That did not work. Please try again.');
   return request.url;
+}
+
+// Runs `action` with the pay buttons disabled and Telegram's main button showing progress; a
+// failure clears the progress line and shows why.
+let running = false;
+
+async function busy(action) {
+  // A second tap (a button, or Telegram's main button) while one runs does nothing.
+  if (running) return;
+  running = true;
+  const buttons = [$('pay-stars'), $('pay-card'), $('manage'), $('open-link')];
+  for (const b of buttons) b.disabled = true;
+  tg.MainButton.showProgress();
+  try {
+    await action();
+  } catch (error) {
+    $('paying').classList.add('hidden');
+    throw error;
+  } finally {
+    running = false;
+    for (const b of buttons) b.disabled = false;
+    tg.MainButton.hideProgress();
+  }
+}
+
+// Telegram opens a link only from a user's tap: once the URL is ready, a tap on this button.
+function offerLink(url, label) {
+  const open = $('open-link');
+  open.textContent = label;
+  open.onclick = () => tg.openLink(url);
+  open.classList.remove('hidden');
 }
 
 function paying(text) {
@@ -192,18 +247,24 @@ async function payCard() {
   const plan = shown;
   clearError();
   const before = await latestEnd(plan.code);
-  paying('Opening the card payment…');
-  tg.openLink(await billingLink('/v1/billing/checkout', { plan: plan.code }));
-  paying('Finish the payment in the browser; your access appears here.');
-  if (await awaitAccess(plan.code, before, 300)) await renderHome();
+  paying('Preparing the card payment…');
+  offerLink(await billingLink('/v1/billing/checkout', { plan: plan.code }), '💳 Open the payment page');
+  paying('Pay on the page that opens; your access appears here.');
+  // Watched without holding the buttons: the user still has to tap the link.
+  awaitAccess(plan.code, before, 300)
+    .then((granted) => granted && renderHome())
+    .catch(fail);
 }
 
 async function manage() {
   clearError();
-  tg.openLink(await billingLink('/v1/billing/portal', {}));
+  showPlan(null);
+  paying('Preparing your billing page…');
+  offerLink(await billingLink('/v1/billing/portal', {}), 'Open the billing page');
+  paying('Change your card, see invoices or cancel on the page that opens.');
 }
 
-const guarded = (action) => () => action().catch(fail);
+const guarded = (action) => () => busy(action).catch(fail);
 
 async function start() {
   if (!tg || !tg.initData) {

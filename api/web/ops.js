@@ -11,12 +11,17 @@ let deadBefore = null;
 let openJob = null;
 let openCampaign = null;
 
-async function call(method, path, body) {
-  const headers = { Accept: 'application/json', Authorization: `Bearer ${sessionStorage.getItem(KEY)}` };
+async function call(method, path, body, extraHeaders = {}) {
+  const headers = { Accept: 'application/json', Authorization: `Bearer ${sessionStorage.getItem(KEY)}`, ...extraHeaders };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   const text = await res.text();
-  const data = text ? JSON.parse(text) : null;
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    throw new Error(`HTTP ${res.status}: the answer is not JSON.`);
+  }
   if (res.status === 401) {
     signOut();
     throw new Error('The token was refused. Sign in again.');
@@ -62,14 +67,11 @@ function confirmed(text) {
   const dialog = $('confirm');
   $('confirm-text').textContent = text;
   return new Promise((resolve) => {
-    const answer = (yes) => () => {
-      dialog.close();
-      $('confirm-yes').onclick = null;
-      $('confirm-no').onclick = null;
-      resolve(yes);
-    };
-    $('confirm-yes').onclick = answer(true);
-    $('confirm-no').onclick = answer(false);
+    let yes = false;
+    $('confirm-yes').onclick = () => { yes = true; dialog.close(); };
+    $('confirm-no').onclick = () => dialog.close();
+    // However it closes (a button, Escape): answered once.
+    dialog.addEventListener('close', () => resolve(yes), { once: true });
     dialog.showModal();
   });
 }
@@ -156,11 +158,16 @@ async function bulk(action) {
   const filter = deadFilter();
   const narrowed = Object.keys(filter).length > 0;
   const body = { ...filter, all: !narrowed };
-  const { count } = await call('POST', `/v1/ops/jobs/dead/${action}`, { ...body, dry_run: true });
-  if (count === 0) throw new Error(`No dead jobs ${describe(filter)}.`);
+  const counted = await call('POST', `/v1/ops/jobs/dead/${action}`, { ...body, dry_run: true });
+  const { count } = counted;
+  const kept = counted.skipped_past_key_memory
+    ? ` (${counted.skipped_past_key_memory} more stay dead: checkout or refunds jobs older than Stripe's key memory)`
+    : '';
+  if (count === 0) throw new Error(`No dead jobs to ${action} ${describe(filter)}${kept}.`);
   const verb = action === 'retry' ? 'Retry' : 'Discard';
-  if (!(await confirmed(`${verb} ${count} dead job${count === 1 ? '' : 's'} ${describe(filter)}?`))) return;
-  const done = await call('POST', `/v1/ops/jobs/dead/${action}`, body);
+  if (!(await confirmed(`${verb} ${count} dead job${count === 1 ? '' : 's'} ${describe(filter)}?${kept}`))) return;
+  // Bounded by the count's time: no job that died after it is changed.
+  const done = await call('POST', `/v1/ops/jobs/dead/${action}`, { ...body, died_at_most: counted.as_of });
   const skipped = done.skipped_past_key_memory ? ` (${done.skipped_past_key_memory} left dead: older than Stripe's key memory)` : '';
   $('error').classList.add('hidden');
   $('job').classList.add('hidden');
@@ -258,10 +265,11 @@ async function sendNow(name) {
   await showCampaign(name);
 }
 
-// Moves the bar until every recipient is sent, unreachable or failed.
+// Moves the bar until every recipient is sent, unreachable or failed (or 10 minutes pass: the
+// campaign's page shows where it stands when opened again).
 async function watch(id) {
   $('broadcast').classList.remove('hidden');
-  for (;;) {
+  for (const until = Date.now() + 600000; Date.now() < until;) {
     const b = await call('GET', `/v1/ops/broadcasts/${id}`);
     const settled = b.sent + b.unreachable + b.failed;
     const share = b.total ? Math.round((100 * settled) / b.total) : b.fanned_out ? 100 : 0;
@@ -300,28 +308,24 @@ async function showUser(id) {
   );
 }
 
-// A refund of the whole payment, with an Idempotency-Key made here once per confirmation: a
-// repeat of this request (a retry after a lost answer) refunds nothing twice.
+// A refund of the whole payment. Its Idempotency-Key is made once per payment for as long as
+// the page is open, so asking again (after a lost answer, a second click) gives back the same
+// refund instead of making another.
+const refundKeys = new Map();
+
 async function refund(userId, payment) {
   if (!(await confirmed(`Refund ${payment.payment} (${payment.provider}) in full? This also ends what it paid for.`))) return;
-  const key = crypto.randomUUID();
-  const res = await fetch('/v1/ops/refunds', {
-    method: 'POST',
-    headers: {
-      Accept: 'application/json', 'Content-Type': 'application/json', 'Idempotency-Key': key,
-      Authorization: `Bearer ${sessionStorage.getItem(KEY)}`,
-    },
-    body: JSON.stringify({ provider: payment.provider, payment: payment.payment, reason: 'requested_by_customer' }),
-  });
-  const made = await res.json();
-  if (!res.ok) throw new Error([made.title, made.detail].filter(Boolean).join(': '));
-  let state = made;
-  while (state.status === 'pending') {
+  const id = `${payment.provider}:${payment.payment}`;
+  if (!refundKeys.has(id)) refundKeys.set(id, crypto.randomUUID());
+  const body = { provider: payment.provider, payment: payment.payment, reason: 'requested_by_customer' };
+  let state = await call('POST', '/v1/ops/refunds', body, { 'Idempotency-Key': refundKeys.get(id) });
+  for (const until = Date.now() + 60000; state.status === 'pending' && Date.now() < until;) {
     $('refund-state').textContent = `Refund ${state.id}: pending…`;
     await new Promise((resolve) => setTimeout(resolve, 500));
     state = await call('GET', `/v1/ops/refunds/${state.id}`);
   }
-  $('refund-state').textContent = `Refund ${state.id}: ${state.status}${state.failure ? ` (${state.failure})` : ''}.`;
+  const after = state.status === 'pending' ? ' (still: see its job in Dead jobs if it does not settle)' : '';
+  $('refund-state').textContent = `Refund ${state.id}: ${state.status}${state.failure ? ` (${state.failure})` : ''}${after}.`;
   await showUser(userId);
 }
 

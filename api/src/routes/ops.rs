@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use jobs::access::audit::{self, Audit};
 use jobs::billing::Plans;
 use jobs::billing::subscriber::{self, Subscriber};
@@ -73,6 +74,9 @@ pub struct DeadJobFilter {
     /// Only jobs dead for at most this many seconds; at most 100 years.
     #[oai(validator(minimum(value = "0"), maximum(value = "3155760000")))]
     pub newer_than_seconds: Option<i64>,
+    /// Only jobs that died at or before this time: pass a dry run's `as_of` so that the change
+    /// applies to no job that died after the count.
+    pub died_at_most: Option<DateTime<Utc>>,
     /// Every dead job the other fields select, all of them when there are none. Required to be
     /// true when no other field narrows.
     #[oai(default)]
@@ -90,6 +94,9 @@ pub struct BulkChanged {
     pub count: u64,
     /// Whether this was a dry run that changed nothing.
     pub dry_run: bool,
+    /// The database's time when the jobs were selected: a dry run's, to pass as
+    /// `died_at_most` to the change it counted for.
+    pub as_of: DateTime<Utc>,
     /// Matching `checkout` and `refunds` jobs a retry left dead (or would) because they were
     /// created more than 23 hours ago and `past_key_memory` was not set; 0 for a discard.
     pub skipped_past_key_memory: u64,
@@ -163,6 +170,7 @@ impl DeadJobFilter {
             queue: self.queue,
             older_than: seconds(self.older_than_seconds),
             newer_than: seconds(self.newer_than_seconds),
+            died_at_most: self.died_at_most,
         };
         let narrows = filter.queue.is_some() || filter.older_than.is_some() || filter.newer_than.is_some();
         if !narrows && !self.all {
@@ -366,6 +374,7 @@ impl OpsApi {
             queue: queue.0,
             older_than_seconds: older_than_seconds.0,
             newer_than_seconds: newer_than_seconds.0,
+            died_at_most: None,
             // A listing changes nothing: no filter lists every dead job.
             all: true,
             dry_run: false,
@@ -398,6 +407,7 @@ impl OpsApi {
         #[oai(default)]
         past_key_memory: Query<bool>,
     ) -> Result<Json<BulkChanged>, Problem> {
+        let as_of = ops::database_now(&pool).await?;
         let bulk = ops::retry_matching(&pool, &filter.parse()?, past_key_memory.0, filter.dry_run, |_| {}).await?;
         if !filter.dry_run {
             tracing::info!(
@@ -409,6 +419,7 @@ impl OpsApi {
         Ok(Json(BulkChanged {
             count: bulk.count,
             dry_run: filter.dry_run,
+            as_of,
             skipped_past_key_memory: bulk.skipped_past_key_memory,
         }))
     }
@@ -424,6 +435,7 @@ impl OpsApi {
         pool: Data<&PgPool>,
         filter: Json<DeadJobFilter>,
     ) -> Result<Json<BulkChanged>, Problem> {
+        let as_of = ops::database_now(&pool).await?;
         let count = ops::discard_matching(&pool, &filter.parse()?, filter.dry_run, |_| {}).await?;
         if !filter.dry_run {
             tracing::info!(count, "dead jobs discarded");
@@ -431,6 +443,7 @@ impl OpsApi {
         Ok(Json(BulkChanged {
             count,
             dry_run: filter.dry_run,
+            as_of,
             skipped_past_key_memory: 0,
         }))
     }

@@ -38,8 +38,8 @@ pub struct Catalogue {
 impl PlansApi {
     /// List the plans
     ///
-    /// Every plan on sale, in the catalogue's order, with its prices. No authentication: what
-    /// is for sale is public.
+    /// Every plan on sale, by code, with its prices. No authentication: what is for sale is
+    /// public.
     #[oai(path = "/plans", method = "get", operation_id = "list_plans")]
     async fn plans(&self, plans: Data<&Plans>) -> Json<Catalogue> {
         let plans = plans

@@ -49,7 +49,10 @@ async fn the_pages_carry_their_content_security_policy() {
     let headers = mini_app.headers().clone();
     assert_eq!(headers["content-type"], "text/html; charset=utf-8");
     let csp = headers["content-security-policy"].to_str().unwrap();
-    assert!(csp.contains("script-src 'self' https://telegram.org;"), "{csp}");
+    assert!(
+        csp.contains("script-src 'self' https://telegram.org/js/telegram-web-app.js;"),
+        "{csp}"
+    );
     assert!(csp.contains("frame-ancestors https://web.telegram.org"), "{csp}");
     assert!(!csp.contains("unsafe-inline"), "{csp}");
     assert_eq!(headers["x-content-type-options"], "nosniff");

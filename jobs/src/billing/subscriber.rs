@@ -69,6 +69,8 @@ pub struct Payment {
     /// In the currency's smallest unit; Stripe's amounts are not kept here (see the Dashboard).
     pub amount: Option<i64>,
     pub currency: Option<String>,
+    /// When it was paid; for Stripe, when its paid invoice was last recorded (Stripe's own
+    /// payment time is not kept here).
     pub paid_at: DateTime<Utc>,
     /// Whether it was refunded in full.
     pub refunded: bool,
@@ -126,9 +128,9 @@ pub async fn look_up(conn: &mut PgConnection, user_id: i64) -> Result<Option<Sub
          FROM telegram_payments WHERE user_id = $1
          UNION ALL
          SELECT 'stripe', coalesce(i.payment_intent, i.charge), s.plan, NULL, NULL, i.updated_at,
-                coalesce(r.refunded, false)
+                coalesce((SELECT bool_or(r.refunded) FROM stripe_reversals r
+                          WHERE r.payment IN (i.payment_intent, i.charge)), false)
          FROM stripe_invoices i JOIN stripe_subscriptions s ON s.id = i.subscription
-         LEFT JOIN stripe_reversals r ON r.payment IN (i.payment_intent, i.charge)
          WHERE s.user_id = $1 AND i.paid AND coalesce(i.payment_intent, i.charge) IS NOT NULL
          ORDER BY paid_at DESC",
     )

@@ -29,6 +29,9 @@ pub struct DeadFilter {
     pub older_than: Option<Duration>,
     /// Only jobs dead for at most this long.
     pub newer_than: Option<Duration>,
+    /// Only jobs that died at or before this time (a count's `as_of`, so that a change applies
+    /// to no job that died after the count).
+    pub died_at_most: Option<DateTime<Utc>>,
 }
 
 impl DeadFilter {
@@ -46,6 +49,9 @@ impl DeadFilter {
             sql.push(" AND finished_at >= now() - make_interval(secs => ")
                 .push_bind(age.as_secs_f64())
                 .push(")");
+        }
+        if let Some(at) = self.died_at_most {
+            sql.push(" AND finished_at <= ").push_bind(at);
         }
     }
 }
@@ -410,6 +416,12 @@ pub async fn retry_matching(
         count,
         skipped_past_key_memory,
     })
+}
+
+/// The database's clock now: what jobs' `finished_at` is written by, so a bound on it
+/// ([`DeadFilter::died_at_most`]) is on the same clock.
+pub async fn database_now(pool: &PgPool) -> Result<DateTime<Utc>, sqlx::Error> {
+    sqlx::query_scalar("SELECT now()").fetch_one(pool).await
 }
 
 /// BulkChange is what a bulk action does to each dead job it picks.

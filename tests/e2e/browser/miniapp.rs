@@ -7,7 +7,7 @@ use e2e::World;
 use sandbox::telegram::Limits;
 use serde_json::json;
 
-use super::{Chrome, Screen, click, eval, run, screenshot, wait_until};
+use super::{Chrome, Screen, assert_no_csp_violations, click, eval, run, screenshot, wait_until};
 
 const USER: i64 = 4242;
 
@@ -94,6 +94,14 @@ async fn a_subscriber_signs_in_pays_with_stars_and_by_card_and_sees_the_access()
     // Pro by card: Checkout opens in the browser (openLink); paying there grants it.
     click(&page, ".plan[data-plan='pro_monthly'] button").await;
     click(&page, "#pay-card").await;
+    // Telegram opens a link only from a tap: the page offers it once it is ready.
+    wait_until(
+        &page,
+        "!document.getElementById('open-link').classList.contains('hidden')",
+    )
+    .await;
+    assert_eq!(eval::<usize>(&page, "window.__telegram.links.length").await, 0);
+    click(&page, "#open-link").await;
     wait_until(&page, "window.__telegram.links.length === 1").await;
     let checkout: String = eval(&page, "window.__telegram.links[0]").await;
     let stripe_page = chrome.page(None).await;
@@ -114,6 +122,9 @@ async fn a_subscriber_signs_in_pays_with_stars_and_by_card_and_sees_the_access()
         "a card subscriber can manage billing"
     );
     screenshot(&page, "miniapp-access").await;
+    assert_no_csp_violations(&page).await;
+    assert_no_csp_violations(&stripe_page).await;
+    chrome.close().await;
     worker.stop().await;
     assert_eq!(
         world
@@ -137,4 +148,6 @@ async fn opened_outside_telegram_the_mini_app_says_where_to_open_it() {
         "document.getElementById('status').textContent.startsWith('Open this page')",
     )
     .await;
+    assert_no_csp_violations(&page).await;
+    chrome.close().await;
 }

@@ -92,13 +92,22 @@ impl Chrome {
     }
 
     /// A new tab, with `init_script` run in every document it loads before the page's own
-    /// scripts.
+    /// scripts, and every Content-Security-Policy violation recorded for
+    /// [`assert_no_csp_violations`] (the test's own scripts are exempt from the policy; the
+    /// page's are not).
     pub async fn page(&self, init_script: Option<&str>) -> Page {
         let page = self.browser.new_page("about:blank").await.expect("a new tab");
+        page.add_init_script(CSP_WATCH).await.expect("an init script");
         if let Some(script) = init_script {
             page.add_init_script(script).await.expect("an init script");
         }
         page
+    }
+
+    /// Closes the browser and waits for it to exit.
+    pub async fn close(mut self) {
+        self.browser.close().await.expect("closing the browser");
+        let _ = self.browser.wait().await;
     }
 }
 
@@ -106,6 +115,15 @@ impl Drop for Chrome {
     fn drop(&mut self) {
         self.events.abort();
     }
+}
+
+const CSP_WATCH: &str = "window.__csp = []; document.addEventListener('securitypolicyviolation', \
+     (e) => window.__csp.push(`${e.violatedDirective} ${e.blockedURI}`));";
+
+/// Asserts that the page broke none of its Content-Security-Policy.
+pub async fn assert_no_csp_violations(page: &Page) {
+    let violations: Vec<String> = eval(page, "window.__csp").await;
+    assert!(violations.is_empty(), "the page broke its CSP: {violations:?}");
 }
 
 /// Evaluates `expression` in `page`.

@@ -3,14 +3,12 @@
 //! jobs after a confirmation that says how many, pause and resume a campaign, send it now and
 //! watch the broadcast's bar reach 100%, look up a subscriber and refund their payment.
 
-use std::time::Duration;
-
 use e2e::{ADMIN_TOKEN, TELEGRAM_WEBHOOK_SECRET, World};
 use sandbox::telegram::Limits;
 use sandbox::telegram_updates::{self as updates, post_update};
 use serde_json::json;
 
-use super::{Chrome, Screen, click, eval, screenshot, wait_until};
+use super::{Chrome, Screen, assert_no_csp_violations, click, eval, screenshot, wait_until};
 
 #[tokio::test]
 async fn an_operator_retries_dead_jobs_and_runs_a_campaign_from_the_console() {
@@ -214,7 +212,8 @@ async fn an_operator_retries_dead_jobs_and_runs_a_campaign_from_the_console() {
     assert!(entitlement.contains("\trevoked\t"), "{entitlement}");
     assert_eq!(world.telegram.star_refunds().len(), 1);
     screenshot(&page, "ops-subscriber").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_no_csp_violations(&page).await;
+    chrome.close().await;
     worker.stop().await;
     assert_eq!(
         world.telegram.messages_to(901).len(),

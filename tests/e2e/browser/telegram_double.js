@@ -6,7 +6,9 @@
   const setup = JSON.parse(SETUP_JSON);
   const handlers = {};
   const button = () => ({
-    text: '', isVisible: false, callbacks: [],
+    text: '', isVisible: false, isProgressVisible: false, callbacks: [],
+    showProgress() { this.isProgressVisible = true; return this; },
+    hideProgress() { this.isProgressVisible = false; return this; },
     setText(text) { this.text = text; return this; },
     show() { this.isVisible = true; return this; },
     hide() { this.isVisible = false; return this; },

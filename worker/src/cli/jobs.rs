@@ -136,6 +136,7 @@ impl From<&FilterArgs> for DeadFilter {
             queue: f.queue,
             older_than: f.older_than,
             newer_than: f.newer_than,
+            died_at_most: None,
         }
     }
 }
