@@ -122,6 +122,43 @@ async fn a_subscriber_signs_in_pays_with_stars_and_by_card_and_sees_the_access()
         "a card subscriber can manage billing"
     );
     screenshot(&page, "miniapp-access").await;
+
+    // The user switches Telegram to its light theme: the page follows at once.
+    run(
+        &page,
+        "window.__telegram.changeTheme('light', {bg_color: '#ffffff', text_color: '#000000', \
+         hint_color: '#999999', button_color: '#2481cc', button_text_color: '#ffffff', \
+         secondary_bg_color: '#efeff3'})",
+    )
+    .await;
+    assert_eq!(
+        eval::<String>(&page, "getComputedStyle(document.body).backgroundColor").await,
+        "rgb(255, 255, 255)"
+    );
+    assert_eq!(
+        eval::<String>(
+            &page,
+            "getComputedStyle(document.querySelector('.card')).backgroundColor"
+        )
+        .await,
+        "rgb(239, 239, 243)"
+    );
+
+    // Manage billing: the Billing Portal, opened from a tap like Checkout.
+    click(&page, "#manage").await;
+    wait_until(
+        &page,
+        "!document.getElementById('open-link').classList.contains('hidden')",
+    )
+    .await;
+    assert_eq!(
+        eval::<String>(&page, "document.getElementById('open-link').textContent").await,
+        "Open the billing page"
+    );
+    click(&page, "#open-link").await;
+    wait_until(&page, "window.__telegram.links.length === 2").await;
+    let portal: String = eval(&page, "window.__telegram.links[1]").await;
+    assert!(portal.contains("/portal/"), "{portal}");
     assert_no_csp_violations(&page).await;
     assert_no_csp_violations(&stripe_page).await;
     chrome.close().await;

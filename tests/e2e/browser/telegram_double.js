@@ -42,6 +42,12 @@
     window.__telegram.invoiceCallbacks.pop()(status);
     for (const f of handlers.invoiceClosed || []) f({ url, status });
   };
+  // What Telegram does when the user's theme changes to `scheme` with `params`.
+  window.__telegram.changeTheme = (scheme, params) => {
+    window.Telegram.WebApp.colorScheme = scheme;
+    window.Telegram.WebApp.themeParams = params;
+    for (const f of handlers.themeChanged || []) f();
+  };
   window.__telegram.press = (which) => {
     for (const f of window.Telegram.WebApp[which].callbacks) f();
   };
