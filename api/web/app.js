@@ -10,6 +10,10 @@ let session = null;
 let renewal = null;
 let plans = [];
 let shown = null;
+// Counts the views shown: an action that awaited checks it still has the view it began on,
+// and an access watcher that it is still the latest.
+let view = 0;
+let watcher = 0;
 
 class Problem extends Error {
   constructor(problem, status) {
@@ -122,11 +126,12 @@ async function renderHome() {
   show('home');
 }
 
-function show(view) {
+function show(which) {
+  view += 1;
   $('status').classList.add('hidden');
-  $('home').classList.toggle('hidden', view !== 'home');
-  $('plan').classList.toggle('hidden', view !== 'plan');
-  if (view === 'home') {
+  $('home').classList.toggle('hidden', which !== 'home');
+  $('plan').classList.toggle('hidden', which !== 'plan');
+  if (which === 'home') {
     shown = null;
     tg.BackButton.hide();
     tg.MainButton.hide();
@@ -210,9 +215,12 @@ function paying(text) {
   $('paying').classList.remove('hidden');
 }
 
-// Polls the user's access until `plan` has an entitlement ending later than `before` had.
+// Polls the user's access until `plan` has an entitlement ending later than `before` had; a
+// newer watcher ends this one.
 async function awaitAccess(plan, before, seconds) {
-  for (let waited = 0; waited < seconds; waited += 1) {
+  watcher += 1;
+  const mine = watcher;
+  for (let waited = 0; waited < seconds && mine === watcher; waited += 1) {
     const { entitlements } = await call('GET', '/v1/me/entitlements');
     const end = entitlements.filter((e) => e.plan === plan).map((e) => e.expires_at).sort().pop();
     if (end && (!before || end > before)) return true;
@@ -232,23 +240,29 @@ async function payStars() {
   const before = await latestEnd(plan.code);
   paying('Opening the invoice…');
   const url = await billingLink('/v1/billing/stars-invoice', { plan: plan.code });
-  tg.openInvoice(url, async (status) => {
+  tg.openInvoice(url, (status) => {
     if (status !== 'paid') {
       paying(status === 'cancelled' ? 'Payment cancelled.' : `Payment ${status}.`);
       return;
     }
     paying('Paid. Waiting for your access…');
-    if (await awaitAccess(plan.code, before, 30)) await renderHome();
-    else paying('Paid. Your access will appear here shortly.');
+    awaitAccess(plan.code, before, 30)
+      .then((granted) => (granted ? renderHome() : paying('Paid. Your access will appear here shortly.')))
+      .catch(fail);
   });
 }
 
 async function payCard() {
   const plan = shown;
+  const here = view;
   clearError();
+  $('open-link').classList.add('hidden');
   const before = await latestEnd(plan.code);
   paying('Preparing the card payment…');
-  offerLink(await billingLink('/v1/billing/checkout', { plan: plan.code }), '💳 Open the payment page');
+  const url = await billingLink('/v1/billing/checkout', { plan: plan.code });
+  // The user went elsewhere meanwhile: this link is not for what they see now.
+  if (view !== here) return;
+  offerLink(url, '💳 Open the payment page');
   paying('Pay on the page that opens; your access appears here.');
   // Watched without holding the buttons: the user still has to tap the link.
   awaitAccess(plan.code, before, 300)
@@ -259,8 +273,11 @@ async function payCard() {
 async function manage() {
   clearError();
   showPlan(null);
+  const here = view;
   paying('Preparing your billing page…');
-  offerLink(await billingLink('/v1/billing/portal', {}), 'Open the billing page');
+  const url = await billingLink('/v1/billing/portal', {});
+  if (view !== here) return;
+  offerLink(url, 'Open the billing page');
   paying('Change your card, see invoices or cancel on the page that opens.');
 }
 

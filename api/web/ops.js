@@ -65,6 +65,8 @@ const ago = (iso) => {
 // A question in the page's own dialog; resolves to whether the operator confirmed.
 function confirmed(text) {
   const dialog = $('confirm');
+  // One question at a time: a second one while it is open is a no.
+  if (dialog.open) return Promise.resolve(false);
   $('confirm-text').textContent = text;
   return new Promise((resolve) => {
     let yes = false;
@@ -324,6 +326,8 @@ async function refund(userId, payment) {
     await new Promise((resolve) => setTimeout(resolve, 500));
     state = await call('GET', `/v1/ops/refunds/${state.id}`);
   }
+  // A failed refund may be tried again: with a new key (the same one gives back the failure).
+  if (state.status === 'failed') refundKeys.delete(id);
   const after = state.status === 'pending' ? ' (still: see its job in Dead jobs if it does not settle)' : '';
   $('refund-state').textContent = `Refund ${state.id}: ${state.status}${state.failure ? ` (${state.failure})` : ''}${after}.`;
   await showUser(userId);

@@ -447,3 +447,23 @@ async fn a_refund_job_older_than_stripes_key_memory_is_retried_only_when_insiste
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(app.state_of(id).await, "pending");
 }
+
+#[tokio::test]
+async fn ages_are_measured_from_died_at_most_when_it_is_given() {
+    let app = spawn_app().await;
+    let two_hours = app.dead_job("notifications", 7300.0).await;
+    let ninety_minutes = app.dead_job("notifications", 5400.0).await;
+    // As a count an hour ago would have seen them: only the first was dead for over an hour then.
+    let an_hour_ago = (chrono::Utc::now() - chrono::TimeDelta::hours(1)).to_rfc3339();
+    let resp = app
+        .post_admin(
+            "/v1/ops/jobs/dead/retry",
+            &json!({"older_than_seconds": 3600, "died_at_most": an_hour_ago}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.json::<Value>().await.unwrap()["count"], 1);
+    assert_eq!(app.state_of(two_hours).await, "pending");
+    assert_eq!(app.state_of(ninety_minutes).await, "dead");
+}

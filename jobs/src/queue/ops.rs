@@ -40,13 +40,27 @@ impl DeadFilter {
         if let Some(queue) = self.queue {
             sql.push(" AND queue = ").push_bind(queue.name());
         }
+        // Ages are measured from `died_at_most` when it is given (a count's time), so a change
+        // selects a subset of what its count did however long the operator took; else from now.
+        let from_then = |sql: &mut QueryBuilder<Postgres>| match self.died_at_most {
+            Some(at) => {
+                sql.push_bind(at).push("::timestamptz");
+            }
+            None => {
+                sql.push("now()");
+            }
+        };
         if let Some(age) = self.older_than {
-            sql.push(" AND finished_at <= now() - make_interval(secs => ")
+            sql.push(" AND finished_at <= ");
+            from_then(sql);
+            sql.push(" - make_interval(secs => ")
                 .push_bind(age.as_secs_f64())
                 .push(")");
         }
         if let Some(age) = self.newer_than {
-            sql.push(" AND finished_at >= now() - make_interval(secs => ")
+            sql.push(" AND finished_at >= ");
+            from_then(sql);
+            sql.push(" - make_interval(secs => ")
                 .push_bind(age.as_secs_f64())
                 .push(")");
         }
