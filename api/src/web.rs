@@ -42,8 +42,21 @@ pub fn add_to(route: Route) -> Route {
         .at("/favicon.ico", get(favicon))
 }
 
+/// Face is whose policy a page or file is served under.
+#[derive(Clone, Copy)]
+enum Face {
+    /// The Mini App's page: Telegram's script, framed by Telegram's web clients.
+    MiniApp,
+    /// The console and the shared files: this origin's scripts only, never framed.
+    Console,
+}
+
 /// One file, with the headers every page and file here carries.
-fn file(body: &'static str, content_type: &'static str, csp: &'static str) -> Response {
+fn file(body: &'static str, content_type: &'static str, face: Face) -> Response {
+    let csp = match face {
+        Face::MiniApp => MINI_APP_CSP,
+        Face::Console => CONSOLE_CSP,
+    };
     let mut response = Response::builder()
         .content_type(content_type)
         .header(header::CONTENT_SECURITY_POLICY, csp)
@@ -52,7 +65,7 @@ fn file(body: &'static str, content_type: &'static str, csp: &'static str) -> Re
         // Built into the binary: a deploy changes them, so the browser asks again each time.
         .header(header::CACHE_CONTROL, "no-cache")
         .body(body);
-    if csp == CONSOLE_CSP {
+    if let Face::Console = face {
         let headers = response.headers_mut();
         headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     }
@@ -64,13 +77,17 @@ fn mini_app() -> Response {
     file(
         include_str!("../web/app.html"),
         "text/html; charset=utf-8",
-        MINI_APP_CSP,
+        Face::MiniApp,
     )
 }
 
 #[handler]
 fn console() -> Response {
-    file(include_str!("../web/ops.html"), "text/html; charset=utf-8", CONSOLE_CSP)
+    file(
+        include_str!("../web/ops.html"),
+        "text/html; charset=utf-8",
+        Face::Console,
+    )
 }
 
 #[handler]
@@ -78,7 +95,7 @@ fn common_css() -> Response {
     file(
         include_str!("../web/common.css"),
         "text/css; charset=utf-8",
-        CONSOLE_CSP,
+        Face::Console,
     )
 }
 
@@ -87,7 +104,7 @@ fn app_js() -> Response {
     file(
         include_str!("../web/app.js"),
         "text/javascript; charset=utf-8",
-        CONSOLE_CSP,
+        Face::Console,
     )
 }
 
@@ -96,7 +113,7 @@ fn ops_js() -> Response {
     file(
         include_str!("../web/ops.js"),
         "text/javascript; charset=utf-8",
-        CONSOLE_CSP,
+        Face::Console,
     )
 }
 

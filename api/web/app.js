@@ -221,14 +221,14 @@ async function awaitAccess(plan, before, seconds) {
   watcher += 1;
   const mine = watcher;
   for (let waited = 0; waited < seconds && mine === watcher; waited += 1) {
-    const { entitlements } = await call('GET', '/v1/me/entitlements');
-    const end = entitlements.filter((e) => e.plan === plan).map((e) => e.expires_at).sort().pop();
+    const end = await latestEnd(plan);
     if (end && (!before || end > before)) return true;
     await new Promise((resolve) => setTimeout(resolve, 1000));
   }
   return false;
 }
 
+// The latest end of the user's active entitlements to `plan`, or null.
 async function latestEnd(plan) {
   const { entitlements } = await call('GET', '/v1/me/entitlements');
   return entitlements.filter((e) => e.plan === plan).map((e) => e.expires_at).sort().pop() || null;

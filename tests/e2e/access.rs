@@ -291,11 +291,7 @@ async fn the_audit_finds_strays_and_fix_removes_them_but_never_an_administrator(
     // Checked like anyone without access (as a stale record would have it), the administrator
     // is kept.
     let mut tx = paid.world.pool.begin().await.unwrap();
-    let check = jobs::billing::EntitlementsJob::SyncAccess(jobs::access::SyncAccess {
-        user_id: admin,
-        chat_id: CLUB_CHAT,
-        resend: false,
-    });
+    let check = jobs::billing::EntitlementsJob::SyncAccess(jobs::access::SyncAccess::check(admin, CLUB_CHAT));
     jobs::queue::enqueue(&mut tx, &jobs::queue::NewJob::new(&check, "check-the-admin"))
         .await
         .unwrap();
@@ -317,11 +313,7 @@ async fn the_audit_finds_strays_and_fix_removes_them_but_never_an_administrator(
         .await
         .unwrap();
     let mut tx = paid.world.pool.begin().await.unwrap();
-    let check = jobs::billing::EntitlementsJob::SyncAccess(jobs::access::SyncAccess {
-        user_id: banned,
-        chat_id: CLUB_CHAT,
-        resend: false,
-    });
+    let check = jobs::billing::EntitlementsJob::SyncAccess(jobs::access::SyncAccess::check(banned, CLUB_CHAT));
     jobs::queue::enqueue(&mut tx, &jobs::queue::NewJob::new(&check, "check-the-banned"))
         .await
         .unwrap();

@@ -55,11 +55,12 @@ pub async fn audit(conn: &mut PgConnection, plans: &Plans) -> Result<Audit, sqlx
          WHERE e.status = 'active'
            AND NOT EXISTS (SELECT 1 FROM chat_members m
                            WHERE m.chat_id = o.chat_id AND m.user_id = e.user_id
-                             AND m.status IN ('creator', 'administrator', 'member', 'restricted'))
+                             AND m.status = ANY($3))
          ORDER BY o.chat_id, e.user_id",
     )
     .bind(&codes)
     .bind(&chats)
+    .bind(&super::IN_CHAT[..])
     .fetch_all(conn)
     .await?;
     Ok(Audit {
@@ -73,11 +74,7 @@ pub async fn audit(conn: &mut PgConnection, plans: &Plans) -> Result<Audit, sqlx
 pub async fn fix(conn: &mut PgConnection, findings: &[Finding]) -> Result<usize, sqlx::Error> {
     let at = Utc::now().timestamp_micros();
     for finding in findings {
-        let job = EntitlementsJob::SyncAccess(SyncAccess {
-            user_id: finding.user_id,
-            chat_id: finding.chat_id,
-            resend: false,
-        });
+        let job = EntitlementsJob::SyncAccess(SyncAccess::check(finding.user_id, finding.chat_id));
         let key = format!("audit:{}:{}:{at}", finding.chat_id, finding.user_id);
         enqueue(&mut *conn, &NewJob::new(&job, key)).await?;
     }

@@ -55,6 +55,17 @@ pub struct SyncAccess {
     pub resend: bool,
 }
 
+impl SyncAccess {
+    /// The job that checks `user_id` in `chat_id` and acts (a link kept unused is not sent again).
+    pub fn check(user_id: i64, chat_id: i64) -> SyncAccess {
+        SyncAccess {
+            user_id,
+            chat_id,
+            resend: false,
+        }
+    }
+}
+
 /// JoinRequest is the `entitlements` job that answers `user_id`'s request to join `chat_id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinRequest {
@@ -87,11 +98,7 @@ pub async fn follow(conn: &mut PgConnection, plans: &Plans, change: &Changed) ->
     pairs.sort_unstable();
     pairs.dedup();
     for (user_id, chat_id) in pairs {
-        let job = EntitlementsJob::SyncAccess(SyncAccess {
-            user_id,
-            chat_id,
-            resend: false,
-        });
+        let job = EntitlementsJob::SyncAccess(SyncAccess::check(user_id, chat_id));
         let key = format!("access:{}:{user_id}:{chat_id}", change.change_id);
         enqueue(conn, &NewJob::new(&job, key)).await?;
     }
@@ -134,9 +141,12 @@ async fn latest_plan(
     .await
 }
 
+/// The statuses of somebody in a chat (Telegram's `ChatMember` kinds).
+pub const IN_CHAT: [&str; 4] = ["creator", "administrator", "member", "restricted"];
+
 /// Whether a status is one of somebody in the chat.
 pub fn is_in(status: &str) -> bool {
-    matches!(status, "creator" | "administrator" | "member" | "restricted")
+    IN_CHAT.contains(&status)
 }
 
 /// Seen is what one access job knows of a user and a chat before it calls Telegram; its effect
@@ -449,12 +459,10 @@ fn link_message(billing: &Billing, plan: &str, user_id: i64, link: &str) -> Send
 
 /// The chats among `chats` that `user_id` is in, as the membership records say.
 pub async fn joined(conn: &mut PgConnection, user_id: i64, chats: &[i64]) -> Result<Vec<i64>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT chat_id FROM chat_members WHERE user_id = $1 AND chat_id = ANY($2)
-         AND status IN ('creator', 'administrator', 'member', 'restricted')",
-    )
-    .bind(user_id)
-    .bind(chats)
-    .fetch_all(conn)
-    .await
+    sqlx::query_scalar("SELECT chat_id FROM chat_members WHERE user_id = $1 AND chat_id = ANY($2) AND status = ANY($3)")
+        .bind(user_id)
+        .bind(chats)
+        .bind(&IN_CHAT[..])
+        .fetch_all(conn)
+        .await
 }

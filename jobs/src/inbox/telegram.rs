@@ -155,11 +155,7 @@ pub async fn accept(pool: &PgPool, bot: Bot<'_>, raw: &str) -> Result<Accepted, 
                 .filter(|owner| *owner != user.id)
                 .map(|owner| (owner, "access_relink"));
             for (whom, key) in std::iter::once((user.id, "access_join")).chain(relink) {
-                let job = EntitlementsJob::SyncAccess(access::SyncAccess {
-                    user_id: whom,
-                    chat_id,
-                    resend: false,
-                });
+                let job = EntitlementsJob::SyncAccess(access::SyncAccess::check(whom, chat_id));
                 enqueue(&mut tx, &NewJob::new(&job, format!("{key}:{}", update.update_id))).await?;
             }
         }
